@@ -1,0 +1,215 @@
+"""Adversarial Co-distillation Networks: Phase A (generator, discriminator, search)
+before the co-distillation update of `CoDistillation` (ACN_SPEC.md).
+"""
+
+import dataclasses
+from typing import List, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from acn_tf import generators, losses
+from acn_tf.search import (SearchSettings, group_divergence,
+                            restricted_adversarial_search)
+from acn_tf.models import CoDistillation, DistillationSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialSettings:
+  """Phase A hyperparameters (names as in ACN_SPEC.md)."""
+  wrc_alpha: float = 0.1
+  noise_channels: int = 4
+  gan_weight: float = 1.0
+  keep_label_weight: float = 1.0
+  generator_updates: int = 1
+  discriminator_updates: int = 1
+  search: SearchSettings = SearchSettings()
+
+
+class AdversarialCoDistillation(CoDistillation):
+  """n classifiers, a generator g and (unless gan_weight = 0) a discriminator d.
+
+  One `train_step` = Phase A (generator update, discriminator update, search)
+  then Phase B on the real batch and the divergent batch. Before
+  `adv_warmup_epochs` (see `AdversarialWarmup`) the step is plain DML.
+  """
+
+  def __init__(self, classifiers: Sequence[keras.Model], generator: keras.Model,
+               discriminator: Optional[keras.Model] = None, **kwargs):
+    super().__init__(classifiers, **kwargs)
+    self.generator = generator
+    self.discriminator = discriminator
+    self.adversarial = AdversarialSettings()
+    self.adversarial_phase_active = True
+    self.generator_loss_tracker = keras.metrics.Mean(name="g_loss")
+    self.discriminator_loss_tracker = keras.metrics.Mean(name="d_loss")
+    self.discriminator_real_accuracy = keras.metrics.Mean(name="d_real_accuracy")
+    self.discriminator_fake_accuracy = keras.metrics.Mean(name="d_fake_accuracy")
+    self.generated_divergence = keras.metrics.Mean(name="divergence_x0")
+    self.searched_divergence = keras.metrics.Mean(name="divergence_search")
+    self.kept_fraction = keras.metrics.Mean(name="kept_fraction")
+
+  def compile(self, optimizer, generator_optimizer, discriminator_optimizer=None,
+              settings: DistillationSettings = DistillationSettings(),
+              adversarial: AdversarialSettings = AdversarialSettings(), **kwargs):
+    """Three optimizers, one per player; each touches only its own variables."""
+    super().compile(optimizer, settings=settings, **kwargs)
+    if (self.discriminator is None) != (discriminator_optimizer is None):
+      raise ValueError("Give a discriminator_optimizer exactly when the model has a "
+                       "discriminator (gan_weight > 0).")
+    self.generator_optimizer = generator_optimizer
+    self.discriminator_optimizer = discriminator_optimizer
+    self.adversarial = adversarial
+
+  @property
+  def metrics(self) -> List[keras.metrics.Metric]:
+    return [*super().metrics, self.generator_loss_tracker,
+            self.discriminator_loss_tracker, self.discriminator_real_accuracy,
+            self.discriminator_fake_accuracy, self.generated_divergence,
+            self.searched_divergence, self.kept_fraction]
+
+  def build_optimizers(self) -> None:
+    super().build_optimizers()
+    self.generator_optimizer.build(self.generator.trainable_variables)
+    if self.discriminator is not None:
+      self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+  def train_step(self, data):
+    images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+    if self.adversarial_phase_active:
+      divergent_images, keep_mask = self.adversarial_phase(images, labels)
+      self.classifier_update(images, labels, divergent_images, keep_mask)
+    else:
+      self.classifier_update(images, labels)
+    return self.metric_results()
+
+  # -- Phase A --------------------------------------------------------------------
+
+  def generate(self, images, training: bool = False) -> tf.Tensor:
+    """x̃0 = WRC(x, g([x, noise])) with fresh noise."""
+    shape = tf.concat([tf.shape(images)[:-1], [self.adversarial.noise_channels]], axis=0)
+    noise = tf.random.normal(shape)
+    generated = self.generator([images, noise], training=training)
+    return generators.weakly_residual_connection(images, generated,
+                                                 self.adversarial.wrc_alpha)
+
+  def adversarial_phase(self, images, labels):
+    """Generator update(s), discriminator update(s), then the search from x̃0.
+
+    Returns the divergent batch x̃ (no gradient flows back) and its keep mask.
+    The x̃0 of the last generator forward pass is reused by the discriminator and
+    the search rather than generated again.
+    """
+    images = tf.cast(images, tf.float32)
+    for _ in range(self.adversarial.generator_updates):
+      start = self.generator_update(images, labels)
+    start = tf.stop_gradient(start)
+    if self.discriminator is not None:
+      for _ in range(self.adversarial.discriminator_updates):
+        self.discriminator_update(images, start)
+    divergent, keep_mask, divergent_logits = restricted_adversarial_search(
+        self.classifiers, images, labels, start, self.adversarial.search)
+    searched = losses.pairwise_divergence(
+        [losses.tempered_probabilities(z, self.adversarial.search.temperature)
+         for z in divergent_logits], self.adversarial.search.divergence)
+    self.searched_divergence.update_state(tf.reduce_mean(searched))
+    self.kept_fraction.update_state(tf.reduce_mean(keep_mask))
+    return divergent, keep_mask
+
+  def generator_update(self, images, labels) -> tf.Tensor:
+    """L_g = -Div(x̃0) + gan_weight * NS-GAN + keep_label_weight * CE(p̄(x̃0), y).
+
+    Classifiers (and d) run in inference mode and are not in the variable list:
+    only g moves, and no batch-norm statistics of the classifiers change.
+    """
+    settings = self.adversarial
+    variables = self.generator.trainable_variables
+    with tf.GradientTape() as tape:
+      start = self.generate(images, training=True)
+      divergence, logits = group_divergence(self.classifiers, start,
+                                                   settings.search)
+      per_example = (-divergence + settings.keep_label_weight *
+                     losses.ensemble_cross_entropy(logits, labels))
+      if self.discriminator is not None and settings.gan_weight:
+        fake_logits = self.discriminator(start, training=False)
+        per_example += settings.gan_weight * losses.generator_adversarial_loss(fake_logits)
+      loss = losses.global_mean(per_example)
+      scaled_loss = self.generator_optimizer.scale_loss(loss)
+    gradients = tape.gradient(scaled_loss, variables)
+    self.generator_optimizer.apply(gradients, variables)
+    self.generator_loss_tracker.update_state(losses.local_mean(per_example))
+    self.generated_divergence.update_state(tf.reduce_mean(divergence))
+    return start
+
+  def discriminator_update(self, images, start) -> None:
+    """BCE(d(x), real) + BCE(d(sg(x̃0)), fake)."""
+    variables = self.discriminator.trainable_variables
+    with tf.GradientTape() as tape:
+      real_logits = self.discriminator(images, training=True)
+      fake_logits = self.discriminator(start, training=True)
+      per_example = losses.discriminator_loss(real_logits, fake_logits)
+      loss = losses.global_mean(per_example)
+      scaled_loss = self.discriminator_optimizer.scale_loss(loss)
+    gradients = tape.gradient(scaled_loss, variables)
+    self.discriminator_optimizer.apply(gradients, variables)
+    self.discriminator_loss_tracker.update_state(losses.local_mean(per_example))
+    self.discriminator_real_accuracy.update_state(
+        tf.reduce_mean(tf.cast(real_logits > 0, tf.float32)))
+    self.discriminator_fake_accuracy.update_state(
+        tf.reduce_mean(tf.cast(fake_logits < 0, tf.float32)))
+
+
+class AdversarialWarmup(keras.callbacks.Callback):
+  """Plain DML before `warmup_epochs`, ACN after: divergence between untrained
+  classifiers is noise. Switching retraces the train function once."""
+
+  def __init__(self, warmup_epochs: int):
+    super().__init__()
+    self.warmup_epochs = warmup_epochs
+
+  def on_epoch_begin(self, epoch, logs=None):
+    active = epoch >= self.warmup_epochs
+    if active != self.model.adversarial_phase_active:
+      self.model.adversarial_phase_active = active
+      self.model.make_train_function(force=True)
+
+
+# -- Construction from a config --------------------------------------------------------
+
+
+def adversarial_settings(config) -> AdversarialSettings:
+  return AdversarialSettings(
+      wrc_alpha=config.wrc_alpha, noise_channels=config.noise_channels,
+      gan_weight=config.gan_weight, keep_label_weight=config.keep_label_weight,
+      generator_updates=config.generator_updates,
+      discriminator_updates=config.discriminator_updates,
+      search=SearchSettings(
+          steps=config.ras_steps, step_size=config.ras_step_size,
+          epsilon=config.ras_epsilon, temperature=config.temperature,
+          divergence=config.divergence, label_restrict=config.ras_label_restrict))
+
+
+def build_adversarial_model(config, info, classifiers) -> AdversarialCoDistillation:
+  """Generator and (when gan_weight > 0) discriminator for `info`'s image shape."""
+  keras.utils.set_random_seed(config.seed * 1000 + 999)
+  generator = generators.build_generator(
+      info.image_shape, config.noise_channels, config.generator_filters,
+      config.generator_blocks)
+  discriminator = None
+  if config.gan_weight > 0:
+    discriminator = generators.build_discriminator(
+        info.image_shape, config.discriminator_filters, config.spectral_norm)
+  return AdversarialCoDistillation(classifiers, generator, discriminator,
+                                   name="adversarial_codistillation")
+
+
+def compile_arguments(config) -> dict:
+  """The optimizers and Phase A settings that `compile()` takes beyond DML's."""
+  def adam(learning_rate):
+    return keras.optimizers.Adam(learning_rate, beta_1=config.adversarial_beta_1)
+
+  return dict(
+      generator_optimizer=adam(config.generator_learning_rate),
+      discriminator_optimizer=(adam(config.discriminator_learning_rate)
+                               if config.gan_weight > 0 else None),
+      adversarial=adversarial_settings(config))

@@ -1,0 +1,140 @@
+"""Classifier backbones: CIFAR ResNets, Wide ResNets and a small CNN.
+
+Each classifier takes images in [0, 1] and normalises them itself (a Normalization
+layer holding the training set's channel statistics), so the generator and the
+adversarial search work in pixel space and their budgets are in pixel units.
+Any input size and channel count works: the heads use global average pooling.
+"""
+
+import re
+from typing import Callable, Optional, Sequence, Tuple
+
+import keras
+from keras import layers
+
+_RESNET_PATTERN = re.compile(r"^resnet(\d+)$")
+_WIDE_RESNET_PATTERN = re.compile(r"^wrn(\d+)_(\d+)$")
+_BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
+
+
+def check_architecture_name(name: str) -> None:
+  """Raises ValueError for a name `build_classifier` would not understand."""
+  resnet = _RESNET_PATTERN.match(name)
+  if resnet:
+    if (int(resnet.group(1)) - 2) % 6 or int(resnet.group(1)) < 8:
+      raise ValueError(f"Architecture {name!r}: CIFAR ResNet depth must be 6n+2 "
+                       "(resnet8, resnet20, resnet32, resnet56, resnet110).")
+    return
+  wide = _WIDE_RESNET_PATTERN.match(name)
+  if wide:
+    if (int(wide.group(1)) - 4) % 6 or int(wide.group(1)) < 10:
+      raise ValueError(f"Architecture {name!r}: WRN depth must be 6n+4 "
+                       "(wrn16_2, wrn28_10, ...).")
+    return
+  if name == "small_cnn":
+    return
+  raise ValueError(f"Unknown architecture {name!r}. Use resnetD (D = 6n+2, e.g. "
+                   "resnet32), wrnD_K (e.g. wrn16_2, wrn28_10) or small_cnn.")
+
+
+def _conv(filters: int, kernel_size: int, strides: int = 1, name: Optional[str] = None):
+  return layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
+                       use_bias=False, kernel_initializer="he_normal", name=name)
+
+
+def _basic_block(inputs, filters: int, strides: int, name: str):
+  """Post-activation basic block of He et al. (2016), projection shortcut."""
+  x = _conv(filters, 3, strides, name=f"{name}_conv1")(inputs)
+  x = layers.BatchNormalization(**_BATCH_NORM, name=f"{name}_bn1")(x)
+  x = layers.ReLU(name=f"{name}_relu1")(x)
+  x = _conv(filters, 3, name=f"{name}_conv2")(x)
+  x = layers.BatchNormalization(**_BATCH_NORM, name=f"{name}_bn2")(x)
+  shortcut = inputs
+  if strides != 1 or inputs.shape[-1] != filters:
+    shortcut = _conv(filters, 1, strides, name=f"{name}_shortcut")(inputs)
+    shortcut = layers.BatchNormalization(**_BATCH_NORM, name=f"{name}_shortcut_bn")(shortcut)
+  x = layers.Add(name=f"{name}_add")([x, shortcut])
+  return layers.ReLU(name=f"{name}_out")(x)
+
+
+def _resnet_features(x, depth: int):
+  blocks_per_stage = (depth - 2) // 6
+  x = _conv(16, 3, name="stem_conv")(x)
+  x = layers.BatchNormalization(**_BATCH_NORM, name="stem_bn")(x)
+  x = layers.ReLU(name="stem_relu")(x)
+  for stage, filters in enumerate((16, 32, 64)):
+    for block in range(blocks_per_stage):
+      strides = 2 if stage > 0 and block == 0 else 1
+      x = _basic_block(x, filters, strides, name=f"stage{stage + 1}_block{block + 1}")
+  return x
+
+
+def _wide_block(inputs, filters: int, strides: int, name: str):
+  """Pre-activation wide block of Zagoruyko & Komodakis (2016)."""
+  x = layers.BatchNormalization(**_BATCH_NORM, name=f"{name}_bn1")(inputs)
+  x = layers.ReLU(name=f"{name}_relu1")(x)
+  shortcut = inputs
+  if strides != 1 or inputs.shape[-1] != filters:
+    shortcut = _conv(filters, 1, strides, name=f"{name}_shortcut")(x)
+  x = _conv(filters, 3, strides, name=f"{name}_conv1")(x)
+  x = layers.BatchNormalization(**_BATCH_NORM, name=f"{name}_bn2")(x)
+  x = layers.ReLU(name=f"{name}_relu2")(x)
+  x = _conv(filters, 3, name=f"{name}_conv2")(x)
+  return layers.Add(name=f"{name}_add")([x, shortcut])
+
+
+def _wide_resnet_features(x, depth: int, width: int):
+  blocks_per_stage = (depth - 4) // 6
+  x = _conv(16, 3, name="stem_conv")(x)
+  for stage, filters in enumerate((16 * width, 32 * width, 64 * width)):
+    for block in range(blocks_per_stage):
+      strides = 2 if stage > 0 and block == 0 else 1
+      x = _wide_block(x, filters, strides, name=f"stage{stage + 1}_block{block + 1}")
+  x = layers.BatchNormalization(**_BATCH_NORM, name="final_bn")(x)
+  return layers.ReLU(name="final_relu")(x)
+
+
+def _small_cnn_features(x):
+  """Two conv stages: fast enough for CPU smoke runs on tiny images."""
+  for stage, filters in enumerate((32, 64)):
+    x = _conv(filters, 3, name=f"conv{stage + 1}")(x)
+    x = layers.BatchNormalization(**_BATCH_NORM, name=f"bn{stage + 1}")(x)
+    x = layers.ReLU(name=f"relu{stage + 1}")(x)
+    if min(x.shape[1], x.shape[2]) >= 4:
+      x = layers.MaxPooling2D(2, name=f"pool{stage + 1}")(x)
+  return x
+
+
+def _features_builder(name: str) -> Callable:
+  check_architecture_name(name)
+  resnet = _RESNET_PATTERN.match(name)
+  if resnet:
+    return lambda x: _resnet_features(x, int(resnet.group(1)))
+  wide = _WIDE_RESNET_PATTERN.match(name)
+  if wide:
+    return lambda x: _wide_resnet_features(x, int(wide.group(1)), int(wide.group(2)))
+  return _small_cnn_features
+
+
+def build_classifier(architecture: str,
+                     image_shape: Tuple[int, int, int],
+                     num_classes: int,
+                     channel_mean: Sequence[float],
+                     channel_variance: Sequence[float],
+                     name: str = "classifier",
+                     seed: Optional[int] = None) -> keras.Model:
+  """A functional classifier: [0, 1] images in, logits out.
+
+  `seed` fixes the initial weights, so two builds with the same seed are equal.
+  """
+  if seed is not None:
+    keras.utils.set_random_seed(seed)
+  images = keras.Input(shape=tuple(image_shape), name="images")
+  x = layers.Normalization(mean=list(channel_mean), variance=list(channel_variance),
+                           name="normalize")(images)
+  x = _features_builder(architecture)(x)
+  x = layers.GlobalAveragePooling2D(name="pool")(x)
+  logits = layers.Dense(num_classes, kernel_initializer="he_normal", name="logits",
+                        dtype="float32")(x)
+  return keras.Model(images, logits, name=name)
+

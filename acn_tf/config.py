@@ -1,0 +1,293 @@
+"""Experiment configuration: one frozen dataclass, a named registry, typed overrides.
+
+Every hyperparameter of ../shared/ACN_SPEC.md is a field here, so each method
+(independent, DML, ACN) and each ablation is a configuration of one code path.
+Library code receives an `ExperimentConfig`; only `run.py` reads flags.
+"""
+
+import dataclasses
+import json
+import typing
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+METHODS = ("independent", "dml", "acn")
+DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
+AUGMENTATIONS = ("none", "crop", "crop_flip")
+LR_SCHEDULES = ("constant", "step", "cosine")
+DIVERGENCES = ("js", "sym_kl")
+
+
+class ConfigError(ValueError):
+  """A configuration value or override is invalid; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything one training run needs, with the spec's defaults."""
+
+  name: str
+  dataset: str
+  # One entry per classifier: n = len(architectures); mixed pairs are allowed.
+  architectures: Tuple[str, ...] = ("resnet32", "resnet32")
+  method: str = "dml"
+  seed: int = 0
+
+  # Data.
+  batch_size: int = 128
+  augmentation: str = "crop_flip"
+  crop_padding: int = 4
+  # Train on the first `train_examples` examples only (0: all). For CPU-sized runs.
+  train_examples: int = 0
+  # Fraction of the training set held out for validation (tuning and model selection).
+  validation_fraction: float = 0.0
+
+  # Classifier optimisation (SGD, as in the paper-style CIFAR runs).
+  epochs: int = 200
+  learning_rate: float = 0.1
+  momentum: float = 0.9
+  nesterov: bool = True
+  weight_decay: float = 5e-4
+  lr_schedule: str = "cosine"
+  lr_decay_epochs: Tuple[int, ...] = (100, 150)
+  lr_decay_factor: float = 0.1
+  # Limit steps per epoch (0: a full pass over the training data).
+  steps_per_epoch: int = 0
+
+  # Phase B: co-distillation.
+  temperature: float = 1.0
+  kd_weight: float = 1.0
+  adv_weight: float = 1.0
+  adv_ce_weight: float = 1.0
+
+  # Phase A: generator with the Weakly Residual Connection.
+  generator_filters: int = 32
+  generator_blocks: int = 2
+  noise_channels: int = 4
+  wrc_alpha: float = 0.1
+  keep_label_weight: float = 1.0
+  divergence: str = "js"
+  # Phase A: discriminator (gan_weight = 0 removes it: the "no GAN" ablation).
+  gan_weight: float = 1.0
+  discriminator_filters: int = 32
+  spectral_norm: bool = True
+  # Phase A: Restricted Adversarial Search.
+  ras_steps: int = 1
+  ras_step_size: float = 2.0 / 255.0
+  ras_epsilon: float = 8.0 / 255.0
+  ras_label_restrict: bool = True
+  # Schedule of the adversarial phase.
+  adv_warmup_epochs: int = 0
+  generator_updates: int = 1
+  discriminator_updates: int = 1
+  generator_learning_rate: float = 2e-4
+  discriminator_learning_rate: float = 2e-4
+  adversarial_beta_1: float = 0.5
+
+  # Execution. jit_compile: "auto" (XLA on GPU only), "true" or "false".
+  jit_compile: str = "auto"
+
+  @property
+  def num_classifiers(self) -> int:
+    return len(self.architectures)
+
+  def effective_kd_weight(self) -> float:
+    """`independent` is DML with the distillation term switched off."""
+    return 0.0 if self.method == "independent" else self.kd_weight
+
+  def uses_adversarial_phase(self) -> bool:
+    return self.method == "acn"
+
+  def replace(self, **changes: Any) -> "ExperimentConfig":
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def validate(self) -> "ExperimentConfig":
+    """Raises ConfigError naming the bad field and its valid range."""
+    _check_choice("method", self.method, METHODS)
+    _check_choice("dataset", self.dataset, DATASETS)
+    _check_choice("augmentation", self.augmentation, AUGMENTATIONS)
+    _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+    _check_choice("divergence", self.divergence, DIVERGENCES)
+    _check_choice("jit_compile", self.jit_compile, ("auto", "true", "false"))
+    if not self.architectures:
+      raise ConfigError("architectures is empty: give at least one, e.g. "
+                        "--override=architectures=resnet32,resnet32")
+    if self.method != "independent" and self.num_classifiers < 2:
+      raise ConfigError(
+          f"method={self.method} needs at least 2 classifiers (got architectures="
+          f"{','.join(self.architectures)}); use method=independent for one.")
+    positive = ("batch_size", "epochs", "learning_rate", "temperature",
+                "generator_updates", "discriminator_updates",
+                "generator_learning_rate", "discriminator_learning_rate",
+                "generator_filters", "discriminator_filters")
+    for name in positive:
+      if getattr(self, name) <= 0:
+        raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}.")
+    non_negative = ("seed", "train_examples", "weight_decay", "momentum",
+                    "steps_per_epoch", "kd_weight", "adv_weight", "adv_ce_weight",
+                    "wrc_alpha", "keep_label_weight", "gan_weight", "ras_steps",
+                    "ras_step_size", "ras_epsilon", "adv_warmup_epochs",
+                    "noise_channels", "generator_blocks", "crop_padding")
+    for name in non_negative:
+      if getattr(self, name) < 0:
+        raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
+    if not 0.0 <= self.validation_fraction < 1.0:
+      raise ConfigError("validation_fraction must be in [0, 1), got "
+                        f"{self.validation_fraction}.")
+    if self.wrc_alpha > 1.0 or self.ras_epsilon > 1.0:
+      raise ConfigError("wrc_alpha and ras_epsilon are in pixel units of [0, 1] "
+                        "images; values above 1 make no sense.")
+    if list(self.lr_decay_epochs) != sorted(self.lr_decay_epochs):
+      raise ConfigError(f"lr_decay_epochs must be increasing, got {self.lr_decay_epochs}.")
+    from acn_tf import backbones  # Local import: backbones imports keras.
+    for architecture in self.architectures:
+      try:
+        backbones.check_architecture_name(architecture)
+      except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return self
+
+
+def _check_choice(field: str, value: str, choices: Sequence[str]) -> None:
+  if value not in choices:
+    raise ConfigError(f"{field}={value!r} is not one of {', '.join(choices)}.")
+
+
+# ---------------------------------------------------------------------------
+# Registry of named experiments.
+
+_REGISTRY: Dict[str, Callable[[], ExperimentConfig]] = {}
+
+
+def register(name: str):
+  """Decorator: registers a function returning the config of experiment `name`."""
+
+  def decorator(factory: Callable[[], ExperimentConfig]):
+    if name in _REGISTRY:
+      raise KeyError(f"Experiment {name!r} is registered twice.")
+    _REGISTRY[name] = factory
+    return factory
+
+  return decorator
+
+
+def experiment_names() -> Tuple[str, ...]:
+  from acn_tf import experiments  # noqa: F401  (fills the registry)
+  return tuple(sorted(_REGISTRY))
+
+
+def get_experiment(name: str) -> ExperimentConfig:
+  names = experiment_names()
+  if name not in _REGISTRY:
+    raise ConfigError(f"Unknown experiment {name!r}. Known experiments: "
+                      f"{', '.join(names)}.")
+  return _REGISTRY[name]()
+
+
+# ---------------------------------------------------------------------------
+# Typed overrides: "key=value" strings from the command line or a JSON file.
+
+
+def _field_types() -> Dict[str, Any]:
+  hints = typing.get_type_hints(ExperimentConfig)
+  return {f.name: hints[f.name] for f in dataclasses.fields(ExperimentConfig)}
+
+
+def _parse_bool(text: str) -> bool:
+  lowered = text.strip().lower()
+  if lowered in ("true", "1", "yes"):
+    return True
+  if lowered in ("false", "0", "no"):
+    return False
+  raise ValueError(f"{text!r} is not a boolean (true/false)")
+
+
+def _parse_scalar(kind: Any, text: str) -> Any:
+  if kind is bool:
+    return _parse_bool(text)
+  if kind is int:
+    return int(text)
+  if kind is float:
+    return float(text)
+  if kind is str:
+    return text
+  raise TypeError(f"unsupported field type {kind}")
+
+
+def _coerce(key: str, kind: Any, value: Any) -> Any:
+  """Converts `value` (a string or a JSON value) to the field's declared type."""
+  origin = typing.get_origin(kind)
+  try:
+    if origin is tuple:
+      element = typing.get_args(kind)[0]
+      if isinstance(value, str):
+        items = [item for item in value.split(",") if item.strip()]
+      else:
+        items = list(value)
+      return tuple(_coerce(key, element, item) for item in items)
+    if isinstance(value, str):
+      return _parse_scalar(kind, value)
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+      return value
+    if kind is bool and isinstance(value, bool):
+      return value
+    if kind is str and isinstance(value, str):
+      return value
+    raise ValueError(f"{value!r} is a {type(value).__name__}")
+  except (ValueError, TypeError) as error:
+    type_name = getattr(kind, "__name__", str(kind))
+    raise ConfigError(f"Override {key}: expected {type_name}, {error}.") from None
+
+
+def apply_overrides(config: ExperimentConfig,
+                    overrides: Mapping[str, Any]) -> ExperimentConfig:
+  """Returns `config` with fields replaced, type-checked against the dataclass."""
+  types = _field_types()
+  changes = {}
+  for key, value in overrides.items():
+    if key not in types or key == "name":
+      valid = ", ".join(name for name in sorted(types) if name != "name")
+      raise ConfigError(f"Unknown config key {key!r}. Valid keys: {valid}.")
+    changes[key] = _coerce(key, types[key], value)
+  return config.replace(**changes)
+
+
+def parse_override_strings(items: Sequence[str]) -> Dict[str, str]:
+  """Parses ["key=value", ...] into a dict, rejecting malformed items."""
+  parsed = {}
+  for item in items:
+    key, separator, value = item.partition("=")
+    if not separator or not key.strip():
+      raise ConfigError(f"Override {item!r} is not of the form key=value "
+                        "(e.g. --override=epochs=10).")
+    parsed[key.strip()] = value.strip()
+  return parsed
+
+
+def load_config_file(path: str) -> Dict[str, Any]:
+  """Reads a JSON object of field values (e.g. a tuner's best_config.json)."""
+  with open(path) as handle:
+    values = json.load(handle)
+  if not isinstance(values, dict):
+    raise ConfigError(f"{path} must hold a JSON object of config fields.")
+  return values
+
+
+def resolve_config(experiment: str,
+                   method: Optional[str] = None,
+                   config_file: Optional[str] = None,
+                   overrides: Sequence[str] = ()) -> ExperimentConfig:
+  """Experiment defaults, then the config file, then --method, then overrides."""
+  config = get_experiment(experiment)
+  if config_file:
+    file_values = load_config_file(config_file)
+    file_values.pop("name", None)
+    config = apply_overrides(config, file_values)
+  if method:
+    config = apply_overrides(config, {"method": method})
+  config = apply_overrides(config, parse_override_strings(overrides))
+  return config.validate()

@@ -1,0 +1,70 @@
+"""The named experiments of `run.py --experiment=NAME`.
+
+The CIFAR entries follow ACN_SPEC.md "Headline settings". The others are sized for
+a 2-core CPU: `digits` is the smoke run (about a minute), `fashion_mnist` the small
+real benchmark on which methods and ablations are compared on CPU.
+"""
+
+from acn_tf.config import ExperimentConfig, register
+
+
+@register("cifar100")
+def cifar100() -> ExperimentConfig:
+  return ExperimentConfig(
+      name="cifar100",
+      dataset="cifar100",
+      architectures=("resnet32", "resnet32"),
+      batch_size=128,
+      epochs=200,
+      learning_rate=0.1,
+      lr_schedule="step",
+      lr_decay_epochs=(100, 150),
+      weight_decay=5e-4,
+      augmentation="crop_flip",
+  )
+
+
+@register("cifar10")
+def cifar10() -> ExperimentConfig:
+  return cifar100().replace(name="cifar10", dataset="cifar10")
+
+
+@register("fashion_mnist")
+def fashion_mnist() -> ExperimentConfig:
+  return ExperimentConfig(
+      name="fashion_mnist",
+      dataset="fashion_mnist",
+      architectures=("resnet20", "resnet20"),
+      batch_size=128,
+      epochs=15,
+      learning_rate=0.1,
+      lr_schedule="cosine",
+      weight_decay=5e-4,
+      augmentation="crop_flip",
+      crop_padding=2,
+      generator_filters=16,
+      discriminator_filters=16,
+      adv_warmup_epochs=1,
+  )
+
+
+@register("digits")
+def digits() -> ExperimentConfig:
+  return ExperimentConfig(
+      name="digits",
+      dataset="digits",
+      architectures=("small_cnn", "small_cnn"),
+      batch_size=64,
+      epochs=20,
+      learning_rate=0.05,
+      lr_schedule="cosine",
+      weight_decay=5e-4,
+      augmentation="crop",
+      crop_padding=1,
+      generator_filters=16,
+      generator_blocks=1,
+      discriminator_filters=16,
+      ras_step_size=0.05,
+      ras_epsilon=0.1,
+      adv_warmup_epochs=2,
+  )

@@ -1,0 +1,151 @@
+"""Losses and divergences of ACN_SPEC.md, as pure functions of tensors.
+
+Every function returns per-example values (shape [batch]); reducing them to a scalar
+is the model's job, because the right reduction depends on the number of replicas
+(see `global_mean`).
+"""
+
+import tensorflow as tf
+
+# Probabilities are clipped away from zero before logs so that a confident peer
+# (p -> 0 for some class) gives a finite KL rather than inf * 0 = nan.
+_EPSILON = 1e-7
+
+
+def tempered_probabilities(logits: tf.Tensor, temperature: float) -> tf.Tensor:
+  """p^T = softmax(z / T), computed in float32 whatever the logits' dtype."""
+  return tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
+
+
+def kl_divergence(target: tf.Tensor, prediction: tf.Tensor) -> tf.Tensor:
+  """KL(target || prediction) per example, for probability rows."""
+  target = tf.clip_by_value(target, _EPSILON, 1.0)
+  prediction = tf.clip_by_value(prediction, _EPSILON, 1.0)
+  return tf.reduce_sum(target * (tf.math.log(target) - tf.math.log(prediction)), axis=-1)
+
+
+def js_divergence(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
+  """Jensen-Shannon divergence per example (natural log, bounded by log 2)."""
+  middle = 0.5 * (first + second)
+  return 0.5 * kl_divergence(first, middle) + 0.5 * kl_divergence(second, middle)
+
+
+def symmetric_kl_divergence(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
+  """KL(a || b) + KL(b || a) per example: the unbounded alternative to JS."""
+  return kl_divergence(first, second) + kl_divergence(second, first)
+
+
+_DIVERGENCES = {"js": js_divergence, "sym_kl": symmetric_kl_divergence}
+
+
+def pairwise_divergence(probabilities, kind: str = "js") -> tf.Tensor:
+  """Div(x): mean over pairs i < j of the divergence of p_i and p_j, per example.
+
+  Args:
+    probabilities: a list of n >= 2 tensors [batch, classes].
+    kind: "js" (default, bounded) or "sym_kl".
+  Returns:
+    [batch] tensor. With one classifier there is no pair and the result is zero.
+  """
+  divergence = _DIVERGENCES[kind]
+  pairs = [divergence(probabilities[i], probabilities[j])
+           for i in range(len(probabilities))
+           for j in range(i + 1, len(probabilities))]
+  if not pairs:
+    return tf.zeros(tf.shape(probabilities[0])[:1], tf.float32)
+  return tf.add_n(pairs) / float(len(pairs))
+
+
+def cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+  """CE(z, y) per example, in float32."""
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
+
+
+def peer_distillation(logits, temperature: float):
+  """T^2 * mean_{j != i} KL(sg(p_j^T) || p_i^T) for each classifier i (the DML term).
+
+  Returns a list of n per-example tensors. The stop-gradient on the peer makes the
+  sum over i of these terms have, for each classifier's weights, exactly that
+  classifier's own gradient, so all classifiers can update in one step.
+  """
+  probabilities = [tempered_probabilities(z, temperature) for z in logits]
+  targets = [tf.stop_gradient(p) for p in probabilities]
+  count = len(logits)
+  terms = []
+  for i in range(count):
+    if count == 1:
+      terms.append(tf.zeros_like(probabilities[i][:, 0]))
+      continue
+    peers = [kl_divergence(targets[j], probabilities[i]) for j in range(count) if j != i]
+    terms.append(temperature**2 * tf.add_n(peers) / float(count - 1))
+  return terms
+
+
+def codistillation_losses(logits, labels, temperature: float, kd_weight: float,
+                          ce_weight: float = 1.0):
+  """Phase B on one batch: ce_weight * CE(z_i, y) + kd_weight * DML term.
+
+  On the real batch ce_weight = 1; on the divergent batch the spec weighs the
+  terms as (KL term + adv_ce_weight * CE), i.e. kd_weight = 1, ce_weight =
+  adv_ce_weight. Returns a list of n per-example tensors [batch].
+  """
+  distillation = peer_distillation(logits, temperature)
+  return [ce_weight * cross_entropy(labels, z) + kd_weight * kd
+          for z, kd in zip(logits, distillation)]
+
+
+def ensemble_probabilities(logits) -> tf.Tensor:
+  """p̄ = mean_i softmax(z_i) (temperature 1)."""
+  return tf.add_n([tempered_probabilities(z, 1.0) for z in logits]) / float(len(logits))
+
+
+def ensemble_cross_entropy(logits, labels) -> tf.Tensor:
+  """CE(p̄, y) per example: the generator's keep-the-label term."""
+  probabilities = ensemble_probabilities(logits)
+  chosen = tf.gather(probabilities, tf.cast(labels, tf.int32), axis=-1, batch_dims=1)
+  return -tf.math.log(tf.clip_by_value(chosen, _EPSILON, 1.0))
+
+
+def generator_adversarial_loss(fake_logits: tf.Tensor) -> tf.Tensor:
+  """Non-saturating GAN loss for the generator: BCE(d(x̃0), real), per example."""
+  return tf.nn.softplus(-tf.reshape(tf.cast(fake_logits, tf.float32), [-1]))
+
+
+def discriminator_loss(real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tf.Tensor:
+  """BCE(d(x), real) + BCE(d(x̃0), fake), per example."""
+  real = tf.reshape(tf.cast(real_logits, tf.float32), [-1])
+  fake = tf.reshape(tf.cast(fake_logits, tf.float32), [-1])
+  return tf.nn.softplus(-real) + tf.nn.softplus(fake)
+
+
+def global_mean(values: tf.Tensor, weights: tf.Tensor = None) -> tf.Tensor:
+  """This replica's share of the mean over the global batch, for gradients.
+
+  MirroredStrategy sums gradients across replicas, so each replica returns
+  sum(w * v) / (sum of w over all replicas): the replicas' shares add up to the
+  weighted mean over the global batch, and a step on r replicas equals a step on
+  one replica with the same global batch. Outside a strategy this is the plain
+  weighted mean. A zero total weight gives zero rather than nan.
+  """
+  values = tf.cast(values, tf.float32)
+  if weights is None:
+    weights = tf.ones_like(values)
+  weights = tf.cast(weights, tf.float32)
+  local_total = tf.reduce_sum(weights * values)
+  local_weight = tf.reduce_sum(weights)
+  context = tf.distribute.get_replica_context()
+  if context is not None and context.num_replicas_in_sync > 1:
+    global_weight = context.all_reduce(tf.distribute.ReduceOp.SUM, local_weight)
+  else:
+    global_weight = local_weight
+  return tf.math.divide_no_nan(local_total, global_weight)
+
+
+def local_mean(values: tf.Tensor, weights: tf.Tensor = None) -> tf.Tensor:
+  """The weighted mean on this replica's examples: the value to report in metrics."""
+  values = tf.cast(values, tf.float32)
+  if weights is None:
+    return tf.reduce_mean(values)
+  weights = tf.cast(weights, tf.float32)
+  return tf.math.divide_no_nan(tf.reduce_sum(weights * values), tf.reduce_sum(weights))

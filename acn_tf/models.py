@@ -1,0 +1,137 @@
+"""Co-distillation of n classifiers (ACN_SPEC.md Phase B): independent and DML.
+
+`CoDistillation` trains n classifiers on labels plus each other's predictions.
+Its `train_step` is Phase B on the real batch; `AdversarialCoDistillation`
+(acn_tf/adversarial.py) runs Phase A first and passes its divergent examples to
+the same classifier update, so every method shares one code path.
+"""
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from acn_tf import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillationSettings:
+  """The Phase B weights (ACN_SPEC.md): L_i = CE + kd_weight * T^2 * KL + adv terms."""
+  temperature: float = 1.0
+  kd_weight: float = 1.0
+  adv_weight: float = 1.0
+  adv_ce_weight: float = 1.0
+
+
+class CoDistillation(keras.Model):
+  """n >= 1 classifiers trained together; kd_weight = 0 trains them independently."""
+
+  def __init__(self, classifiers: Sequence[keras.Model], **kwargs):
+    super().__init__(**kwargs)
+    if not classifiers:
+      raise ValueError("CoDistillation needs at least one classifier.")
+    self.classifiers = list(classifiers)
+    self.settings = DistillationSettings()
+    num_classes = self.classifiers[0].output_shape[-1]
+    top_k = min(5, num_classes)
+    self.loss_tracker = keras.metrics.Mean(name="loss")
+    self.classifier_loss_trackers = [
+        keras.metrics.Mean(name=f"c{i}_loss") for i in range(len(self.classifiers))]
+    self.top1_metrics = [
+        keras.metrics.SparseCategoricalAccuracy(name=f"c{i}_top1")
+        for i in range(len(self.classifiers))]
+    self.top5_metrics = [
+        keras.metrics.SparseTopKCategoricalAccuracy(k=top_k, name=f"c{i}_top5")
+        for i in range(len(self.classifiers))]
+    self.ensemble_top1 = keras.metrics.SparseCategoricalAccuracy(name="ensemble_top1")
+    self.divergence_tracker = keras.metrics.Mean(name="divergence")
+
+  # -- Keras plumbing ----------------------------------------------------------
+
+  def compile(self, optimizer, settings: DistillationSettings = DistillationSettings(),
+              **kwargs):
+    """`optimizer` updates all classifiers (their losses are summed; see losses.py)."""
+    super().compile(optimizer=optimizer, **kwargs)
+    self.settings = settings
+
+  @property
+  def classifier_metrics(self) -> List[keras.metrics.Metric]:
+    """What evaluation reports: losses, accuracies and divergence on real images."""
+    return [self.loss_tracker, *self.classifier_loss_trackers, *self.top1_metrics,
+            *self.top5_metrics, self.ensemble_top1, self.divergence_tracker]
+
+  @property
+  def metrics(self) -> List[keras.metrics.Metric]:
+    """Every tracker, so that Keras resets them all at each epoch."""
+    return self.classifier_metrics
+
+  @property
+  def classifier_variables(self) -> List[tf.Variable]:
+    return [v for c in self.classifiers for v in c.trainable_variables]
+
+  def build_optimizers(self) -> None:
+    """Creates optimizer slots up front: required under MirroredStrategy (KERAS3_NOTES 1)
+    and before loading weights, or their state is silently skipped (KERAS3_NOTES 2)."""
+    self.optimizer.build(self.classifier_variables)
+
+  def call(self, images, training: bool = False) -> List[tf.Tensor]:
+    """Logits of every classifier, in order."""
+    return [classifier(images, training=training) for classifier in self.classifiers]
+
+  # -- Steps --------------------------------------------------------------------
+
+  def train_step(self, data):
+    images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+    self.classifier_update(images, labels)
+    return self.metric_results()
+
+  def test_step(self, data):
+    images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+    logits = self(images, training=False)
+    per_classifier = losses.codistillation_losses(
+        logits, labels, self.settings.temperature, self.settings.kd_weight)
+    self.update_classifier_metrics(logits, labels, per_classifier)
+    return {metric.name: metric.result() for metric in self.classifier_metrics}
+
+  def classifier_update(self, images, labels,
+                        divergent_images: Optional[tf.Tensor] = None,
+                        keep_mask: Optional[tf.Tensor] = None) -> None:
+    """Phase B: one update of all classifiers on the real batch and, for ACN,
+    the divergent batch x̃ (already stop-gradient) with its label mask m."""
+    settings = self.settings
+    variables = self.classifier_variables
+    with tf.GradientTape() as tape:
+      logits = self(images, training=True)
+      per_classifier = losses.codistillation_losses(
+          logits, labels, settings.temperature, settings.kd_weight)
+      total = tf.add_n([losses.global_mean(loss) for loss in per_classifier])
+      if divergent_images is not None:
+        divergent_logits = self(divergent_images, training=True)
+        divergent_losses = losses.codistillation_losses(
+            divergent_logits, labels, settings.temperature, 1.0,
+            ce_weight=settings.adv_ce_weight)
+        total += settings.adv_weight * tf.add_n(
+            [losses.global_mean(loss, keep_mask) for loss in divergent_losses])
+      scaled_total = self.optimizer.scale_loss(total)
+    gradients = tape.gradient(scaled_total, variables)
+    self.optimizer.apply(gradients, variables)
+    self.update_classifier_metrics(logits, labels, per_classifier)
+
+  # -- Metrics ------------------------------------------------------------------
+
+  def update_classifier_metrics(self, logits, labels, per_classifier_losses) -> None:
+    """Per-example means of this replica (never the replica-scaled loss: KERAS3_NOTES 3)."""
+    classifier_means = [losses.local_mean(loss) for loss in per_classifier_losses]
+    self.loss_tracker.update_state(tf.add_n(classifier_means))
+    for i, classifier_logits in enumerate(logits):
+      self.classifier_loss_trackers[i].update_state(classifier_means[i])
+      self.top1_metrics[i].update_state(labels, classifier_logits)
+      self.top5_metrics[i].update_state(labels, classifier_logits)
+    self.ensemble_top1.update_state(labels, losses.ensemble_probabilities(logits))
+    probabilities = [losses.tempered_probabilities(z, 1.0) for z in logits]
+    self.divergence_tracker.update_state(
+        tf.reduce_mean(losses.pairwise_divergence(probabilities)))
+
+  def metric_results(self) -> Dict[str, tf.Tensor]:
+    return {metric.name: metric.result() for metric in self.metrics}

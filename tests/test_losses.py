@@ -1,0 +1,152 @@
+"""Losses against independent numpy references."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from acn_tf import losses
+
+
+def _softmax(logits, temperature=1.0):
+  scaled = logits / temperature
+  scaled = scaled - scaled.max(axis=-1, keepdims=True)
+  exponent = np.exp(scaled)
+  return exponent / exponent.sum(axis=-1, keepdims=True)
+
+
+def _kl(p, q):
+  return np.sum(p * (np.log(p) - np.log(q)), axis=-1)
+
+
+def _js(p, q):
+  m = 0.5 * (p + q)
+  return 0.5 * _kl(p, m) + 0.5 * _kl(q, m)
+
+
+@pytest.fixture
+def logits():
+  rng = np.random.default_rng(0)
+  return [rng.normal(scale=2.0, size=(6, 5)).astype(np.float32) for _ in range(3)]
+
+
+def test_kl_divergence_matches_numpy(logits):
+  p, q = _softmax(logits[0]), _softmax(logits[1])
+  np.testing.assert_allclose(losses.kl_divergence(p, q).numpy(), _kl(p, q), rtol=1e-5)
+
+
+def test_kl_of_identical_distributions_is_zero(logits):
+  p = _softmax(logits[0])
+  np.testing.assert_allclose(losses.kl_divergence(p, p).numpy(), 0.0, atol=1e-6)
+
+
+def test_js_divergence_matches_numpy_and_is_bounded(logits):
+  p, q = _softmax(logits[0], 0.3), _softmax(logits[1], 0.3)
+  value = losses.js_divergence(p, q).numpy()
+  np.testing.assert_allclose(value, _js(p, q), rtol=1e-5)
+  np.testing.assert_allclose(value, losses.js_divergence(q, p).numpy(), rtol=1e-6)
+  assert np.all(value <= np.log(2.0) + 1e-6)
+  disjoint = losses.js_divergence(np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])).numpy()
+  np.testing.assert_allclose(disjoint, np.log(2.0), rtol=1e-4)
+
+
+def test_symmetric_kl_matches_numpy(logits):
+  p, q = _softmax(logits[0]), _softmax(logits[2])
+  np.testing.assert_allclose(losses.symmetric_kl_divergence(p, q).numpy(),
+                             _kl(p, q) + _kl(q, p), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind,reference", [("js", _js), ("sym_kl",
+                                              lambda p, q: _kl(p, q) + _kl(q, p))])
+def test_pairwise_divergence_is_mean_over_pairs(logits, kind, reference):
+  probabilities = [_softmax(z, 2.0) for z in logits]
+  expected = np.mean([reference(probabilities[i], probabilities[j])
+                      for i, j in ((0, 1), (0, 2), (1, 2))], axis=0)
+  value = losses.pairwise_divergence(probabilities, kind).numpy()
+  np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+
+def test_pairwise_divergence_of_one_classifier_is_zero(logits):
+  value = losses.pairwise_divergence([_softmax(logits[0])]).numpy()
+  np.testing.assert_array_equal(value, np.zeros(6))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_peer_distillation_is_t_squared_mean_kl_to_peers(logits, temperature):
+  terms = losses.peer_distillation([tf.constant(z) for z in logits], temperature)
+  probabilities = [_softmax(z, temperature) for z in logits]
+  for i in range(3):
+    expected = temperature**2 * np.mean(
+        [_kl(probabilities[j], probabilities[i]) for j in range(3) if j != i], axis=0)
+    np.testing.assert_allclose(terms[i].numpy(), expected, rtol=1e-5)
+
+
+def test_peer_distillation_gradient_reaches_only_the_student(logits):
+  tensors = [tf.Variable(z) for z in logits[:2]]
+  with tf.GradientTape() as tape:
+    term = losses.peer_distillation(tensors, 2.0)[0]
+    total = tf.reduce_sum(term)
+  student, peer = tape.gradient(total, tensors)
+  assert peer is None
+  assert np.abs(student.numpy()).sum() > 0
+
+
+def test_codistillation_losses_add_cross_entropy(logits):
+  labels = np.array([0, 1, 2, 3, 4, 0])
+  result = losses.codistillation_losses([tf.constant(z) for z in logits[:2]], labels,
+                                        temperature=2.0, kd_weight=0.5, ce_weight=3.0)
+  p = [_softmax(z) for z in logits[:2]]
+  pt = [_softmax(z, 2.0) for z in logits[:2]]
+  for i, j in ((0, 1), (1, 0)):
+    ce = -np.log(p[i][np.arange(6), labels])
+    expected = 3.0 * ce + 0.5 * 4.0 * _kl(pt[j], pt[i])
+    np.testing.assert_allclose(result[i].numpy(), expected, rtol=1e-5)
+
+
+def test_ensemble_cross_entropy_uses_mean_probabilities(logits):
+  labels = np.array([4, 3, 2, 1, 0, 0])
+  ensemble = np.mean([_softmax(z) for z in logits], axis=0)
+  expected = -np.log(ensemble[np.arange(6), labels])
+  value = losses.ensemble_cross_entropy([tf.constant(z) for z in logits], labels)
+  np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5)
+
+
+def test_gan_losses_match_binary_cross_entropy():
+  real = np.array([[2.0], [-1.0], [0.3]], np.float32)
+  fake = np.array([[-0.5], [1.5], [0.0]], np.float32)
+  sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))
+  expected_d = (-np.log(sigmoid(real)) - np.log(1.0 - sigmoid(fake))).ravel()
+  np.testing.assert_allclose(losses.discriminator_loss(real, fake).numpy(), expected_d,
+                             rtol=1e-5)
+  expected_g = -np.log(sigmoid(fake)).ravel()
+  np.testing.assert_allclose(losses.generator_adversarial_loss(fake).numpy(), expected_g,
+                             rtol=1e-5)
+
+
+def test_global_mean_without_strategy_is_weighted_mean():
+  values = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+  weights = np.array([1.0, 0.0, 1.0, 1.0], np.float32)
+  np.testing.assert_allclose(losses.global_mean(values, weights).numpy(), 8.0 / 3.0)
+  np.testing.assert_allclose(losses.global_mean(values, np.zeros(4)).numpy(), 0.0)
+
+
+def test_global_mean_shares_add_up_to_global_mean_on_two_replicas():
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  values = np.arange(8, dtype=np.float32)
+  weights = np.array([1, 1, 0, 1, 0, 0, 0, 1], np.float32)
+
+  def replica_share(replica_values, replica_weights):
+    return losses.global_mean(replica_values, replica_weights)
+
+  def split(array):
+    return lambda context: array[4 * context.replica_id_in_sync_group:
+                                 4 * (context.replica_id_in_sync_group + 1)]
+
+  shares = strategy.run(replica_share, args=(
+      strategy.experimental_distribute_values_from_function(split(values)),
+      strategy.experimental_distribute_values_from_function(split(weights))))
+  total = strategy.reduce(tf.distribute.ReduceOp.SUM, shares, axis=None).numpy()
+  expected = np.sum(values * weights) / np.sum(weights)
+  np.testing.assert_allclose(total, expected, rtol=1e-6)
+  # The local share alone is not the mean: the replica-scaling really happened.
+  local = [v.numpy() for v in strategy.experimental_local_results(shares)]
+  assert not np.isclose(local[0], expected)
