@@ -1,0 +1,660 @@
+"""Datasets and input pipelines: real data from local files first, tfds second.
+
+Every dataset has a loading path that works offline (bundled scikit-learn data,
+official files in --data_dir, the Debian Fashion-MNIST package) because the
+experiments run on machines without internet. When nothing is found we raise
+`DataNotFoundError` naming every place that was searched, and never fall back
+to random data: a silently fake dataset would make every result meaningless.
+
+Splits are unbatched `tf.data.Dataset`s of (uint8 image [H, W, C], int64 label);
+`make_pipeline` turns one into batches of float32 images in [0, 1] and int32
+labels, with seeded, stateless augmentation so two runs with the same seed see
+identical batches.
+"""
+
+import dataclasses
+import gzip
+import os
+import pickle
+import socket
+import tarfile
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+DATASET_NAMES = ("digits", "fashion_mnist", "cifar10", "cifar100")
+AUGMENTATIONS = ("none", "crop", "crop_flip")
+
+# Where the Debian package `dataset-fashion-mnist` installs the official files.
+# A module constant (read at call time) so tests can point it elsewhere.
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (N, H, W)
+IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (N,)
+
+FASHION_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+FASHION_MNIST_URL = "https://github.com/zalandoresearch/fashion-mnist"
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+# Shuffling the whole training set gives the best mixing; the cap only bounds
+# memory if a much larger dataset is ever added.
+_SHUFFLE_BUFFER_LIMIT = 100_000
+_UNKNOWN_SIZE_SHUFFLE_BUFFER = 10_000
+# Cap for error strings embedded in DataNotFoundError (tfds errors can be huge).
+_MAX_ERROR_CHARS = 300
+
+
+class DataNotFoundError(FileNotFoundError):
+  """No source had the dataset; the message lists every place looked in and how to get it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a model and a log need to know about the loaded data."""
+
+  name: str
+  num_classes: int
+  image_shape: Tuple[int, int, int]  # (H, W, C)
+  num_train: int  # After the train_examples limit and the validation carve-out.
+  num_validation: int
+  num_test: int
+  source: str  # Human-readable: where the data was loaded from.
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSplits:
+  """Unbatched splits of (uint8 image [H, W, C], int64 label) elements."""
+
+  train: tf.data.Dataset
+  validation: Optional[tf.data.Dataset]  # None when validation_fraction == 0.
+  test: tf.data.Dataset
+  info: DatasetInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class _DatasetSpec:
+  num_classes: int
+  image_shape: Tuple[int, int, int]
+
+
+_SPECS: Dict[str, _DatasetSpec] = {
+    "digits": _DatasetSpec(10, (8, 8, 1)),
+    "fashion_mnist": _DatasetSpec(10, (28, 28, 1)),
+    "cifar10": _DatasetSpec(10, (32, 32, 3)),
+    "cifar100": _DatasetSpec(100, (32, 32, 3)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _RawSplits:
+  """The official train/test splits of one source, before any carve-out."""
+
+  train: tf.data.Dataset
+  test: tf.data.Dataset
+  num_train: int
+  num_test: int
+  source: str
+
+
+# ---------------------------------------------------------------------------
+# Public entry point.
+
+
+def load_splits(dataset: str,
+                data_dir: Optional[str],
+                *,
+                train_examples: int = 0,
+                validation_fraction: float = 0.0,
+                seed: int = 0) -> DataSplits:
+  """Loads `dataset` and carves validation data out of its training split.
+
+  Validation comes from the training split (a permutation seeded by `seed`),
+  never from the test split, so tuning on it leaves the test set untouched.
+  `train_examples` > 0 then keeps the first that many remaining training
+  examples (in file order), for CPU-sized runs.
+  """
+  if dataset not in _SPECS:
+    raise ValueError(f"Unknown dataset {dataset!r}. Valid names: "
+                     f"{', '.join(DATASET_NAMES)}.")
+  if not 0.0 <= validation_fraction < 1.0:
+    raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
+  if train_examples < 0:
+    raise ValueError(f"train_examples must be >= 0 (0: all), got {train_examples}.")
+  raw = _load_raw_splits(dataset, data_dir)
+  spec = _SPECS[dataset]
+  _check_element_spec(dataset, raw.train, spec.image_shape)
+  _check_element_spec(dataset, raw.test, spec.image_shape)
+  train, validation, num_validation = _carve_validation(
+      raw.train, raw.num_train, validation_fraction, seed)
+  num_train = raw.num_train - num_validation
+  if train_examples > 0 and train_examples < num_train:
+    train = train.take(train_examples)
+    num_train = train_examples
+  train = train.apply(tf.data.experimental.assert_cardinality(num_train))
+  info = DatasetInfo(name=dataset,
+                     num_classes=spec.num_classes,
+                     image_shape=spec.image_shape,
+                     num_train=num_train,
+                     num_validation=num_validation,
+                     num_test=raw.num_test,
+                     source=raw.source)
+  return DataSplits(train=train, validation=validation, test=raw.test, info=info)
+
+
+def _load_raw_splits(dataset: str, data_dir: Optional[str]) -> _RawSplits:
+  if dataset == "digits":
+    return _load_digits()
+  if dataset == "fashion_mnist":
+    return _load_fashion_mnist(data_dir)
+  return _load_cifar(dataset, data_dir)
+
+
+def _check_element_spec(dataset: str, split: tf.data.Dataset,
+                        image_shape: Tuple[int, int, int]) -> None:
+  """Fails early on wrong files (e.g. another dataset under the expected name)."""
+  image_spec, label_spec = split.element_spec
+  if not image_spec.shape.is_compatible_with(image_shape) or image_spec.dtype != tf.uint8:
+    raise ValueError(f"{dataset}: expected uint8 images of shape {image_shape}, got "
+                     f"{image_spec.dtype.name} {image_spec.shape}.")
+  if not label_spec.dtype.is_integer:
+    raise ValueError(f"{dataset}: expected integer labels, got {label_spec.dtype.name}.")
+
+
+def _validation_size(num_examples: int, validation_fraction: float) -> int:
+  """Rounded share of the training split; at least one example when asked for any."""
+  if validation_fraction == 0.0:
+    return 0
+  size = max(1, int(round(num_examples * validation_fraction)))
+  if size >= num_examples:
+    raise ValueError(f"validation_fraction={validation_fraction} of {num_examples} "
+                     "training examples leaves no training data.")
+  return size
+
+
+def _carve_validation(train: tf.data.Dataset, num_examples: int,
+                      validation_fraction: float, seed: int
+                      ) -> Tuple[tf.data.Dataset, Optional[tf.data.Dataset], int]:
+  """Splits `train` by a seeded permutation of example indices.
+
+  Filtering by index (instead of materialising arrays) works the same for
+  in-memory and tfds sources; both parts keep the original file order.
+  """
+  num_validation = _validation_size(num_examples, validation_fraction)
+  if num_validation == 0:
+    return train, None, 0
+  permutation = np.random.default_rng(seed).permutation(num_examples)
+  is_validation = np.zeros(num_examples, dtype=bool)
+  is_validation[permutation[:num_validation]] = True
+  mask = tf.constant(is_validation)
+  indexed = train.enumerate()
+
+  def select(keep_validation: bool) -> tf.data.Dataset:
+    chosen = indexed.filter(
+        lambda index, example: tf.equal(tf.gather(mask, index), keep_validation))
+    return chosen.map(lambda index, example: example)
+
+  validation = select(True).apply(tf.data.experimental.assert_cardinality(num_validation))
+  remaining = select(False).apply(
+      tf.data.experimental.assert_cardinality(num_examples - num_validation))
+  return remaining, validation, num_validation
+
+
+def _from_arrays(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
+  return tf.data.Dataset.from_tensor_slices(
+      (np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)))
+
+
+def _in_memory_splits(train: Tuple[np.ndarray, np.ndarray],
+                      test: Tuple[np.ndarray, np.ndarray], source: str) -> _RawSplits:
+  return _RawSplits(train=_from_arrays(*train),
+                    test=_from_arrays(*test),
+                    num_train=len(train[1]),
+                    num_test=len(test[1]),
+                    source=source)
+
+
+def _shorten(error: BaseException) -> str:
+  text = f"{type(error).__name__}: {error}"
+  return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "..."
+
+
+def _not_found_message(dataset: str, looked: Sequence[str],
+                       how_to_get: Sequence[str]) -> str:
+  lines = [f"Could not find the {dataset} dataset. Looked in:"]
+  lines += [f"  {number}. {place}" for number, place in enumerate(looked, start=1)]
+  lines.append("To get the data, any one of:")
+  lines += [f"  - {option}" for option in how_to_get]
+  return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# digits: scikit-learn's bundled copy, always available.
+
+
+def _load_digits() -> _RawSplits:
+  """The 8x8 digits with a fixed stratified 80/20 split (1437 train / 360 test).
+
+  The dataset has no official test split, so the split is fixed (random_state=0)
+  rather than tied to the experiment seed: every run tests on the same images.
+  """
+  from sklearn import datasets as sklearn_datasets  # Lazy: only digits needs it.
+  from sklearn import model_selection
+
+  digits = sklearn_datasets.load_digits()
+  images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., np.newaxis]
+  labels = digits.target.astype(np.int64)
+  train_images, test_images, train_labels, test_labels = model_selection.train_test_split(
+      images, labels, test_size=0.2, random_state=0, stratify=labels)
+  return _in_memory_splits((train_images, train_labels), (test_images, test_labels),
+                           "scikit-learn load_digits (fixed stratified 80/20 split, "
+                           "random_state=0)")
+
+
+# ---------------------------------------------------------------------------
+# Fashion-MNIST: idx files in data_dir, prepared tfds, Debian package, tfds download.
+
+
+def read_idx(path: str) -> np.ndarray:
+  """Reads an idx file (gzip or plain) of unsigned bytes: images (N, H, W) or labels (N,).
+
+  Compression is detected from the content, not the name, so renamed files work.
+  """
+  with open(path, "rb") as handle:
+    content = handle.read()
+  if content[:2] == b"\x1f\x8b":
+    content = gzip.decompress(content)
+  if len(content) < 4:
+    raise ValueError(f"{path} is too short to be an idx file ({len(content)} bytes).")
+  magic = int.from_bytes(content[:4], "big")
+  if magic not in (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC):
+    raise ValueError(
+        f"{path} has magic number 0x{magic:08x}, expected 0x{IDX_IMAGES_MAGIC:08x} "
+        f"(images) or 0x{IDX_LABELS_MAGIC:08x} (labels): not an idx file of bytes.")
+  num_dimensions = content[3]
+  header_size = 4 + 4 * num_dimensions
+  shape = tuple(int.from_bytes(content[4 + 4 * axis:8 + 4 * axis], "big")
+                for axis in range(num_dimensions))
+  payload = np.frombuffer(content, dtype=np.uint8, offset=header_size)
+  if payload.size != int(np.prod(shape)):
+    raise ValueError(f"{path}: header says shape {shape} ({int(np.prod(shape))} bytes) "
+                     f"but {payload.size} data bytes follow; the file is truncated.")
+  return payload.reshape(shape)
+
+
+def _find_idx_files(directory: str) -> Tuple[Optional[Dict[str, str]], str]:
+  """Paths of the four Fashion-MNIST files in `directory`, or None and what is missing."""
+  found, missing = {}, []
+  for role, gz_name in FASHION_MNIST_FILES.items():
+    plain_name = gz_name[:-len(".gz")]
+    candidates = [os.path.join(directory, name) for name in (gz_name, plain_name)]
+    existing = [path for path in candidates if os.path.isfile(path)]
+    if existing:
+      found[role] = existing[0]
+    else:
+      missing.append(f"{gz_name} (or {plain_name})")
+  if missing:
+    return None, f"{directory}: missing {', '.join(missing)}"
+  return found, ""
+
+
+def _read_fashion_idx(paths: Dict[str, str], source: str) -> _RawSplits:
+  arrays = {role: read_idx(path) for role, path in paths.items()}
+  for role, array in arrays.items():
+    expected_rank = 3 if role.endswith("images") else 1
+    if array.ndim != expected_rank:
+      raise ValueError(f"{paths[role]} has shape {array.shape}; expected rank "
+                       f"{expected_rank} for {role}.")
+  for split in ("train", "test"):
+    if len(arrays[f"{split}_images"]) != len(arrays[f"{split}_labels"]):
+      raise ValueError(f"{split}: {len(arrays[f'{split}_images'])} images but "
+                       f"{len(arrays[f'{split}_labels'])} labels in {source}.")
+  return _in_memory_splits(
+      (arrays["train_images"][..., np.newaxis], arrays["train_labels"]),
+      (arrays["test_images"][..., np.newaxis], arrays["test_labels"]), source)
+
+
+def _load_fashion_mnist(data_dir: Optional[str]) -> _RawSplits:
+  """Tries the sources in order, offline ones before the only online one."""
+  looked: List[str] = []
+  if data_dir:
+    paths, missing = _find_idx_files(data_dir)
+    if paths:
+      return _read_fashion_idx(paths, f"Fashion-MNIST idx files in {data_dir}")
+    looked.append(f"--data_dir {missing}")
+  else:
+    looked.append("--data_dir: not given, so no idx files were searched there")
+
+  builder = None
+  try:
+    builder = _tfds_builder("fashion_mnist", data_dir)
+    if builder.is_prepared():
+      return _tfds_splits(builder)
+    looked.append(f"tfds prepared data in {builder.data_dir}: not prepared")
+  except Exception as error:  # tfds fails in many ways (imports, files, network).
+    looked.append(f"tfds prepared data (data_dir={data_dir}): {_shorten(error)}")
+
+  debian_dir = DEBIAN_FASHION_MNIST_DIR
+  paths, missing = _find_idx_files(debian_dir)
+  if paths:
+    return _read_fashion_idx(paths, f"Fashion-MNIST idx files in {debian_dir} "
+                             "(Debian package dataset-fashion-mnist)")
+  looked.append(f"Debian package dataset-fashion-mnist directory {missing}")
+
+  try:
+    if builder is None:
+      builder = _tfds_builder("fashion_mnist", data_dir)
+    _download_and_prepare(builder)
+    return _tfds_splits(builder)
+  except Exception as error:  # Offline this is a network or import error.
+    target = getattr(builder, "data_dir", data_dir)
+    looked.append(f"tfds download_and_prepare into {target}: {_shorten(error)}")
+  how_to_get = [
+      "with internet, run once: python -c 'import tensorflow_datasets as tfds; "
+      "tfds.builder(\"fashion_mnist\").download_and_prepare()'",
+      f"put the official files {', '.join(FASHION_MNIST_FILES.values())} "
+      f"(from {FASHION_MNIST_URL}) into --data_dir",
+      f"apt-get install dataset-fashion-mnist (installs them into {debian_dir})",
+  ]
+  raise DataNotFoundError(_not_found_message("fashion_mnist", looked, how_to_get))
+
+
+# ---------------------------------------------------------------------------
+# CIFAR-10/100: the official "python version" in data_dir, else tfds.
+
+
+@dataclasses.dataclass(frozen=True)
+class _CifarLayout:
+  tarball: str
+  folder: str
+  train_files: Tuple[str, ...]
+  test_file: str
+  label_key: bytes
+
+
+_CIFAR_LAYOUTS = {
+    "cifar10": _CifarLayout("cifar-10-python.tar.gz", "cifar-10-batches-py",
+                            tuple(f"data_batch_{number}" for number in range(1, 6)),
+                            "test_batch", b"labels"),
+    "cifar100": _CifarLayout("cifar-100-python.tar.gz", "cifar-100-python",
+                             ("train",), "test", b"fine_labels"),
+}
+
+
+def _decode_cifar_batch(batch: Dict[bytes, object], label_key: bytes,
+                        origin: str) -> Tuple[np.ndarray, np.ndarray]:
+  """Rows of 3072 bytes are channel-major (R plane, G plane, B plane): make them HWC."""
+  data = np.asarray(batch[b"data"], dtype=np.uint8)
+  if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+    raise ValueError(f"{origin}: b'data' has shape {data.shape}, expected (N, 3072).")
+  images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  labels = np.asarray(batch[label_key], dtype=np.int64)
+  return images, labels
+
+
+def _unpickle(handle, origin: str) -> Dict[bytes, object]:
+  # The official files are Python pickles; only files the user put in data_dir
+  # (or the official tarball) are ever opened here.
+  batch = pickle.load(handle, encoding="bytes")
+  if not isinstance(batch, dict) or b"data" not in batch:
+    raise ValueError(f"{origin} is not a CIFAR python batch (no b'data' key).")
+  return batch
+
+
+def _read_cifar_batches(open_member, layout: _CifarLayout, files: Sequence[str],
+                        origin: str) -> Tuple[np.ndarray, np.ndarray]:
+  parts = []
+  for name in files:
+    with open_member(name) as handle:
+      parts.append(_decode_cifar_batch(_unpickle(handle, f"{origin}/{name}"),
+                                       layout.label_key, f"{origin}/{name}"))
+  return (np.concatenate([images for images, _ in parts]),
+          np.concatenate([labels for _, labels in parts]))
+
+
+def _read_cifar_folder(folder: str, layout: _CifarLayout) -> _RawSplits:
+  open_member = lambda name: open(os.path.join(folder, name), "rb")
+  train = _read_cifar_batches(open_member, layout, layout.train_files, folder)
+  test = _read_cifar_batches(open_member, layout, (layout.test_file,), folder)
+  return _in_memory_splits(train, test, f"CIFAR python batches in {folder}")
+
+
+def _read_cifar_tarball(path: str, layout: _CifarLayout) -> _RawSplits:
+  with tarfile.open(path, "r:*") as archive:
+
+    def open_member(name):
+      member = archive.extractfile(f"{layout.folder}/{name}")
+      if member is None:
+        raise ValueError(f"{path}: {layout.folder}/{name} is not a regular file.")
+      return member
+
+    try:
+      train = _read_cifar_batches(open_member, layout, layout.train_files, path)
+      test = _read_cifar_batches(open_member, layout, (layout.test_file,), path)
+    except KeyError as error:
+      raise ValueError(f"{path} lacks a member of the official layout: {error}") from None
+  return _in_memory_splits(train, test, f"CIFAR python tarball {path}")
+
+
+def _find_cifar_files(data_dir: str, layout: _CifarLayout
+                      ) -> Tuple[Optional[_RawSplits], List[str]]:
+  """The extracted folder first (no decompression), then the tarball."""
+  folder = os.path.join(data_dir, layout.folder)
+  if all(os.path.isfile(os.path.join(folder, name))
+         for name in layout.train_files + (layout.test_file,)):
+    return _read_cifar_folder(folder, layout), []
+  tarball = os.path.join(data_dir, layout.tarball)
+  if os.path.isfile(tarball):
+    return _read_cifar_tarball(tarball, layout), []
+  files = ", ".join(layout.train_files + (layout.test_file,))
+  return None, [f"--data_dir folder {folder}: missing (needs {files})",
+                f"--data_dir tarball {tarball}: missing"]
+
+
+def _load_cifar(dataset: str, data_dir: Optional[str]) -> _RawSplits:
+  """Local official files, else tfds (which downloads when online)."""
+  layout = _CIFAR_LAYOUTS[dataset]
+  looked: List[str] = []
+  if data_dir:
+    raw, misses = _find_cifar_files(data_dir, layout)
+    if raw is not None:
+      return raw
+    looked += misses
+  else:
+    looked.append("--data_dir: not given, so no CIFAR python files were searched")
+  builder = None
+  try:
+    builder = _tfds_builder(dataset, data_dir)
+    if not builder.is_prepared():
+      _download_and_prepare(builder)
+    return _tfds_splits(builder)
+  except Exception as error:  # Offline this is a network or import error.
+    target = getattr(builder, "data_dir", data_dir)
+    looked.append(f"tfds {dataset} (prepared data or download_and_prepare into "
+                  f"{target}): {_shorten(error)}")
+  how_to_get = [
+      "with internet, run once: python -c 'import tensorflow_datasets as tfds; "
+      f"tfds.builder(\"{dataset}\").download_and_prepare()'",
+      f"put {layout.tarball} (the \"python version\" from {CIFAR_URL}) or its "
+      f"extracted folder {layout.folder}/ into --data_dir",
+  ]
+  raise DataNotFoundError(_not_found_message(dataset, looked, how_to_get))
+
+
+# ---------------------------------------------------------------------------
+# tfds helpers.
+
+
+def _tfds_builder(name: str, data_dir: Optional[str]):
+  # Lazy import: tensorflow_datasets takes seconds to import and the offline
+  # sources (digits, idx files, CIFAR files) never need it.
+  import tensorflow_datasets as tfds
+
+  return tfds.builder(name, data_dir=data_dir)
+
+
+# The hosts tfds downloads each dataset from. Offline, resolving them fails at
+# once, whereas tfds' own download retries take minutes to give up.
+TFDS_DOWNLOAD_HOSTS = {
+    "cifar10": "www.cs.toronto.edu",
+    "cifar100": "www.cs.toronto.edu",
+    "fashion_mnist": "fashion-mnist.s3-website.eu-central-1.amazonaws.com",
+}
+
+
+def check_download_host(name: str) -> None:
+  """Raises ConnectionError quickly when `name`'s download host cannot be resolved."""
+  host = TFDS_DOWNLOAD_HOSTS.get(name)
+  if host is None:
+    return
+  try:
+    socket.getaddrinfo(host, 443)
+  except OSError as error:
+    raise ConnectionError(f"cannot resolve {host} (no internet?): {error}") from None
+
+
+def _download_and_prepare(builder) -> None:
+  check_download_host(builder.name)
+  builder.download_and_prepare()
+
+
+def _split_size(split: tf.data.Dataset, builder, split_name: str) -> int:
+  """Known cardinality first: under tfds.testing.mock_data the info's split sizes are absent."""
+  cardinality = int(split.cardinality())
+  if cardinality >= 0:
+    return cardinality
+  try:
+    return int(builder.info.splits[split_name].num_examples)
+  except Exception:  # Unknown split metadata: count once.
+    return int(split.reduce(np.int64(0), lambda count, _: count + 1))
+
+
+def _tfds_splits(builder) -> _RawSplits:
+  train = builder.as_dataset(split="train", as_supervised=True)
+  test = builder.as_dataset(split="test", as_supervised=True)
+  return _RawSplits(train=train,
+                    test=test,
+                    num_train=_split_size(train, builder, "train"),
+                    num_test=_split_size(test, builder, "test"),
+                    source=f"tfds {builder.name} {builder.version} in {builder.data_dir}")
+
+
+# ---------------------------------------------------------------------------
+# Input pipelines.
+
+
+def make_pipeline(dataset: tf.data.Dataset,
+                  *,
+                  batch_size: int,
+                  training: bool,
+                  augmentation: str = "none",
+                  crop_padding: int = 4,
+                  seed: int = 0,
+                  drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
+  """Batches of (float32 images in [0, 1], int32 labels).
+
+  Training: seeded shuffle (reshuffled every epoch), then augmentation: "crop"
+  pads `crop_padding` pixels of zeros on each side (the standard CIFAR ResNet
+  recipe) and crops a random HxW window; "crop_flip" adds a random horizontal
+  flip. Augmentation uses stateless ops with one seed per example drawn from a
+  seeded random dataset, so equal seeds give identical batches (also across
+  processes) while every epoch still sees new crops. Evaluation: neither.
+  `drop_remainder` defaults to `training` (equal-size training steps, every
+  evaluation example counted).
+  """
+  if augmentation not in AUGMENTATIONS:
+    raise ValueError(f"augmentation={augmentation!r} is not one of "
+                     f"{', '.join(AUGMENTATIONS)}.")
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be > 0, got {batch_size}.")
+  if crop_padding < 0:
+    raise ValueError(f"crop_padding must be >= 0, got {crop_padding}.")
+  if drop_remainder is None:
+    drop_remainder = training
+  if training:
+    dataset = dataset.shuffle(_shuffle_buffer_size(dataset), seed=seed,
+                              reshuffle_each_iteration=True)
+    if augmentation != "none":
+      dataset = _augment(dataset, augmentation, crop_padding, seed)
+  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+  dataset = dataset.map(_to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffle_buffer_size(dataset: tf.data.Dataset) -> int:
+  cardinality = int(dataset.cardinality())
+  if cardinality <= 0:  # Unknown or infinite.
+    return _UNKNOWN_SIZE_SHUFFLE_BUFFER
+  return min(cardinality, _SHUFFLE_BUFFER_LIMIT)
+
+
+def _augment(dataset: tf.data.Dataset, augmentation: str, crop_padding: int,
+             seed: int) -> tf.data.Dataset:
+  """Pairs every example with its own stateless seed and augments it."""
+  example_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+  example_seeds = example_seeds.batch(2, drop_remainder=True)
+  paired = tf.data.Dataset.zip((dataset, example_seeds))
+  flip = augmentation == "crop_flip"
+
+  def augment_example(example, example_seed):
+    image, label = example
+    crop_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(example_seed, num=2))
+    image = _random_crop(image, crop_padding, crop_seed)
+    if flip:
+      image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    return image, label
+
+  return paired.map(augment_example, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
+
+
+def _random_crop(image: tf.Tensor, crop_padding: int, seed: tf.Tensor) -> tf.Tensor:
+  """Zero-pads `crop_padding` pixels per side, then crops back to the input size."""
+  padded = tf.pad(image, [[crop_padding, crop_padding], [crop_padding, crop_padding],
+                          [0, 0]])
+  cropped = tf.image.stateless_random_crop(padded, size=tf.shape(image), seed=seed)
+  return tf.ensure_shape(cropped, image.shape)
+
+
+def _to_model_inputs(images: tf.Tensor, labels: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  return tf.cast(images, tf.float32) / 255.0, tf.cast(labels, tf.int32)
+
+
+# ---------------------------------------------------------------------------
+# Normalisation statistics.
+
+
+def channel_statistics(dataset: tf.data.Dataset,
+                       max_examples: int = 50000) -> Tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and (population) variance of the [0, 1]-scaled images.
+
+  Takes unbatched elements, either (image, label) or bare images; integer images
+  are divided by 255, float images are taken as already in [0, 1]. One pass over
+  at most `max_examples` examples, accumulated in float64. The results (shape
+  (C,)) feed the Normalization layer inside every classifier, so they must match
+  what `make_pipeline` feeds the models.
+  """
+  if isinstance(dataset.element_spec, tuple):
+    dataset = dataset.map(lambda image, *rest: image)
+  batches = dataset.take(max_examples).batch(1024)
+  total, total_squares, count = None, None, 0
+  for batch in batches.as_numpy_iterator():
+    values = batch.astype(np.float64)
+    if np.issubdtype(batch.dtype, np.integer):
+      values /= 255.0
+    pixels = values.reshape(-1, values.shape[-1])
+    batch_sum, batch_squares = pixels.sum(axis=0), np.square(pixels).sum(axis=0)
+    total = batch_sum if total is None else total + batch_sum
+    total_squares = batch_squares if total_squares is None else total_squares + batch_squares
+    count += pixels.shape[0]
+  if count == 0:
+    raise ValueError("channel_statistics got an empty dataset.")
+  mean = total / count
+  variance = np.maximum(total_squares / count - np.square(mean), 0.0)
+  return mean, variance

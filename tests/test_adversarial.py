@@ -1,0 +1,205 @@
+"""The ACN model: each player moves only its own weights; the phases do their job."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from acn_tf import backbones, generators, losses
+from acn_tf.adversarial import (AdversarialCoDistillation, AdversarialSettings,
+                                AdversarialWarmup)
+from acn_tf.models import CoDistillation, DistillationSettings
+from acn_tf.search import SearchSettings, group_divergence
+
+IMAGE_SHAPE = (8, 8, 1)
+NUM_CLASSES = 5
+
+
+def _classifiers(seeds=(1, 2)):
+  return [backbones.build_classifier("small_cnn", IMAGE_SHAPE, NUM_CLASSES, [0.5], [0.08],
+                                     name=f"c{i}", seed=seed)
+          for i, seed in enumerate(seeds)]
+
+
+def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1,
+         classifier_lr=0.05):
+  keras.utils.set_random_seed(7)
+  generator = generators.build_generator(IMAGE_SHAPE, noise_channels=2, filters=8,
+                                         residual_blocks=1)
+  discriminator = (generators.build_discriminator(IMAGE_SHAPE, filters=8)
+                   if gan_weight else None)
+  model = AdversarialCoDistillation(_classifiers(), generator, discriminator)
+  model.compile(
+      keras.optimizers.SGD(classifier_lr),
+      generator_optimizer=keras.optimizers.Adam(generator_lr, beta_1=0.5),
+      discriminator_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5) if gan_weight else None,
+      settings=DistillationSettings(),
+      adversarial=AdversarialSettings(
+          wrc_alpha=wrc_alpha, noise_channels=2, gan_weight=gan_weight,
+          keep_label_weight=keep_label_weight,
+          search=SearchSettings(steps=1, step_size=0.05, epsilon=0.1)))
+  model(tf.zeros((1, *IMAGE_SHAPE)))
+  model.build_optimizers()
+  return model
+
+
+def _batch(size=32, seed=0):
+  rng = np.random.default_rng(seed)
+  return (rng.random((size, *IMAGE_SHAPE), dtype=np.float32),
+          rng.integers(0, NUM_CLASSES, size))
+
+
+def _snapshot(networks):
+  return [v.numpy().copy() for network in networks for v in network.variables]
+
+
+def _assert_unchanged(networks, snapshot):
+  for variable, value in zip([v for n in networks for v in n.variables], snapshot):
+    np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)
+
+
+def _assert_changed(networks, snapshot):
+  current = [v.numpy() for n in networks for v in n.trainable_variables]
+  trainable = _snapshot_trainable(networks, snapshot)
+  assert any(not np.array_equal(a, b) for a, b in zip(current, trainable))
+
+
+def _snapshot_trainable(networks, snapshot):
+  index = {id(v): i for i, v in enumerate(v for n in networks for v in n.variables)}
+  return [snapshot[index[id(v)]] for n in networks for v in n.trainable_variables]
+
+
+def test_generator_step_moves_only_the_generator():
+  model = _acn()
+  images, labels = _batch()
+  others = [*model.classifiers, model.discriminator]
+  before_others = _snapshot(others)
+  before_generator = _snapshot([model.generator])
+  model.generator_update(tf.constant(images), tf.constant(labels))
+  _assert_unchanged(others, before_others)
+  _assert_changed([model.generator], before_generator)
+
+
+def test_discriminator_step_moves_only_the_discriminator():
+  model = _acn()
+  images, _ = _batch()
+  others = [*model.classifiers, model.generator]
+  before_others = _snapshot(others)
+  before_discriminator = _snapshot([model.discriminator])
+  model.discriminator_update(tf.constant(images), tf.constant(np.clip(images + 0.1, 0, 1)))
+  _assert_unchanged(others, before_others)
+  _assert_changed([model.discriminator], before_discriminator)
+
+
+def test_classifier_step_leaves_generator_and_discriminator_unchanged():
+  model = _acn()
+  images, labels = _batch()
+  players = [model.generator, model.discriminator]
+  before_players = _snapshot(players)
+  before_classifiers = _snapshot(model.classifiers)
+  divergent = np.clip(images + 0.05, 0, 1).astype(np.float32)
+  model.classifier_update(tf.constant(images), tf.constant(labels), tf.constant(divergent),
+                          tf.ones(32))
+  _assert_unchanged(players, before_players)
+  _assert_changed(model.classifiers, before_classifiers)
+
+
+def test_full_step_updates_every_player_and_reports_phase_a_metrics():
+  model = _acn()
+  images, labels = _batch()
+  before = {name: _snapshot([network]) for name, network in
+            (("g", model.generator), ("d", model.discriminator),
+             ("c0", model.classifiers[0]), ("c1", model.classifiers[1]))}
+  logs = model.train_on_batch(images, labels, return_dict=True)
+  for name, network in (("g", model.generator), ("d", model.discriminator),
+                        ("c0", model.classifiers[0]), ("c1", model.classifiers[1])):
+    _assert_changed([network], before[name])
+  for key in ("g_loss", "d_loss", "divergence_x0", "divergence_search", "kept_fraction",
+              "d_real_accuracy", "d_fake_accuracy", "c0_top1", "ensemble_top1"):
+    assert np.isfinite(logs[key]), key
+  assert 0.0 <= logs["kept_fraction"] <= 1.0
+  assert model.generator_optimizer.iterations.numpy() == 1
+  assert model.discriminator_optimizer.iterations.numpy() == 1
+  assert model.optimizer.iterations.numpy() == 1
+
+
+def test_generator_steps_raise_divergence_of_generated_examples():
+  model = _acn(gan_weight=0.0, keep_label_weight=0.0, generator_lr=1e-2, wrc_alpha=0.3)
+  images, labels = _batch(64)
+  settings = model.adversarial.search
+
+  def generated_divergence():
+    tf.random.set_seed(0)
+    start = model.generate(tf.constant(images), training=True)
+    return float(tf.reduce_mean(group_divergence(model.classifiers, start, settings)[0]))
+
+  before = generated_divergence()
+  for _ in range(15):
+    model.generator_update(tf.constant(images), tf.constant(labels))
+  after = generated_divergence()
+  assert after > 1.5 * before, (before, after)
+
+
+def test_classifier_steps_lower_disagreement_on_fixed_divergent_examples():
+  model = _acn(classifier_lr=0.01)
+  images, labels = _batch(64)
+  divergent = np.clip(images + np.random.default_rng(1).normal(scale=0.1, size=images.shape),
+                      0, 1).astype(np.float32)
+
+  def disagreement():
+    # Batch statistics (training=True): after ten steps the moving averages of
+    # batch norm still lag, and the test is about the weights, not about them.
+    probabilities = [tf.nn.softmax(c(divergent, training=True)) for c in model.classifiers]
+    return float(tf.reduce_mean(losses.pairwise_divergence(probabilities)))
+
+  before = disagreement()
+  for _ in range(10):
+    model.classifier_update(tf.constant(images), tf.constant(labels),
+                            tf.constant(divergent), tf.ones(64))
+  assert disagreement() < 0.5 * before
+
+
+def test_warmup_step_equals_dml_and_leaves_gan_untouched():
+  acn = _acn()
+  acn.adversarial_phase_active = False
+  dml = CoDistillation(_classifiers())
+  dml.compile(keras.optimizers.SGD(0.05), settings=DistillationSettings())
+  dml(tf.zeros((1, *IMAGE_SHAPE)))
+  dml.build_optimizers()
+  for source, target in zip(acn.classifiers, dml.classifiers):
+    target.set_weights(source.get_weights())
+  players = [acn.generator, acn.discriminator]
+  before_players = _snapshot(players)
+  images, labels = _batch()
+  acn.train_on_batch(images, labels)
+  dml.train_on_batch(images, labels)
+  for a, b in zip(acn.classifiers, dml.classifiers):
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+      np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+  _assert_unchanged(players, before_players)
+  assert acn.generator_optimizer.iterations.numpy() == 0
+
+
+def test_warmup_callback_switches_phase_a_on_after_warmup_epochs():
+  model = _acn()
+  images, labels = _batch(64)
+  seen = []
+
+  class Record(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      seen.append(int(model.generator_optimizer.iterations.numpy()))
+
+  model.fit(images, labels, batch_size=32, epochs=3, verbose=0,
+            callbacks=[AdversarialWarmup(1), Record()])
+  assert seen == [0, 2, 4]
+
+
+def test_no_gan_ablation_has_no_discriminator():
+  model = _acn(gan_weight=0.0)
+  assert model.discriminator is None
+  images, labels = _batch()
+  logs = model.train_on_batch(images, labels, return_dict=True)
+  assert np.isfinite(logs["g_loss"])
+  with pytest.raises(ValueError, match="discriminator_optimizer"):
+    model.compile(keras.optimizers.SGD(0.1), keras.optimizers.Adam(),
+                  discriminator_optimizer=keras.optimizers.Adam())

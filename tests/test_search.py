@@ -1,0 +1,139 @@
+"""Weakly Residual Connection and Restricted Adversarial Search."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from acn_tf import backbones, generators, losses
+from acn_tf.search import (SearchSettings, compiled_search, group_divergence,
+                           restricted_adversarial_search)
+
+IMAGE_SHAPE = (8, 8, 1)
+
+
+@pytest.fixture(scope="module")
+def classifiers():
+  return [backbones.build_classifier("small_cnn", IMAGE_SHAPE, 5, [0.5], [0.08],
+                                     name=f"c{i}", seed=10 + i) for i in range(2)]
+
+
+def _images(size=32, seed=0):
+  rng = np.random.default_rng(seed)
+  return rng.random((size, *IMAGE_SHAPE), dtype=np.float32)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.5])
+def test_wrc_stays_within_alpha_of_the_image_and_in_unit_range(alpha):
+  images = _images()
+  generated = np.random.default_rng(1).normal(scale=5.0, size=images.shape)
+  result = generators.weakly_residual_connection(images, generated, alpha).numpy()
+  assert np.max(np.abs(result - images)) <= alpha + 1e-6
+  assert result.min() >= 0.0 and result.max() <= 1.0
+  expected = np.clip(images + alpha * np.tanh(generated), 0.0, 1.0)
+  np.testing.assert_allclose(result, expected, atol=1e-6)
+
+
+def test_wrc_alpha_zero_is_a_plain_generator():
+  images = _images()
+  generated = np.random.default_rng(2).normal(size=images.shape).astype(np.float32)
+  result = generators.weakly_residual_connection(images, generated, 0.0).numpy()
+  np.testing.assert_allclose(result, (np.tanh(generated) + 1) / 2, atol=1e-6)
+
+
+def test_generator_starts_at_the_identity_under_wrc():
+  generator = generators.build_generator(IMAGE_SHAPE, noise_channels=2, filters=8)
+  images = _images(4)
+  noise = np.random.default_rng(0).normal(size=(4, 8, 8, 2)).astype(np.float32)
+  start = generators.weakly_residual_connection(images, generator([images, noise]), 0.1)
+  np.testing.assert_allclose(start.numpy(), images, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3), (7, 9, 2)])
+def test_generator_and_discriminator_accept_any_image_shape(shape):
+  generator = generators.build_generator(shape, noise_channels=3, filters=4,
+                                         residual_blocks=1)
+  discriminator = generators.build_discriminator(shape, filters=4)
+  images = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+  noise = np.zeros((2, shape[0], shape[1], 3), np.float32)
+  assert generator([images, noise]).shape == (2, *shape)
+  assert discriminator(images).shape == (2, 1)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_search_stays_in_the_epsilon_ball_and_unit_range(classifiers, steps):
+  images = _images()
+  start = np.clip(images + np.random.default_rng(3).normal(scale=0.2, size=images.shape),
+                  0, 1).astype(np.float32)
+  settings = SearchSettings(steps=steps, step_size=0.02, epsilon=0.03)
+  labels = np.zeros(32, np.int64)
+  divergent, _, _ = restricted_adversarial_search(classifiers, images, labels, start,
+                                                  settings)
+  divergent = divergent.numpy()
+  assert np.max(np.abs(divergent - images)) <= 0.03 + 1e-6
+  assert divergent.min() >= 0.0 and divergent.max() <= 1.0
+
+
+def test_search_raises_divergence_from_its_start(classifiers):
+  images = _images(64)
+  start = np.clip(images + 0.01 * np.random.default_rng(4).normal(size=images.shape),
+                  0, 1).astype(np.float32)
+  settings = SearchSettings(steps=3, step_size=0.02, epsilon=0.1)
+  divergent, _, _ = restricted_adversarial_search(classifiers, images,
+                                                  np.zeros(64, np.int64), start, settings)
+  before = tf.reduce_mean(group_divergence(classifiers, start, settings)[0]).numpy()
+  after = tf.reduce_mean(group_divergence(classifiers, divergent, settings)[0]).numpy()
+  assert after > before * 1.05, (before, after)
+
+
+def test_search_with_zero_steps_returns_its_start(classifiers):
+  images = _images()
+  start = np.clip(images + 0.3, 0, 1).astype(np.float32)
+  divergent, _, _ = restricted_adversarial_search(
+      classifiers, images, np.zeros(32, np.int64), start, SearchSettings(steps=0))
+  np.testing.assert_array_equal(divergent.numpy(), start)
+
+
+def test_label_restriction_mask_matches_numpy_ensemble_argmax(classifiers):
+  images = _images(64)
+  settings = SearchSettings(steps=1, step_size=0.02, epsilon=0.05)
+  logits = [c(images, training=False).numpy() for c in classifiers]
+  # Labels agreeing with the ensemble on half the batch, so the mask is mixed.
+  ensemble = np.mean([tf.nn.softmax(z).numpy() for z in logits], axis=0)
+  labels = ensemble.argmax(-1)
+  labels[::2] = (labels[::2] + 1) % 5
+  divergent, mask, _ = restricted_adversarial_search(classifiers, images, labels, images,
+                                                     settings)
+  after = np.mean([tf.nn.softmax(c(divergent, training=False)).numpy()
+                   for c in classifiers], axis=0)
+  expected = (after.argmax(-1) == labels).astype(np.float32)
+  np.testing.assert_array_equal(mask.numpy(), expected)
+  assert 0 < expected.sum() < 64
+  unrestricted = restricted_adversarial_search(
+      classifiers, images, labels, images,
+      SearchSettings(steps=1, step_size=0.02, epsilon=0.05, label_restrict=False))[1]
+  np.testing.assert_array_equal(unrestricted.numpy(), np.ones(64))
+
+
+def test_search_leaves_batch_norm_statistics_unchanged(classifiers):
+  images = _images()
+  before = [[v.numpy().copy() for v in c.non_trainable_variables] for c in classifiers]
+  search = compiled_search(classifiers, SearchSettings(steps=2, step_size=0.05,
+                                                       epsilon=0.1))
+  search(images, np.zeros(32, np.int64), np.clip(images + 0.05, 0, 1))
+  for classifier, saved in zip(classifiers, before):
+    assert saved, "the classifiers should have batch-norm statistics"
+    for variable, value in zip(classifier.non_trainable_variables, saved):
+      np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_search_under_xla_matches_plain_graph(classifiers):
+  images = _images()
+  start = np.clip(images + 0.02, 0, 1).astype(np.float32)
+  labels = np.arange(32) % 5
+  settings = SearchSettings(steps=2, step_size=0.01, epsilon=0.04)
+  plain = compiled_search(classifiers, settings, jit_compile=False)(images, labels, start)
+  xla = compiled_search(classifiers, settings, jit_compile=True)(images, labels, start)
+  # Sign steps are discrete: identical up to the odd pixel whose gradient is ~0.
+  difference = np.abs(plain[0].numpy() - xla[0].numpy())
+  assert np.mean(difference > 1e-5) < 0.01
+  np.testing.assert_array_equal(plain[1].numpy(), xla[1].numpy())
