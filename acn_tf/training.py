@@ -185,7 +185,8 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   start = time.time()
   model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps,
             validation_data=validation_data,
-            callbacks=training_callbacks(config, model_dir), verbose=verbose)
+            callbacks=training_callbacks(config, model_dir), verbose=verbose,
+            shuffle=False)  # The pipeline shuffles, seeded.
   train_seconds = time.time() - start
   model.save_weights(os.path.join(model_dir, WEIGHTS_FILE))
   return _evaluate_and_record(config, model, test_data, splits.info, model_dir,

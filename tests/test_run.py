@@ -1,0 +1,132 @@
+"""run.py end to end, in a subprocess, as a user runs it."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from acn_tf import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--override=epochs=1", "--override=train_examples=256", "--verbose=0"]
+
+
+def _run(*arguments, cwd=ROOT):
+  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *arguments],
+                        cwd=cwd, capture_output=True, text=True, env=environment,
+                        timeout=300)
+
+
+def _check_results(model_dir, method, num_classifiers=2):
+  with open(os.path.join(model_dir, "results.json")) as handle:
+    results = json.load(handle)
+  assert results["experiment"] == "digits" and results["method"] == method
+  assert results["epochs"] == 1
+  assert len(results["classifiers"]) == num_classifiers
+  for classifier in results["classifiers"]:
+    assert 0.0 <= classifier["top1"] <= classifier["top5"] <= 1.0
+  assert 0.0 <= results["ensemble_top1"] <= 1.0
+  assert 0.0 <= results["mean_divergence"] <= 0.7  # JS is bounded by log 2.
+  assert results["wall_seconds"] > 0
+  assert results["num_test"] == 360
+  with open(os.path.join(model_dir, "history.csv")) as handle:
+    rows = list(csv.DictReader(handle))
+  assert len(rows) == 1 and "ensemble_top1" in rows[0]
+  return results
+
+
+@pytest.mark.parametrize("method", ["dml", "acn"])
+def test_digits_trains_and_writes_results(tmp_path, method):
+  model_dir = str(tmp_path / method)
+  extra = ["--override=adv_warmup_epochs=0"] if method == "acn" else []
+  completed = _run("--experiment=digits", f"--method={method}", f"--model_dir={model_dir}",
+                   *TINY, *extra)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  results = _check_results(model_dir, method)
+  if method == "acn":
+    with open(os.path.join(model_dir, "history.csv")) as handle:
+      row = next(csv.DictReader(handle))
+    # Phase A ran (no warm-up): its metrics were recorded, not left at zero.
+    assert float(row["g_loss"]) != 0.0 and 0.0 < float(row["kept_fraction"]) <= 1.0
+  evaluated = _run("--mode=eval", f"--model_dir={model_dir}", "--verbose=0")
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  with open(os.path.join(model_dir, "results.json")) as handle:
+    again = json.load(handle)
+  assert again["ensemble_top1"] == pytest.approx(results["ensemble_top1"], abs=1e-6)
+
+
+def test_independent_method_with_three_classifiers(tmp_path):
+  model_dir = str(tmp_path / "independent")
+  completed = _run("--experiment=digits", "--method=independent",
+                   f"--model_dir={model_dir}",
+                   "--override=architectures=small_cnn,small_cnn,resnet8", *TINY)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  results = _check_results(model_dir, "independent", num_classifiers=3)
+  assert results["config"]["kd_weight"] == 1.0  # Kept, but switched off by the method.
+
+
+@pytest.mark.parametrize("arguments,expected", [
+    (["--experiment=imagenet"], "Unknown experiment 'imagenet'. Known experiments: "
+     "cifar10, cifar100, digits, fashion_mnist"),
+    (["--experiment=digits", "--override=learning_rat=0.1"],
+     "Unknown config key 'learning_rat'. Valid keys:"),
+    (["--experiment=digits", "--override=epochs=ten"], "Override epochs: expected int"),
+    (["--experiment=digits", "--override=epochs"], "is not of the form key=value"),
+    (["--experiment=digits", "--override=batch_size=0"], "batch_size must be > 0"),
+    (["--experiment=digits", "--override=architectures=resnet31,resnet32"],
+     "CIFAR ResNet depth must be 6n+2"),
+    (["--experiment=digits", "--method=dml", "--override=architectures=small_cnn"],
+     "needs at least 2 classifiers"),
+    (["--mode=eval", "--model_dir=/nonexistent/run"], "holds no trained run"),
+])
+def test_bad_input_gives_a_clear_error(arguments, expected):
+  completed = _run(*arguments)
+  assert completed.returncode != 0
+  assert expected in completed.stderr
+  assert "Traceback" not in completed.stderr
+
+
+def test_missing_data_names_where_it_looked(tmp_path):
+  completed = _run("--experiment=cifar100", f"--data_dir={tmp_path}",
+                   f"--model_dir={tmp_path / 'run'}")
+  assert completed.returncode != 0
+  assert "Could not find the cifar100 dataset" in completed.stderr
+  assert os.path.join(str(tmp_path), "cifar-100-python.tar.gz") in completed.stderr
+  assert "download_and_prepare" in completed.stderr
+  assert "Traceback" not in completed.stderr
+  assert not os.path.exists(tmp_path / "run"), "nothing is written before data is found"
+
+
+def test_existing_model_dir_is_refused_not_clobbered(tmp_path):
+  model_dir = tmp_path / "run"
+  model_dir.mkdir()
+  (model_dir / "results.json").write_text('{"keep": "me"}')
+  completed = _run("--experiment=digits", f"--model_dir={model_dir}", *TINY)
+  assert completed.returncode != 0
+  assert "already holds a run" in completed.stderr
+  assert (model_dir / "results.json").read_text() == '{"keep": "me"}'
+
+
+def test_config_overrides_are_typed():
+  config = config_lib.resolve_config(
+      "digits", "acn", overrides=["epochs=3", "ras_label_restrict=false",
+                                  "architectures=resnet20,wrn16_2", "wrc_alpha=0",
+                                  "lr_decay_epochs=2,3"])
+  assert config.epochs == 3 and config.ras_label_restrict is False
+  assert config.architectures == ("resnet20", "wrn16_2")
+  assert config.wrc_alpha == 0.0 and isinstance(config.wrc_alpha, float)
+  assert config.lr_decay_epochs == (2, 3)
+  with pytest.raises(config_lib.ConfigError, match="expected bool"):
+    config_lib.resolve_config("digits", overrides=["nesterov=maybe"])
+
+
+def test_config_file_is_applied_before_overrides(tmp_path):
+  path = tmp_path / "best.json"
+  path.write_text(json.dumps({"name": "ignored", "learning_rate": 0.01, "epochs": 4}))
+  config = config_lib.resolve_config("digits", config_file=str(path),
+                                     overrides=["epochs=2"])
+  assert config.learning_rate == 0.01 and config.epochs == 2 and config.name == "digits"
