@@ -150,7 +150,8 @@ def load_data(config: ExperimentConfig, data_dir: Optional[str]) -> data.DataSpl
                           seed=config.seed)
 
 
-def _pipelines(config: ExperimentConfig, splits: data.DataSplits):
+def make_pipelines(config: ExperimentConfig, splits: data.DataSplits):
+  """(train, validation or None, test) batched pipelines for `config`."""
   train = data.make_pipeline(splits.train, batch_size=config.batch_size, training=True,
                              augmentation=config.augmentation,
                              crop_padding=config.crop_padding, seed=config.seed)
@@ -164,7 +165,7 @@ def _pipelines(config: ExperimentConfig, splits: data.DataSplits):
   return train, validation, test
 
 
-def _build_for_splits(config, splits, strategy):
+def build_for_splits(config, splits, strategy):
   mean, variance = data.channel_statistics(splits.train)
   steps = steps_per_epoch(config, splits.info)
   with strategy.scope():
@@ -180,8 +181,8 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   splits = load_data(config, data_dir)  # Fails on missing data before any file is written.
   prepare_model_dir(model_dir, config)
   keras.utils.set_random_seed(config.seed)
-  model, steps = _build_for_splits(config, splits, strategy)
-  train_data, validation_data, test_data = _pipelines(config, splits)
+  model, steps = build_for_splits(config, splits, strategy)
+  train_data, validation_data, test_data = make_pipelines(config, splits)
   start = time.time()
   model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps,
             validation_data=validation_data,
@@ -193,10 +194,9 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
                               train_seconds)
 
 
-def evaluate(model_dir: str, data_dir: Optional[str] = None,
-             strategy: Optional[tf.distribute.Strategy] = None,
-             verbose: int = 2) -> Dict[str, Any]:
-  """Re-evaluates the trained run in `model_dir` on the test split."""
+def restore_run(model_dir: str, data_dir: Optional[str] = None,
+                strategy: Optional[tf.distribute.Strategy] = None):
+  """The trained run in `model_dir`: (config, model with its weights, data splits)."""
   config = ExperimentConfig(**_tuples(load_run_config(model_dir))).validate()
   weights = os.path.join(model_dir, WEIGHTS_FILE)
   if not os.path.exists(weights):
@@ -204,9 +204,17 @@ def evaluate(model_dir: str, data_dir: Optional[str] = None,
                         "finish training.")
   strategy = strategy or tf.distribute.get_strategy()
   splits = load_data(config, data_dir)
-  model, _ = _build_for_splits(config, splits, strategy)
+  model, _ = build_for_splits(config, splits, strategy)
   model.load_weights(weights)
-  _, _, test_data = _pipelines(config, splits)
+  return config, model, splits
+
+
+def evaluate(model_dir: str, data_dir: Optional[str] = None,
+             strategy: Optional[tf.distribute.Strategy] = None,
+             verbose: int = 2) -> Dict[str, Any]:
+  """Re-evaluates the trained run in `model_dir` on the test split."""
+  config, model, splits = restore_run(model_dir, data_dir, strategy)
+  _, _, test_data = make_pipelines(config, splits)
   return _evaluate_and_record(config, model, test_data, splits.info, model_dir, None,
                               verbose=verbose)
 
@@ -222,6 +230,10 @@ def _evaluate_and_record(config, model, test_data, info, model_dir, train_second
   start = time.time()
   metrics = model.evaluate(test_data, return_dict=True, verbose=verbose)
   evaluation_seconds = time.time() - start
+  results_path = os.path.join(model_dir, RESULTS_FILE)
+  if train_seconds is None and os.path.exists(results_path):
+    with open(results_path) as handle:  # Re-evaluation keeps the training time.
+      train_seconds = json.load(handle).get("train_seconds")
   results = {
       "experiment": config.name,
       "method": config.method,
@@ -247,6 +259,6 @@ def _evaluate_and_record(config, model, test_data, info, model_dir, train_second
       "keras_version": keras.__version__,
       "config": config.to_dict(),
   }
-  with open(os.path.join(model_dir, RESULTS_FILE), "w") as handle:
+  with open(results_path, "w") as handle:
     json.dump(results, handle, indent=2)
   return results
