@@ -5,6 +5,7 @@ Flags are defined here and only here; the library receives config objects.
 
 import os
 import sys
+import tempfile
 
 # TensorFlow's C++ start-up chatter hides the lines a user needs; errors still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -18,9 +19,10 @@ flags.DEFINE_string("experiment", None, "Registered experiment name, e.g. digits
                     "fashion_mnist, cifar10, cifar100.")
 flags.DEFINE_enum("method", None, list(config_lib.METHODS),
                   "Training method; default: the experiment's.")
-flags.DEFINE_enum("mode", "train", ["train", "eval"],
-                  "train: fit then evaluate on the test split; eval: evaluate the "
-                  "trained run in --model_dir.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "tune"],
+                  "train: fit, evaluate on the test split, export; eval: evaluate the "
+                  "run in --model_dir; export: write its SavedModels; tune: "
+                  "keras-tuner search over the config's search_space.")
 flags.DEFINE_string("model_dir", None, "Directory for everything the run writes. "
                     "Default: runs/EXPERIMENT-METHOD-seedSEED.")
 flags.DEFINE_string("data_dir", None, "Where datasets are looked for (tensorflow-datasets "
@@ -29,6 +31,19 @@ flags.DEFINE_multi_string("override", [], "KEY=VALUE setting any config field; "
                           "repeatable, e.g. --override=epochs=10 --override=seed=1.")
 flags.DEFINE_string("config_file", None, "JSON object of config fields (e.g. a tuner's "
                     "best_config.json), applied before --method and --override.")
+flags.DEFINE_enum("checkpoint", "final", ["final", "best"],
+                  "--mode=eval: the final weights, or the best by validation ensemble "
+                  "top-1 (needs validation_fraction > 0 when training).")
+flags.DEFINE_enum("tuner", "random", ["random", "bayesian", "hyperband"],
+                  "--mode=tune: the keras-tuner algorithm.")
+flags.DEFINE_integer("max_trials", 10, "--mode=tune: trials in all (a re-run continues).")
+flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker"],
+                  "auto: MirroredStrategy over several GPUs, else one device; "
+                  "multi_worker reads TF_CONFIG.")
+flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices "
+                     "(to run --strategy=mirrored without GPUs).")
+flags.DEFINE_bool("export", True, "--mode=train: write SavedModels to MODEL_DIR/export "
+                  "after training.")
 flags.DEFINE_integer("verbose", 2, "Keras verbosity: 0 silent, 1 progress bar, "
                      "2 one line per epoch.")
 
@@ -45,29 +60,65 @@ def _print_summary(results) -> None:
         f"{results['wall_seconds']:.1f} s")
 
 
+def _resolved_config():
+  if not FLAGS.experiment:
+    raise config_lib.ConfigError(
+        "--experiment is required. Known experiments: "
+        f"{', '.join(config_lib.experiment_names())}.")
+  return config_lib.resolve_config(FLAGS.experiment, FLAGS.method, FLAGS.config_file,
+                                   FLAGS.override)
+
+
+def _existing_model_dir() -> str:
+  if not FLAGS.model_dir:
+    raise config_lib.ConfigError(f"--mode={FLAGS.mode} needs --model_dir of a trained run.")
+  return FLAGS.model_dir
+
+
+def _writable_model_dir(model_dir: str) -> str:
+  """Under multi-worker training only the chief writes into model_dir; the other
+  workers write into a scratch directory of their own."""
+  from acn_tf import distribute
+  if distribute.is_chief():
+    return model_dir
+  return tempfile.mkdtemp(prefix="acn_tf_worker_")
+
+
 def _run() -> None:
-  from acn_tf import data, training  # Imports TensorFlow: after flags are valid.
+  # Imports TensorFlow: only after the flags parsed, and after the CPU split.
+  from acn_tf import distribute
+  distribute.split_cpu(FLAGS.cpu_devices)
+  from acn_tf import data, training
 
   known_errors = (config_lib.ConfigError, data.DataNotFoundError, training.ModelDirError)
   try:
+    strategy = distribute.create_strategy(FLAGS.strategy)
     if FLAGS.mode == "eval":
-      if not FLAGS.model_dir:
-        raise config_lib.ConfigError("--mode=eval needs --model_dir of a trained run.")
-      results = training.evaluate(FLAGS.model_dir, FLAGS.data_dir, verbose=FLAGS.verbose)
+      results = training.evaluate(_existing_model_dir(), FLAGS.data_dir, strategy,
+                                  verbose=FLAGS.verbose, checkpoint=FLAGS.checkpoint)
+      _print_summary(results)
+    elif FLAGS.mode == "export":
+      paths = training.export(_existing_model_dir(), FLAGS.data_dir, FLAGS.checkpoint)
+      print("Wrote " + ", ".join(paths.values()))
+    elif FLAGS.mode == "tune":
+      from acn_tf import tuning
+      config = _resolved_config()
+      model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config) + "-tune")
+      summary = tuning.tune(config, model_dir, FLAGS.data_dir, tuner=FLAGS.tuner,
+                            max_trials=FLAGS.max_trials, strategy=strategy,
+                            verbose=FLAGS.verbose)
+      print(f"Best val_ensemble_top1 {summary.get('best_score')}; train it with "
+            f"--config_file={os.path.join(model_dir, tuning.BEST_CONFIG_FILE)}")
     else:
-      if not FLAGS.experiment:
-        raise config_lib.ConfigError(
-            "--experiment is required. Known experiments: "
-            f"{', '.join(config_lib.experiment_names())}.")
-      config = config_lib.resolve_config(FLAGS.experiment, FLAGS.method,
-                                         FLAGS.config_file, FLAGS.override)
-      model_dir = FLAGS.model_dir or _default_model_dir(config)
-      results = training.train(config, model_dir, FLAGS.data_dir, verbose=FLAGS.verbose)
+      config = _resolved_config()
+      model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config))
+      results = training.train(config, model_dir, FLAGS.data_dir, strategy,
+                               verbose=FLAGS.verbose, export=FLAGS.export)
       print(f"Wrote {os.path.join(model_dir, training.RESULTS_FILE)}")
+      _print_summary(results)
   except known_errors as error:
     sys.stderr.write(f"error: {error}\n")
     sys.exit(2)
-  _print_summary(results)
 
 
 def main(argv) -> None:

@@ -26,12 +26,14 @@ class AdversarialSettings:
   search: SearchSettings = SearchSettings()
 
 
+@keras.saving.register_keras_serializable(package="acn_tf")
 class AdversarialCoDistillation(CoDistillation):
   """n classifiers, a generator g and (unless gan_weight = 0) a discriminator d.
 
   One `train_step` = Phase A (generator update, discriminator update, search)
   then Phase B on the real batch and the divergent batch. Before
   `adv_warmup_epochs` (see `AdversarialWarmup`) the step is plain DML.
+  As for `CoDistillation`, a loaded `.keras` file must be compiled again to train.
   """
 
   def __init__(self, classifiers: Sequence[keras.Model], generator: keras.Model,
@@ -61,6 +63,22 @@ class AdversarialCoDistillation(CoDistillation):
     self.discriminator_optimizer = discriminator_optimizer
     self.adversarial = adversarial
 
+  def get_config(self) -> dict:
+    config = super().get_config()
+    config["generator"] = keras.saving.serialize_keras_object(self.generator)
+    config["discriminator"] = (keras.saving.serialize_keras_object(self.discriminator)
+                               if self.discriminator is not None else None)
+    return config
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    config = dict(config)
+    for network in ("generator", "discriminator"):
+      if config.get(network) is not None:
+        config[network] = keras.saving.deserialize_keras_object(
+            config[network], custom_objects=custom_objects)
+    return super().from_config(config, custom_objects=custom_objects)
+
   @property
   def metrics(self) -> List[keras.metrics.Metric]:
     return [*super().metrics, self.generator_loss_tracker,
@@ -85,10 +103,11 @@ class AdversarialCoDistillation(CoDistillation):
 
   # -- Phase A --------------------------------------------------------------------
 
-  def generate(self, images, training: bool = False) -> tf.Tensor:
-    """x̃0 = WRC(x, g([x, noise])) with fresh noise."""
-    shape = tf.concat([tf.shape(images)[:-1], [self.adversarial.noise_channels]], axis=0)
-    noise = tf.random.normal(shape)
+  def generate(self, images, training: bool = False, noise=None) -> tf.Tensor:
+    """x̃0 = WRC(x, g([x, noise])), with fresh Gaussian noise unless given."""
+    if noise is None:
+      shape = tf.concat([tf.shape(images)[:-1], [self.adversarial.noise_channels]], 0)
+      noise = tf.random.normal(shape)
     generated = self.generator([images, noise], training=training)
     return generators.weakly_residual_connection(images, generated,
                                                  self.adversarial.wrc_alpha)

@@ -15,6 +15,7 @@ DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
 AUGMENTATIONS = ("none", "crop", "crop_flip")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DIVERGENCES = ("js", "sym_kl")
+ADV_NORMALIZATIONS = ("batch", "kept")
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,11 @@ class ExperimentConfig:
   kd_weight: float = 1.0
   adv_weight: float = 1.0
   adv_ce_weight: float = 1.0
+  # Averaging of the divergent-batch loss over the label mask m. "kept" (mean over
+  # kept examples) is the spec's literal reading; it collapses training from
+  # scratch (measured, see experiments/RESULTS.md), so the default is "batch":
+  # sum over kept examples / batch size, which scales the term by the kept share.
+  adv_normalization: str = "batch"
 
   # Phase A: generator with the Weakly Residual Connection.
   generator_filters: int = 32
@@ -82,6 +88,19 @@ class ExperimentConfig:
   generator_learning_rate: float = 2e-4
   discriminator_learning_rate: float = 2e-4
   adversarial_beta_1: float = 0.5
+
+  # Records. checkpoint_every_steps = 0 checkpoints at each epoch's end only.
+  checkpoint_every_steps: int = 0
+  # TensorBoard scalars every this many steps (0: per epoch only).
+  log_every_steps: int = 50
+
+  # Hyperparameter search (--mode=tune): "field=spec" entries, spec one of
+  # log:LOW:HIGH, LOW:HIGH, int:LOW:HIGH or choice:A|B|C (no commas: the override
+  # parser splits tuples on them).
+  search_space: Tuple[str, ...] = (
+      "learning_rate=log:0.01:0.2", "wrc_alpha=0.02:0.2", "ras_epsilon=0.01:0.06",
+      "ras_steps=int:0:3", "adv_weight=0.25:2.0", "kd_weight=0.5:2.0",
+      "temperature=choice:1|2|4")
 
   # Execution. jit_compile: "auto" (XLA on GPU only), "true" or "false".
   jit_compile: str = "auto"
@@ -110,6 +129,7 @@ class ExperimentConfig:
     _check_choice("augmentation", self.augmentation, AUGMENTATIONS)
     _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
     _check_choice("divergence", self.divergence, DIVERGENCES)
+    _check_choice("adv_normalization", self.adv_normalization, ADV_NORMALIZATIONS)
     _check_choice("jit_compile", self.jit_compile, ("auto", "true", "false"))
     if not self.architectures:
       raise ConfigError("architectures is empty: give at least one, e.g. "
@@ -129,7 +149,8 @@ class ExperimentConfig:
                     "steps_per_epoch", "kd_weight", "adv_weight", "adv_ce_weight",
                     "wrc_alpha", "keep_label_weight", "gan_weight", "ras_steps",
                     "ras_step_size", "ras_epsilon", "adv_warmup_epochs",
-                    "noise_channels", "generator_blocks", "crop_padding")
+                    "noise_channels", "generator_blocks", "crop_padding",
+                    "checkpoint_every_steps", "log_every_steps")
     for name in non_negative:
       if getattr(self, name) < 0:
         raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
@@ -141,6 +162,7 @@ class ExperimentConfig:
                         "images; values above 1 make no sense.")
     if list(self.lr_decay_epochs) != sorted(self.lr_decay_epochs):
       raise ConfigError(f"lr_decay_epochs must be increasing, got {self.lr_decay_epochs}.")
+    parse_search_space(self.search_space)
     from acn_tf import backbones  # Local import: backbones imports keras.
     for architecture in self.architectures:
       try:
@@ -153,6 +175,86 @@ class ExperimentConfig:
 def _check_choice(field: str, value: str, choices: Sequence[str]) -> None:
   if value not in choices:
     raise ConfigError(f"{field}={value!r} is not one of {', '.join(choices)}.")
+
+
+# ---------------------------------------------------------------------------
+# Search space: parsed here, without keras-tuner, so that validate() checks it;
+# acn_tf/tuning.py turns each dimension into a keras-tuner hyperparameter.
+
+SEARCH_KINDS = ("log", "linear", "int", "choice")
+# Every trial must be scored on the same validation examples, carved with the
+# same seed, so the fields that shape the data splits are not searchable.
+UNSEARCHABLE_FIELDS = ("seed", "train_examples", "validation_fraction")
+_SPEC_HELP = ("expected field=SPEC with SPEC one of log:LOW:HIGH, LOW:HIGH, "
+              "int:LOW:HIGH or choice:A|B|C, e.g. learning_rate=log:0.01:0.2")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchDimension:
+  """One `search_space` entry: the field to tune and the values it may take."""
+
+  field: str
+  kind: str  # One of SEARCH_KINDS; "linear" and "log" sample floats.
+  low: float = 0.0
+  high: float = 0.0
+  choices: Tuple[Any, ...] = ()
+
+
+def parse_search_space(entries: Sequence[str]) -> Tuple[SearchDimension, ...]:
+  """Parses every entry; raises ConfigError naming the bad one and the fix."""
+  dimensions = tuple(parse_search_dimension(entry) for entry in entries)
+  fields = [dimension.field for dimension in dimensions]
+  repeated = sorted({field for field in fields if fields.count(field) > 1})
+  if repeated:
+    raise ConfigError(f"search_space names {', '.join(repeated)} more than once; "
+                      "give one entry per field.")
+  return dimensions
+
+
+def parse_search_dimension(entry: str) -> SearchDimension:
+  field, separator, spec = (part.strip() for part in entry.partition("="))
+  if not separator or not field or not spec:
+    raise ConfigError(f"search_space entry {entry!r}: {_SPEC_HELP}.")
+  kind = _field_types().get(field)
+  if kind not in (int, float) or field == "name":
+    numeric = sorted(name for name, field_kind in _field_types().items()
+                     if field_kind in (int, float) and name not in UNSEARCHABLE_FIELDS)
+    raise ConfigError(f"search_space entry {entry!r}: {field!r} is not a numeric config "
+                      f"field. Searchable fields: {', '.join(numeric)}.")
+  if field in UNSEARCHABLE_FIELDS:
+    raise ConfigError(f"search_space entry {entry!r}: {field} shapes the data splits, "
+                      "which must be the same for every trial; set it with an override.")
+  try:
+    dimension = _parse_spec(field, kind, spec)
+  except ValueError as error:
+    raise ConfigError(f"search_space entry {entry!r}: {error}; {_SPEC_HELP}.") from None
+  return dimension
+
+
+def _parse_spec(field: str, kind: Any, spec: str) -> SearchDimension:
+  """Raises ValueError (with the reason) for a malformed or empty range."""
+  head, _, rest = spec.partition(":")
+  if head == "choice":
+    choices = tuple(_parse_scalar(kind, value.strip()) for value in rest.split("|"))
+    if len(choices) < 2 or len(set(choices)) != len(choices):
+      raise ValueError("choice needs at least two distinct values (one value is not "
+                       "a search: set it with an override)")
+    return SearchDimension(field, "choice", choices=choices)
+  search_kind = head if head in ("log", "int") else "linear"
+  bounds = rest.split(":") if search_kind != "linear" else spec.split(":")
+  if search_kind == "linear" and len(bounds) == 3:
+    raise ValueError(f"unknown kind {head!r}")
+  if len(bounds) != 2:
+    raise ValueError(f"{search_kind} needs exactly two bounds LOW:HIGH")
+  number = int if search_kind == "int" else float
+  low, high = (number(bound.strip()) for bound in bounds)
+  if kind is int and search_kind != "int":
+    raise ValueError(f"{field} is an integer field: use int:LOW:HIGH or choice")
+  if not low < high:
+    raise ValueError(f"LOW={low} must be below HIGH={high}")
+  if search_kind == "log" and low <= 0:
+    raise ValueError(f"log sampling needs LOW > 0, got {low}")
+  return SearchDimension(field, search_kind, low=low, high=high)
 
 
 # ---------------------------------------------------------------------------

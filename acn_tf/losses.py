@@ -129,13 +129,16 @@ def global_mean(values: tf.Tensor, weights: tf.Tensor = None) -> tf.Tensor:
   weighted mean. A zero total weight gives zero rather than nan.
   """
   values = tf.cast(values, tf.float32)
+  context = tf.distribute.get_replica_context()
+  replicas = context.num_replicas_in_sync if context is not None else 1
   if weights is None:
-    weights = tf.ones_like(values)
+    # Keras splits a global batch evenly over the replicas: no communication needed.
+    global_weight = tf.cast(tf.size(values) * replicas, tf.float32)
+    return tf.reduce_sum(values) / global_weight
   weights = tf.cast(weights, tf.float32)
   local_total = tf.reduce_sum(weights * values)
   local_weight = tf.reduce_sum(weights)
-  context = tf.distribute.get_replica_context()
-  if context is not None and context.num_replicas_in_sync > 1:
+  if replicas > 1:
     global_weight = context.all_reduce(tf.distribute.ReduceOp.SUM, local_weight)
   else:
     global_weight = local_weight

@@ -22,10 +22,20 @@ class DistillationSettings:
   kd_weight: float = 1.0
   adv_weight: float = 1.0
   adv_ce_weight: float = 1.0
+  # How the divergent-batch loss is averaged: "batch" = sum over kept examples
+  # / batch size; "kept" = mean over the kept examples (the spec's literal reading).
+  adv_normalization: str = "batch"
 
 
+@keras.saving.register_keras_serializable(package="acn_tf")
 class CoDistillation(keras.Model):
-  """n >= 1 classifiers trained together; kd_weight = 0 trains them independently."""
+  """n >= 1 classifiers trained together; kd_weight = 0 trains them independently.
+
+  `model.save("run.keras")` and `keras.saving.load_model("run.keras")` round-trip
+  the networks and their weights, not the `compile()` arguments: compile the
+  loaded model again and call `build_optimizers()` before training it; then
+  `load_weights("run.keras")` also restores the optimizers' state.
+  """
 
   def __init__(self, classifiers: Sequence[keras.Model], **kwargs):
     super().__init__(**kwargs)
@@ -54,6 +64,27 @@ class CoDistillation(keras.Model):
     """`optimizer` updates all classifiers (their losses are summed; see losses.py)."""
     super().compile(optimizer=optimizer, **kwargs)
     self.settings = settings
+
+  def get_config(self) -> dict:
+    """The networks only; optimizers and settings come with `compile()`."""
+    config = super().get_config()
+    config["classifiers"] = [keras.saving.serialize_keras_object(classifier)
+                             for classifier in self.classifiers]
+    return config
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    config = dict(config)
+    config["classifiers"] = [
+        keras.saving.deserialize_keras_object(classifier, custom_objects=custom_objects)
+        for classifier in config["classifiers"]]
+    return cls(**config)
+
+  def get_compile_config(self) -> None:
+    """None, so that a saved file holds no compile config: Keras' default
+    `compile_from_config` cannot call a custom `compile()` signature (it warns
+    and skips), and the settings and extra optimizers would not round-trip anyway."""
+    return None
 
   @property
   def classifier_metrics(self) -> List[keras.metrics.Metric]:
@@ -111,8 +142,11 @@ class CoDistillation(keras.Model):
         divergent_losses = losses.codistillation_losses(
             divergent_logits, labels, settings.temperature, 1.0,
             ce_weight=settings.adv_ce_weight)
-        total += settings.adv_weight * tf.add_n(
-            [losses.global_mean(loss, keep_mask) for loss in divergent_losses])
+        if settings.adv_normalization == "kept":
+          divergent_terms = [losses.global_mean(loss, keep_mask) for loss in divergent_losses]
+        else:
+          divergent_terms = [losses.global_mean(loss * keep_mask) for loss in divergent_losses]
+        total += settings.adv_weight * tf.add_n(divergent_terms)
       scaled_total = self.optimizer.scale_loss(total)
     gradients = tape.gradient(scaled_total, variables)
     self.optimizer.apply(gradients, variables)

@@ -20,6 +20,11 @@ CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 HISTORY_FILE = "history.csv"
 WEIGHTS_FILE = "final.weights.h5"
+BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
+BACKUP_DIR = "backup"
+LOG_DIR = "logs"
+EXPORT_DIR = "export"
+CHECKPOINTS = {"final": WEIGHTS_FILE, "best": BEST_WEIGHTS_FILE}
 
 
 class ModelDirError(RuntimeError):
@@ -82,7 +87,8 @@ def build_classifiers(config: ExperimentConfig, info: data.DatasetInfo,
 def distillation_settings(config: ExperimentConfig) -> DistillationSettings:
   return DistillationSettings(
       temperature=config.temperature, kd_weight=config.effective_kd_weight(),
-      adv_weight=config.adv_weight, adv_ce_weight=config.adv_ce_weight)
+      adv_weight=config.adv_weight, adv_ce_weight=config.adv_ce_weight,
+      adv_normalization=config.adv_normalization)
 
 
 def build_model(config: ExperimentConfig, info: data.DatasetInfo, channel_mean,
@@ -107,29 +113,71 @@ def build_model(config: ExperimentConfig, info: data.DatasetInfo, channel_mean,
   return model
 
 
-def training_callbacks(config: ExperimentConfig, model_dir: str):
-  callbacks = [keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY_FILE))]
+def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
+                       has_validation: bool, preview_batch=None):
+  """Checkpoints (resume and best), history, TensorBoard and ACN's callbacks.
+
+  BackupAndRestore comes first: on resume it restores weights, every optimizer's
+  state (all are built before fit: KERAS3_NOTES 2) and the epoch counter before
+  any other callback runs.
+  """
+  callbacks = [
+      keras.callbacks.BackupAndRestore(
+          os.path.join(model_dir, BACKUP_DIR),
+          save_freq=config.checkpoint_every_steps or "epoch", double_checkpoint=True),
+      keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY_FILE), append=resuming),
+      keras.callbacks.TensorBoard(os.path.join(model_dir, LOG_DIR),
+                                  update_freq=config.log_every_steps or "epoch",
+                                  write_graph=False, profile_batch=0),
+  ]
+  if has_validation:
+    callbacks.append(keras.callbacks.ModelCheckpoint(
+        os.path.join(model_dir, BEST_WEIGHTS_FILE), monitor="val_ensemble_top1",
+        mode="max", save_best_only=True, save_weights_only=True))
   if config.uses_adversarial_phase():
-    from acn_tf import adversarial
+    from acn_tf import adversarial, callbacks as acn_callbacks
     callbacks.append(adversarial.AdversarialWarmup(config.adv_warmup_epochs))
+    if preview_batch is not None:
+      callbacks.append(acn_callbacks.DivergentExamplesSummary(
+          os.path.join(model_dir, LOG_DIR), *preview_batch))
   return callbacks
 
 
 # -- Model directory -------------------------------------------------------------
 
 
-def prepare_model_dir(model_dir: str, config: ExperimentConfig) -> None:
-  """Refuses a model_dir that already holds a run: never clobber earlier work."""
-  existing = [name for name in (CONFIG_FILE, RESULTS_FILE, WEIGHTS_FILE, HISTORY_FILE)
-              if os.path.exists(os.path.join(model_dir, name))]
-  if existing:
+def _as_json(values: Dict[str, Any]) -> Dict[str, Any]:
+  return json.loads(json.dumps(values))
+
+
+def prepare_model_dir(model_dir: str, config: ExperimentConfig) -> bool:
+  """Starts a new run, or resumes an unfinished one; never clobbers earlier work.
+
+  Returns True when resuming. A finished run (results.json) and an unfinished run
+  of a different configuration are refused with what to do instead.
+  """
+  if os.path.exists(os.path.join(model_dir, RESULTS_FILE)):
     raise ModelDirError(
-        f"--model_dir={model_dir} already holds a run ({', '.join(existing)}). "
-        "Choose a new --model_dir, evaluate the run with --mode=eval, or delete the "
+        f"--model_dir={model_dir} already holds a finished run ({RESULTS_FILE}). "
+        "Choose a new --model_dir, evaluate it with --mode=eval, or delete the "
         "directory yourself to start over.")
+  config_path = os.path.join(model_dir, CONFIG_FILE)
+  if os.path.exists(config_path):
+    saved = load_run_config(model_dir)
+    wanted = _as_json(config.to_dict())
+    differences = [f"{key} (saved {saved.get(key)!r}, now {wanted.get(key)!r})"
+                   for key in sorted(set(saved) | set(wanted))
+                   if saved.get(key) != wanted.get(key)]
+    if differences:
+      raise ModelDirError(
+          f"--model_dir={model_dir} holds an unfinished run of another configuration; "
+          f"resuming needs the same one. Different: {'; '.join(differences)}. "
+          "Run the original command again to resume, or choose a new --model_dir.")
+    return True
   os.makedirs(model_dir, exist_ok=True)
-  with open(os.path.join(model_dir, CONFIG_FILE), "w") as handle:
+  with open(config_path, "w") as handle:
     json.dump(config.to_dict(), handle, indent=2)
+  return False
 
 
 def load_run_config(model_dir: str) -> Dict[str, Any]:
@@ -139,6 +187,17 @@ def load_run_config(model_dir: str) -> Dict[str, Any]:
                         "trained run. Train first with --mode=train.")
   with open(path) as handle:
     return json.load(handle)
+
+
+def load_weights(model: keras.Model, path: str) -> None:
+  """model.load_weights with an error that names the file and the way out."""
+  try:
+    model.load_weights(path)
+  except Exception as error:  # h5py raises OSError, Keras ValueError: both mean unusable.
+    raise ModelDirError(
+        f"Cannot load weights from {path}: {type(error).__name__}: "
+        f"{str(error)[:200]}. The file is corrupted or from another configuration; "
+        "retrain into a new --model_dir (or restore the file from a backup).") from None
 
 
 # -- Train and evaluate --------------------------------------------------------------
@@ -175,48 +234,84 @@ def build_for_splits(config, splits, strategy):
 
 def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = None,
           strategy: Optional[tf.distribute.Strategy] = None,
-          verbose: int = 2) -> Dict[str, Any]:
-  """Trains `config` into `model_dir` and writes results.json; returns the results."""
+          verbose: int = 2, export: bool = False) -> Dict[str, Any]:
+  """Trains `config` into `model_dir` (resuming an unfinished run there), writes
+  results.json and, with `export`, the SavedModels; returns the results."""
   strategy = strategy or tf.distribute.get_strategy()
   splits = load_data(config, data_dir)  # Fails on missing data before any file is written.
-  prepare_model_dir(model_dir, config)
+  resuming = prepare_model_dir(model_dir, config)
   keras.utils.set_random_seed(config.seed)
   model, steps = build_for_splits(config, splits, strategy)
   train_data, validation_data, test_data = make_pipelines(config, splits)
+  preview = next(iter(splits.train.batch(8).map(
+      lambda images, labels: (tf.cast(images, tf.float32) / 255.0, labels))))
+  callbacks = training_callbacks(config, model_dir, resuming, validation_data is not None,
+                                 (preview[0].numpy(), preview[1].numpy()))
   start = time.time()
-  model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps,
-            validation_data=validation_data,
-            callbacks=training_callbacks(config, model_dir), verbose=verbose,
-            shuffle=False)  # The pipeline shuffles, seeded.
+  try:
+    model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps,
+              validation_data=validation_data, callbacks=callbacks, verbose=verbose,
+              shuffle=False)  # The pipeline shuffles, seeded.
+  except OSError as error:  # BackupAndRestore found no readable checkpoint.
+    raise ModelDirError(
+        f"Cannot resume from {os.path.join(model_dir, BACKUP_DIR)}: {error}. The "
+        "checkpoint is corrupted; delete that folder to restart this run from "
+        "scratch, or choose a new --model_dir.") from None
   train_seconds = time.time() - start
   model.save_weights(os.path.join(model_dir, WEIGHTS_FILE))
+  if export:
+    from acn_tf import export as export_lib
+    export_lib.export_saved_models(model, os.path.join(model_dir, EXPORT_DIR))
   return _evaluate_and_record(config, model, test_data, splits.info, model_dir,
-                              train_seconds)
+                              train_seconds, verbose=verbose)
 
 
 def restore_run(model_dir: str, data_dir: Optional[str] = None,
-                strategy: Optional[tf.distribute.Strategy] = None):
-  """The trained run in `model_dir`: (config, model with its weights, data splits)."""
+                strategy: Optional[tf.distribute.Strategy] = None,
+                checkpoint: str = "final"):
+  """A trained run: (config, model with the `checkpoint` weights, data splits).
+
+  checkpoint: "final" (end of training) or "best" (highest validation ensemble
+  top-1; needs validation_fraction > 0 at training time).
+  """
+  if checkpoint not in CHECKPOINTS:
+    raise ModelDirError(f"checkpoint={checkpoint!r}: use one of {', '.join(CHECKPOINTS)}.")
   config = ExperimentConfig(**_tuples(load_run_config(model_dir))).validate()
-  weights = os.path.join(model_dir, WEIGHTS_FILE)
+  weights = os.path.join(model_dir, CHECKPOINTS[checkpoint])
   if not os.path.exists(weights):
-    raise ModelDirError(f"No {WEIGHTS_FILE} in --model_dir={model_dir}: the run did not "
-                        "finish training.")
+    hint = ("train with --override=validation_fraction=0.1 to keep a best checkpoint"
+            if checkpoint == "best" else "the run did not finish training; run the "
+            "training command again to resume it")
+    raise ModelDirError(f"No {CHECKPOINTS[checkpoint]} in --model_dir={model_dir}: {hint}.")
   strategy = strategy or tf.distribute.get_strategy()
   splits = load_data(config, data_dir)
   model, _ = build_for_splits(config, splits, strategy)
-  model.load_weights(weights)
+  load_weights(model, weights)
   return config, model, splits
 
 
 def evaluate(model_dir: str, data_dir: Optional[str] = None,
              strategy: Optional[tf.distribute.Strategy] = None,
-             verbose: int = 2) -> Dict[str, Any]:
-  """Re-evaluates the trained run in `model_dir` on the test split."""
-  config, model, splits = restore_run(model_dir, data_dir, strategy)
+             verbose: int = 2, checkpoint: str = "final") -> Dict[str, Any]:
+  """Re-evaluates the run in `model_dir` on the test split; rewrites results.json."""
+  config, model, splits = restore_run(model_dir, data_dir, strategy, checkpoint)
   _, _, test_data = make_pipelines(config, splits)
   return _evaluate_and_record(config, model, test_data, splits.info, model_dir, None,
-                              verbose=verbose)
+                              verbose=verbose, checkpoint=checkpoint)
+
+
+def export(model_dir: str, data_dir: Optional[str] = None,
+           checkpoint: str = "final") -> Dict[str, str]:
+  """SavedModels (each classifier and the ensemble) of a trained run, under
+  MODEL_DIR/export (MODEL_DIR/export_best for the best checkpoint)."""
+  from acn_tf import export as export_lib
+  _, model, _ = restore_run(model_dir, data_dir, checkpoint=checkpoint)
+  target = EXPORT_DIR if checkpoint == "final" else f"{EXPORT_DIR}_{checkpoint}"
+  try:
+    return export_lib.export_saved_models(model, os.path.join(model_dir, target))
+  except ValueError as error:  # An earlier export is there: never overwrite silently.
+    raise ModelDirError(f"{error} From the command line: delete "
+                        f"{os.path.join(model_dir, target)} to export again.") from None
 
 
 def _tuples(values: Dict[str, Any]) -> Dict[str, Any]:
@@ -225,8 +320,17 @@ def _tuples(values: Dict[str, Any]) -> Dict[str, Any]:
           for key, value in values.items()}
 
 
+def _optimizer_iterations(model) -> Dict[str, int]:
+  """Steps each player's optimizer has taken: shows that a resume kept their state."""
+  optimizers = {"classifiers": model.optimizer,
+                "generator": getattr(model, "generator_optimizer", None),
+                "discriminator": getattr(model, "discriminator_optimizer", None)}
+  return {name: int(optimizer.iterations.numpy())
+          for name, optimizer in optimizers.items() if optimizer is not None}
+
+
 def _evaluate_and_record(config, model, test_data, info, model_dir, train_seconds,
-                         verbose: int = 2) -> Dict[str, Any]:
+                         verbose: int = 2, checkpoint: str = "final") -> Dict[str, Any]:
   start = time.time()
   metrics = model.evaluate(test_data, return_dict=True, verbose=verbose)
   evaluation_seconds = time.time() - start
@@ -251,6 +355,8 @@ def _evaluate_and_record(config, model, test_data, info, model_dir, train_second
       "ensemble_top1": float(metrics["ensemble_top1"]),
       "mean_divergence": float(metrics["divergence"]),
       "test_loss": float(metrics["loss"]),
+      "checkpoint": checkpoint,
+      "optimizer_iterations": _optimizer_iterations(model),
       "train_seconds": train_seconds,
       "seconds_per_epoch": (train_seconds / config.epochs) if train_seconds else None,
       "evaluation_seconds": evaluation_seconds,

@@ -107,7 +107,7 @@ def test_existing_model_dir_is_refused_not_clobbered(tmp_path):
   (model_dir / "results.json").write_text('{"keep": "me"}')
   completed = _run("--experiment=digits", f"--model_dir={model_dir}", *TINY)
   assert completed.returncode != 0
-  assert "already holds a run" in completed.stderr
+  assert "already holds a finished run" in completed.stderr
   assert (model_dir / "results.json").read_text() == '{"keep": "me"}'
 
 

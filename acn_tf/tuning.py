@@ -1,0 +1,320 @@
+"""Hyperparameter search with keras-tuner (`run.py --mode=tune`).
+
+The search space is the config's `search_space` (parsed in acn_tf/config.py);
+each trial is the base config with the sampled fields replaced, trained by the
+same `build_model` and `fit` as a normal run and scored on the validation split
+carved from the training data, so the test split stays unseen. The search lives
+in `model_dir/tuner` and resumes when the same command runs again; the best
+trial's full config is written as `model_dir/best_config.json`, ready for
+`run.py --config_file=.../best_config.json`.
+"""
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import keras
+import keras_tuner as kt
+import tensorflow as tf
+
+from acn_tf import data, training
+from acn_tf.config import (ConfigError, ExperimentConfig, SearchDimension,
+                           parse_search_space)
+
+TUNERS = ("random", "bayesian", "hyperband")
+OBJECTIVE = kt.Objective("val_ensemble_top1", direction="max")
+TUNER_DIR = "tuner"
+BEST_CONFIG_FILE = "best_config.json"
+RESULTS_FILE = "tuning_results.json"
+SEARCH_FILE = "search.json"
+DEFAULT_VALIDATION_FRACTION = 0.1
+
+# Fields that only Phase A or the divergent-batch loss read: a search over them
+# under method=dml or independent would spend trials on values that change nothing.
+ADVERSARIAL_FIELDS = frozenset((
+    "adv_weight", "adv_ce_weight", "generator_filters", "generator_blocks",
+    "noise_channels", "wrc_alpha", "keep_label_weight", "gan_weight",
+    "discriminator_filters", "ras_steps", "ras_step_size", "ras_epsilon",
+    "adv_warmup_epochs", "generator_updates", "discriminator_updates",
+    "generator_learning_rate", "discriminator_learning_rate", "adversarial_beta_1"))
+# method=independent switches distillation off, so its weight and temperature
+# change nothing either.
+DISTILLATION_FIELDS = frozenset(("kd_weight", "temperature"))
+
+
+# -- Search space -----------------------------------------------------------------
+
+
+def ignored_fields(config: ExperimentConfig) -> frozenset:
+  """The fields `config.method` does not read."""
+  ignored = frozenset() if config.uses_adversarial_phase() else ADVERSARIAL_FIELDS
+  if config.method == "independent":
+    ignored |= DISTILLATION_FIELDS
+  return ignored
+
+
+def search_dimensions(config: ExperimentConfig) -> Tuple[SearchDimension, ...]:
+  """The search_space entries that `config.method` uses."""
+  ignored = ignored_fields(config)
+  return tuple(dimension for dimension in parse_search_space(config.search_space)
+               if dimension.field not in ignored)
+
+
+def sample(hp: kt.HyperParameters, dimension: SearchDimension) -> Any:
+  """The trial's value of one dimension (keras-tuner draws it on first call)."""
+  if dimension.kind == "choice":
+    return hp.Choice(dimension.field, list(dimension.choices))
+  if dimension.kind == "int":
+    return hp.Int(dimension.field, int(dimension.low), int(dimension.high))
+  return hp.Float(dimension.field, dimension.low, dimension.high,
+                  sampling=dimension.kind)
+
+
+def trial_config(base_config: ExperimentConfig, hp: kt.HyperParameters,
+                 dimensions: Tuple[SearchDimension, ...]) -> ExperimentConfig:
+  """`base_config` with every dimension replaced by the trial's value.
+
+  Each value is cast to its field's type: the Bayesian oracle can hand back
+  numpy scalars (a numpy int is not JSON-serialisable in best_config.json), and
+  an integer sample of a float field (temperature=int:1:4) must stay a float.
+  """
+  values = {dimension.field: _field_value(base_config, dimension.field,
+                                          sample(hp, dimension))
+            for dimension in dimensions}
+  return base_config.replace(**values).validate()
+
+
+def _field_value(config: ExperimentConfig, field: str, value: Any) -> Any:
+  return type(getattr(config, field))(value)
+
+
+def check_search_bounds(config: ExperimentConfig,
+                        dimensions: Tuple[SearchDimension, ...]) -> None:
+  """Fails before any training if an end of a range makes an invalid config
+  (e.g. wrc_alpha=0.5:2.0): keras-tuner would record every such trial as failed."""
+  for dimension in dimensions:
+    values = dimension.choices or (dimension.low, dimension.high)
+    for value in values:
+      try:
+        config.replace(**{dimension.field: _field_value(config, dimension.field, value)}
+                       ).validate()
+      except ConfigError as error:
+        raise ConfigError(f"search_space allows {dimension.field}={value}, which is "
+                          f"invalid: {error}") from None
+
+
+# -- Hypermodel ---------------------------------------------------------------------
+
+
+class CoDistillationHyperModel(kt.HyperModel):
+  """Builds and trains one trial: the base config with sampled search_space values.
+
+  Data splits and channel statistics are computed once for the whole search;
+  pipelines are made per trial, because batch_size may be among the sampled fields.
+  """
+
+  def __init__(self, base_config: ExperimentConfig, splits: data.DataSplits,
+               strategy: Optional[tf.distribute.Strategy] = None):
+    super().__init__(name="codistillation")
+    if splits.validation is None:
+      raise ConfigError("Tuning scores trials on validation data: set "
+                        "validation_fraction > 0 (e.g. 0.1).")
+    self.base_config = base_config
+    self.splits = splits
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.dimensions = search_dimensions(base_config)
+    self.channel_mean, self.channel_variance = data.channel_statistics(splits.train)
+
+  def trial_config(self, hp: kt.HyperParameters) -> ExperimentConfig:
+    return trial_config(self.base_config, hp, self.dimensions)
+
+  def build(self, hp: kt.HyperParameters) -> keras.Model:
+    config = self.trial_config(hp)
+    # keras-tuner clears the Keras session before each build; seeding here makes
+    # a trial's initial weights depend on config.seed only, not on trial order.
+    keras.utils.set_random_seed(config.seed)
+    steps = training.steps_per_epoch(config, self.splits.info)
+    with self.strategy.scope():
+      return training.build_model(config, self.splits.info, self.channel_mean,
+                                  self.channel_variance, steps)
+
+  def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, **kwargs):
+    """Trains on the train split, scored on the validation split.
+
+    kwargs come from the tuner: its callbacks (trial reporting, best-epoch
+    checkpoint), verbose, and for Hyperband epochs and initial_epoch.
+    """
+    if args:
+      raise TypeError("CoDistillationHyperModel.fit takes its data from the splits; "
+                      "call tuner.search() without data arguments.")
+    config = self.trial_config(hp)
+    train_data, validation_data, _ = training.make_pipelines(config, self.splits)
+    callbacks = [*trial_callbacks(config), *kwargs.pop("callbacks", [])]
+    return model.fit(train_data, validation_data=validation_data,
+                     epochs=kwargs.pop("epochs", config.epochs),
+                     steps_per_epoch=training.steps_per_epoch(config, self.splits.info),
+                     callbacks=callbacks, shuffle=False, **kwargs)
+
+
+def trial_callbacks(config: ExperimentConfig) -> List[keras.callbacks.Callback]:
+  """Only what changes training itself: trials write no logs of their own
+  beyond keras-tuner's trial folder."""
+  if not config.uses_adversarial_phase():
+    return []
+  from acn_tf import adversarial
+  return [adversarial.AdversarialWarmup(config.adv_warmup_epochs)]
+
+
+# -- Tuners ---------------------------------------------------------------------------
+
+
+def oracle_seed(config: ExperimentConfig) -> int:
+  """A keras-tuner seed that differs in kind from config.seed on purpose.
+
+  keras-tuner replaces seed 0 by a random one, and seeds hyperparameter k of a
+  search with seed + k: seeds 0 and 1 would give shifted copies of one search.
+  Spreading the seeds apart keeps every config.seed its own, reproducible search.
+  """
+  return 1 + config.seed * 100_003
+
+
+def make_tuner(tuner: str, hypermodel: CoDistillationHyperModel, model_dir: str,
+               max_trials: int) -> kt.Tuner:
+  """The keras-tuner tuner `tuner`, reloading a search already in model_dir/tuner."""
+  if tuner not in TUNERS:
+    raise ValueError(f"Unknown tuner {tuner!r}. Valid tuners: {', '.join(TUNERS)}.")
+  config = hypermodel.base_config
+  common = dict(hypermodel=hypermodel, objective=OBJECTIVE, seed=oracle_seed(config),
+                directory=model_dir, project_name=TUNER_DIR, overwrite=False)
+  if tuner == "random":
+    return kt.RandomSearch(max_trials=max_trials, **common)
+  if tuner == "bayesian":
+    return kt.BayesianOptimization(max_trials=max_trials, **common)
+  search = kt.Hyperband(max_epochs=config.epochs, **common)
+  # Hyperband's brackets fix its number of trials; max_trials caps it.
+  search.oracle.max_trials = max_trials
+  return search
+
+
+# -- Search ---------------------------------------------------------------------------
+
+
+def prepare_search_config(config: ExperimentConfig) -> Tuple[ExperimentConfig, List[str]]:
+  """The config every trial starts from, and notes on what was changed or left out."""
+  config = config.validate()
+  notes = []
+  if config.validation_fraction == 0.0:
+    config = config.replace(validation_fraction=DEFAULT_VALIDATION_FRACTION)
+    notes.append(f"validation_fraction was 0: trials are scored on "
+                 f"{DEFAULT_VALIDATION_FRACTION:.0%} of the training split, carved out "
+                 "of it (the test split is never used).")
+  ignored = sorted(dimension.field
+                   for dimension in parse_search_space(config.search_space)
+                   if dimension.field in ignored_fields(config))
+  if ignored:
+    notes.append(f"method={config.method} does not use {', '.join(ignored)}: "
+                 "left out of the search.")
+  dimensions = search_dimensions(config)
+  if not dimensions:
+    raise ConfigError(f"Nothing to tune: search_space has no field that "
+                      f"method={config.method} uses. Set search_space, e.g. "
+                      "--override=search_space=learning_rate=log:0.01:0.2")
+  check_search_bounds(config, dimensions)
+  return config, notes
+
+
+def check_same_search(model_dir: str, tuner: str, config: ExperimentConfig) -> None:
+  """Refuses to continue a search of another config or tuner in model_dir.
+
+  keras-tuner reloads whatever model_dir/tuner holds; trials of a different base
+  config would be ranked together with the new ones as if comparable.
+  """
+  path = os.path.join(model_dir, SEARCH_FILE)
+  wanted = json.loads(json.dumps({"tuner": tuner, "config": config.to_dict()}))
+  if not os.path.exists(path):
+    os.makedirs(model_dir, exist_ok=True)
+    with open(path, "w") as handle:
+      json.dump(wanted, handle, indent=2)
+    return
+  with open(path) as handle:
+    saved = json.load(handle)
+  differences = _differences(saved["config"], wanted["config"])
+  if saved["tuner"] != tuner:
+    differences.insert(0, f"tuner (saved {saved['tuner']!r}, now {tuner!r})")
+  if differences:
+    raise ConfigError(
+        f"--model_dir={model_dir} holds a search of another configuration; continuing "
+        f"it needs the same one. Different: {'; '.join(differences)}. Run the original "
+        "command to continue that search, or choose a new --model_dir.")
+
+
+def _differences(saved: Dict[str, Any], wanted: Dict[str, Any]) -> List[str]:
+  return [f"{key} (saved {saved.get(key)!r}, now {wanted.get(key)!r})"
+          for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
+
+
+def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = None,
+         tuner: str = "random", max_trials: int = 10,
+         strategy: Optional[tf.distribute.Strategy] = None,
+         verbose: int = 2) -> Dict[str, Any]:
+  """Searches config.search_space; writes best_config.json and tuning_results.json.
+
+  Running the same command again continues the search in model_dir/tuner: trials
+  already finished are kept, and only max_trials minus those are run.
+  Returns the summary written to tuning_results.json.
+  """
+  if tuner not in TUNERS:
+    raise ValueError(f"Unknown tuner {tuner!r}. Valid tuners: {', '.join(TUNERS)}.")
+  if max_trials < 1:
+    raise ValueError(f"max_trials must be >= 1, got {max_trials}.")
+  config, notes = prepare_search_config(config)
+  splits = training.load_data(config, data_dir)  # Missing data fails before any file.
+  check_same_search(model_dir, tuner, config)
+  hypermodel = CoDistillationHyperModel(config, splits, strategy)
+  search = make_tuner(tuner, hypermodel, model_dir, max_trials)
+  search.search(verbose=verbose)
+  return record_results(search, hypermodel, model_dir, tuner, notes)
+
+
+def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,
+                   model_dir: str, tuner: str, notes: List[str]) -> Dict[str, Any]:
+  """best_config.json holds config fields only, so --config_file accepts it;
+  the score and every trial go to tuning_results.json."""
+  trials = sorted(search.oracle.trials.values(), key=lambda trial: trial.trial_id)
+  completed = [trial for trial in trials if trial.status == "COMPLETED"]
+  if not completed:
+    last_message = (trials[-1].message or "") if trials else ""
+    raise RuntimeError(f"No trial of the search in {model_dir} completed. Last "
+                       f"error:\n{last_message}")
+  best = search.oracle.get_best_trials(1)[0]
+  best_config = hypermodel.trial_config(best.hyperparameters)
+  with open(os.path.join(model_dir, BEST_CONFIG_FILE), "w") as handle:
+    json.dump(best_config.to_dict(), handle, indent=2)
+  summary = {
+      "tuner": tuner,
+      "objective": OBJECTIVE.name,
+      "best_trial": best.trial_id,
+      "best_score": _score(best),
+      "best_values": _searched_values(best, hypermodel.dimensions),
+      "best_config_file": os.path.join(model_dir, BEST_CONFIG_FILE),
+      "num_trials": len(trials),
+      "num_completed": len(completed),
+      "notes": notes,
+      "trials": [{"trial": trial.trial_id, "status": trial.status, "score": _score(trial),
+                  "values": _searched_values(trial, hypermodel.dimensions),
+                  "message": trial.message}
+                 for trial in trials],
+  }
+  with open(os.path.join(model_dir, RESULTS_FILE), "w") as handle:
+    json.dump(summary, handle, indent=2)
+  return summary
+
+
+def _score(trial) -> Optional[float]:
+  """keras-tuner scores are numpy floats; failed trials have none."""
+  return None if trial.score is None else float(trial.score)
+
+
+def _searched_values(trial, dimensions) -> Dict[str, Any]:
+  values = trial.hyperparameters.values
+  return {dimension.field: values.get(dimension.field) for dimension in dimensions}

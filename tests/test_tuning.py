@@ -1,0 +1,196 @@
+"""Tests of acn_tf.tuning: search-space parsing, a tiny ACN search, its resumption,
+and training from the best_config.json it writes."""
+
+import json
+import os
+
+import keras
+import keras_tuner as kt
+import pytest
+
+from acn_tf import config as config_lib
+from acn_tf import training, tuning
+from acn_tf.config import ConfigError, SearchDimension
+
+TINY_ACN = ["epochs=1", "train_examples=256", "adv_warmup_epochs=0",
+            "validation_fraction=0.2"]
+
+
+def _digits(method="acn", overrides=TINY_ACN):
+  return config_lib.resolve_config("digits", method, overrides=list(overrides))
+
+
+# -- Search space parsing ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry,expected", [
+    ("learning_rate=log:0.01:0.2", SearchDimension("learning_rate", "log", 0.01, 0.2)),
+    ("wrc_alpha=0.02:0.2", SearchDimension("wrc_alpha", "linear", 0.02, 0.2)),
+    ("ras_steps=int:0:3", SearchDimension("ras_steps", "int", 0, 3)),
+    ("temperature=choice:1|2|4", SearchDimension("temperature", "choice",
+                                                 choices=(1.0, 2.0, 4.0))),
+    ("batch_size=choice:32|64", SearchDimension("batch_size", "choice", choices=(32, 64))),
+    (" kd_weight = 0.5:2 ", SearchDimension("kd_weight", "linear", 0.5, 2.0)),
+])
+def test_parses_each_spec_kind(entry, expected):
+  (dimension,) = config_lib.parse_search_space([entry])
+  assert dimension == expected
+  assert type(dimension.choices[0] if dimension.choices else dimension.low) is type(
+      expected.choices[0] if expected.choices else expected.low)
+
+
+@pytest.mark.parametrize("entry,message", [
+    ("learning_rate", "expected field=SPEC"),
+    ("learning_rate=", "expected field=SPEC"),
+    ("learning_rat=log:0.01:0.2", "'learning_rat' is not a numeric config field. "
+     "Searchable fields: "),
+    ("method=choice:dml|acn", "'method' is not a numeric config field"),
+    ("nesterov=choice:0|1", "'nesterov' is not a numeric config field"),
+    ("seed=int:0:5", "seed shapes the data splits"),
+    ("validation_fraction=0.1:0.2", "validation_fraction shapes the data splits"),
+    ("learning_rate=log:0:0.2", "log sampling needs LOW > 0"),
+    ("learning_rate=0.2:0.01", "LOW=0.2 must be below HIGH=0.01"),
+    ("learning_rate=0.1", "linear needs exactly two bounds"),
+    ("learning_rate=log:0.01:0.1:1", "log needs exactly two bounds"),
+    ("learning_rate=lin:0.01:0.1", "unknown kind 'lin'"),
+    ("learning_rate=fast:slow", "could not convert string to float"),
+    ("ras_steps=0:3", "ras_steps is an integer field: use int:LOW:HIGH or choice"),
+    ("ras_steps=int:0:2.5", "invalid literal for int()"),
+    ("ras_steps=choice:1|1.5", "invalid literal for int()"),
+    ("temperature=choice:2", "at least two distinct values"),
+    ("temperature=choice:2|2", "at least two distinct values"),
+])
+def test_bad_entries_raise_clear_config_errors(entry, message):
+  with pytest.raises(ConfigError, match="search_space entry") as error:
+    config_lib.parse_search_space([entry])
+  assert message in str(error.value)
+  assert repr(entry) in str(error.value)
+
+
+def test_validate_checks_the_search_space():
+  config = _digits()
+  assert config.search_space == config_lib.ExperimentConfig.search_space
+  with pytest.raises(ConfigError, match="more than once"):
+    config.replace(search_space=("kd_weight=0:1", "kd_weight=1:2")).validate()
+  with pytest.raises(ConfigError, match="'wrc_alpa' is not a numeric config field"):
+    _digits(overrides=["search_space=wrc_alpa=0.1:0.2"])
+  # The override parser splits on commas, which is why choices use "|".
+  overridden = _digits(overrides=["search_space=kd_weight=0.5:2,temperature=choice:1|4"])
+  assert overridden.search_space == ("kd_weight=0.5:2", "temperature=choice:1|4")
+
+
+def test_search_config_is_checked_before_any_training():
+  with pytest.raises(ConfigError, match="allows wrc_alpha=2.0, which is invalid"):
+    tuning.prepare_search_config(_digits().replace(search_space=("wrc_alpha=0.5:2.0",)))
+  with pytest.raises(ConfigError, match="Nothing to tune: search_space has no field "
+                     "that method=dml uses"):
+    tuning.prepare_search_config(_digits("dml").replace(search_space=("wrc_alpha=0:1",)))
+  config, notes = tuning.prepare_search_config(
+      _digits("independent", ["validation_fraction=0"]))
+  assert config.validation_fraction == tuning.DEFAULT_VALIDATION_FRACTION
+  assert "validation_fraction was 0" in notes[0]
+  assert [dimension.field for dimension in tuning.search_dimensions(config)] == [
+      "learning_rate"]
+  assert "kd_weight" in notes[1] and "wrc_alpha" in notes[1]
+
+
+def test_unknown_tuner_is_a_clear_error(tmp_path):
+  with pytest.raises(ValueError, match="Unknown tuner 'grid'. Valid tuners: random, "
+                     "bayesian, hyperband."):
+    tuning.tune(_digits(), str(tmp_path), tuner="grid")
+  assert not os.listdir(tmp_path)
+
+
+def _first_trial_values(directory, seed):
+  """The oracle's first sample for `seed`, with a trivial model in place of ACN's."""
+  config = _digits().replace(seed=seed)
+  dimensions = tuning.search_dimensions(config)
+
+  def build(hp):
+    for dimension in dimensions:
+      tuning.sample(hp, dimension)
+    return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+
+  tuner = kt.RandomSearch(build, objective=tuning.OBJECTIVE, max_trials=2,
+                          seed=tuning.oracle_seed(config), directory=str(directory),
+                          project_name="search")
+  return tuner.oracle.create_trial("tuner0").hyperparameters.values
+
+
+def test_sampling_is_deterministic_given_the_seed(tmp_path):
+  # Seed 0 included: keras-tuner itself would replace it by a random seed.
+  first = _first_trial_values(tmp_path / "a", seed=0)
+  assert _first_trial_values(tmp_path / "b", seed=0) == first
+  assert _first_trial_values(tmp_path / "c", seed=1) != first
+
+
+# -- A tiny search, resumed, and a run from its best config ---------------------------
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+  model_dir = str(tmp_path_factory.mktemp("tune"))
+  summary = tuning.tune(_digits(), model_dir, tuner="random", max_trials=2, verbose=0)
+  return model_dir, summary
+
+
+def _trial_folders(model_dir):
+  return sorted(name for name in os.listdir(os.path.join(model_dir, tuning.TUNER_DIR))
+                if name.startswith("trial_"))
+
+
+def _within(dimension, value):
+  if dimension.choices:
+    return value in dimension.choices
+  return dimension.low <= value <= dimension.high
+
+
+def test_search_writes_the_best_trials_full_config(search, tmp_path):
+  model_dir, summary = search
+  assert summary["num_trials"] == summary["num_completed"] == 2
+  assert len(_trial_folders(model_dir)) == 2
+  scores = [trial["score"] for trial in summary["trials"]]
+  assert summary["best_score"] == max(scores) and 0.0 <= max(scores) <= 1.0
+  assert summary["trials"][0]["values"] != summary["trials"][1]["values"]
+
+  path = os.path.join(model_dir, tuning.BEST_CONFIG_FILE)
+  with open(path) as handle:
+    written = json.load(handle)
+  defaults = _digits()
+  assert set(written) == set(defaults.to_dict())  # Config fields only, all of them.
+  best = config_lib.resolve_config("digits", config_file=path)
+  for dimension in config_lib.parse_search_space(defaults.search_space):
+    value = getattr(best, dimension.field)
+    assert _within(dimension, value), (dimension, value)
+    assert value == summary["best_values"][dimension.field]
+    if dimension.kind in ("log", "linear"):
+      assert value != getattr(defaults, dimension.field)
+  searched = {dimension.field for dimension in tuning.search_dimensions(defaults)}
+  assert best.replace(**{field: getattr(defaults, field) for field in searched}) == defaults
+
+  results = training.train(best, str(tmp_path / "best_run"), verbose=0)
+  assert os.path.exists(tmp_path / "best_run" / training.RESULTS_FILE)
+  assert results["method"] == "acn" and results["config"] == best.to_dict()
+
+
+def test_running_again_continues_the_search(search):
+  model_dir, first = search
+  again = tuning.tune(_digits(), model_dir, tuner="random", max_trials=2, verbose=0)
+  assert again["trials"] == first["trials"]  # Reloaded, nothing new run.
+  assert len(_trial_folders(model_dir)) == 2
+
+  more = tuning.tune(_digits(), model_dir, tuner="random", max_trials=3, verbose=0)
+  assert more["num_trials"] == more["num_completed"] == 3
+  assert more["trials"][:2] == first["trials"]
+  assert len(_trial_folders(model_dir)) == 3
+  assert more["best_score"] == max(trial["score"] for trial in more["trials"])
+
+
+def test_a_different_search_in_the_same_model_dir_is_refused(search):
+  model_dir, _ = search
+  with pytest.raises(ConfigError, match=r"holds a search of another configuration.*"
+                     r"learning_rate=log:0.01:0.1"):
+    tuning.tune(_digits().replace(search_space=("learning_rate=log:0.01:0.1",)),
+                model_dir, max_trials=2, verbose=0)
+  with pytest.raises(ConfigError, match="tuner \\(saved 'random', now 'bayesian'\\)"):
+    tuning.tune(_digits(), model_dir, tuner="bayesian", max_trials=2, verbose=0)
