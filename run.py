@@ -44,6 +44,11 @@ flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical dev
                      "(to run --strategy=mirrored without GPUs).")
 flags.DEFINE_bool("export", True, "--mode=train: write SavedModels to MODEL_DIR/export "
                   "after training.")
+flags.DEFINE_enum("mixed_precision", None, ["none", "mixed_float16", "mixed_bfloat16"],
+                  "Shorthand for --override=mixed_precision=...: float16 on GPU, "
+                  "bfloat16 on TPU/recent CPUs; losses stay float32.")
+flags.DEFINE_bool("deterministic", None, "Shorthand for --override=deterministic=true: "
+                  "op determinism, identical results for a fixed seed.")
 flags.DEFINE_integer("verbose", 2, "Keras verbosity: 0 silent, 1 progress bar, "
                      "2 one line per epoch.")
 
@@ -65,8 +70,13 @@ def _resolved_config():
     raise config_lib.ConfigError(
         "--experiment is required. Known experiments: "
         f"{', '.join(config_lib.experiment_names())}.")
+  overrides = list(FLAGS.override)
+  if FLAGS.mixed_precision is not None:
+    overrides.append(f"mixed_precision={FLAGS.mixed_precision}")
+  if FLAGS.deterministic is not None:
+    overrides.append(f"deterministic={FLAGS.deterministic}")
   return config_lib.resolve_config(FLAGS.experiment, FLAGS.method, FLAGS.config_file,
-                                   FLAGS.override)
+                                   overrides)
 
 
 def _existing_model_dir() -> str:

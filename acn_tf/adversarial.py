@@ -225,7 +225,10 @@ def build_adversarial_model(config, info, classifiers) -> AdversarialCoDistillat
 def compile_arguments(config) -> dict:
   """The optimizers and Phase A settings that `compile()` takes beyond DML's."""
   def adam(learning_rate):
-    return keras.optimizers.Adam(learning_rate, beta_1=config.adversarial_beta_1)
+    optimizer = keras.optimizers.Adam(learning_rate, beta_1=config.adversarial_beta_1)
+    if config.mixed_precision == "mixed_float16":  # float16 gradients underflow.
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
   return dict(
       generator_optimizer=adam(config.generator_learning_rate),

@@ -16,6 +16,7 @@ AUGMENTATIONS = ("none", "crop", "crop_flip")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DIVERGENCES = ("js", "sym_kl")
 ADV_NORMALIZATIONS = ("batch", "kept")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 
 
 class ConfigError(ValueError):
@@ -104,6 +105,10 @@ class ExperimentConfig:
 
   # Execution. jit_compile: "auto" (XLA on GPU only), "true" or "false".
   jit_compile: str = "auto"
+  # "none", "mixed_float16" (GPU) or "mixed_bfloat16"; losses stay float32.
+  mixed_precision: str = "none"
+  # TensorFlow op determinism: with a fixed seed, two runs give identical results.
+  deterministic: bool = False
 
   @property
   def num_classifiers(self) -> int:
@@ -131,6 +136,7 @@ class ExperimentConfig:
     _check_choice("divergence", self.divergence, DIVERGENCES)
     _check_choice("adv_normalization", self.adv_normalization, ADV_NORMALIZATIONS)
     _check_choice("jit_compile", self.jit_compile, ("auto", "true", "false"))
+    _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
     if not self.architectures:
       raise ConfigError("architectures is empty: give at least one, e.g. "
                         "--override=architectures=resnet32,resnet32")

@@ -91,12 +91,23 @@ def distillation_settings(config: ExperimentConfig) -> DistillationSettings:
       adv_normalization=config.adv_normalization)
 
 
+def set_execution_mode(config: ExperimentConfig) -> None:
+  """Global settings that must precede building: precision policy, determinism."""
+  policy = "float32" if config.mixed_precision == "none" else config.mixed_precision
+  keras.mixed_precision.set_global_policy(policy)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+
+
 def build_model(config: ExperimentConfig, info: data.DatasetInfo, channel_mean,
                 channel_variance, steps: int) -> CoDistillation:
   """The compiled training model of `config.method`, optimizers built.
 
-  Call inside the strategy's scope: everything here owns variables.
+  Call inside the strategy's scope: everything here owns variables. Under
+  mixed_float16 Keras wraps the classifiers' optimizer in a LossScaleOptimizer
+  (compile's auto_scale_loss); the ACN wraps the other two itself.
   """
+  set_execution_mode(config)
   classifiers = build_classifiers(config, info, channel_mean, channel_variance)
   optimizer = classifier_optimizer(config, steps)
   if config.uses_adversarial_phase():
