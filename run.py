@@ -3,7 +3,9 @@
 Flags are defined here and only here; the library receives config objects.
 """
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -87,11 +89,13 @@ def _existing_model_dir() -> str:
 
 def _writable_model_dir(model_dir: str) -> str:
   """Under multi-worker training only the chief writes into model_dir; the other
-  workers write into a scratch directory of their own."""
+  workers write into a scratch directory of their own, removed at exit."""
   from acn_tf import distribute
   if distribute.is_chief():
     return model_dir
-  return tempfile.mkdtemp(prefix="acn_tf_worker_")
+  scratch = tempfile.mkdtemp(prefix="acn_tf_worker_")
+  atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+  return scratch
 
 
 def _run() -> None:

@@ -59,8 +59,8 @@ def create_strategy(name: str) -> tf.distribute.Strategy:
 def is_chief() -> bool:
   """True unless TF_CONFIG names this process a non-chief worker.
 
-  Only the chief writes checkpoints, logs, results and exports; the other
-  workers write to a temporary directory that is removed after training.
+  Only the chief writes checkpoints, logs, results and exports; run.py gives
+  the other workers a scratch directory, removed when they exit.
   """
   config = json.loads(os.environ.get("TF_CONFIG", "{}"))
   task = config.get("task", {})

@@ -97,6 +97,18 @@ class CoDistillation(keras.Model):
     """Every tracker, so that Keras resets them all at each epoch."""
     return self.classifier_metrics
 
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    """Skipped once the model and its optimizers are built (build_optimizers).
+
+    Keras (3.15) builds compiled losses and metrics here by reducing the first
+    distributed batch with MEAN, which fails under MultiWorkerMirroredStrategy
+    ("Attempt to convert a value (PerReplica...)"). This model computes its own
+    losses and metrics, so once it is built there is nothing left to build.
+    """
+    if self.built and self.optimizer is not None and self.optimizer.built:
+      return
+    super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
   @property
   def classifier_variables(self) -> List[tf.Variable]:
     return [v for c in self.classifiers for v in c.trainable_variables]
@@ -123,7 +135,7 @@ class CoDistillation(keras.Model):
     per_classifier = losses.codistillation_losses(
         logits, labels, self.settings.temperature, self.settings.kd_weight)
     self.update_classifier_metrics(logits, labels, per_classifier)
-    return {metric.name: metric.result() for metric in self.classifier_metrics}
+    return self.metric_results(self.classifier_metrics)
 
   def classifier_update(self, images, labels,
                         divergent_images: Optional[tf.Tensor] = None,
@@ -167,5 +179,14 @@ class CoDistillation(keras.Model):
     self.divergence_tracker.update_state(
         tf.reduce_mean(losses.pairwise_divergence(probabilities)))
 
-  def metric_results(self) -> Dict[str, tf.Tensor]:
-    return {metric.name: metric.result() for metric in self.metrics}
+  def metric_results(self, metrics=None) -> Dict[str, tf.Tensor]:
+    """{name: result} of `metrics` (default: all), as a step returns them.
+
+    Under MultiWorkerMirroredStrategy Keras (3.15) reduces step logs with
+    strategy.reduce(MEAN, axis=0), which rejects scalars; there the results are
+    returned with shape [1]. Epoch logs come from the metrics themselves.
+    """
+    results = {metric.name: metric.result() for metric in metrics or self.metrics}
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+      results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+    return results

@@ -1,0 +1,50 @@
+"""MultiWorkerMirroredStrategy: two worker processes on localhost train together."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _free_ports(count):
+  sockets = [socket.socket() for _ in range(count)]
+  for handle in sockets:
+    handle.bind(("localhost", 0))
+  ports = [handle.getsockname()[1] for handle in sockets]
+  for handle in sockets:
+    handle.close()
+  return ports
+
+
+def test_two_workers_finish_and_only_the_chief_writes(tmp_path):
+  workers = [f"localhost:{port}" for port in _free_ports(2)]
+  model_dir = tmp_path / "run"
+  processes = []
+  for index in range(2):
+    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+    environment = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="3",
+                       TMPDIR=str(tmp_path))
+    processes.append(subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "run.py"), "--experiment=digits",
+         "--method=acn", "--strategy=multi_worker", f"--model_dir={model_dir}",
+         "--verbose=0", "--noexport", "--override=epochs=2", "--override=train_examples=256",
+         "--override=adv_warmup_epochs=1"],
+        cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True))
+  outputs = [process.communicate(timeout=400) for process in processes]
+  for process, (_, stderr) in zip(processes, outputs):
+    assert process.returncode == 0, stderr[-3000:]
+  with open(model_dir / "results.json") as handle:
+    results = json.load(handle)
+  assert results["epochs"] == 2
+  # Both workers trained the same model: their printed summaries agree.
+  summaries = [stdout.strip().splitlines()[-1] for stdout, _ in outputs]
+  assert summaries[0].split(", divergence")[0] == summaries[1].split(", divergence")[0]
+  # The non-chief worker's scratch directory is gone; nothing else was written.
+  leftovers = [name for name in os.listdir(tmp_path) if name.startswith("acn_tf_worker_")]
+  assert leftovers == []
+  assert sorted(os.listdir(model_dir)) == ["config.json", "final.weights.h5", "history.csv",
+                                           "logs", "results.json"]
