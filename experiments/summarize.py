@@ -36,11 +36,20 @@ def _mean_std(values: Sequence[float]) -> str:
   return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
+# Baselines first, then the method, then its ablations; other variants after.
+_ORDER = ("independent", "dml", "acn", "acn_no_wrc", "acn_no_ras", "acn_no_gan")
+
+
+def _display_order(variant: str):
+  return (_ORDER.index(variant) if variant in _ORDER else len(_ORDER), variant)
+
+
 def summary_rows(runs: Dict[str, List[dict]]) -> List[List[str]]:
   """One row per variant: seeds, per-classifier top-1, mean top-1, ensemble top-1,
   test divergence, seconds per epoch."""
   rows = []
-  for variant, results in runs.items():
+  for variant in sorted(runs, key=_display_order):
+    results = runs[variant]
     count = len(results[0]["classifiers"])
     per_classifier = [_mean_std([r["classifiers"][i]["top1"] for r in results])
                       for i in range(count)]
