@@ -4,6 +4,7 @@ This is where config, data, networks and optimizers meet. `run.py` parses flags
 and creates the distribution strategy; everything here receives objects.
 """
 
+import csv
 import json
 import os
 import time
@@ -142,9 +143,14 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
                                   write_graph=False, profile_batch=0),
   ]
   if has_validation:
+    # On resume, the best score so far comes from the history, so that a worse
+    # epoch after the restart cannot replace the best weights saved before it.
+    best_so_far = best_recorded(os.path.join(model_dir, HISTORY_FILE),
+                                "val_ensemble_top1") if resuming else None
     callbacks.append(keras.callbacks.ModelCheckpoint(
         os.path.join(model_dir, BEST_WEIGHTS_FILE), monitor="val_ensemble_top1",
-        mode="max", save_best_only=True, save_weights_only=True))
+        mode="max", save_best_only=True, save_weights_only=True,
+        initial_value_threshold=best_so_far))
   if config.uses_adversarial_phase():
     from acn_tf import adversarial, callbacks as acn_callbacks
     callbacks.append(adversarial.AdversarialWarmup(config.adv_warmup_epochs))
@@ -152,6 +158,20 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
       callbacks.append(acn_callbacks.DivergentExamplesSummary(
           os.path.join(model_dir, LOG_DIR), *preview_batch))
   return callbacks
+
+
+def best_recorded(history_path: str, metric: str) -> Optional[float]:
+  """The largest value of `metric` in a history.csv, or None if there is none."""
+  if not os.path.exists(history_path):
+    return None
+  with open(history_path) as handle:
+    values = []
+    for row in csv.DictReader(handle):
+      try:
+        values.append(float(row.get(metric, "")))
+      except ValueError:  # CSVLogger writes NA where a value is missing.
+        continue
+  return max(values) if values else None
 
 
 # -- Model directory -------------------------------------------------------------

@@ -149,3 +149,12 @@ def test_finished_run_is_not_resumed_and_other_config_is_refused(acn_run, tmp_pa
                         "log_every_steps=2"))
   assert other.returncode != 0
   assert "epochs (saved 2, now 3)" in other.stderr
+
+
+def test_best_recorded_reads_the_history_and_skips_missing_values(tmp_path):
+  from acn_tf import training
+  path = tmp_path / "history.csv"
+  path.write_text("epoch,val_ensemble_top1\n0,0.5\n1,NA\n2,0.75\n3,0.7\n")
+  assert training.best_recorded(str(path), "val_ensemble_top1") == 0.75
+  assert training.best_recorded(str(path), "val_loss") is None
+  assert training.best_recorded(str(tmp_path / "absent.csv"), "val_ensemble_top1") is None
