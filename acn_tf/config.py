@@ -8,7 +8,7 @@ Library code receives an `ExperimentConfig`; only `run.py` reads flags.
 import dataclasses
 import json
 import typing
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 METHODS = ("independent", "dml", "acn")
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
@@ -362,6 +362,16 @@ def apply_overrides(config: ExperimentConfig,
       raise ConfigError(f"Unknown config key {key!r}. Valid keys: {valid}.")
     changes[key] = _coerce(key, types[key], value)
   return config.replace(**changes)
+
+
+def config_differences(saved: Mapping[str, Any], config: ExperimentConfig) -> List[str]:
+  """"field (saved X, now Y)" for each field where a saved config.json differs.
+
+  The comparison is between JSON forms, where tuples have become lists.
+  """
+  wanted = json.loads(json.dumps(config.to_dict()))
+  return [f"{key} (saved {saved.get(key)!r}, now {wanted.get(key)!r})"
+          for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
 
 
 def parse_override_strings(items: Sequence[str]) -> Dict[str, str]:

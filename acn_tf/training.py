@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from acn_tf import backbones, data
-from acn_tf.config import ExperimentConfig
+from acn_tf.config import ExperimentConfig, config_differences
 from acn_tf.models import CoDistillation, DistillationSettings
 
 CONFIG_FILE = "config.json"
@@ -177,10 +177,6 @@ def best_recorded(history_path: str, metric: str) -> Optional[float]:
 # -- Model directory -------------------------------------------------------------
 
 
-def _as_json(values: Dict[str, Any]) -> Dict[str, Any]:
-  return json.loads(json.dumps(values))
-
-
 def prepare_model_dir(model_dir: str, config: ExperimentConfig) -> bool:
   """Starts a new run, or resumes an unfinished one; never clobbers earlier work.
 
@@ -194,11 +190,7 @@ def prepare_model_dir(model_dir: str, config: ExperimentConfig) -> bool:
         "directory yourself to start over.")
   config_path = os.path.join(model_dir, CONFIG_FILE)
   if os.path.exists(config_path):
-    saved = load_run_config(model_dir)
-    wanted = _as_json(config.to_dict())
-    differences = [f"{key} (saved {saved.get(key)!r}, now {wanted.get(key)!r})"
-                   for key in sorted(set(saved) | set(wanted))
-                   if saved.get(key) != wanted.get(key)]
+    differences = config_differences(load_run_config(model_dir), config)
     if differences:
       raise ModelDirError(
           f"--model_dir={model_dir} holds an unfinished run of another configuration; "

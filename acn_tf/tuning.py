@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from acn_tf import data, training
 from acn_tf.config import (ConfigError, ExperimentConfig, SearchDimension,
-                           parse_search_space)
+                           config_differences, parse_search_space)
 
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVE = kt.Objective("val_ensemble_top1", direction="max")
@@ -230,15 +230,14 @@ def check_same_search(model_dir: str, tuner: str, config: ExperimentConfig) -> N
   config would be ranked together with the new ones as if comparable.
   """
   path = os.path.join(model_dir, SEARCH_FILE)
-  wanted = json.loads(json.dumps({"tuner": tuner, "config": config.to_dict()}))
   if not os.path.exists(path):
     os.makedirs(model_dir, exist_ok=True)
     with open(path, "w") as handle:
-      json.dump(wanted, handle, indent=2)
+      json.dump({"tuner": tuner, "config": config.to_dict()}, handle, indent=2)
     return
   with open(path) as handle:
     saved = json.load(handle)
-  differences = _differences(saved["config"], wanted["config"])
+  differences = config_differences(saved["config"], config)
   if saved["tuner"] != tuner:
     differences.insert(0, f"tuner (saved {saved['tuner']!r}, now {tuner!r})")
   if differences:
@@ -246,11 +245,6 @@ def check_same_search(model_dir: str, tuner: str, config: ExperimentConfig) -> N
         f"--model_dir={model_dir} holds a search of another configuration; continuing "
         f"it needs the same one. Different: {'; '.join(differences)}. Run the original "
         "command to continue that search, or choose a new --model_dir.")
-
-
-def _differences(saved: Dict[str, Any], wanted: Dict[str, Any]) -> List[str]:
-  return [f"{key} (saved {saved.get(key)!r}, now {wanted.get(key)!r})"
-          for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
 
 
 def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = None,
