@@ -3,13 +3,13 @@ before the co-distillation update of `CoDistillation` (ACN_SPEC.md).
 """
 
 import dataclasses
-from typing import List, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
 from acn_tf import generators, losses
-from acn_tf.search import (SearchSettings, group_divergence,
+from acn_tf.search import (SearchSettings, group_divergence, label_mask,
                             restricted_adversarial_search)
 from acn_tf.models import CoDistillation, DistillationSettings
 
@@ -24,6 +24,15 @@ class AdversarialSettings:
   generator_updates: int = 1
   discriminator_updates: int = 1
   search: SearchSettings = SearchSettings()
+
+
+class GeneratorPass(NamedTuple):
+  """What one generator update computed at x̃0, with the generator's weights
+  before the update and the classifiers frozen: x̃0, the classifiers'
+  inference-mode logits there, and grad of sum Div at x̃0 (None when K = 0)."""
+  images: tf.Tensor
+  logits: List[tf.Tensor]
+  divergence_gradient: Optional[tf.Tensor]
 
 
 @keras.saving.register_keras_serializable(package="acn_tf")
@@ -95,8 +104,14 @@ class AdversarialCoDistillation(CoDistillation):
   def train_step(self, data):
     images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
     if self.adversarial_phase_active:
-      divergent_images, keep_mask = self.adversarial_phase(images, labels)
-      self.classifier_update(images, labels, divergent_images, keep_mask)
+      divergent_images, keep_mask, divergent_logits = self.adversarial_phase(images, labels)
+      if keep_mask is None:  # mask_source "update": m from Phase B's forward pass.
+        search = self.adversarial.search
+        keep_mask = lambda logits: label_mask(logits, labels, search.label_restrict)
+      update_logits, keep_mask = self.classifier_update(images, labels, divergent_images,
+                                                        keep_mask)
+      self.update_search_metrics(
+          divergent_logits if divergent_logits is not None else update_logits, keep_mask)
     else:
       self.classifier_update(images, labels)
     return self.metric_results()
@@ -115,38 +130,44 @@ class AdversarialCoDistillation(CoDistillation):
   def adversarial_phase(self, images, labels):
     """Generator update(s), discriminator update(s), then the search from x̃0.
 
-    Returns the divergent batch x̃ (no gradient flows back) and its keep mask.
-    The x̃0 of the last generator forward pass is reused by the discriminator and
-    the search rather than generated again.
+    Returns the divergent batch x̃ (no gradient flows back), its keep mask and
+    the inference-mode logits on x̃ (both None when Phase B makes the mask).
+    The last generator forward pass at x̃0 is reused by the discriminator and
+    the search: its logits and its divergence gradient are those of the
+    search's start, because no classifier has moved since.
     """
     images = tf.cast(images, tf.float32)
     for _ in range(self.adversarial.generator_updates):
-      start = self.generator_update(images, labels)
-    start = tf.stop_gradient(start)
+      generated = self.generator_update(images, labels)
     if self.discriminator is not None:
       for _ in range(self.adversarial.discriminator_updates):
-        self.discriminator_update(images, start)
-    divergent, keep_mask, divergent_logits = restricted_adversarial_search(
-        self.classifiers, images, labels, start, self.adversarial.search)
+        self.discriminator_update(images, generated.images)
+    return restricted_adversarial_search(
+        self.classifiers, images, labels, generated.images, self.adversarial.search,
+        start_gradient=generated.divergence_gradient, start_logits=generated.logits)
+
+  def update_search_metrics(self, divergent_logits, keep_mask) -> None:
+    """Div at x̃ and the fraction the label restriction keeps."""
+    settings = self.adversarial.search
     searched = losses.pairwise_divergence(
-        [losses.tempered_probabilities(z, self.adversarial.search.temperature)
-         for z in divergent_logits], self.adversarial.search.divergence)
+        [losses.tempered_probabilities(tf.stop_gradient(z), settings.temperature)
+         for z in divergent_logits], settings.divergence)
     self.searched_divergence.update_state(tf.reduce_mean(searched))
     self.kept_fraction.update_state(tf.reduce_mean(keep_mask))
-    return divergent, keep_mask
 
-  def generator_update(self, images, labels) -> tf.Tensor:
+  def generator_update(self, images, labels) -> GeneratorPass:
     """L_g = -Div(x̃0) + gan_weight * NS-GAN + keep_label_weight * CE(p̄(x̃0), y).
 
     Classifiers (and d) run in inference mode and are not in the variable list:
-    only g moves, and no batch-norm statistics of the classifiers change.
+    only g moves, and no batch-norm statistics of the classifiers change. The
+    same forward pass also gives the search's first gradient (a persistent
+    tape), so the search does not run the classifiers at x̃0 again.
     """
     settings = self.adversarial
     variables = self.generator.trainable_variables
-    with tf.GradientTape() as tape:
+    with tf.GradientTape(persistent=True) as tape:
       start = self.generate(images, training=True)
-      divergence, logits = group_divergence(self.classifiers, start,
-                                                   settings.search)
+      divergence, logits = group_divergence(self.classifiers, start, settings.search)
       per_example = (-divergence + settings.keep_label_weight *
                      losses.ensemble_cross_entropy(logits, labels))
       if self.discriminator is not None and settings.gan_weight:
@@ -154,11 +175,16 @@ class AdversarialCoDistillation(CoDistillation):
         per_example += settings.gan_weight * losses.generator_adversarial_loss(fake_logits)
       loss = losses.global_mean(per_example)
       scaled_loss = self.generator_optimizer.scale_loss(loss)
+      search_objective = tf.reduce_sum(divergence)  # As search.divergence_gradient.
     gradients = tape.gradient(scaled_loss, variables)
+    divergence_gradient = (tape.gradient(search_objective, start)
+                           if settings.search.steps > 0 else None)
+    del tape
     self.generator_optimizer.apply(gradients, variables)
     self.generator_loss_tracker.update_state(losses.local_mean(per_example))
     self.generated_divergence.update_state(tf.reduce_mean(divergence))
-    return start
+    return GeneratorPass(tf.stop_gradient(start), [tf.stop_gradient(z) for z in logits],
+                         divergence_gradient)
 
   def discriminator_update(self, images, start) -> None:
     """BCE(d(x), real) + BCE(d(sg(x̃0)), fake)."""
@@ -205,7 +231,8 @@ def adversarial_settings(config) -> AdversarialSettings:
       search=SearchSettings(
           steps=config.ras_steps, step_size=config.ras_step_size,
           epsilon=config.ras_epsilon, temperature=config.temperature,
-          divergence=config.divergence, label_restrict=config.ras_label_restrict))
+          divergence=config.divergence, label_restrict=config.ras_label_restrict,
+          mask_source=config.ras_mask_source))
 
 
 def build_adversarial_model(config, info, classifiers) -> AdversarialCoDistillation:

@@ -16,6 +16,7 @@ AUGMENTATIONS = ("none", "crop", "crop_flip")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DIVERGENCES = ("js", "sym_kl")
 ADV_NORMALIZATIONS = ("batch", "kept")
+MASK_SOURCES = ("search", "update")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 
 
@@ -82,6 +83,9 @@ class ExperimentConfig:
   ras_step_size: float = 2.0 / 255.0
   ras_epsilon: float = 8.0 / 255.0
   ras_label_restrict: bool = True
+  # The label mask's pass at x̃: "search" (inference mode, ACN_SPEC.md) or "update"
+  # (the classifier update's training-mode forward: one classifier pass fewer).
+  ras_mask_source: str = "search"
   # Schedule of the adversarial phase.
   adv_warmup_epochs: int = 0
   generator_updates: int = 1
@@ -135,6 +139,7 @@ class ExperimentConfig:
     _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
     _check_choice("divergence", self.divergence, DIVERGENCES)
     _check_choice("adv_normalization", self.adv_normalization, ADV_NORMALIZATIONS)
+    _check_choice("ras_mask_source", self.ras_mask_source, MASK_SOURCES)
     _check_choice("jit_compile", self.jit_compile, ("auto", "true", "false"))
     _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
     if not self.architectures:

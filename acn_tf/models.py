@@ -7,12 +7,16 @@ the same classifier update, so every method shares one code path.
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import keras
 import tensorflow as tf
 
 from acn_tf import losses
+
+
+# Makes the label mask m from the logits of the classifier update's forward pass.
+MaskFunction = Callable[[List[tf.Tensor]], tf.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,11 +143,17 @@ class CoDistillation(keras.Model):
 
   def classifier_update(self, images, labels,
                         divergent_images: Optional[tf.Tensor] = None,
-                        keep_mask: Optional[tf.Tensor] = None) -> None:
+                        keep_mask: Union[None, tf.Tensor, MaskFunction] = None):
     """Phase B: one update of all classifiers on the real batch and, for ACN,
-    the divergent batch x̃ (already stop-gradient) with its label mask m."""
+    the divergent batch x̃ (already stop-gradient) with its label mask m.
+
+    `keep_mask` is m itself, or a function that makes m from the logits of this
+    update's forward pass on x̃ (ACN's mask_source "update"). Returns those
+    logits and m, for the ACN's metrics (None, None without x̃).
+    """
     settings = self.settings
     variables = self.classifier_variables
+    divergent_logits = None
     with tf.GradientTape() as tape:
       logits = self(images, training=True)
       per_classifier = losses.codistillation_losses(
@@ -151,6 +161,8 @@ class CoDistillation(keras.Model):
       total = tf.add_n([losses.global_mean(loss) for loss in per_classifier])
       if divergent_images is not None:
         divergent_logits = self(divergent_images, training=True)
+        if callable(keep_mask):
+          keep_mask = tf.stop_gradient(keep_mask(divergent_logits))
         divergent_losses = losses.codistillation_losses(
             divergent_logits, labels, settings.temperature, 1.0,
             ce_weight=settings.adv_ce_weight)
@@ -163,6 +175,7 @@ class CoDistillation(keras.Model):
     gradients = tape.gradient(scaled_total, variables)
     self.optimizer.apply(gradients, variables)
     self.update_classifier_metrics(logits, labels, per_classifier)
+    return divergent_logits, keep_mask
 
   # -- Metrics ------------------------------------------------------------------
 

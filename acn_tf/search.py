@@ -7,7 +7,7 @@ prediction is still y. One pure function: tensors in, examples and mask out.
 """
 
 import dataclasses
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
@@ -23,6 +23,11 @@ class SearchSettings:
   temperature: float = 1.0
   divergence: str = "js"
   label_restrict: bool = True
+  # Where the label mask's ensemble prediction at x̃ comes from: "search", an
+  # inference-mode pass after the last step (ACN_SPEC.md), or "update", the
+  # classifier update's own training-mode forward pass on x̃ (one classifier
+  # pass fewer per step; the mask then sees batch statistics of x̃).
+  mask_source: str = "search"
 
 
 def project(candidates: tf.Tensor, images: tf.Tensor, epsilon: float) -> tf.Tensor:
@@ -40,34 +45,59 @@ def group_divergence(classifiers: Sequence[keras.Model], images: tf.Tensor,
   return losses.pairwise_divergence(probabilities, settings.divergence), logits
 
 
+def divergence_gradient(classifiers: Sequence[keras.Model], images: tf.Tensor,
+                        settings: SearchSettings) -> tf.Tensor:
+  """grad_x of sum_b Div(x_b): the sum, not the mean, keeps every example's
+  gradient unscaled by the batch size (only its sign is used anyway)."""
+  with tf.GradientTape() as tape:
+    tape.watch(images)
+    divergence, _ = group_divergence(classifiers, images, settings)
+    objective = tf.reduce_sum(divergence)
+  return tape.gradient(objective, images)
+
+
+def label_mask(logits: Sequence[tf.Tensor], labels: tf.Tensor,
+               label_restrict: bool = True) -> tf.Tensor:
+  """m = 1.0 where argmax p̄ == y (everywhere when label_restrict is off)."""
+  if not label_restrict:
+    return tf.ones(tf.shape(labels)[:1], tf.float32)
+  predictions = tf.argmax(losses.ensemble_probabilities(logits), axis=-1,
+                          output_type=tf.int32)
+  return tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32)
+
+
 def restricted_adversarial_search(classifiers: Sequence[keras.Model], images: tf.Tensor,
                                   labels: tf.Tensor, start: tf.Tensor,
-                                  settings: SearchSettings):
-  """Returns (x̃, keep_mask, logits on x̃).
+                                  settings: SearchSettings,
+                                  start_gradient: Optional[tf.Tensor] = None,
+                                  start_logits: Optional[Sequence[tf.Tensor]] = None):
+  """Returns (x̃, keep_mask, inference-mode logits on x̃).
 
   K = settings.steps is fixed at trace time (a Python loop), so the function
-  compiles to a static graph under XLA. K = 0 returns x̃0 unchanged. The mask is
-  1.0 where argmax p̄(x̃) == y (or everywhere when label_restrict is off).
+  compiles to a static graph under XLA. K = 0 returns x̃0 unchanged.
+
+  `start_gradient` (grad of sum Div at x̃0) and `start_logits` (the logits at
+  x̃0) are for a caller that already has them: the generator update runs the
+  same frozen classifiers at x̃0, so the first step, and for K = 0 the mask,
+  then cost no classifier pass. With mask_source "update" and K > 0 the mask
+  and logits are left to the classifier update: both come back as None.
   """
   images = tf.cast(images, tf.float32)
   divergent = tf.stop_gradient(tf.cast(start, tf.float32))
-  for _ in range(settings.steps):
-    with tf.GradientTape() as tape:
-      tape.watch(divergent)
-      divergence, _ = group_divergence(classifiers, divergent, settings)
-      # The sum (not the mean) keeps per-example gradients unscaled; only
-      # their sign is used anyway.
-      objective = tf.reduce_sum(divergence)
-    gradient = tape.gradient(objective, divergent)
+  logits = start_logits
+  for step in range(settings.steps):
+    if step == 0 and start_gradient is not None:
+      gradient = tf.cast(start_gradient, tf.float32)
+    else:
+      gradient = divergence_gradient(classifiers, divergent, settings)
     divergent = project(divergent + settings.step_size * tf.sign(gradient), images,
                         settings.epsilon)
-  logits = [classifier(divergent, training=False) for classifier in classifiers]
-  if settings.label_restrict:
-    predictions = tf.argmax(losses.ensemble_probabilities(logits), axis=-1,
-                            output_type=tf.int32)
-    keep_mask = tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32)
-  else:
-    keep_mask = tf.ones(tf.shape(labels)[:1], tf.float32)
+    logits = None
+  if logits is None:
+    if settings.mask_source == "update":
+      return tf.stop_gradient(divergent), None, None
+    logits = [classifier(divergent, training=False) for classifier in classifiers]
+  keep_mask = label_mask(logits, labels, settings.label_restrict)
   return tf.stop_gradient(divergent), keep_mask, logits
 
 

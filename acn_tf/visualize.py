@@ -35,8 +35,10 @@ def divergent_examples(model, images, labels, seed: int = 0) -> DivergentExample
       size=(*images.shape[:-1], model.adversarial.noise_channels)).astype(np.float32)
   noise = tf.constant(noise)
   generated = model.generate(images, training=False, noise=noise)
+  # The picture's mask is always the inference-mode one: no update runs here.
+  settings = dataclasses.replace(model.adversarial.search, mask_source="search")
   searched, keep_mask, _ = restricted_adversarial_search(
-      model.classifiers, images, labels, generated, model.adversarial.search)
+      model.classifiers, images, labels, generated, settings)
   predictions = [
       np.stack([np.argmax(c(batch, training=False).numpy(), -1) for c in model.classifiers])
       for batch in (images, generated, searched)]

@@ -9,7 +9,8 @@ from acn_tf import backbones, generators, losses
 from acn_tf.adversarial import (AdversarialCoDistillation, AdversarialSettings,
                                 AdversarialWarmup)
 from acn_tf.models import CoDistillation, DistillationSettings
-from acn_tf.search import SearchSettings, group_divergence
+from acn_tf.search import (SearchSettings, divergence_gradient, group_divergence,
+                           label_mask)
 
 IMAGE_SHAPE = (8, 8, 1)
 NUM_CLASSES = 5
@@ -22,7 +23,7 @@ def _classifiers(seeds=(1, 2)):
 
 
 def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1,
-         classifier_lr=0.05):
+         classifier_lr=0.05, search_steps=1, mask_source="search"):
   keras.utils.set_random_seed(7)
   generator = generators.build_generator(IMAGE_SHAPE, noise_channels=2, filters=8,
                                          residual_blocks=1)
@@ -37,7 +38,8 @@ def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1
       adversarial=AdversarialSettings(
           wrc_alpha=wrc_alpha, noise_channels=2, gan_weight=gan_weight,
           keep_label_weight=keep_label_weight,
-          search=SearchSettings(steps=1, step_size=0.05, epsilon=0.1)))
+          search=SearchSettings(steps=search_steps, step_size=0.05, epsilon=0.1,
+                                mask_source=mask_source)))
   model(tf.zeros((1, *IMAGE_SHAPE)))
   model.build_optimizers()
   return model
@@ -120,6 +122,56 @@ def test_full_step_updates_every_player_and_reports_phase_a_metrics():
   assert 0.0 <= logs["kept_fraction"] <= 1.0
   assert model.generator_optimizer.iterations.numpy() == 1
   assert model.discriminator_optimizer.iterations.numpy() == 1
+  assert model.optimizer.iterations.numpy() == 1
+
+
+def test_generator_update_hands_the_search_its_start_gradient_and_logits():
+  model = _acn()
+  images, labels = _batch()
+  generated = model.generator_update(tf.constant(images), tf.constant(labels))
+  # The classifiers did not move, so a separate pass at x̃0 is the reference.
+  expected = divergence_gradient(model.classifiers, generated.images,
+                                 model.adversarial.search)
+  np.testing.assert_allclose(generated.divergence_gradient.numpy(), expected.numpy(),
+                             rtol=1e-5, atol=1e-9)
+  assert np.abs(expected.numpy()).max() > 0
+  for logits, classifier in zip(generated.logits, model.classifiers):
+    np.testing.assert_allclose(logits.numpy(),
+                               classifier(generated.images, training=False).numpy(),
+                               rtol=1e-5, atol=1e-6)
+  assert _acn(search_steps=0).generator_update(
+      tf.constant(images), tf.constant(labels)).divergence_gradient is None
+
+
+def test_mask_from_the_update_is_the_training_mode_ensemble_prediction():
+  updated, reference = _acn(), _acn()
+  images, labels = _batch(64)
+  divergent = np.clip(images + 0.05, 0, 1).astype(np.float32)
+  # Training mode: the logits of the update's own forward pass (batch statistics).
+  logits = [c(divergent, training=True) for c in reference.classifiers]
+  labels = np.argmax(np.mean([tf.nn.softmax(z).numpy() for z in logits], 0), -1)
+  labels[::3] = (labels[::3] + 1) % NUM_CLASSES
+  expected_mask = (labels == np.argmax(
+      np.mean([tf.nn.softmax(z).numpy() for z in logits], 0), -1)).astype(np.float32)
+  assert 0 < expected_mask.sum() < 64
+  labels = tf.constant(labels)
+  _, used_mask = updated.classifier_update(
+      tf.constant(images), labels, tf.constant(divergent),
+      lambda update_logits: label_mask(update_logits, labels))
+  reference.classifier_update(tf.constant(images), labels, tf.constant(divergent),
+                              tf.constant(expected_mask))
+  np.testing.assert_array_equal(used_mask.numpy(), expected_mask)
+  for a, b in zip(updated.classifier_variables, reference.classifier_variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("steps", [0, 2])
+def test_full_step_with_the_mask_from_the_update(steps):
+  model = _acn(search_steps=steps, mask_source="update")
+  images, labels = _batch()
+  logs = model.train_on_batch(images, labels, return_dict=True)
+  assert 0.0 <= logs["kept_fraction"] <= 1.0
+  assert np.isfinite(logs["divergence_search"]) and logs["divergence_search"] > 0
   assert model.optimizer.iterations.numpy() == 1
 
 

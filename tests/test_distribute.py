@@ -52,7 +52,7 @@ def _dml(strategy):
   return model
 
 
-def _acn(strategy, adv_normalization="batch"):
+def _acn(strategy, adv_normalization="batch", mask_source="search"):
   with strategy.scope():
     keras.utils.set_random_seed(3)
     discriminator = generators.build_discriminator(IMAGE_SHAPE, filters=4)
@@ -65,7 +65,8 @@ def _acn(strategy, adv_normalization="batch"):
         settings=DistillationSettings(adv_normalization=adv_normalization),
         adversarial=AdversarialSettings(
             wrc_alpha=0.1, noise_channels=0,
-            search=SearchSettings(steps=2, step_size=0.01, epsilon=0.03)))
+            search=SearchSettings(steps=2, step_size=0.01, epsilon=0.03,
+                                  mask_source=mask_source)))
     model(tf.zeros((1, *IMAGE_SHAPE)))
     model.build_optimizers()
   return model
@@ -89,8 +90,13 @@ def _acn_kept_mean(strategy):
   return _acn(strategy, adv_normalization="kept")
 
 
-@pytest.mark.parametrize("build", [_dml, _acn, _acn_kept_mean],
-                         ids=["dml", "acn", "acn_kept_mean"])
+def _acn_mask_from_update(strategy):
+  """The label mask made inside the classifier update, on each replica's batch."""
+  return _acn(strategy, mask_source="update")
+
+
+@pytest.mark.parametrize("build", [_dml, _acn, _acn_kept_mean, _acn_mask_from_update],
+                         ids=["dml", "acn", "acn_kept_mean", "acn_mask_from_update"])
 def test_two_replicas_match_one_replica(build):
   single = build(tf.distribute.get_strategy())
   mirrored = build(_two_replicas())

@@ -122,6 +122,9 @@ def test_config_overrides_are_typed():
   assert config.lr_decay_epochs == (2, 3)
   with pytest.raises(config_lib.ConfigError, match="expected bool"):
     config_lib.resolve_config("digits", overrides=["nesterov=maybe"])
+  with pytest.raises(config_lib.ConfigError,
+                     match="ras_mask_source='phase_b' is not one of search, update"):
+    config_lib.resolve_config("digits", overrides=["ras_mask_source=phase_b"])
 
 
 def test_config_file_is_applied_before_overrides(tmp_path):

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from acn_tf import backbones, generators, losses
-from acn_tf.search import (SearchSettings, compiled_search, group_divergence,
-                           restricted_adversarial_search)
+from acn_tf.search import (SearchSettings, compiled_search, divergence_gradient,
+                           group_divergence, restricted_adversarial_search)
 
 IMAGE_SHAPE = (8, 8, 1)
 
@@ -137,3 +137,52 @@ def test_search_under_xla_matches_plain_graph(classifiers):
   difference = np.abs(plain[0].numpy() - xla[0].numpy())
   assert np.mean(difference > 1e-5) < 0.01
   np.testing.assert_array_equal(plain[1].numpy(), xla[1].numpy())
+
+
+def test_divergence_gradient_of_an_example_does_not_depend_on_the_batch(classifiers):
+  # Inference mode and a sum, not a mean: each example's step direction is its own.
+  images = _images(8)
+  batch = divergence_gradient(classifiers, tf.constant(images), SearchSettings()).numpy()
+  for b in (0, 5):
+    alone = divergence_gradient(classifiers, tf.constant(images[b:b + 1]),
+                                SearchSettings()).numpy()
+    np.testing.assert_allclose(batch[b:b + 1], alone, rtol=1e-4, atol=1e-8)
+  assert np.abs(batch).max() > 0
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2])
+def test_search_given_its_start_gradient_and_logits_equals_computing_them(classifiers,
+                                                                          steps):
+  images = _images()
+  start = np.clip(images + 0.02, 0, 1).astype(np.float32)
+  labels = np.arange(32) % 5
+  settings = SearchSettings(steps=steps, step_size=0.01, epsilon=0.04)
+  computed = restricted_adversarial_search(classifiers, images, labels, start, settings)
+  gradient = divergence_gradient(classifiers, tf.constant(start), settings)
+  logits = [c(start, training=False) for c in classifiers]
+  given = restricted_adversarial_search(classifiers, images, labels, start, settings,
+                                        start_gradient=gradient, start_logits=logits)
+  np.testing.assert_array_equal(given[0].numpy(), computed[0].numpy())
+  np.testing.assert_array_equal(given[1].numpy(), computed[1].numpy())
+  for a, b in zip(given[2], computed[2]):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_mask_source_update_leaves_mask_to_the_update_unless_it_is_free(classifiers):
+  images = _images()
+  labels = np.arange(32) % 5
+  settings = SearchSettings(steps=1, step_size=0.01, epsilon=0.04, mask_source="update")
+  divergent, mask, logits = restricted_adversarial_search(classifiers, images, labels,
+                                                          images, settings)
+  assert mask is None and logits is None
+  reference = restricted_adversarial_search(
+      classifiers, images, labels, images, SearchSettings(steps=1, step_size=0.01,
+                                                          epsilon=0.04))
+  np.testing.assert_array_equal(divergent.numpy(), reference[0].numpy())
+  # K = 0 with the start's logits: the inference-mode mask costs nothing, so it is kept.
+  zero_steps = SearchSettings(steps=0, mask_source="update")
+  start_logits = [c(images, training=False) for c in classifiers]
+  _, mask, _ = restricted_adversarial_search(classifiers, images, labels, images,
+                                             zero_steps, start_logits=start_logits)
+  ensemble = np.mean([tf.nn.softmax(z).numpy() for z in start_logits], axis=0)
+  np.testing.assert_array_equal(mask.numpy(), (ensemble.argmax(-1) == labels))
