@@ -1,0 +1,128 @@
+"""Where an ACN step's time goes: each part of the step timed on its own.
+
+  python experiments/step_breakdown.py [--repeats=5] [--override=key=value ...]
+      [--profile_dir=DIR]
+
+The cifar100 experiment's ACN (ResNet-32 pair, batch 128, K = 1 unless overridden)
+on random CIFAR-shaped tensors. Each part is its own tf.function, timed as the
+median of `--repeats` calls after two warm-up calls; parts run in turn, not
+interleaved, so compare them within one run. The whole step is usually a little
+less than the sum of its parts: TensorFlow overlaps independent ops.
+
+With --profile_dir, two whole steps are also traced with TensorFlow's profiler
+(open the directory in TensorBoard's profile tab) and the total self-time per op
+type is printed.
+"""
+
+import argparse
+import collections
+import glob
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from acn_tf import config as config_lib, training  # noqa: E402
+from acn_tf.data import DatasetInfo  # noqa: E402
+from acn_tf.search import divergence_gradient, group_divergence  # noqa: E402
+
+
+def parts(model, images, labels) -> dict:
+  """name -> function of no arguments; each runs one part of an ACN step."""
+  classifiers = model.classifiers
+  settings = model.adversarial.search
+
+  def generator_alone():
+    with tf.GradientTape() as tape:
+      start = model.generate(images, training=True)
+      objective = tf.reduce_sum(tf.square(start))
+    return tape.gradient(objective, model.generator.trainable_variables)
+
+  return {
+      "classifiers forward, inference": lambda: group_divergence(classifiers, images,
+                                                                 settings)[0],
+      "classifiers forward, training": lambda: [c(images, training=True)
+                                                for c in classifiers],
+      "classifiers forward + input gradient": lambda: divergence_gradient(
+          classifiers, images, settings),
+      "generator forward + backward": generator_alone,
+      "generator update (Phase A 1)": lambda: model.generator_update(images, labels).images,
+      "discriminator update (Phase A 2)": lambda: model.discriminator_update(images, images),
+      "classifier update, real batch only (= DML)": lambda: model.classifier_update(
+          images, labels)[0],
+      "classifier update, real + divergent (Phase B)": lambda: model.classifier_update(
+          images, labels, images, tf.ones(tf.shape(labels)))[1],
+      "whole ACN step": lambda: model.train_step((images, labels)),
+  }
+
+
+def median_milliseconds(function, repeats: int) -> float:
+  compiled = tf.function(function)
+
+  def call():
+    start = time.perf_counter()
+    outputs = compiled()
+    for value in tf.nest.flatten(outputs):  # Waits for the outputs.
+      if value is not None:
+        value.numpy()
+    return 1000 * (time.perf_counter() - start)
+
+  call(), call()
+  return statistics.median(call() for _ in range(repeats))
+
+
+def op_type_self_times(profile_dir: str) -> dict:
+  """Self-time (ms) per op type, read from the trace with TensorFlow's converter."""
+  from tensorflow.python.profiler.internal import _pywrap_profiler_plugin  # Internal.
+  path = sorted(glob.glob(os.path.join(profile_dir, "**", "*.xplane.pb"), recursive=True))[-1]
+  data, _ = _pywrap_profiler_plugin.xspace_to_tools_data([path], "framework_op_stats", {})
+  table = json.loads(data)[0]
+  columns = [column["id"] for column in table["cols"]]
+  totals = collections.Counter()
+  for row in table["rows"]:
+    values = dict(zip(columns, [cell.get("v") if cell else None for cell in row["c"]]))
+    totals[values["type"]] += values["total_self_time"] / 1000
+  return dict(totals.most_common())
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--batch_size", type=int, default=128)
+  parser.add_argument("--override", action="append", default=[])
+  parser.add_argument("--profile_dir", default=None)
+  arguments = parser.parse_args()
+
+  config = config_lib.get_experiment("cifar100").replace(
+      method="acn", batch_size=arguments.batch_size, adv_warmup_epochs=0,
+      augmentation="none")
+  config = config_lib.apply_overrides(
+      config, config_lib.parse_override_strings(arguments.override)).validate()
+  info = DatasetInfo("synthetic", 100, (32, 32, 3), 4096, 0, 0, "synthetic")
+  model = training.build_model(config, info, [0.5] * 3, [0.06] * 3, steps=10)
+  rng = np.random.default_rng(0)
+  images = tf.constant(rng.random((config.batch_size, 32, 32, 3), dtype=np.float32))
+  labels = tf.constant(rng.integers(0, 100, config.batch_size))
+  print(f"ACN step parts, batch {config.batch_size}, overrides {arguments.override}, "
+        f"median of {arguments.repeats} (ms):")
+  for name, function in parts(model, images, labels).items():
+    print(f"  {median_milliseconds(function, arguments.repeats):8.1f}  {name}", flush=True)
+  if arguments.profile_dir:
+    step = tf.function(lambda: model.train_step((images, labels)))
+    step()
+    tf.profiler.experimental.start(arguments.profile_dir)
+    for _ in range(2):
+      tf.nest.map_structure(lambda value: value.numpy(), step())
+    tf.profiler.experimental.stop()
+    print("Self-time per op type over 2 profiled steps (ms):")
+    for op_type, milliseconds in list(op_type_self_times(arguments.profile_dir).items())[:8]:
+      print(f"  {milliseconds:8.1f}  {op_type}")
+
+
+if __name__ == "__main__":
+  main()

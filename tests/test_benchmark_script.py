@@ -1,0 +1,31 @@
+"""experiments/benchmark.py runs and reports what BENCHMARKS.md quotes (not a timing test:
+tiny models, one step; the numbers it prints are not checked, only their bookkeeping)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_benchmark_script_reports_medians_and_ratios():
+  completed = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), "--json",
+       "--architecture=resnet8", "--batch_size=8", "--steps=1", "--repeats=3",
+       "--configurations=single,dml,acn_k1_mask_search", "--override=generator_filters=4",
+       "--override=discriminator_filters=4"],
+      capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  results = json.loads(completed.stdout)
+  for name in ("single", "dml", "acn_k1_mask_search"):
+    rounds = results["rounds"][name]
+    assert len(rounds) == 3 and min(rounds) > 0
+    assert results[name] == sorted(rounds)[1]  # The median of three.
+  assert results["step_time_dml_over_single"] == results["single"] / results["dml"]
+  assert (results["step_time_acn_k1_mask_search_over_dml"]
+          == results["dml"] / results["acn_k1_mask_search"])
+  assert "step_time_acn_k1_over_dml" not in results  # acn_k1 was not run.
+  assert results["input_pipeline"] > 0
+  assert results["overrides"] == ["generator_filters=4", "discriminator_filters=4"]
