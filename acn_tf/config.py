@@ -69,7 +69,8 @@ class ExperimentConfig:
 
   # Phase A: generator with the Weakly Residual Connection.
   # Phase A's networks are kept small next to the classifiers: at 32 filters the
-  # generator cost 0.7 of a ResNet-32 pass (experiments/BENCHMARKS.md).
+  # generator's forward and backward cost about 0.75 of a ResNet-32's, at 16 about
+  # 0.25 (experiments/BENCHMARKS.md).
   generator_filters: int = 16
   generator_blocks: int = 2
   noise_channels: int = 4
