@@ -46,7 +46,7 @@ flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical dev
                      "(to run --strategy=mirrored without GPUs).")
 flags.DEFINE_bool("export", True, "--mode=train: write SavedModels to MODEL_DIR/export "
                   "after training.")
-flags.DEFINE_enum("mixed_precision", None, ["none", "mixed_float16", "mixed_bfloat16"],
+flags.DEFINE_enum("mixed_precision", None, list(config_lib.MIXED_PRECISION),
                   "Shorthand for --override=mixed_precision=...: float16 on GPU, "
                   "bfloat16 on TPU/recent CPUs; losses stay float32.")
 flags.DEFINE_bool("deterministic", None, "Shorthand for --override=deterministic=true: "

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from acn_tf import generators, losses
 from acn_tf.search import (SearchSettings, group_divergence, label_mask,
-                            restricted_adversarial_search)
+                            restricted_adversarial_search, search_objective)
 from acn_tf.models import CoDistillation, DistillationSettings
 
 
@@ -175,9 +175,9 @@ class AdversarialCoDistillation(CoDistillation):
         per_example += settings.gan_weight * losses.generator_adversarial_loss(fake_logits)
       loss = losses.global_mean(per_example)
       scaled_loss = self.generator_optimizer.scale_loss(loss)
-      search_objective = tf.reduce_sum(divergence)  # As search.divergence_gradient.
+      objective = search_objective(divergence)
     gradients = tape.gradient(scaled_loss, variables)
-    divergence_gradient = (tape.gradient(search_objective, start)
+    divergence_gradient = (tape.gradient(objective, start)
                            if settings.search.steps > 0 else None)
     del tape
     self.generator_optimizer.apply(gradients, variables)

@@ -45,14 +45,19 @@ def group_divergence(classifiers: Sequence[keras.Model], images: tf.Tensor,
   return losses.pairwise_divergence(probabilities, settings.divergence), logits
 
 
+def search_objective(divergence: tf.Tensor) -> tf.Tensor:
+  """What the search ascends: sum_b Div(x_b). The sum, not the mean, keeps every
+  example's gradient unscaled by the batch size (only its sign is used anyway)."""
+  return tf.reduce_sum(divergence)
+
+
 def divergence_gradient(classifiers: Sequence[keras.Model], images: tf.Tensor,
                         settings: SearchSettings) -> tf.Tensor:
-  """grad_x of sum_b Div(x_b): the sum, not the mean, keeps every example's
-  gradient unscaled by the batch size (only its sign is used anyway)."""
+  """grad_x of the search objective at `images`."""
   with tf.GradientTape() as tape:
     tape.watch(images)
     divergence, _ = group_divergence(classifiers, images, settings)
-    objective = tf.reduce_sum(divergence)
+    objective = search_objective(divergence)
   return tape.gradient(objective, images)
 
 

@@ -35,6 +35,20 @@ def _synthetic(count: int, seed: int = 0):
   return tf.data.Dataset.from_tensor_slices((images, labels))
 
 
+def cifar_shaped_config(batch_size: int, overrides=(), **changes):
+  """The cifar100 experiment at `batch_size`, Phase A from the first step, no
+  augmentation; then `changes`, then "key=value" `overrides` (they win)."""
+  config = config_lib.get_experiment("cifar100").replace(
+      batch_size=batch_size, adv_warmup_epochs=0, augmentation="none", **changes)
+  return config_lib.apply_overrides(config, config_lib.parse_override_strings(overrides))
+
+
+def synthetic_model(config):
+  """`config`'s compiled training model for CIFAR-shaped inputs, without data."""
+  info = DatasetInfo("synthetic", NUM_CLASSES, IMAGE_SHAPE, 4096, 0, 0, "synthetic")
+  return training.build_model(config, info, [0.5] * 3, [0.06] * 3, steps=10)
+
+
 class StepTimer:
   """One configuration's model and cached synthetic batches, traced and warmed up.
 
@@ -43,9 +57,8 @@ class StepTimer:
   """
 
   def __init__(self, config, warmup: int):
-    info = DatasetInfo("synthetic", NUM_CLASSES, IMAGE_SHAPE, 4096, 0, 0, "synthetic")
     self.batch_size = config.batch_size
-    self.model = training.build_model(config, info, [0.5] * 3, [0.06] * 3, steps=10)
+    self.model = synthetic_model(config)
     batches = data.make_pipeline(_synthetic(config.batch_size * 4),
                                  batch_size=config.batch_size,
                                  training=False).cache().repeat()
@@ -112,11 +125,8 @@ def main() -> None:
   parser.add_argument("--json", action="store_true", help="Print one JSON object.")
   arguments = parser.parse_args()
 
-  base = config_lib.get_experiment("cifar100").replace(
-      batch_size=arguments.batch_size, adv_warmup_epochs=0, augmentation="none",
-      architectures=(arguments.architecture,))
-  overrides = config_lib.parse_override_strings(arguments.override)
-  base = config_lib.apply_overrides(base, overrides)
+  base = cifar_shaped_config(arguments.batch_size, arguments.override,
+                             architectures=(arguments.architecture,))
   cases = configurations(base)
   names = arguments.configurations.split(",") if arguments.configurations else list(cases)
   timers = {name: StepTimer(cases[name].validate(), arguments.warmup) for name in names}

@@ -27,9 +27,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from acn_tf import config as config_lib, training  # noqa: E402
-from acn_tf.data import DatasetInfo  # noqa: E402
 from acn_tf.search import divergence_gradient, group_divergence  # noqa: E402
+# The same CIFAR-shaped set-up as the throughput benchmark (this script's folder
+# is on the import path when it runs).
+from benchmark import (IMAGE_SHAPE, NUM_CLASSES, cifar_shaped_config,  # noqa: E402
+                       synthetic_model)
 
 
 def parts(model, images, labels) -> dict:
@@ -98,16 +100,12 @@ def main() -> None:
   parser.add_argument("--profile_dir", default=None)
   arguments = parser.parse_args()
 
-  config = config_lib.get_experiment("cifar100").replace(
-      method="acn", batch_size=arguments.batch_size, adv_warmup_epochs=0,
-      augmentation="none")
-  config = config_lib.apply_overrides(
-      config, config_lib.parse_override_strings(arguments.override)).validate()
-  info = DatasetInfo("synthetic", 100, (32, 32, 3), 4096, 0, 0, "synthetic")
-  model = training.build_model(config, info, [0.5] * 3, [0.06] * 3, steps=10)
+  config = cifar_shaped_config(arguments.batch_size, arguments.override,
+                               method="acn").validate()
+  model = synthetic_model(config)
   rng = np.random.default_rng(0)
-  images = tf.constant(rng.random((config.batch_size, 32, 32, 3), dtype=np.float32))
-  labels = tf.constant(rng.integers(0, 100, config.batch_size))
+  images = tf.constant(rng.random((config.batch_size, *IMAGE_SHAPE), dtype=np.float32))
+  labels = tf.constant(rng.integers(0, NUM_CLASSES, config.batch_size))
   print(f"ACN step parts, batch {config.batch_size}, overrides {arguments.override}, "
         f"median of {arguments.repeats} (ms):")
   for name, function in parts(model, images, labels).items():
