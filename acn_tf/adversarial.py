@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from acn_tf import generators, losses
-from acn_tf.search import (SearchSettings, group_divergence, label_mask,
+from acn_tf.search import (Objective, SearchSettings, group_divergence, label_mask,
                             restricted_adversarial_search, search_objective)
 from acn_tf.models import CoDistillation, DistillationSettings
 
@@ -29,10 +29,11 @@ class AdversarialSettings:
 class GeneratorPass(NamedTuple):
   """What one generator update computed at x̃0, with the generator's weights
   before the update and the classifiers frozen: x̃0, the classifiers'
-  inference-mode logits there, and grad of sum Div at x̃0 (None when K = 0)."""
+  inference-mode logits there, and the gradient of the search objective at x̃0
+  (a positive multiple of it for "generator_loss"; None when K = 0)."""
   images: tf.Tensor
   logits: List[tf.Tensor]
-  divergence_gradient: Optional[tf.Tensor]
+  start_gradient: Optional[tf.Tensor]
 
 
 @keras.saving.register_keras_serializable(package="acn_tf")
@@ -144,7 +145,21 @@ class AdversarialCoDistillation(CoDistillation):
         self.discriminator_update(images, generated.images)
     return restricted_adversarial_search(
         self.classifiers, images, labels, generated.images, self.adversarial.search,
-        start_gradient=generated.divergence_gradient, start_logits=generated.logits)
+        start_gradient=generated.start_gradient, start_logits=generated.logits,
+        objective=self.search_objective(labels))
+
+  def search_objective(self, labels) -> Objective:
+    """What the search ascends, by `SearchSettings.objective`: Div (the spec), or
+    -L_g, the generator's own objective continued in pixel space."""
+    settings = self.adversarial.search
+    if settings.objective == "divergence":
+      return lambda images: group_divergence(self.classifiers, images, settings)
+
+    def negative_generator_loss(images):
+      per_example, _, logits = self.generator_loss(images, labels)
+      return -per_example, logits
+
+    return negative_generator_loss
 
   def update_search_metrics(self, divergent_logits, keep_mask) -> None:
     """Div at x̃ and the fraction the label restriction keeps."""
@@ -155,36 +170,56 @@ class AdversarialCoDistillation(CoDistillation):
     self.searched_divergence.update_state(tf.reduce_mean(searched))
     self.kept_fraction.update_state(tf.reduce_mean(keep_mask))
 
-  def generator_update(self, images, labels) -> GeneratorPass:
-    """L_g = -Div(x̃0) + gan_weight * NS-GAN + keep_label_weight * CE(p̄(x̃0), y).
+  def generator_loss(self, generated, labels):
+    """Per-example L_g = -Div + keep_label_weight * CE(p̄, y) + gan_weight * NS-GAN
+    at `generated`, with Div and the logits. Classifiers and d run in inference
+    mode: no batch-norm statistics move, and examples do not see each other."""
+    settings = self.adversarial
+    divergence, logits = group_divergence(self.classifiers, generated, settings.search)
+    per_example = (-divergence + settings.keep_label_weight *
+                   losses.ensemble_cross_entropy(logits, labels))
+    if self.discriminator is not None and settings.gan_weight:
+      fake_logits = self.discriminator(generated, training=False)
+      per_example += settings.gan_weight * losses.generator_adversarial_loss(fake_logits)
+    return per_example, divergence, logits
 
-    Classifiers (and d) run in inference mode and are not in the variable list:
-    only g moves, and no batch-norm statistics of the classifiers change. The
-    same forward pass also gives the search's first gradient (a persistent
-    tape), so the search does not run the classifiers at x̃0 again.
+  def generator_update(self, images, labels) -> GeneratorPass:
+    """One step of g on the batch mean of L_g; only g's variables move.
+
+    The same backward pass also gives the search's first gradient at x̃0, so
+    the search does not run the classifiers there again. For the spec's Div
+    objective that is a second gradient of the same (persistent) tape: one more
+    backward pass through the classifiers. For "generator_loss" it is the
+    gradient of L_g at x̃0, which the generator's own gradient passes through.
     """
     settings = self.adversarial
+    search = settings.search
+    hand_over = search.steps > 0
+    along_generator_loss = search.objective == "generator_loss"
     variables = self.generator.trainable_variables
-    with tf.GradientTape(persistent=True) as tape:
+    with tf.GradientTape(persistent=hand_over and not along_generator_loss) as tape:
       start = self.generate(images, training=True)
-      divergence, logits = group_divergence(self.classifiers, start, settings.search)
-      per_example = (-divergence + settings.keep_label_weight *
-                     losses.ensemble_cross_entropy(logits, labels))
-      if self.discriminator is not None and settings.gan_weight:
-        fake_logits = self.discriminator(start, training=False)
-        per_example += settings.gan_weight * losses.generator_adversarial_loss(fake_logits)
+      per_example, divergence, logits = self.generator_loss(start, labels)
       loss = losses.global_mean(per_example)
       scaled_loss = self.generator_optimizer.scale_loss(loss)
-      objective = search_objective(divergence)
-    gradients = tape.gradient(scaled_loss, variables)
-    divergence_gradient = (tape.gradient(objective, start)
-                           if settings.search.steps > 0 else None)
+      if hand_over and not along_generator_loss:
+        divergence_total = search_objective(divergence)
+    start_gradient = None
+    if hand_over and along_generator_loss:
+      *gradients, loss_gradient = tape.gradient(scaled_loss, [*variables, start])
+      # Ascending -L_g; the positive factors (1/batch, loss scale) leave the sign
+      # alone. An overflowed loss scale (float16) gives no step, not NaN images.
+      start_gradient = tf.where(tf.math.is_finite(loss_gradient), -loss_gradient, 0.0)
+    else:
+      gradients = tape.gradient(scaled_loss, variables)
+      if hand_over:
+        start_gradient = tape.gradient(divergence_total, start)
     del tape
     self.generator_optimizer.apply(gradients, variables)
     self.generator_loss_tracker.update_state(losses.local_mean(per_example))
     self.generated_divergence.update_state(tf.reduce_mean(divergence))
     return GeneratorPass(tf.stop_gradient(start), [tf.stop_gradient(z) for z in logits],
-                         divergence_gradient)
+                         start_gradient)
 
   def discriminator_update(self, images, start) -> None:
     """BCE(d(x), real) + BCE(d(sg(x̃0)), fake)."""
@@ -232,7 +267,7 @@ def adversarial_settings(config) -> AdversarialSettings:
           steps=config.ras_steps, step_size=config.ras_step_size,
           epsilon=config.ras_epsilon, temperature=config.temperature,
           divergence=config.divergence, label_restrict=config.ras_label_restrict,
-          mask_source=config.ras_mask_source))
+          mask_source=config.ras_mask_source, objective=config.ras_objective))
 
 
 def build_adversarial_model(config, info, classifiers) -> AdversarialCoDistillation:

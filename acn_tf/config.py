@@ -17,6 +17,7 @@ LR_SCHEDULES = ("constant", "step", "cosine")
 DIVERGENCES = ("js", "sym_kl")
 ADV_NORMALIZATIONS = ("batch", "kept")
 MASK_SOURCES = ("search", "update")
+RAS_OBJECTIVES = ("divergence", "generator_loss")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 
 
@@ -91,6 +92,10 @@ class ExperimentConfig:
   # "update" saves one pass of every classifier per step at the same accuracy
   # (measured, experiments/RESULTS.md and BENCHMARKS.md), so it is the default.
   ras_mask_source: str = "update"
+  # What the search ascends: "divergence" (Div, the spec) or "generator_loss"
+  # (-L_g: Div minus the label-keeping and GAN terms), whose first step reuses the
+  # generator update's backward pass: one classifier backward pass fewer per step.
+  ras_objective: str = "divergence"
   # Schedule of the adversarial phase.
   adv_warmup_epochs: int = 0
   generator_updates: int = 1
@@ -145,6 +150,7 @@ class ExperimentConfig:
     _check_choice("divergence", self.divergence, DIVERGENCES)
     _check_choice("adv_normalization", self.adv_normalization, ADV_NORMALIZATIONS)
     _check_choice("ras_mask_source", self.ras_mask_source, MASK_SOURCES)
+    _check_choice("ras_objective", self.ras_objective, RAS_OBJECTIVES)
     _check_choice("jit_compile", self.jit_compile, ("auto", "true", "false"))
     _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
     if not self.architectures:

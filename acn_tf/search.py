@@ -1,13 +1,14 @@
 """Restricted Adversarial Search (RAS, ACN_SPEC.md Phase A step 4).
 
 From the generator's x̃0, K projected sign-gradient ascent steps on the group's
-pairwise divergence, inside the L-inf ball `epsilon` around the real image x and
-inside [0, 1]; then the label restriction keeps only examples whose ensemble
-prediction is still y. One pure function: tensors in, examples and mask out.
+pairwise divergence (or another per-example objective, see `Objective`), inside
+the L-inf ball `epsilon` around the real image x and inside [0, 1]; then the
+label restriction keeps only examples whose ensemble prediction is still y.
+One pure function: tensors in, examples and mask out.
 """
 
 import dataclasses
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
@@ -28,6 +29,15 @@ class SearchSettings:
   # classifier update's own training-mode forward pass on x̃ (one classifier
   # pass fewer per step; the mask then sees batch statistics of x̃).
   mask_source: str = "search"
+  # What the search ascends: "divergence", Div(x̃) (ACN_SPEC.md), or
+  # "generator_loss", -L_g(x̃) per example: Div minus the label-keeping and GAN
+  # terms. The generator update already back-propagates L_g to x̃0, so with
+  # "generator_loss" the first step costs no classifier pass at all.
+  objective: str = "divergence"
+
+
+# Images -> (per-example value the search ascends, inference-mode logits there).
+Objective = Callable[[tf.Tensor], Tuple[tf.Tensor, List[tf.Tensor]]]
 
 
 def project(candidates: tf.Tensor, images: tf.Tensor, epsilon: float) -> tf.Tensor:
@@ -45,20 +55,32 @@ def group_divergence(classifiers: Sequence[keras.Model], images: tf.Tensor,
   return losses.pairwise_divergence(probabilities, settings.divergence), logits
 
 
-def search_objective(divergence: tf.Tensor) -> tf.Tensor:
-  """What the search ascends: sum_b Div(x_b). The sum, not the mean, keeps every
-  example's gradient unscaled by the batch size (only its sign is used anyway)."""
-  return tf.reduce_sum(divergence)
+def search_objective(per_example: tf.Tensor) -> tf.Tensor:
+  """What the search differentiates: the sum over the batch of the per-example
+  objective. With classifiers in inference mode every example's gradient is its
+  own; the sum, not the mean, leaves it unscaled (only its sign is used anyway)."""
+  return tf.reduce_sum(per_example)
+
+
+def divergence_objective(classifiers: Sequence[keras.Model],
+                         settings: SearchSettings) -> Objective:
+  """The spec's objective: Div of the group."""
+  return lambda images: group_divergence(classifiers, images, settings)
+
+
+def objective_gradient(objective: Objective, images: tf.Tensor) -> tf.Tensor:
+  """grad_x of the search objective (the sum over the batch) at `images`."""
+  with tf.GradientTape() as tape:
+    tape.watch(images)
+    per_example, _ = objective(images)
+    total = search_objective(per_example)
+  return tape.gradient(total, images)
 
 
 def divergence_gradient(classifiers: Sequence[keras.Model], images: tf.Tensor,
                         settings: SearchSettings) -> tf.Tensor:
-  """grad_x of the search objective at `images`."""
-  with tf.GradientTape() as tape:
-    tape.watch(images)
-    divergence, _ = group_divergence(classifiers, images, settings)
-    objective = search_objective(divergence)
-  return tape.gradient(objective, images)
+  """grad_x of sum Div at `images`."""
+  return objective_gradient(divergence_objective(classifiers, settings), images)
 
 
 def label_mask(logits: Sequence[tf.Tensor], labels: tf.Tensor,
@@ -75,18 +97,29 @@ def restricted_adversarial_search(classifiers: Sequence[keras.Model], images: tf
                                   labels: tf.Tensor, start: tf.Tensor,
                                   settings: SearchSettings,
                                   start_gradient: Optional[tf.Tensor] = None,
-                                  start_logits: Optional[Sequence[tf.Tensor]] = None):
+                                  start_logits: Optional[Sequence[tf.Tensor]] = None,
+                                  objective: Optional[Objective] = None):
   """Returns (x̃, keep_mask, inference-mode logits on x̃).
 
   K = settings.steps is fixed at trace time (a Python loop), so the function
   compiles to a static graph under XLA. K = 0 returns x̃0 unchanged.
 
-  `start_gradient` (grad of sum Div at x̃0) and `start_logits` (the logits at
-  x̃0) are for a caller that already has them: the generator update runs the
-  same frozen classifiers at x̃0, so the first step, and for K = 0 the mask,
-  then cost no classifier pass. With mask_source "update" and K > 0 the mask
-  and logits are left to the classifier update: both come back as None.
+  `objective` is what the steps ascend (default: Div of `classifiers`; the ACN
+  model passes its generator-loss objective when settings.objective says so).
+  `start_gradient` (its gradient at x̃0, or any positive multiple: only the sign
+  is used) and `start_logits` (the logits at x̃0) are for a caller that already
+  has them: the generator update runs the same frozen classifiers at x̃0, so the
+  first step, and for K = 0 the mask, then cost no classifier pass. With
+  mask_source "update" and K > 0 the mask and logits are left to the classifier
+  update: both come back as None.
   """
+  if objective is None:
+    if settings.objective != "divergence":
+      raise ValueError(
+          f"The search objective {settings.objective!r} needs the generator and the "
+          "discriminator: pass objective=model.search_objective(labels) of the "
+          "AdversarialCoDistillation model, or use objective='divergence'.")
+    objective = divergence_objective(classifiers, settings)
   images = tf.cast(images, tf.float32)
   divergent = tf.stop_gradient(tf.cast(start, tf.float32))
   logits = start_logits
@@ -94,7 +127,7 @@ def restricted_adversarial_search(classifiers: Sequence[keras.Model], images: tf
     if step == 0 and start_gradient is not None:
       gradient = tf.cast(start_gradient, tf.float32)
     else:
-      gradient = divergence_gradient(classifiers, divergent, settings)
+      gradient = objective_gradient(objective, divergent)
     divergent = project(divergent + settings.step_size * tf.sign(gradient), images,
                         settings.epsilon)
     logits = None

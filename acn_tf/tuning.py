@@ -35,8 +35,8 @@ ADVERSARIAL_FIELDS = frozenset((
     "adv_weight", "adv_ce_weight", "generator_filters", "generator_blocks",
     "noise_channels", "wrc_alpha", "keep_label_weight", "gan_weight",
     "discriminator_filters", "ras_steps", "ras_step_size", "ras_epsilon",
-    "ras_label_restrict", "ras_mask_source", "adv_warmup_epochs", "generator_updates",
-    "discriminator_updates", "generator_learning_rate", "discriminator_learning_rate",
+    "ras_label_restrict", "ras_mask_source", "ras_objective", "adv_warmup_epochs",
+    "generator_updates", "discriminator_updates", "generator_learning_rate", "discriminator_learning_rate",
     "adversarial_beta_1"))
 # method=independent switches distillation off, so its weight and temperature
 # change nothing either.

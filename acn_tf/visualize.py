@@ -37,11 +37,12 @@ def divergent_examples(model, images, labels, seed: int = 0) -> DivergentExample
   generated = model.generate(images, training=False, noise=noise)
   # The picture's mask is always the inference-mode one: no update runs here.
   settings = dataclasses.replace(model.adversarial.search, mask_source="search")
-  searched, keep_mask, _ = restricted_adversarial_search(
-      model.classifiers, images, labels, generated, settings)
-  predictions = [
-      np.stack([np.argmax(c(batch, training=False).numpy(), -1) for c in model.classifiers])
-      for batch in (images, generated, searched)]
+  searched, keep_mask, searched_logits = restricted_adversarial_search(
+      model.classifiers, images, labels, generated, settings,
+      objective=model.search_objective(labels))
+  logits = [model(batch, training=False) for batch in (images, generated)]
+  predictions = [np.stack([np.argmax(z.numpy(), -1) for z in row])
+                 for row in (*logits, searched_logits)]
   return DivergentExamples(real=images.numpy(), generated=generated.numpy(),
                            searched=searched.numpy(), keep_mask=keep_mask.numpy(),
                            predictions=predictions)

@@ -92,8 +92,9 @@ def pipeline_throughput(batch_size: int, batches: int) -> float:
 
 
 def configurations(base) -> dict:
-  """The issue's configurations with the defaults, and the variants that show what
-  the two speed-related defaults of session 2 give (spec mask pass; 32 filters)."""
+  """The issue's configurations with the defaults, the variants that show what
+  the two speed-related defaults of session 2 give (spec mask pass; 32 filters),
+  and the search along the generator loss (`ras_objective=generator_loss`)."""
   pair = base.architectures * 2
   acn = base.replace(method="acn", architectures=pair)
   return {
@@ -102,6 +103,7 @@ def configurations(base) -> dict:
       "acn_k0": acn.replace(ras_steps=0),
       "acn_k1": acn.replace(ras_steps=1),
       "acn_k3": acn.replace(ras_steps=3),
+      "acn_k1_generator_loss": acn.replace(ras_steps=1, ras_objective="generator_loss"),
       "acn_k1_mask_search": acn.replace(ras_steps=1, ras_mask_source="search"),
       "acn_k1_filters32": acn.replace(ras_steps=1, generator_filters=32,
                                       discriminator_filters=32),

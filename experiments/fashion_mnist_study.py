@@ -39,6 +39,10 @@ VARIANTS = {
     # Not an ablation: the label mask from the classifier update's forward pass
     # (one classifier pass fewer per step; the default since session 2).
     "acn_mask_update": ("--method=acn", "--override=ras_mask_source=update"),
+    # Not an ablation: today's defaults with the search along the generator loss
+    # (its first step reuses the generator update's backward pass).
+    "acn_generator_loss": ("--method=acn", "--override=ras_mask_source=update",
+                           "--override=ras_objective=generator_loss"),
 }
 
 

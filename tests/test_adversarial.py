@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import backbones, generators, losses
+from acn_tf import backbones, generators, losses, visualize
 from acn_tf.adversarial import (AdversarialCoDistillation, AdversarialSettings,
                                 AdversarialWarmup)
 from acn_tf.models import CoDistillation, DistillationSettings
@@ -23,7 +23,8 @@ def _classifiers(seeds=(1, 2)):
 
 
 def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1,
-         classifier_lr=0.05, search_steps=1, mask_source="search"):
+         classifier_lr=0.05, search_steps=1, mask_source="search",
+         objective="divergence"):
   keras.utils.set_random_seed(7)
   generator = generators.build_generator(IMAGE_SHAPE, noise_channels=2, filters=8,
                                          residual_blocks=1)
@@ -39,7 +40,7 @@ def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1
           wrc_alpha=wrc_alpha, noise_channels=2, gan_weight=gan_weight,
           keep_label_weight=keep_label_weight,
           search=SearchSettings(steps=search_steps, step_size=0.05, epsilon=0.1,
-                                mask_source=mask_source)))
+                                mask_source=mask_source, objective=objective)))
   model(tf.zeros((1, *IMAGE_SHAPE)))
   model.build_optimizers()
   return model
@@ -132,7 +133,7 @@ def test_generator_update_hands_the_search_its_start_gradient_and_logits():
   # The classifiers did not move, so a separate pass at x̃0 is the reference.
   expected = divergence_gradient(model.classifiers, generated.images,
                                  model.adversarial.search)
-  np.testing.assert_allclose(generated.divergence_gradient.numpy(), expected.numpy(),
+  np.testing.assert_allclose(generated.start_gradient.numpy(), expected.numpy(),
                              rtol=1e-5, atol=1e-9)
   assert np.abs(expected.numpy()).max() > 0
   for logits, classifier in zip(generated.logits, model.classifiers):
@@ -140,7 +141,53 @@ def test_generator_update_hands_the_search_its_start_gradient_and_logits():
                                classifier(generated.images, training=False).numpy(),
                                rtol=1e-5, atol=1e-6)
   assert _acn(search_steps=0).generator_update(
-      tf.constant(images), tf.constant(labels)).divergence_gradient is None
+      tf.constant(images), tf.constant(labels)).start_gradient is None
+
+
+def _generator_loss_by_hand(model, generated, labels):
+  """L_g per example from its definition (ACN_SPEC.md Phase A 2), n = 2, T = 1."""
+  first, second = [tf.nn.softmax(c(generated, training=False)) for c in model.classifiers]
+  middle = (first + second) / 2
+  js = 0.5 * (tf.reduce_sum(first * tf.math.log(first / middle), -1) +
+              tf.reduce_sum(second * tf.math.log(second / middle), -1))
+  label_ce = -tf.math.log(tf.gather(middle, labels, batch_dims=1))
+  gan = tf.nn.softplus(-model.discriminator(generated, training=False)[:, 0])
+  return -js + label_ce + gan
+
+
+def test_search_along_the_generator_loss_starts_from_its_own_gradient():
+  model = _acn(objective="generator_loss")
+  images, labels = _batch()
+  generated = model.generator_update(tf.constant(images), tf.constant(labels))
+  # Classifiers and discriminator did not move: differentiate -L_g at x̃0 directly.
+  start = generated.images
+  with tf.GradientTape() as tape:
+    tape.watch(start)
+    total = -tf.reduce_sum(_generator_loss_by_hand(model, start, tf.constant(labels)))
+  expected = tape.gradient(total, start).numpy()
+  handed_over = generated.start_gradient.numpy()
+  assert np.abs(expected).max() > 0
+  # The generator's batch mean: the same gradient over the batch size.
+  np.testing.assert_allclose(handed_over * len(images), expected, rtol=1e-4,
+                             atol=1e-6 * np.abs(expected).max())
+  # It is not the divergence's gradient: the label and GAN terms count.
+  divergence_only = divergence_gradient(model.classifiers, start, model.adversarial.search)
+  assert np.mean(np.sign(divergence_only.numpy()) != np.sign(expected)) > 0.05
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_search_along_the_generator_loss_lowers_it(steps):
+  model = _acn(objective="generator_loss", search_steps=steps)
+  images, labels = _batch(64)
+  images, labels = tf.constant(images), tf.constant(labels)
+  divergent, _, _ = model.adversarial_phase(images, labels)
+  # Compare at the networks after Phase A, at x̃0 = x (WRC at alpha 0.1 is close).
+  before = tf.reduce_mean(_generator_loss_by_hand(model, images, labels))
+  after = tf.reduce_mean(_generator_loss_by_hand(model, divergent, labels))
+  assert float(after) < float(before)
+  assert np.abs(divergent.numpy() - images.numpy()).max() <= 0.1 + 1e-6
+  logs = model.train_on_batch(images, labels, return_dict=True)
+  assert np.isfinite(logs["divergence_search"]) and np.isfinite(logs["g_loss"])
 
 
 def test_mask_from_the_update_is_the_training_mode_ensemble_prediction():
@@ -255,3 +302,20 @@ def test_no_gan_ablation_has_no_discriminator():
   with pytest.raises(ValueError, match="discriminator_optimizer"):
     model.compile(keras.optimizers.SGD(0.1), keras.optimizers.Adam(),
                   discriminator_optimizer=keras.optimizers.Adam())
+
+
+@pytest.mark.parametrize("objective", ["divergence", "generator_loss"])
+def test_divergent_examples_picture_matches_the_classifiers(objective):
+  model = _acn(objective=objective, search_steps=2, mask_source="update")
+  images, labels = _batch(8)
+  examples = visualize.divergent_examples(model, images, labels)
+  assert np.abs(examples.searched - examples.generated).max() > 0
+  assert np.abs(examples.searched - images).max() <= 0.1 + 1e-6
+  for row, batch in zip(examples.predictions,
+                        (images, examples.generated, examples.searched)):
+    expected = [c(batch, training=False).numpy() for c in model.classifiers]
+    np.testing.assert_array_equal(row, np.argmax(expected, -1))
+  # The picture's mask is the inference-mode one, whatever the training mask source.
+  ensemble = np.mean([tf.nn.softmax(c(examples.searched, training=False)).numpy()
+                      for c in model.classifiers], axis=0)
+  np.testing.assert_array_equal(examples.keep_mask, ensemble.argmax(-1) == labels)

@@ -52,7 +52,7 @@ def _dml(strategy):
   return model
 
 
-def _acn(strategy, adv_normalization="batch", mask_source="search"):
+def _acn(strategy, adv_normalization="batch", mask_source="search", objective="divergence"):
   with strategy.scope():
     keras.utils.set_random_seed(3)
     discriminator = generators.build_discriminator(IMAGE_SHAPE, filters=4)
@@ -66,7 +66,7 @@ def _acn(strategy, adv_normalization="batch", mask_source="search"):
         adversarial=AdversarialSettings(
             wrc_alpha=0.1, noise_channels=0,
             search=SearchSettings(steps=2, step_size=0.01, epsilon=0.03,
-                                  mask_source=mask_source)))
+                                  mask_source=mask_source, objective=objective)))
     model(tf.zeros((1, *IMAGE_SHAPE)))
     model.build_optimizers()
   return model
@@ -95,8 +95,16 @@ def _acn_mask_from_update(strategy):
   return _acn(strategy, mask_source="update")
 
 
-@pytest.mark.parametrize("build", [_dml, _acn, _acn_kept_mean, _acn_mask_from_update],
-                         ids=["dml", "acn", "acn_kept_mean", "acn_mask_from_update"])
+def _acn_search_along_generator_loss(strategy):
+  """The search's first step from the replica-scaled generator loss's gradient."""
+  return _acn(strategy, objective="generator_loss")
+
+
+@pytest.mark.parametrize(
+    "build", [_dml, _acn, _acn_kept_mean, _acn_mask_from_update,
+              _acn_search_along_generator_loss],
+    ids=["dml", "acn", "acn_kept_mean", "acn_mask_from_update",
+         "acn_search_along_generator_loss"])
 def test_two_replicas_match_one_replica(build):
   single = build(tf.distribute.get_strategy())
   mirrored = build(_two_replicas())

@@ -186,3 +186,24 @@ def test_mask_source_update_leaves_mask_to_the_update_unless_it_is_free(classifi
                                              zero_steps, start_logits=start_logits)
   ensemble = np.mean([tf.nn.softmax(z).numpy() for z in start_logits], axis=0)
   np.testing.assert_array_equal(mask.numpy(), (ensemble.argmax(-1) == labels))
+
+
+def test_search_ascends_any_given_objective(classifiers):
+  images = _images()
+  start = np.clip(images + 0.02, 0, 1).astype(np.float32)
+  labels = np.arange(32) % 5
+  settings = SearchSettings(steps=1, step_size=0.01, epsilon=0.04, label_restrict=False)
+  # sum of (x - 0.5)^2 per example: its gradient 2 (x - 0.5) has the sign of x - 0.5.
+  objective = lambda x: (tf.reduce_sum(tf.square(x - 0.5), axis=[1, 2, 3]), [x])
+  divergent, _, _ = restricted_adversarial_search(
+      classifiers, images, labels, start, settings, objective=objective)
+  expected = np.clip(np.clip(start + 0.01 * np.sign(start - 0.5), images - 0.04,
+                             images + 0.04), 0, 1)
+  np.testing.assert_allclose(divergent.numpy(), expected, atol=1e-7)
+
+
+def test_generator_loss_objective_needs_the_model(classifiers):
+  settings = SearchSettings(objective="generator_loss")
+  with pytest.raises(ValueError, match="model.search_objective"):
+    restricted_adversarial_search(classifiers, _images(), np.arange(32) % 5, _images(),
+                                  settings)
