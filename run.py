@@ -39,7 +39,7 @@ flags.DEFINE_enum("checkpoint", "final", ["final", "best"],
 flags.DEFINE_enum("tuner", "random", ["random", "bayesian", "hyperband"],
                   "--mode=tune: the keras-tuner algorithm.")
 flags.DEFINE_integer("max_trials", 10, "--mode=tune: trials in all (a re-run continues).")
-flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker"],
+flags.DEFINE_enum("strategy", "auto", list(config_lib.STRATEGIES),
                   "auto: MirroredStrategy over several GPUs, else one device; "
                   "multi_worker reads TF_CONFIG.")
 flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices "

@@ -19,6 +19,9 @@ ADV_NORMALIZATIONS = ("batch", "kept")
 MASK_SOURCES = ("search", "update")
 RAS_OBJECTIVES = ("divergence", "generator_loss")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
+# Distribution strategies (acn_tf/distribute.py); listed here, where run.py can
+# read them without importing TensorFlow before its flags are parsed.
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 
 class ConfigError(ValueError):

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+from acn_tf.config import STRATEGIES
 
 
 def split_cpu(count: int) -> None:

@@ -97,7 +97,12 @@ def codistillation_losses(logits, labels, temperature: float, kd_weight: float,
 
 def ensemble_probabilities(logits) -> tf.Tensor:
   """p̄ = mean_i softmax(z_i) (temperature 1)."""
-  return tf.add_n([tempered_probabilities(z, 1.0) for z in logits]) / float(len(logits))
+  return ensemble_of([tempered_probabilities(z, 1.0) for z in logits])
+
+
+def ensemble_of(probabilities) -> tf.Tensor:
+  """p̄ from the classifiers' probabilities, for a caller that has them already."""
+  return tf.add_n(list(probabilities)) / float(len(probabilities))
 
 
 def ensemble_cross_entropy(logits, labels) -> tf.Tensor:

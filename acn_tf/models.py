@@ -187,8 +187,8 @@ class CoDistillation(keras.Model):
       self.classifier_loss_trackers[i].update_state(classifier_means[i])
       self.top1_metrics[i].update_state(labels, classifier_logits)
       self.top5_metrics[i].update_state(labels, classifier_logits)
-    self.ensemble_top1.update_state(labels, losses.ensemble_probabilities(logits))
     probabilities = [losses.tempered_probabilities(z, 1.0) for z in logits]
+    self.ensemble_top1.update_state(labels, losses.ensemble_of(probabilities))
     self.divergence_tracker.update_state(
         tf.reduce_mean(losses.pairwise_divergence(probabilities)))
 
