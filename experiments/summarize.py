@@ -1,13 +1,15 @@
 """Tables of results.json files: mean ± std over seeds, per variant.
 
-  python experiments/summarize.py runs/fashion_mnist_study [--markdown]
+  python experiments/summarize.py runs/fashion_mnist_study
 
 Run directories are named VARIANT-seedS (as experiments/fashion_mnist_study.py
-makes them); every run of a variant is one seed of its row.
+makes them); every run of a variant is one seed of its row. A second table gives
+the ACN variants' Phase A training metrics of the last epoch (history.csv).
 """
 
 import argparse
 import collections
+import csv
 import glob
 import json
 import os
@@ -70,8 +72,45 @@ HEADER = ["variant", "seeds", "top-1 per classifier (%)", "mean classifier top-1
           "ensemble top-1 (%)", "test divergence (JS)", "s / epoch (median)"]
 
 
-def format_markdown(rows: List[List[str]]) -> str:
-  lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+# What the search did, in training: Div at x̃0 and at x̃, and the share kept.
+PHASE_A_METRICS = ("divergence_x0", "divergence_search", "kept_fraction")
+PHASE_A_HEADER = ["variant", "seeds", "Div at x̃0 (JS)", "Div at x̃ (JS)", "kept fraction"]
+
+
+def last_epoch(model_dir: str) -> Dict[str, float]:
+  """The last row of a run's history.csv, as numbers (NA entries dropped)."""
+  with open(os.path.join(model_dir, "history.csv")) as handle:
+    rows = list(csv.DictReader(handle))
+  values = {}
+  for key, value in rows[-1].items():
+    try:
+      values[key] = float(value)
+    except (TypeError, ValueError):
+      continue
+  return values
+
+
+def phase_a_rows(root: str) -> List[List[str]]:
+  """Mean over seeds of the last epoch's Phase A metrics, per ACN variant
+  (finished runs only, as in `load_runs`)."""
+  histories = collections.defaultdict(list)
+  for path in sorted(glob.glob(os.path.join(root, "*", "results.json"))):
+    model_dir = os.path.dirname(path)
+    match = _RUN_NAME.match(os.path.basename(model_dir))
+    if match and os.path.exists(os.path.join(model_dir, "history.csv")):
+      histories[match.group("variant")].append(last_epoch(model_dir))
+  rows = []
+  for variant in sorted(histories, key=_display_order):
+    epochs = [h for h in histories[variant] if all(k in h for k in PHASE_A_METRICS)]
+    if not epochs:
+      continue
+    rows.append([variant, str(len(epochs))] + [
+        f"{statistics.mean(h[key] for h in epochs):.4f}" for key in PHASE_A_METRICS])
+  return rows
+
+
+def format_markdown(rows: List[List[str]], header: Sequence[str] = HEADER) -> str:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
   return "\n".join(lines)
 
@@ -84,6 +123,10 @@ def main() -> None:
   if not runs:
     raise SystemExit(f"No VARIANT-seedS/results.json under {arguments.root}.")
   print(format_markdown(summary_rows(runs)))
+  phase_a = phase_a_rows(arguments.root)
+  if phase_a:
+    print("\nPhase A in training, last epoch (mean over seeds):\n")
+    print(format_markdown(phase_a, PHASE_A_HEADER))
 
 
 if __name__ == "__main__":

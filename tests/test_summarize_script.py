@@ -1,0 +1,51 @@
+"""experiments/summarize.py: the tables RESULTS.md quotes, from run directories."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "experiments"))
+import summarize  # noqa: E402
+
+
+def _run(root, name, ensemble, divergence_search=None, kept=None):
+  model_dir = root / name
+  model_dir.mkdir()
+  results = {"classifiers": [{"top1": ensemble - 0.01}, {"top1": ensemble - 0.03}],
+             "ensemble_top1": ensemble, "mean_divergence": 0.004,
+             "seconds_per_epoch": 10.0}
+  (model_dir / "results.json").write_text(json.dumps(results))
+  columns = ["epoch", "ensemble_top1", "val_ensemble_top1"]
+  rows = [["0", "0.5", "NA"], ["1", str(ensemble), "NA"]]
+  if divergence_search is not None:
+    columns += ["divergence_x0", "divergence_search", "kept_fraction"]
+    rows = [rows[0] + ["0", "0", "0"], rows[1] + ["0.003", str(divergence_search), str(kept)]]
+  (model_dir / "history.csv").write_text(
+      "\n".join(",".join(row) for row in [columns, *rows]) + "\n")
+
+
+def test_tables_average_over_seeds_per_variant(tmp_path):
+  _run(tmp_path, "dml-seed0", 0.70)
+  _run(tmp_path, "dml-seed1", 0.74)
+  _run(tmp_path, "acn-seed0", 0.72, divergence_search=0.01, kept=0.8)
+  _run(tmp_path, "acn-seed1", 0.76, divergence_search=0.02, kept=0.6)
+  rows = summarize.summary_rows(summarize.load_runs(str(tmp_path)))
+  assert [row[0] for row in rows] == ["dml", "acn"]
+  # Ensemble top-1 of acn: mean 74.00, sample std of 72 and 76 = 2.83.
+  assert rows[1][4] == "74.00 ± 2.83"
+  phase_a = summarize.phase_a_rows(str(tmp_path))
+  # Only ACN runs log Phase A; the last epoch's values, averaged over the two seeds.
+  assert phase_a == [["acn", "2", "0.0030", "0.0150", "0.7000"]]
+  assert summarize.last_epoch(str(tmp_path / "dml-seed0")) == pytest.approx(
+      {"epoch": 1.0, "ensemble_top1": 0.70})
+
+
+def test_unfinished_runs_are_left_out(tmp_path):
+  _run(tmp_path, "acn-seed0", 0.72, divergence_search=0.01, kept=0.8)
+  _run(tmp_path, "acn-seed1", 0.76, divergence_search=0.02, kept=0.6)
+  (tmp_path / "acn-seed1" / "results.json").unlink()  # Still training.
+  assert summarize.phase_a_rows(str(tmp_path)) == [["acn", "1", "0.0030", "0.0100", "0.8000"]]
+  assert summarize.summary_rows(summarize.load_runs(str(tmp_path)))[0][1] == "1"
