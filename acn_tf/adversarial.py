@@ -9,8 +9,9 @@ import keras
 import tensorflow as tf
 
 from acn_tf import generators, losses
-from acn_tf.search import (Objective, SearchSettings, group_divergence, label_mask,
-                            restricted_adversarial_search, search_objective)
+from acn_tf.search import (Objective, SearchSettings, divergence_objective,
+                            group_divergence, label_mask, objective_total,
+                            restricted_adversarial_search)
 from acn_tf.models import CoDistillation, DistillationSettings
 
 
@@ -153,7 +154,7 @@ class AdversarialCoDistillation(CoDistillation):
     -L_g, the generator's own objective continued in pixel space."""
     settings = self.adversarial.search
     if settings.objective == "divergence":
-      return lambda images: group_divergence(self.classifiers, images, settings)
+      return divergence_objective(self.classifiers, settings)
 
     def negative_generator_loss(images):
       per_example, _, logits = self.generator_loss(images, labels)
@@ -203,7 +204,7 @@ class AdversarialCoDistillation(CoDistillation):
       loss = losses.global_mean(per_example)
       scaled_loss = self.generator_optimizer.scale_loss(loss)
       if hand_over and not along_generator_loss:
-        divergence_total = search_objective(divergence)
+        divergence_total = objective_total(divergence)
     start_gradient = None
     if hand_over and along_generator_loss:
       *gradients, loss_gradient = tape.gradient(scaled_loss, [*variables, start])

@@ -55,7 +55,7 @@ def group_divergence(classifiers: Sequence[keras.Model], images: tf.Tensor,
   return losses.pairwise_divergence(probabilities, settings.divergence), logits
 
 
-def search_objective(per_example: tf.Tensor) -> tf.Tensor:
+def objective_total(per_example: tf.Tensor) -> tf.Tensor:
   """What the search differentiates: the sum over the batch of the per-example
   objective. With classifiers in inference mode every example's gradient is its
   own; the sum, not the mean, leaves it unscaled (only its sign is used anyway)."""
@@ -73,7 +73,7 @@ def objective_gradient(objective: Objective, images: tf.Tensor) -> tf.Tensor:
   with tf.GradientTape() as tape:
     tape.watch(images)
     per_example, _ = objective(images)
-    total = search_objective(per_example)
+    total = objective_total(per_example)
   return tape.gradient(total, images)
 
 
@@ -118,7 +118,7 @@ def restricted_adversarial_search(classifiers: Sequence[keras.Model], images: tf
       raise ValueError(
           f"The search objective {settings.objective!r} needs the generator and the "
           "discriminator: pass objective=model.search_objective(labels) of the "
-          "AdversarialCoDistillation model, or use objective='divergence'.")
+          "AdversarialCoDistillation model, or use SearchSettings(objective='divergence').")
     objective = divergence_objective(classifiers, settings)
   images = tf.cast(images, tf.float32)
   divergent = tf.stop_gradient(tf.cast(start, tf.float32))

@@ -36,8 +36,8 @@ ADVERSARIAL_FIELDS = frozenset((
     "noise_channels", "wrc_alpha", "keep_label_weight", "gan_weight",
     "discriminator_filters", "ras_steps", "ras_step_size", "ras_epsilon",
     "ras_label_restrict", "ras_mask_source", "ras_objective", "adv_warmup_epochs",
-    "generator_updates", "discriminator_updates", "generator_learning_rate", "discriminator_learning_rate",
-    "adversarial_beta_1"))
+    "generator_updates", "discriminator_updates", "generator_learning_rate",
+    "discriminator_learning_rate", "adversarial_beta_1"))
 # method=independent switches distillation off, so its weight and temperature
 # change nothing either.
 DISTILLATION_FIELDS = frozenset(("kd_weight", "temperature"))

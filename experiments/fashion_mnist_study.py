@@ -43,6 +43,10 @@ VARIANTS = {
     # (its first step reuses the generator update's backward pass).
     "acn_generator_loss": ("--method=acn", "--override=ras_mask_source=update",
                            "--override=ras_objective=generator_loss"),
+    # Not ablations: bfloat16 (losses stay float32), today's defaults otherwise.
+    "dml_bfloat16": ("--method=dml", "--override=mixed_precision=mixed_bfloat16"),
+    "acn_bfloat16": ("--method=acn", "--override=ras_mask_source=update",
+                     "--override=mixed_precision=mixed_bfloat16"),
 }
 
 
