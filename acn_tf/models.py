@@ -199,7 +199,16 @@ class CoDistillation(keras.Model):
     strategy.reduce(MEAN, axis=0), which rejects scalars; there the results are
     returned with shape [1]. Epoch logs come from the metrics themselves.
     """
-    results = {metric.name: metric.result() for metric in metrics or self.metrics}
+    results = {metric.name: _logged_result(metric) for metric in metrics or self.metrics}
     if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
       results = {name: tf.reshape(value, [1]) for name, value in results.items()}
     return results
+
+
+def _logged_result(metric: keras.metrics.Metric) -> tf.Tensor:
+  """The metric's result, or NaN while it has seen no update (ACN's Phase A
+  metrics during warm-up): a 0 there would read as a measurement."""
+  count = getattr(metric, "count", None)
+  if count is None:
+    return metric.result()
+  return tf.where(tf.convert_to_tensor(count) > 0, metric.result(), float("nan"))
