@@ -192,6 +192,11 @@ class CoDistillation(keras.Model):
     self.divergence_tracker.update_state(
         tf.reduce_mean(losses.pairwise_divergence(probabilities)))
 
+  def get_metrics_result(self) -> Dict[str, tf.Tensor]:
+    """What Keras logs at an epoch's end (it reads the metrics, not the last
+    step's return): the same values as `metric_results`."""
+    return _logged_results(self.metrics)
+
   def metric_results(self, metrics=None) -> Dict[str, tf.Tensor]:
     """{name: result} of `metrics` (default: all), as a step returns them.
 
@@ -199,16 +204,18 @@ class CoDistillation(keras.Model):
     strategy.reduce(MEAN, axis=0), which rejects scalars; there the results are
     returned with shape [1]. Epoch logs come from the metrics themselves.
     """
-    results = {metric.name: _logged_result(metric) for metric in metrics or self.metrics}
+    results = _logged_results(metrics or self.metrics)
     if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
       results = {name: tf.reshape(value, [1]) for name, value in results.items()}
     return results
 
 
-def _logged_result(metric: keras.metrics.Metric) -> tf.Tensor:
-  """The metric's result, or NaN while it has seen no update (ACN's Phase A
-  metrics during warm-up): a 0 there would read as a measurement."""
-  count = getattr(metric, "count", None)
-  if count is None:
-    return metric.result()
-  return tf.where(tf.convert_to_tensor(count) > 0, metric.result(), float("nan"))
+def _logged_results(metrics) -> Dict[str, tf.Tensor]:
+  """{name: result}, with NaN for a metric that has seen no update yet (ACN's
+  Phase A metrics during warm-up): a 0 there would read as a measurement."""
+  results = {}
+  for metric in metrics:
+    count = getattr(metric, "count", None)
+    results[metric.name] = (metric.result() if count is None else tf.where(
+        tf.convert_to_tensor(count) > 0, metric.result(), float("nan")))
+  return results

@@ -292,9 +292,12 @@ def test_warmup_callback_switches_phase_a_on_after_warmup_epochs():
     def on_epoch_end(self, epoch, logs=None):
       seen.append(int(model.generator_optimizer.iterations.numpy()))
 
-  model.fit(images, labels, batch_size=32, epochs=3, verbose=0,
-            callbacks=[AdversarialWarmup(1), Record()])
+  history = model.fit(images, labels, batch_size=32, epochs=3, verbose=0,
+                      callbacks=[AdversarialWarmup(1), Record()]).history
   assert seen == [0, 2, 4]
+  # Epoch logs (read from the metrics): no Phase A value in the warm-up epoch.
+  assert np.isnan(history["g_loss"][0]) and np.isnan(history["kept_fraction"][0])
+  assert np.all(np.isfinite(history["g_loss"][1:])) and np.all(np.isfinite(history["loss"]))
 
 
 def test_no_gan_ablation_has_no_discriminator():
