@@ -53,7 +53,8 @@ def parts(model, images, labels) -> dict:
       "classifiers forward + input gradient": lambda: divergence_gradient(
           classifiers, images, settings),
       "generator forward + backward": generator_alone,
-      "generator update (Phase A 1)": lambda: model.generator_update(images, labels).images,
+      # Every output, or tf.function would prune the search's start gradient.
+      "generator update (Phase A 1)": lambda: tuple(model.generator_update(images, labels)),
       "discriminator update (Phase A 2)": lambda: model.discriminator_update(images, images),
       "classifier update, real batch only (= DML)": lambda: model.classifier_update(
           images, labels)[0],
