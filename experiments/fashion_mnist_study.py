@@ -43,6 +43,10 @@ VARIANTS = {
     # (its first step reuses the generator update's backward pass).
     "acn_generator_loss": ("--method=acn", "--override=ras_mask_source=update",
                            "--override=ras_objective=generator_loss"),
+    # Not an ablation: the generator's label term 10x lighter, so that Div is not
+    # outweighed by it (RESULTS.md, "What the search ascends").
+    "acn_keep_label_0.1": ("--method=acn", "--override=ras_mask_source=update",
+                           "--override=keep_label_weight=0.1"),
     # Not ablations: bfloat16 (losses stay float32), today's defaults otherwise.
     "dml_bfloat16": ("--method=dml", "--override=mixed_precision=mixed_bfloat16"),
     "acn_bfloat16": ("--method=acn", "--override=ras_mask_source=update",
