@@ -24,8 +24,10 @@ def _compiled(build, jit_compile):
   return model
 
 
-@pytest.mark.parametrize("build", [test_distribute._dml, test_distribute._acn],
-                         ids=["dml", "acn"])
+@pytest.mark.parametrize(
+    "build", [test_distribute._dml, test_distribute._acn,
+              test_distribute._acn_search_along_generator_loss],
+    ids=["dml", "acn", "acn_search_along_generator_loss"])
 def test_whole_train_step_under_xla_matches_plain_graph(build):
   plain = _compiled(build, False)
   xla = _compiled(build, True)
@@ -36,9 +38,10 @@ def test_whole_train_step_under_xla_matches_plain_graph(build):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
 
 
-def _digits_acn_model(precision):
+def _digits_acn_model(precision, ras_objective="divergence"):
   config = config_lib.get_experiment("digits").replace(
-      method="acn", mixed_precision=precision, adv_warmup_epochs=0)
+      method="acn", mixed_precision=precision, adv_warmup_epochs=0,
+      ras_objective=ras_objective)
   info = DatasetInfo("digits", 10, (8, 8, 1), 64, 0, 64, "synthetic")
   try:
     return training.build_model(config, info, [0.5], [0.08], steps=2)
@@ -46,9 +49,11 @@ def _digits_acn_model(precision):
     keras.mixed_precision.set_global_policy("float32")  # Never leak into other tests.
 
 
-@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
-def test_mixed_precision_step_keeps_float32_losses_and_variables(precision):
-  model = _digits_acn_model(precision)
+@pytest.mark.parametrize("precision,ras_objective", [
+    ("mixed_bfloat16", "divergence"), ("mixed_float16", "divergence"),
+    ("mixed_float16", "generator_loss")])
+def test_mixed_precision_step_keeps_float32_losses_and_variables(precision, ras_objective):
+  model = _digits_acn_model(precision, ras_objective)
   compute = precision.split("_")[1]
   assert model.classifiers[0].layers[2].compute_dtype == compute
   assert all(v.dtype == "float32" for v in model.trainable_variables)
@@ -62,6 +67,11 @@ def test_mixed_precision_step_keeps_float32_losses_and_variables(precision):
   logs = model.train_on_batch(images, labels, return_dict=True)
   for key in ("loss", "g_loss", "d_loss", "divergence_search"):
     assert np.isfinite(logs[key]), (key, logs)
+  # The search's start gradient comes through the loss scale for generator_loss;
+  # an overflowed scale (float16's first steps) must not put NaN in the images.
+  divergent, _, _ = model.adversarial_phase(tf.constant(images), tf.constant(labels))
+  assert np.all(np.isfinite(divergent.numpy()))
+  assert np.abs(divergent.numpy() - images).max() <= model.adversarial.search.epsilon + 1e-6
 
 
 def test_deterministic_runs_give_identical_results(tmp_path):
@@ -81,3 +91,16 @@ def test_deterministic_runs_give_identical_results(tmp_path):
   for key in ("ensemble_top1", "mean_divergence", "test_loss"):
     assert results[0][key] == results[1][key], key
   assert results[0]["classifiers"] == results[1]["classifiers"]
+
+
+def test_overflowed_float16_loss_scale_gives_no_search_step_not_nan():
+  model = _digits_acn_model("mixed_float16", "generator_loss")
+  # float16 holds up to 65504: this scale overflows the backward pass.
+  model.generator_optimizer.dynamic_scale.assign(2.0**40)
+  rng = np.random.default_rng(0)
+  images = tf.constant(rng.random((32, 8, 8, 1), dtype=np.float32))
+  labels = tf.constant(rng.integers(0, 10, 32))
+  generated = model.generator_update(images, labels)
+  gradient = generated.start_gradient.numpy()
+  assert np.all(np.isfinite(gradient))
+  assert np.any(gradient == 0)  # The overflowed entries: no step there.
