@@ -31,10 +31,12 @@ DEFAULT_VALIDATION_FRACTION = 0.1
 
 # Fields that only Phase A or the divergent-batch loss read: a search over them
 # under method=dml or independent would spend trials on values that change nothing.
+# tests/test_tuning.py checks this list against the fields each method's build reads.
 ADVERSARIAL_FIELDS = frozenset((
-    "adv_weight", "adv_ce_weight", "generator_filters", "generator_blocks",
-    "noise_channels", "wrc_alpha", "keep_label_weight", "gan_weight",
-    "discriminator_filters", "ras_steps", "ras_step_size", "ras_epsilon",
+    "adv_weight", "adv_ce_weight", "adv_normalization", "divergence",
+    "generator_filters", "generator_blocks", "noise_channels", "wrc_alpha",
+    "keep_label_weight", "gan_weight", "discriminator_filters", "spectral_norm",
+    "ras_steps", "ras_step_size", "ras_epsilon",
     "ras_label_restrict", "ras_mask_source", "ras_objective", "adv_warmup_epochs",
     "generator_updates", "discriminator_updates", "generator_learning_rate",
     "discriminator_learning_rate", "adversarial_beta_1"))

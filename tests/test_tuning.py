@@ -1,6 +1,7 @@
 """Tests of acn_tf.tuning: search-space parsing, a tiny ACN search, its resumption,
 and training from the best_config.json it writes."""
 
+import dataclasses
 import json
 import os
 
@@ -10,7 +11,8 @@ import pytest
 
 from acn_tf import config as config_lib
 from acn_tf import training, tuning
-from acn_tf.config import ConfigError, SearchDimension
+from acn_tf.config import ConfigError, ExperimentConfig, SearchDimension
+from acn_tf.data import DatasetInfo
 
 TINY_ACN = ["epochs=1", "train_examples=256", "adv_warmup_epochs=0",
             "validation_fraction=0.2"]
@@ -194,3 +196,40 @@ def test_a_different_search_in_the_same_model_dir_is_refused(search):
                 model_dir, max_trials=2, verbose=0)
   with pytest.raises(ConfigError, match="tuner \\(saved 'random', now 'bayesian'\\)"):
     tuning.tune(_digits(), model_dir, tuner="bayesian", max_trials=2, verbose=0)
+
+
+# -- Which fields each method reads ---------------------------------------------------
+
+
+class _RecordingConfig:
+  """An ExperimentConfig that notes which of its fields are read."""
+
+  def __init__(self, config):
+    self._config = config
+    self.read = set()
+
+  def __getattr__(self, name):
+    if name in _FIELD_NAMES:
+      self.read.add(name)
+    return getattr(self._config, name)
+
+
+_FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(ExperimentConfig))
+
+
+def _fields_read(method, model_dir):
+  config = _RecordingConfig(_digits(method))
+  info = DatasetInfo("digits", 10, (8, 8, 1), 64, 0, 64, "synthetic")
+  training.build_model(config, info, [0.5], [0.08], steps=2)
+  training.training_callbacks(config, str(model_dir), resuming=False, has_validation=False)
+  return config.read
+
+
+def test_adversarial_fields_are_the_ones_only_the_acn_reads(tmp_path):
+  only_acn = _fields_read("acn", tmp_path / "acn") - _fields_read("dml", tmp_path / "dml")
+  # DML builds its settings with the divergent-batch weights too, but never uses them.
+  divergent_batch = {name for name in _FIELD_NAMES if name.startswith("adv_")}
+  assert only_acn <= tuning.ADVERSARIAL_FIELDS, sorted(only_acn - tuning.ADVERSARIAL_FIELDS)
+  assert divergent_batch <= tuning.ADVERSARIAL_FIELDS
+  stale = tuning.ADVERSARIAL_FIELDS - only_acn - divergent_batch
+  assert not stale, sorted(stale)
