@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from acn_tf import generators, losses
 from acn_tf.search import (Objective, SearchSettings, divergence_objective,
-                            group_divergence, label_mask, objective_total,
-                            restricted_adversarial_search)
+                            group_divergence, label_mask, logits_divergence,
+                            objective_total, restricted_adversarial_search)
 from acn_tf.models import CoDistillation, DistillationSettings
 
 
@@ -164,10 +164,8 @@ class AdversarialCoDistillation(CoDistillation):
 
   def update_search_metrics(self, divergent_logits, keep_mask) -> None:
     """Div at x̃ and the fraction the label restriction keeps."""
-    settings = self.adversarial.search
-    searched = losses.pairwise_divergence(
-        [losses.tempered_probabilities(tf.stop_gradient(z), settings.temperature)
-         for z in divergent_logits], settings.divergence)
+    searched = logits_divergence([tf.stop_gradient(z) for z in divergent_logits],
+                                 self.adversarial.search)
     self.searched_divergence.update_state(tf.reduce_mean(searched))
     self.kept_fraction.update_state(tf.reduce_mean(keep_mask))
 

@@ -51,8 +51,13 @@ def group_divergence(classifiers: Sequence[keras.Model], images: tf.Tensor,
   """Per-example Div(x) of the group in inference mode, and the logits."""
   # training=False: the search must not move batch-norm statistics.
   logits = [classifier(images, training=False) for classifier in classifiers]
+  return logits_divergence(logits, settings), logits
+
+
+def logits_divergence(logits: Sequence[tf.Tensor], settings: SearchSettings) -> tf.Tensor:
+  """Per-example Div of the group from its logits (temperature and kind of `settings`)."""
   probabilities = [losses.tempered_probabilities(z, settings.temperature) for z in logits]
-  return losses.pairwise_divergence(probabilities, settings.divergence), logits
+  return losses.pairwise_divergence(probabilities, settings.divergence)
 
 
 def objective_total(per_example: tf.Tensor) -> tf.Tensor:
@@ -122,7 +127,8 @@ def restricted_adversarial_search(classifiers: Sequence[keras.Model], images: tf
     objective = divergence_objective(classifiers, settings)
   images = tf.cast(images, tf.float32)
   divergent = tf.stop_gradient(tf.cast(start, tf.float32))
-  logits = start_logits
+  # After a step the start's logits no longer describe x̃.
+  logits = start_logits if settings.steps == 0 else None
   for step in range(settings.steps):
     if step == 0 and start_gradient is not None:
       gradient = tf.cast(start_gradient, tf.float32)
@@ -130,7 +136,6 @@ def restricted_adversarial_search(classifiers: Sequence[keras.Model], images: tf
       gradient = objective_gradient(objective, divergent)
     divergent = project(divergent + settings.step_size * tf.sign(gradient), images,
                         settings.epsilon)
-    logits = None
   if logits is None:
     if settings.mask_source == "update":
       return tf.stop_gradient(divergent), None, None
