@@ -1,5 +1,5 @@
 """Adversarial Co-distillation Networks: Phase A (generator, discriminator, search)
-before the co-distillation update of `CoDistillation` (ACN_SPEC.md).
+before the co-distillation update of `CoDistillation` (docs/METHOD.md).
 """
 
 import dataclasses
@@ -17,11 +17,12 @@ from acn_tf.models import CoDistillation, DistillationSettings
 
 @dataclasses.dataclass(frozen=True)
 class AdversarialSettings:
-  """Phase A hyperparameters (names as in ACN_SPEC.md)."""
+  """Phase A hyperparameters (names as in docs/METHOD.md)."""
   wrc_alpha: float = 0.1
   noise_channels: int = 4
   gan_weight: float = 1.0
   keep_label_weight: float = 1.0
+  divergence_weight: float = 1.0
   generator_updates: int = 1
   discriminator_updates: int = 1
   search: SearchSettings = SearchSettings()
@@ -164,18 +165,18 @@ class AdversarialCoDistillation(CoDistillation):
 
   def update_search_metrics(self, divergent_logits, keep_mask) -> None:
     """Div at x̃ and the fraction the label restriction keeps."""
-    searched = logits_divergence([tf.stop_gradient(z) for z in divergent_logits],
-                                 self.adversarial.search)
+    searched = losses.reported_divergence([tf.stop_gradient(z) for z in divergent_logits])
     self.searched_divergence.update_state(tf.reduce_mean(searched))
     self.kept_fraction.update_state(tf.reduce_mean(keep_mask))
 
   def generator_loss(self, generated, labels):
-    """Per-example L_g = -Div + keep_label_weight * CE(p̄, y) + gan_weight * NS-GAN
-    at `generated`, with Div and the logits. Classifiers and d run in inference
+    """Per-example L_g = -divergence_weight * Div + keep_label_weight * CE(p̄, y)
+    + gan_weight * NS-GAN at `generated`, with Div and the logits (Div here is
+    what Phase A maximises, `SearchSettings.divergence`). Classifiers and d run in inference
     mode: no batch-norm statistics move, and examples do not see each other."""
     settings = self.adversarial
     divergence, logits = group_divergence(self.classifiers, generated, settings.search)
-    per_example = (-divergence + settings.keep_label_weight *
+    per_example = (-settings.divergence_weight * divergence + settings.keep_label_weight *
                    losses.ensemble_cross_entropy(logits, labels))
     if self.discriminator is not None and settings.gan_weight:
       fake_logits = self.discriminator(generated, training=False)
@@ -216,7 +217,8 @@ class AdversarialCoDistillation(CoDistillation):
     del tape
     self.generator_optimizer.apply(gradients, variables)
     self.generator_loss_tracker.update_state(losses.local_mean(per_example))
-    self.generated_divergence.update_state(tf.reduce_mean(divergence))
+    self.generated_divergence.update_state(
+        tf.reduce_mean(losses.reported_divergence(logits)))
     return GeneratorPass(tf.stop_gradient(start), [tf.stop_gradient(z) for z in logits],
                          start_gradient)
 
@@ -260,11 +262,12 @@ def adversarial_settings(config) -> AdversarialSettings:
   return AdversarialSettings(
       wrc_alpha=config.wrc_alpha, noise_channels=config.noise_channels,
       gan_weight=config.gan_weight, keep_label_weight=config.keep_label_weight,
+      divergence_weight=config.divergence_weight,
       generator_updates=config.generator_updates,
       discriminator_updates=config.discriminator_updates,
       search=SearchSettings(
           steps=config.ras_steps, step_size=config.ras_step_size,
-          epsilon=config.ras_epsilon, temperature=config.temperature,
+          epsilon=config.ras_epsilon, temperature=config.divergence_temperature,
           divergence=config.divergence, label_restrict=config.ras_label_restrict,
           mask_source=config.ras_mask_source, objective=config.ras_objective))
 

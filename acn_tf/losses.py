@@ -1,4 +1,4 @@
-"""Losses and divergences of ACN_SPEC.md, as pure functions of tensors.
+"""Losses and divergences of docs/METHOD.md, as pure functions of tensors.
 
 Every function returns per-example values (shape [batch]); reducing them to a scalar
 is the model's job, because the right reduction depends on the number of replicas
@@ -35,7 +35,14 @@ def symmetric_kl_divergence(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
   return kl_divergence(first, second) + kl_divergence(second, first)
 
 
-_DIVERGENCES = {"js": js_divergence, "sym_kl": symmetric_kl_divergence}
+def total_variation_distance(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
+  """0.5 * sum_k |a_k - b_k| per example: bounded by 1, and unlike JS or KL its
+  gradient does not vanish where the two distributions agree."""
+  return 0.5 * tf.reduce_sum(tf.abs(first - second), axis=-1)
+
+
+_DIVERGENCES = {"js": js_divergence, "sym_kl": symmetric_kl_divergence,
+                "total_variation": total_variation_distance}
 
 
 def pairwise_divergence(probabilities, kind: str = "js") -> tf.Tensor:
@@ -43,7 +50,7 @@ def pairwise_divergence(probabilities, kind: str = "js") -> tf.Tensor:
 
   Args:
     probabilities: a list of n >= 2 tensors [batch, classes].
-    kind: "js" (default, bounded) or "sym_kl".
+    kind: "js" (default, bounded), "sym_kl" or "total_variation".
   Returns:
     [batch] tensor. With one classifier there is no pair and the result is zero.
   """
@@ -54,6 +61,30 @@ def pairwise_divergence(probabilities, kind: str = "js") -> tf.Tensor:
   if not pairs:
     return tf.zeros(tf.shape(probabilities[0])[:1], tf.float32)
   return tf.add_n(pairs) / float(len(pairs))
+
+
+def pairwise_logit_distance(logits) -> tf.Tensor:
+  """Mean over pairs i < j of mean_k |z_ik - z_jk|, per example.
+
+  The generator's alternative to a divergence of probabilities (as in DFAD's
+  and DFME's adversarial generators): JS and KL between nearly equal
+  distributions grow quadratically, so their gradient vanishes exactly where
+  the generator starts (x̃0 = x, peers agree), while the L1 distance between
+  logits has a gradient of order one there. Zero with one classifier.
+  """
+  logits = [tf.cast(z, tf.float32) for z in logits]
+  pairs = [tf.reduce_mean(tf.abs(logits[i] - logits[j]), axis=-1)
+           for i in range(len(logits)) for j in range(i + 1, len(logits))]
+  if not pairs:
+    return tf.zeros(tf.shape(logits[0])[:1], tf.float32)
+  return tf.add_n(pairs) / float(len(pairs))
+
+
+def reported_divergence(logits) -> tf.Tensor:
+  """The Div that every metric reports, per example: mean pairwise JS of the
+  classifiers' softmax (temperature 1), whatever Phase A optimises, so that
+  Div on real images, on x̃0 and on x̃ are one comparable quantity."""
+  return pairwise_divergence([tempered_probabilities(z, 1.0) for z in logits], "js")
 
 
 def cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

@@ -1,4 +1,4 @@
-"""Co-distillation of n classifiers (ACN_SPEC.md Phase B): independent and DML.
+"""Co-distillation of n classifiers (docs/METHOD.md Phase B): independent and DML.
 
 `CoDistillation` trains n classifiers on labels plus each other's predictions.
 Its `train_step` is Phase B on the real batch; `AdversarialCoDistillation`
@@ -21,7 +21,7 @@ MaskFunction = Callable[[List[tf.Tensor]], tf.Tensor]
 
 @dataclasses.dataclass(frozen=True)
 class DistillationSettings:
-  """The Phase B weights (ACN_SPEC.md): L_i = CE + kd_weight * T^2 * KL + adv terms."""
+  """The Phase B weights (docs/METHOD.md): L_i = CE + kd_weight * T^2 * KL + adv terms."""
   temperature: float = 1.0
   kd_weight: float = 1.0
   adv_weight: float = 1.0
@@ -118,8 +118,8 @@ class CoDistillation(keras.Model):
     return [v for c in self.classifiers for v in c.trainable_variables]
 
   def build_optimizers(self) -> None:
-    """Creates optimizer slots up front: required under MirroredStrategy (KERAS3_NOTES 1)
-    and before loading weights, or their state is silently skipped (KERAS3_NOTES 2)."""
+    """Creates optimizer slots up front: required under MirroredStrategy (docs/KERAS_NOTES.md 1)
+    and before loading weights, or their state is silently skipped (docs/KERAS_NOTES.md 2)."""
     self.optimizer.build(self.classifier_variables)
 
   def call(self, images, training: bool = False) -> List[tf.Tensor]:
@@ -180,7 +180,7 @@ class CoDistillation(keras.Model):
   # -- Metrics ------------------------------------------------------------------
 
   def update_classifier_metrics(self, logits, labels, per_classifier_losses) -> None:
-    """Per-example means of this replica (never the replica-scaled loss: KERAS3_NOTES 3)."""
+    """Per-example means of this replica (never the replica-scaled loss: docs/KERAS_NOTES.md 3)."""
     classifier_means = [losses.local_mean(loss) for loss in per_classifier_losses]
     self.loss_tracker.update_state(tf.add_n(classifier_means))
     for i, classifier_logits in enumerate(logits):

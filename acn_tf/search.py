@@ -1,4 +1,4 @@
-"""Restricted Adversarial Search (RAS, ACN_SPEC.md Phase A step 4).
+"""Restricted Adversarial Search (RAS, docs/METHOD.md Phase A step 4).
 
 From the generator's x̃0, K projected sign-gradient ascent steps on the group's
 pairwise divergence (or another per-example objective, see `Objective`), inside
@@ -22,14 +22,16 @@ class SearchSettings:
   step_size: float = 2.0 / 255.0
   epsilon: float = 8.0 / 255.0
   temperature: float = 1.0
+  # What Phase A maximises: "js" (the spec), "sym_kl", or "logit_l1" (see
+  # losses.pairwise_logit_distance).
   divergence: str = "js"
   label_restrict: bool = True
   # Where the label mask's ensemble prediction at x̃ comes from: "search", an
-  # inference-mode pass after the last step (ACN_SPEC.md), or "update", the
+  # inference-mode pass after the last step (docs/METHOD.md), or "update", the
   # classifier update's own training-mode forward pass on x̃ (one classifier
   # pass fewer per step; the mask then sees batch statistics of x̃).
   mask_source: str = "search"
-  # What the search ascends: "divergence", Div(x̃) (ACN_SPEC.md), or
+  # What the search ascends: "divergence", Div(x̃) (docs/METHOD.md), or
   # "generator_loss", -L_g(x̃) per example: Div minus the label-keeping and GAN
   # terms. The generator update already back-propagates L_g to x̃0, so with
   # "generator_loss" the first step costs no classifier pass at all.
@@ -55,7 +57,11 @@ def group_divergence(classifiers: Sequence[keras.Model], images: tf.Tensor,
 
 
 def logits_divergence(logits: Sequence[tf.Tensor], settings: SearchSettings) -> tf.Tensor:
-  """Per-example Div of the group from its logits (temperature and kind of `settings`)."""
+  """Per-example disagreement of the group that Phase A maximises, from its
+  logits: a divergence of the tempered probabilities ("js", "sym_kl") or the
+  L1 distance between the logits themselves ("logit_l1")."""
+  if settings.divergence == "logit_l1":
+    return losses.pairwise_logit_distance(logits)
   probabilities = [losses.tempered_probabilities(z, settings.temperature) for z in logits]
   return losses.pairwise_divergence(probabilities, settings.divergence)
 

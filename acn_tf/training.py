@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 import keras
 import tensorflow as tf
 
-from acn_tf import backbones, data
+from acn_tf import backbones, data, platform
 from acn_tf.config import ExperimentConfig, config_differences
 from acn_tf.models import CoDistillation, DistillationSettings
 
@@ -36,7 +36,7 @@ class ModelDirError(RuntimeError):
 
 
 def use_xla(config: ExperimentConfig) -> bool:
-  """XLA is a GPU default: on this project's CPUs it measured slower (KERAS3_NOTES 5)."""
+  """XLA is a GPU default: on this project's CPUs it measured slower (docs/KERAS_NOTES.md 5)."""
   if config.jit_compile == "auto":
     return bool(tf.config.list_physical_devices("GPU"))
   return config.jit_compile == "true"
@@ -50,6 +50,12 @@ def steps_per_epoch(config: ExperimentConfig, info: data.DatasetInfo) -> int:
     raise ValueError(f"batch_size={config.batch_size} is larger than the {info.num_train} "
                      "training examples; lower batch_size.")
   return steps
+
+
+def validation_epochs(config: ExperimentConfig):
+  """Keras' validation_freq: every `validation_every_epochs` epochs, and the last."""
+  every = config.validation_every_epochs
+  return sorted({*range(every, config.epochs + 1, every), config.epochs})
 
 
 def learning_rate_schedule(config: ExperimentConfig, steps: int):
@@ -126,17 +132,23 @@ def build_model(config: ExperimentConfig, info: data.DatasetInfo, channel_mean,
 
 
 def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
-                       has_validation: bool, preview_batch=None):
+                       has_validation: bool, preview_batch=None, health_batches=()):
   """Checkpoints (resume and best), history, TensorBoard and ACN's callbacks.
 
   BackupAndRestore comes first: on resume it restores weights, every optimizer's
-  state (all are built before fit: KERAS3_NOTES 2) and the epoch counter before
-  any other callback runs.
+  state (all are built before fit: docs/KERAS_NOTES.md 2) and the epoch counter before
+  any other callback runs. ACN's health figures come next, so that the history
+  and TensorBoard, which read the epoch's logs after them, record them.
   """
   callbacks = [
       keras.callbacks.BackupAndRestore(
           os.path.join(model_dir, BACKUP_DIR),
           save_freq=config.checkpoint_every_steps or "epoch", double_checkpoint=True),
+  ]
+  if config.uses_adversarial_phase():
+    from acn_tf import health
+    callbacks.append(health.PhaseAHealth(health_batches, seed=config.seed))
+  callbacks += [
       keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY_FILE), append=resuming),
       keras.callbacks.TensorBoard(os.path.join(model_dir, LOG_DIR),
                                   update_freq=config.log_every_steps or "epoch",
@@ -247,6 +259,21 @@ def make_pipelines(config: ExperimentConfig, splits: data.DataSplits):
   return train, validation, test
 
 
+# Held-out examples on which ACN's Phase A health is measured each epoch.
+HEALTH_EXAMPLES = 512
+
+
+def health_batches(held_out: tf.data.Dataset):
+  """The first HEALTH_EXAMPLES of a held-out pipeline (validation, else test), as arrays."""
+  batches, count = [], 0
+  for images, labels in held_out.as_numpy_iterator():
+    batches.append((images, labels))
+    count += len(labels)
+    if count >= HEALTH_EXAMPLES:
+      break
+  return batches
+
+
 def build_for_splits(config, splits, strategy):
   mean, variance = data.channel_statistics(splits.train)
   steps = steps_per_epoch(config, splits.info)
@@ -269,11 +296,13 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   preview = next(iter(splits.train.batch(8).map(
       lambda images, labels: (tf.cast(images, tf.float32) / 255.0, labels))))
   callbacks = training_callbacks(config, model_dir, resuming, validation_data is not None,
-                                 (preview[0].numpy(), preview[1].numpy()))
+                                 (preview[0].numpy(), preview[1].numpy()),
+                                 health_batches(validation_data if validation_data is not None else test_data))
   start = time.time()
   try:
     model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps,
-              validation_data=validation_data, callbacks=callbacks, verbose=verbose,
+              validation_data=validation_data, validation_freq=validation_epochs(config),
+              callbacks=callbacks, verbose=verbose,
               shuffle=False)  # The pipeline shuffles, seeded.
   except OSError as error:  # BackupAndRestore found no readable checkpoint.
     raise ModelDirError(
@@ -386,8 +415,12 @@ def _evaluate_and_record(config, model, test_data, info, model_dir, train_second
       "wall_seconds": (train_seconds or 0.0) + evaluation_seconds,
       "tensorflow_version": tf.__version__,
       "keras_version": keras.__version__,
+      "machine": platform.machine_info(),
       "config": config.to_dict(),
   }
+  if config.uses_adversarial_phase():
+    from acn_tf import health
+    results["phase_a_health"] = health.measure(model, test_data, seed=config.seed)
   with open(results_path, "w") as handle:
     json.dump(results, handle, indent=2)
   return results

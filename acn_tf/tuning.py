@@ -34,9 +34,10 @@ DEFAULT_VALIDATION_FRACTION = 0.1
 # tests/test_tuning.py checks this list against the fields each method's build reads.
 ADVERSARIAL_FIELDS = frozenset((
     "adv_weight", "adv_ce_weight", "adv_normalization", "divergence",
-    "generator_filters", "generator_blocks", "noise_channels", "wrc_alpha",
-    "keep_label_weight", "gan_weight", "discriminator_filters", "spectral_norm",
-    "ras_steps", "ras_step_size", "ras_epsilon",
+    "divergence_weight", "divergence_temperature", "generator_filters",
+    "generator_blocks", "noise_channels", "wrc_alpha", "keep_label_weight",
+    "gan_weight", "discriminator_filters", "spectral_norm", "ras_steps",
+    "ras_step_size", "ras_epsilon",
     "ras_label_restrict", "ras_mask_source", "ras_objective", "adv_warmup_epochs",
     "generator_updates", "discriminator_updates", "generator_learning_rate",
     "discriminator_learning_rate", "adversarial_beta_1"))

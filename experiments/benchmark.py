@@ -18,10 +18,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import acn_tf  # noqa: E402,F401  (before TensorFlow: its oneDNN default)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from acn_tf import config as config_lib, data, training  # noqa: E402
+from acn_tf import config as config_lib, data, platform, training  # noqa: E402
 from acn_tf.data import DatasetInfo  # noqa: E402
 
 IMAGE_SHAPE = (32, 32, 3)
@@ -149,6 +150,7 @@ def main() -> None:
     if numerator in results and denominator in results:
       results[key] = results[numerator] / results[denominator]
   results["devices"] = [d.name for d in tf.config.list_logical_devices()]
+  results["machine"] = platform.machine_info()
   results["xla"] = training.use_xla(base)
   results["overrides"] = arguments.override
   if arguments.json:

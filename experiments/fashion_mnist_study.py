@@ -10,22 +10,24 @@ Then `python experiments/summarize.py OUT` prints the table.
 """
 
 import argparse
-import os
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import study
+
 
 # Sized for 2 CPU cores: a 10k-example subset of the training set, two small
 # CNNs, 6 epochs (the first 2 plain DML for ACN). The test split is the full 10k.
-# The label mask from the separate inference pass, as the tables of RESULTS.md
-# were run (the default until session 2); a variant's own overrides come after.
+# The label mask from the separate inference pass and the spec's Phase A (JS
+# divergence, generator rate 2e-4, search ball 8/255), as the tables of
+# RESULTS.md were run; a variant's own overrides come after.
 CPU_SETTINGS = (
     "architectures=small_cnn,small_cnn",
     "train_examples=10000",
     "epochs=6",
     "adv_warmup_epochs=2",
     "ras_mask_source=search",
+    "divergence=js",
+    "generator_learning_rate=0.0002",
+    f"ras_epsilon={8 / 255}",
 )
 
 VARIANTS = {
@@ -37,7 +39,7 @@ VARIANTS = {
                    "--override=ras_label_restrict=false"),
     "acn_no_gan": ("--method=acn", "--override=gan_weight=0"),
     # Not an ablation: the label mask from the classifier update's forward pass
-    # (one classifier pass fewer per step; the default since session 2).
+    # (one classifier pass fewer per step; the default today).
     "acn_mask_update": ("--method=acn", "--override=ras_mask_source=update"),
     # Not an ablation: today's defaults with the search along the generator loss
     # (its first step reuses the generator update's backward pass).
@@ -61,19 +63,9 @@ def main() -> None:
   parser.add_argument("--variants", default=",".join(VARIANTS))
   parser.add_argument("--data_dir", default=None)
   arguments = parser.parse_args()
-  for seed in [int(s) for s in arguments.seeds.split(",")]:
-    for variant in arguments.variants.split(","):
-      model_dir = os.path.join(arguments.out, f"{variant}-seed{seed}")
-      if os.path.exists(os.path.join(model_dir, "results.json")):
-        continue
-      command = [sys.executable, os.path.join(ROOT, "run.py"),
-                 "--experiment=fashion_mnist", f"--model_dir={model_dir}", "--verbose=0",
-                 f"--override=seed={seed}",
-                 *[f"--override={setting}" for setting in CPU_SETTINGS], *VARIANTS[variant]]
-      if arguments.data_dir:
-        command.append(f"--data_dir={arguments.data_dir}")
-      print(" ".join(command[1:]), flush=True)
-      subprocess.run(command, check=True)
+  study.run_study("fashion_mnist", arguments.out, VARIANTS, arguments.variants.split(","),
+                  [int(s) for s in arguments.seeds.split(",")], CPU_SETTINGS,
+                  arguments.data_dir)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Tables of results.json files: mean ± std over seeds, per variant.
 
-  python experiments/summarize.py runs/fashion_mnist_study
+  python experiments/summarize.py runs/fashion_mnist_small [--baseline=dml]
+      [--chart=chart.png]
 
-Run directories are named VARIANT-seedS (as experiments/fashion_mnist_study.py
-makes them); every run of a variant is one seed of its row. A second table gives
-the ACN variants' Phase A training metrics of the last epoch (history.csv).
+Run directories are named VARIANT-seedS (as experiments/study.py makes them);
+every run of a variant is one seed of its row. Further tables: each variant's
+difference to the baseline against the pooled seed spread; Phase A's health on
+the test split after training (results.json, acn_tf/health.py); the ACN
+variants' Phase A training metrics of the last epoch (history.csv). `--chart`
+draws mean ± std bars of ensemble and mean classifier top-1 per variant.
 """
 
 import argparse
@@ -20,16 +24,42 @@ from typing import Dict, List, Sequence
 _RUN_NAME = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
 
 
-def load_runs(root: str) -> Dict[str, List[dict]]:
-  """results.json of every VARIANT-seedS directory under `root`, by variant."""
+def load_runs(root: str, split: str = "test") -> Dict[str, List[dict]]:
+  """results.json of every finished VARIANT-seedS directory under `root`, by variant.
+
+  split="validation" replaces the test-split figures by the last epoch's
+  validation ones (history.csv), for runs trained with a validation split:
+  the numbers settings are chosen on.
+  """
   runs = collections.defaultdict(list)
   for path in sorted(glob.glob(os.path.join(root, "*", "results.json"))):
     match = _RUN_NAME.match(os.path.basename(os.path.dirname(path)))
     if not match:
       continue
     with open(path) as handle:
-      runs[match.group("variant")].append(json.load(handle))
+      results = json.load(handle)
+    if split == "validation":
+      results = _validation_results(os.path.dirname(path), results)
+      if results is None:
+        continue
+    runs[match.group("variant")].append(results)
   return dict(runs)
+
+
+def _validation_results(model_dir: str, results: dict):
+  """`results` with accuracies and divergence of the last validated epoch."""
+  with open(os.path.join(model_dir, "history.csv")) as handle:
+    rows = [row for row in csv.DictReader(handle)
+            if row.get("val_ensemble_top1") not in (None, "", "NA", "nan")]
+  if not rows:
+    return None
+  last = rows[-1]
+  return {**results,
+          "classifiers": [{**classifier, "top1": float(last[f"val_c{i}_top1"])}
+                          for i, classifier in enumerate(results["classifiers"])],
+          "ensemble_top1": float(last["val_ensemble_top1"]),
+          "mean_divergence": float(last["val_divergence"]),
+          "phase_a_health": None}
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -69,7 +99,7 @@ def summary_rows(runs: Dict[str, List[dict]]) -> List[List[str]]:
 
 
 HEADER = ["variant", "seeds", "top-1 per classifier (%)", "mean classifier top-1 (%)",
-          "ensemble top-1 (%)", "test divergence (JS)", "s / epoch (median)"]
+          "ensemble top-1 (%)", "divergence (JS)", "s / epoch (median)"]
 
 
 # What the search did, in training: Div at x̃0 and at x̃, and the share kept.
@@ -109,6 +139,98 @@ def phase_a_rows(root: str) -> List[List[str]]:
   return rows
 
 
+# Phase A health after training on the test split (results.json "phase_a_health").
+HEALTH_FIGURES = (("divergence_real", "Div(x)", 4), ("divergence_generated", "Div(x̃0)", 4),
+                  ("divergence_searched", "Div(x̃)", 4),
+                  ("divergence_ratio_generated", "Div(x̃0) / Div(x)", 2),
+                  ("divergence_ratio_searched", "Div(x̃) / Div(x)", 2),
+                  ("kept_searched", "kept fraction (x̃)", 3),
+                  ("discriminator_real_accuracy", "d accuracy, real", 2),
+                  ("discriminator_fake_accuracy", "d accuracy, generated", 2),
+                  ("residual_linf", "|x̃0 − x|∞", 3))
+HEALTH_HEADER = ["variant", "seeds", *[label for _, label, _ in HEALTH_FIGURES]]
+
+
+def health_rows(runs: Dict[str, List[dict]]) -> List[List[str]]:
+  """Mean ± std over seeds of each health figure, per ACN variant."""
+  rows = []
+  for variant in sorted(runs, key=_display_order):
+    healths = [r["phase_a_health"] for r in runs[variant] if r.get("phase_a_health")]
+    if not healths:
+      continue
+    row = [variant, str(len(healths))]
+    for key, _, digits in HEALTH_FIGURES:
+      values = [h[key] for h in healths if h.get(key) is not None]
+      if not values:
+        row.append("–")
+      elif len(values) == 1:
+        row.append(f"{values[0]:.{digits}f}")
+      else:
+        row.append(f"{statistics.mean(values):.{digits}f} ± "
+                   f"{statistics.stdev(values):.{digits}f}")
+    rows.append(row)
+  return rows
+
+
+def _scores(results: List[dict]) -> Dict[str, List[float]]:
+  return {"ensemble": [r["ensemble_top1"] for r in results],
+          "mean classifier": [statistics.mean(c["top1"] for c in r["classifiers"])
+                              for r in results]}
+
+
+def comparison_rows(runs: Dict[str, List[dict]], baseline: str) -> List[List[str]]:
+  """Each variant minus `baseline` (points of top-1), and the pooled seed spread
+  sqrt((s_a^2 + s_b^2) / 2) it must exceed to say more than the seeds do."""
+  if baseline not in runs or len(runs[baseline]) < 2:
+    return []
+  reference = _scores(runs[baseline])
+  rows = []
+  for variant in sorted(runs, key=_display_order):
+    scores = _scores(runs[variant])
+    if variant == baseline or len(runs[variant]) < 2:
+      continue
+    row = [variant, str(len(runs[variant]))]
+    for kind in ("ensemble", "mean classifier"):
+      difference = 100 * (statistics.mean(scores[kind]) - statistics.mean(reference[kind]))
+      pooled = 100 * ((statistics.variance(scores[kind]) +
+                       statistics.variance(reference[kind])) / 2) ** 0.5
+      row += [f"{difference:+.2f}", f"{pooled:.2f}",
+              "yes" if abs(difference) > pooled else "no"]
+    rows.append(row)
+  return rows
+
+
+def comparison_header(baseline: str) -> List[str]:
+  return ["variant", "seeds", f"ensemble − {baseline}", "pooled std", "beyond spread",
+          f"mean classifier − {baseline}", "pooled std", "beyond spread"]
+
+
+def draw_chart(runs: Dict[str, List[dict]], path: str) -> None:
+  """Mean ± std (over seeds) of ensemble and mean classifier top-1, per variant."""
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib import pyplot
+
+  variants = sorted(runs, key=_display_order)
+  figure, axis = pyplot.subplots(figsize=(1.2 * len(variants) + 2, 4))
+  width = 0.38
+  for offset, kind in ((-width / 2, "ensemble"), (width / 2, "mean classifier")):
+    scores = [[100 * v for v in _scores(runs[variant])[kind]] for variant in variants]
+    means = [statistics.mean(values) for values in scores]
+    spreads = [statistics.stdev(values) if len(values) > 1 else 0.0 for values in scores]
+    axis.bar([i + offset for i in range(len(variants))], means, width, yerr=spreads,
+             capsize=4, label=f"{kind} top-1")
+  low = min(100 * min(min(_scores(runs[v])["mean classifier"]),
+                      min(_scores(runs[v])["ensemble"])) for v in variants)
+  axis.set_ylim(low - 1.0, None)
+  axis.set_xticks(range(len(variants)), variants, rotation=20)
+  axis.set_ylabel("test top-1 (%), mean ± std over seeds")
+  axis.legend(loc="lower right")
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  pyplot.close(figure)
+
+
 def format_markdown(rows: List[List[str]], header: Sequence[str] = HEADER) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -118,11 +240,25 @@ def format_markdown(rows: List[List[str]], header: Sequence[str] = HEADER) -> st
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("root")
+  parser.add_argument("--baseline", default="dml")
+  parser.add_argument("--split", choices=("test", "validation"), default="test",
+                      help="validation: the last validated epoch of history.csv")
+  parser.add_argument("--chart", default=None, help="PNG file for the bar chart")
   arguments = parser.parse_args()
-  runs = load_runs(arguments.root)
+  runs = load_runs(arguments.root, arguments.split)
   if not runs:
     raise SystemExit(f"No VARIANT-seedS/results.json under {arguments.root}.")
   print(format_markdown(summary_rows(runs)))
+  comparison = comparison_rows(runs, arguments.baseline)
+  if comparison:
+    print(f"\nDifference to {arguments.baseline} (points of test top-1):\n")
+    print(format_markdown(comparison, comparison_header(arguments.baseline)))
+  health = health_rows(runs)
+  if health:
+    print("\nPhase A health on the test split after training (mean ± std over seeds):\n")
+    print(format_markdown(health, HEALTH_HEADER))
+  if arguments.chart:
+    draw_chart(runs, arguments.chart)
   phase_a = phase_a_rows(arguments.root)
   if phase_a:
     print("\nPhase A in training, last epoch (mean over seeds):\n")

@@ -55,14 +55,54 @@ def test_symmetric_kl_matches_numpy(logits):
                              _kl(p, q) + _kl(q, p), rtol=1e-5)
 
 
+def _total_variation(p, q):
+  return 0.5 * np.abs(p - q).sum(axis=-1)
+
+
 @pytest.mark.parametrize("kind,reference", [("js", _js), ("sym_kl",
-                                              lambda p, q: _kl(p, q) + _kl(q, p))])
+                                              lambda p, q: _kl(p, q) + _kl(q, p)),
+                                             ("total_variation", _total_variation)])
 def test_pairwise_divergence_is_mean_over_pairs(logits, kind, reference):
   probabilities = [_softmax(z, 2.0) for z in logits]
   expected = np.mean([reference(probabilities[i], probabilities[j])
                       for i, j in ((0, 1), (0, 2), (1, 2))], axis=0)
   value = losses.pairwise_divergence(probabilities, kind).numpy()
   np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+
+def test_total_variation_gradient_does_not_vanish_where_peers_agree():
+  """JS's gradient shrinks with the gap between the peers (quadratic growth);
+  total variation's stays of the same size: the reason it is an option for Phase A."""
+  base = np.array([[1.0, 0.2, -0.5, 0.0]], np.float32)
+  direction = np.array([[1.0, -1.0, 0.5, 0.0]], np.float32)
+
+  def gradient_size(kind, gap):
+    moved = tf.Variable(base + gap * direction)
+    with tf.GradientTape() as tape:
+      value = losses.pairwise_divergence(
+          [tf.nn.softmax(base), tf.nn.softmax(moved)], kind)
+    return float(tf.norm(tape.gradient(value, moved)))
+
+  js_ratio = gradient_size("js", 1e-3) / gradient_size("js", 1e-1)
+  tv_ratio = gradient_size("total_variation", 1e-3) / gradient_size("total_variation", 1e-1)
+  assert js_ratio < 0.05  # About 1e-3 / 1e-1: linear in the gap.
+  assert 0.5 < tv_ratio < 2.0
+
+
+def test_pairwise_logit_distance_is_mean_l1_over_pairs(logits):
+  expected = np.mean([np.abs(logits[i] - logits[j]).mean(axis=-1)
+                      for i, j in ((0, 1), (0, 2), (1, 2))], axis=0)
+  value = losses.pairwise_logit_distance([tf.constant(z) for z in logits]).numpy()
+  np.testing.assert_allclose(value, expected, rtol=1e-6)
+  np.testing.assert_array_equal(losses.pairwise_logit_distance([logits[0]]).numpy(),
+                                np.zeros(6))
+
+
+def test_reported_divergence_is_js_of_softmax_at_temperature_one(logits):
+  probabilities = [_softmax(z) for z in logits[:2]]
+  np.testing.assert_allclose(
+      losses.reported_divergence([tf.constant(z) for z in logits[:2]]).numpy(),
+      _js(*probabilities), rtol=1e-5)
 
 
 def test_pairwise_divergence_of_one_classifier_is_zero(logits):

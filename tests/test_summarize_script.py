@@ -49,3 +49,42 @@ def test_unfinished_runs_are_left_out(tmp_path):
   (tmp_path / "acn-seed1" / "results.json").unlink()  # Still training.
   assert summarize.phase_a_rows(str(tmp_path)) == [["acn", "1", "0.0030", "0.0100", "0.8000"]]
   assert summarize.summary_rows(summarize.load_runs(str(tmp_path)))[0][1] == "1"
+
+
+def test_comparison_to_the_baseline_uses_the_pooled_seed_spread(tmp_path):
+  for seed, score in enumerate((0.70, 0.74)):
+    _run(tmp_path, f"dml-seed{seed}", score)
+  for seed, score in enumerate((0.75, 0.77)):
+    _run(tmp_path, f"acn-seed{seed}", score)
+  rows = summarize.comparison_rows(summarize.load_runs(str(tmp_path)), "dml")
+  # Ensemble: 76 - 72 = +4.00 points; stds 2.83 and 1.41 pool to sqrt((8 + 2) / 2).
+  assert rows[0][:5] == ["acn", "2", "+4.00", f"{(5.0) ** 0.5:.2f}", "yes"]
+  # Mean classifier top-1 is the ensemble minus 0.02 in every run: the same gap.
+  assert rows[0][5] == "+4.00"
+
+
+def test_health_table_averages_the_test_split_figures(tmp_path):
+  for seed, ratio in enumerate((3.0, 5.0)):
+    _run(tmp_path, f"acn-seed{seed}", 0.75)
+    path = tmp_path / f"acn-seed{seed}" / "results.json"
+    results = json.loads(path.read_text())
+    results["phase_a_health"] = {
+        "divergence_real": 0.01, "divergence_generated": 0.01 * ratio,
+        "divergence_searched": 0.05, "divergence_ratio_generated": ratio,
+        "divergence_ratio_searched": 5.0, "kept_searched": 0.6,
+        "discriminator_real_accuracy": None, "discriminator_fake_accuracy": None,
+        "residual_linf": 0.1}
+    path.write_text(json.dumps(results))
+  _run(tmp_path, "dml-seed0", 0.74)
+  rows = summarize.health_rows(summarize.load_runs(str(tmp_path)))
+  assert len(rows) == 1 and rows[0][:2] == ["acn", "2"]
+  assert rows[0][5] == f"4.00 ± {2 ** 0.5:.2f}"  # Div(x̃0) / Div(x): 3 and 5.
+  assert rows[0][8] == "–"  # No discriminator (gan_weight = 0).
+
+
+def test_chart_is_written(tmp_path):
+  for seed, score in enumerate((0.70, 0.74)):
+    _run(tmp_path, f"dml-seed{seed}", score)
+  chart = tmp_path / "chart.png"
+  summarize.draw_chart(summarize.load_runs(str(tmp_path)), str(chart))
+  assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

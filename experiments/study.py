@@ -1,0 +1,74 @@
+"""Runs a comparison: methods x variants x seeds of one registered experiment.
+
+  python experiments/study.py --out=runs/small [--experiment=fashion_mnist_small]
+      [--variants=independent,dml,acn] [--seeds=0,1,2]
+
+Each run is `python run.py --experiment=EXPERIMENT ...` with the variant's flags,
+in OUT/VARIANT-seedS; finished runs (results.json present) are skipped, so the
+script can be stopped and started again. Runs are sequential: on a 2-core
+machine two trainings at once would distort the per-epoch times. Then
+`python experiments/summarize.py OUT` prints the tables and draws the chart.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+from typing import Dict, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The study of experiments/RESULTS.md on `fashion_mnist_small`: the methods,
+# then ACN's ablations, then the spec's generator objective for comparison.
+VARIANTS = {
+    "independent": ("--method=independent",),
+    "dml": ("--method=dml",),
+    "acn": ("--method=acn",),
+    "acn_no_wrc": ("--method=acn", "--override=wrc_alpha=0"),
+    "acn_no_ras": ("--method=acn", "--override=ras_steps=0",
+                   "--override=ras_label_restrict=false"),
+    "acn_no_gan": ("--method=acn", "--override=gan_weight=0"),
+}
+
+
+def run_study(experiment: str, out: str, variants: Dict[str, Sequence[str]],
+              names: Sequence[str], seeds: Sequence[int], settings: Sequence[str] = (),
+              data_dir: str = None) -> None:
+  """Trains every (variant, seed) not finished yet: seeds outer, so that an
+  interrupted study has whole seeds of every variant. `settings` are overrides
+  common to all runs, placed before each variant's own flags."""
+  unknown = [name for name in names if name not in variants]
+  if unknown:
+    raise SystemExit(f"Unknown variants {', '.join(unknown)}; known: {', '.join(variants)}.")
+  for seed in seeds:
+    for name in names:
+      model_dir = os.path.join(out, f"{name}-seed{seed}")
+      if os.path.exists(os.path.join(model_dir, "results.json")):
+        continue
+      command = [sys.executable, os.path.join(ROOT, "run.py"),
+                 f"--experiment={experiment}", f"--model_dir={model_dir}", "--verbose=0",
+                 "--noexport", f"--override=seed={seed}",
+                 *[f"--override={setting}" for setting in settings], *variants[name]]
+      if data_dir:
+        command.append(f"--data_dir={data_dir}")
+      print(" ".join(command[1:]), flush=True)
+      subprocess.run(command, check=True)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--experiment", default="fashion_mnist_small")
+  parser.add_argument("--out", default="runs/fashion_mnist_small")
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--variants", default=",".join(VARIANTS))
+  parser.add_argument("--override", action="append", default=[],
+                      help="FIELD=VALUE for every run, before the variant's own flags")
+  parser.add_argument("--data_dir", default=None)
+  arguments = parser.parse_args()
+  run_study(arguments.experiment, arguments.out, VARIANTS, arguments.variants.split(","),
+            [int(s) for s in arguments.seeds.split(",")], arguments.override,
+            arguments.data_dir)
+
+
+if __name__ == "__main__":
+  main()

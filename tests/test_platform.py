@@ -1,0 +1,88 @@
+"""oneDNN on by default on x86, a user's choice kept, the same numbers either way,
+and the machine facts results.json records."""
+
+import json
+import os
+import platform as python_platform
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# One DML and one ACN step of tiny networks on a fixed batch; prints the oneDNN
+# state, then saves every weight after the steps to the .npz file given.
+_STEPS = r"""
+import sys
+import acn_tf
+import keras, numpy as np, tensorflow as tf
+from acn_tf import adversarial, platform, training
+from acn_tf.config import ExperimentConfig
+from acn_tf.data import DatasetInfo
+tf.config.experimental.enable_op_determinism()
+info = DatasetInfo("test", 5, (8, 8, 1), 32, 0, 32, "test")
+rng = np.random.default_rng(0)
+images = tf.constant(rng.random((32, 8, 8, 1), dtype=np.float32))
+labels = tf.constant(rng.integers(0, 5, 32))
+weights = {}
+for method in ("dml", "acn"):
+  config = ExperimentConfig(name="t", dataset="digits", method=method, batch_size=32,
+                            architectures=("small_cnn", "small_cnn"), epochs=1)
+  keras.utils.set_random_seed(0)
+  model = training.build_model(config, info, [0.5], [0.08], steps=1)
+  model.train_on_batch(images, labels)
+  for index, variable in enumerate(model.variables):
+    weights[f"{method}/{index}/{variable.path}"] = variable.numpy()
+np.savez(sys.argv[1], **weights)
+print(platform.onednn_enabled(), platform.os.environ.get(platform.ONEDNN_VARIABLE))
+"""
+
+
+def _run_steps(tmp_path, name, onednn=None):
+  environment = {key: value for key, value in os.environ.items()
+                 if key != "TF_ENABLE_ONEDNN_OPTS"}
+  environment["TF_CPP_MIN_LOG_LEVEL"] = "2"
+  if onednn is not None:
+    environment["TF_ENABLE_ONEDNN_OPTS"] = onednn
+  path = tmp_path / f"{name}.npz"
+  result = subprocess.run([sys.executable, "-c", _STEPS, str(path)], cwd=ROOT,
+                          env=environment, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  enabled, variable = result.stdout.split()[-2:]
+  return enabled == "True", variable, dict(np.load(path))
+
+
+@pytest.mark.skipif(python_platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="oneDNN's default is an x86 matter")
+def test_onednn_is_on_by_default_and_a_users_choice_wins(tmp_path):
+  on, on_variable, on_weights = _run_steps(tmp_path, "default")
+  off, off_variable, off_weights = _run_steps(tmp_path, "off", onednn="0")
+  assert (on, on_variable) == (True, "1")
+  assert (off, off_variable) == (False, "0")
+  # The same DML and ACN steps, to float tolerance (kernels sum in other orders).
+  assert on_weights.keys() == off_weights.keys()
+  assert any(name.startswith("acn/") and name.endswith("residual_out/kernel")
+             for name in on_weights)  # The generator stepped too.
+  for name, value in on_weights.items():
+    np.testing.assert_allclose(value, off_weights[name], rtol=1e-3, atol=1e-5,
+                               err_msg=name)
+  # With op determinism, oneDNN on twice gives the same numbers exactly.
+  _, _, again = _run_steps(tmp_path, "again")
+  for name, value in on_weights.items():
+    np.testing.assert_array_equal(value, again[name], err_msg=name)
+
+
+def test_machine_info_names_cpu_isa_onednn_and_versions():
+  from acn_tf import platform
+  info = platform.machine_info()
+  json.dumps(info)  # results.json must be able to hold it.
+  assert info["onednn"] in (True, False)
+  assert info["tensorflow_version"] and info["keras_version"]
+  assert info["cpu_count"] == os.cpu_count()
+  if os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo") as handle:
+      flags = next(line for line in handle if line.startswith("flags")).split()
+    assert ("avx2" in info["isa"]) == ("avx2" in flags)
+    assert ("avx512f" in info["isa"]) == ("avx512f" in flags)
