@@ -28,6 +28,17 @@ VARIANTS = {
     "acn_no_ras": ("--method=acn", "--override=ras_steps=0",
                    "--override=ras_label_restrict=false"),
     "acn_no_gan": ("--method=acn", "--override=gan_weight=0"),
+    # Not an ablation: no keep-the-label term in the generator's loss (only the
+    # label restriction keeps labels): more divergence on validation, less accuracy.
+    "acn_keep_label_0": ("--method=acn", "--override=keep_label_weight=0"),
+    # Not an ablation: the spec's Phase A (JS at Phase B's temperature, generator
+    # rate 2e-4, equal term weights, search ball 8/255) inside today's ACN.
+    "acn_spec_phase_a": ("--method=acn", "--override=divergence=js",
+                         "--override=divergence_temperature=4",
+                         "--override=divergence_weight=1",
+                         "--override=keep_label_weight=1",
+                         "--override=generator_learning_rate=0.0002",
+                         f"--override=ras_epsilon={8 / 255}"),
 }
 
 

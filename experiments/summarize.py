@@ -251,7 +251,7 @@ def main() -> None:
   print(format_markdown(summary_rows(runs)))
   comparison = comparison_rows(runs, arguments.baseline)
   if comparison:
-    print(f"\nDifference to {arguments.baseline} (points of test top-1):\n")
+    print(f"\nDifference to {arguments.baseline} (points of {arguments.split} top-1):\n")
     print(format_markdown(comparison, comparison_header(arguments.baseline)))
   health = health_rows(runs)
   if health:
