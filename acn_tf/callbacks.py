@@ -9,6 +9,21 @@ import tensorflow as tf
 from acn_tf import visualize
 
 
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+  """Keras' TensorBoard callback, with every epoch's scalars written.
+
+  With an integer `update_freq`, Keras (3.15) wraps each training batch in
+  `tf.summary.record_if(batch % update_freq == 0)` and leaves the last batch's
+  condition in force at the epoch's end, so the epoch scalars (train and
+  validation, learning rate) are silently dropped unless the epoch's last step
+  is a multiple of `update_freq`. Here epoch-end summaries are always recorded.
+  """
+
+  def on_epoch_end(self, epoch, logs=None):
+    with tf.summary.record_if(True):
+      super().on_epoch_end(epoch, logs)
+
+
 class DivergentExamplesSummary(keras.callbacks.Callback):
   """Each epoch, a TensorBoard image of real vs divergent examples (tag
   "divergent_examples": rows x, x̃0, x̃, amplified x̃ - x) and the generator's and
@@ -22,7 +37,8 @@ class DivergentExamplesSummary(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     model = self.model
-    with self.writer.as_default(step=epoch):
+    # Recorded whatever batch-level condition TensorBoard left in force.
+    with self.writer.as_default(step=epoch), tf.summary.record_if(True):
       tf.summary.scalar("epoch_generator_learning_rate",
                         float(keras.ops.convert_to_numpy(
                             model.generator_optimizer.learning_rate)))

@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 import keras
 import tensorflow as tf
 
-from acn_tf import backbones, data, platform
+from acn_tf import backbones, callbacks as acn_callbacks, data, platform
 from acn_tf.config import ExperimentConfig, config_differences
 from acn_tf.models import CoDistillation, DistillationSettings
 
@@ -150,9 +150,9 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
     callbacks.append(health.PhaseAHealth(health_batches, seed=config.seed))
   callbacks += [
       keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY_FILE), append=resuming),
-      keras.callbacks.TensorBoard(os.path.join(model_dir, LOG_DIR),
-                                  update_freq=config.log_every_steps or "epoch",
-                                  write_graph=False, profile_batch=0),
+      acn_callbacks.EpochTensorBoard(os.path.join(model_dir, LOG_DIR),
+                                     update_freq=config.log_every_steps or "epoch",
+                                     write_graph=False, profile_batch=0),
   ]
   if has_validation:
     # On resume, the best score so far comes from the history, so that a worse
@@ -164,7 +164,7 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
         mode="max", save_best_only=True, save_weights_only=True,
         initial_value_threshold=best_so_far))
   if config.uses_adversarial_phase():
-    from acn_tf import adversarial, callbacks as acn_callbacks
+    from acn_tf import adversarial
     callbacks.append(adversarial.AdversarialWarmup(config.adv_warmup_epochs))
     if preview_batch is not None:
       callbacks.append(acn_callbacks.DivergentExamplesSummary(
