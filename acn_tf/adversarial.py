@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from acn_tf import generators, losses
 from acn_tf.search import (Objective, SearchSettings, divergence_objective,
-                            group_divergence, label_mask, logits_divergence,
-                            objective_total, restricted_adversarial_search)
+                            group_divergence, label_mask, objective_total,
+                            restricted_adversarial_search)
 from acn_tf.models import CoDistillation, DistillationSettings
 
 
@@ -170,10 +170,11 @@ class AdversarialCoDistillation(CoDistillation):
     self.kept_fraction.update_state(tf.reduce_mean(keep_mask))
 
   def generator_loss(self, generated, labels):
-    """Per-example L_g = -divergence_weight * Div + keep_label_weight * CE(p̄, y)
-    + gan_weight * NS-GAN at `generated`, with Div and the logits (Div here is
-    what Phase A maximises, `SearchSettings.divergence`). Classifiers and d run in inference
-    mode: no batch-norm statistics move, and examples do not see each other."""
+    """Per-example L_g = -divergence_weight * D + keep_label_weight * CE(p̄, y)
+    + gan_weight * NS-GAN at `generated`, with D and the logits; D is what
+    Phase A maximises (`SearchSettings.divergence`), not necessarily the Div
+    that metrics report. Classifiers and d run in inference mode: no batch-norm
+    statistics move, and examples do not see each other."""
     settings = self.adversarial
     divergence, logits = group_divergence(self.classifiers, generated, settings.search)
     per_example = (-settings.divergence_weight * divergence + settings.keep_label_weight *
