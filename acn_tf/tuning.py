@@ -6,7 +6,9 @@ same `build_model` and `fit` as a normal run and scored on the validation split
 carved from the training data, so the test split stays unseen. The search lives
 in `model_dir/tuner` and resumes when the same command runs again; the best
 trial's full config is written as `model_dir/best_config.json`, ready for
-`run.py --config_file=.../best_config.json`.
+`run.py --config_file=.../best_config.json`. Every finished trial is also a run
+of TensorBoard's HParams dashboard (`model_dir/logs/hparams`): its searched
+values and its score.
 """
 
 import json
@@ -16,6 +18,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import keras
 import keras_tuner as kt
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
+from tensorboard.plugins.hparams import api_pb2 as hparams_pb2
+from tensorboard.plugins.hparams import summary as hparams_summary
 
 from acn_tf import data, training
 from acn_tf.config import (ConfigError, ExperimentConfig, SearchDimension,
@@ -27,6 +32,8 @@ TUNER_DIR = "tuner"
 BEST_CONFIG_FILE = "best_config.json"
 RESULTS_FILE = "tuning_results.json"
 SEARCH_FILE = "search.json"
+# TensorBoard's HParams dashboard: the search space at this root, a run per trial.
+HPARAMS_DIR = os.path.join(training.LOG_DIR, "hparams")
 DEFAULT_VALIDATION_FRACTION = 0.1
 
 # Fields that only Phase A or the divergent-batch loss read: a search over them
@@ -162,11 +169,122 @@ class CoDistillationHyperModel(kt.HyperModel):
 
 def trial_callbacks(config: ExperimentConfig) -> List[keras.callbacks.Callback]:
   """Only what changes training itself: trials write no logs of their own
-  beyond keras-tuner's trial folder."""
+  beyond keras-tuner's trial folder and the HParams summary (HParamsLog)."""
   if not config.uses_adversarial_phase():
     return []
   from acn_tf import adversarial
   return [adversarial.AdversarialWarmup(config.adv_warmup_epochs)]
+
+
+# -- TensorBoard HParams ----------------------------------------------------------------
+
+
+def hparam_domain(dimension: SearchDimension) -> hparams_api.Domain:
+  if dimension.kind == "choice":
+    return hparams_api.Discrete(list(dimension.choices))
+  if dimension.kind == "int":
+    return hparams_api.IntInterval(int(dimension.low), int(dimension.high))
+  return hparams_api.RealInterval(float(dimension.low), float(dimension.high))
+
+
+def _hparam_value(dimension: SearchDimension, value: Any) -> Any:
+  """A plain Python value of the domain's type (the Bayesian oracle gives numpy ones)."""
+  if dimension.kind == "choice":
+    return type(dimension.choices[0])(value)
+  return int(value) if dimension.kind == "int" else float(value)
+
+
+class HParamsLog:
+  """A search on TensorBoard's HParams dashboard (`tensorboard --logdir=log_dir`).
+
+  `log_dir` holds the experiment: one HParam per searched field, with its
+  search_space domain, and the objective as the metric. Each finished trial is
+  the run `log_dir/trial_ID` (keras-tuner's trial id, as in model_dir/tuner):
+  its values, its status (success or failure) and, unless it failed, its
+  score, the number keras-tuner ranks trials by and tuning_results.json records
+  (val_ensemble_top1 of its best epoch, at that epoch's step).
+  """
+
+  def __init__(self, log_dir: str, dimensions: Tuple[SearchDimension, ...]):
+    self.log_dir = log_dir
+    self.dimensions = dimensions
+    self.hparams = {dimension.field: hparams_api.HParam(dimension.field,
+                                                        hparam_domain(dimension))
+                    for dimension in dimensions}
+
+  def trial_dir(self, trial_id: str) -> str:
+    return os.path.join(self.log_dir, f"trial_{trial_id}")
+
+  def write_config(self) -> None:
+    """Once per search: a continued search (the same config, check_same_search)
+    keeps the first one."""
+    if tf.io.gfile.glob(os.path.join(self.log_dir, "events.out.tfevents.*")):
+      return
+    metric = hparams_api.Metric(OBJECTIVE.name, display_name=OBJECTIVE.name,
+                                description="trial score: validation ensemble top-1 "
+                                "of the best epoch")
+    self._write(self.log_dir, lambda: hparams_api.hparams_config(
+        hparams=list(self.hparams.values()), metrics=[metric]))
+
+  def write_trial(self, trial) -> None:
+    values = trial.hyperparameters.values
+    hparams = {self.hparams[dimension.field]: _hparam_value(dimension,
+                                                            values[dimension.field])
+               for dimension in self.dimensions if dimension.field in values}
+
+    def write():
+      hparams_api.hparams(hparams, trial_id=trial.trial_id)
+      if trial.score is not None:
+        tf.summary.scalar(OBJECTIVE.name, float(trial.score), step=trial.best_step or 0)
+      # The end of the session, as hparams_api.KerasCallback writes it.
+      status = (hparams_pb2.STATUS_SUCCESS
+                if trial.status == kt.engine.trial.TrialStatus.COMPLETED
+                else hparams_pb2.STATUS_FAILURE)
+      tf.summary.experimental.write_raw_pb(
+          hparams_summary.session_end_pb(status).SerializeToString(), step=0)
+
+    self._write(self.trial_dir(trial.trial_id), write)
+
+  @staticmethod
+  def _write(log_dir: str, write) -> None:
+    writer = tf.summary.create_file_writer(log_dir)
+    # record_if(True): whatever record_if a fit may have left in force.
+    with writer.as_default(), tf.summary.record_if(True):
+      write()
+    writer.close()
+
+
+class _HParamsLogging:
+  """Mixin for a keras-tuner tuner: the search's HParams experiment at its start,
+  and each trial once keras-tuner has scored it (BaseTuner.on_trial_end)."""
+
+  def __init__(self, *args, hparams_log: HParamsLog, **kwargs):
+    self.hparams_log = hparams_log
+    super().__init__(*args, **kwargs)
+
+  def on_search_begin(self):
+    super().on_search_begin()
+    self.hparams_log.write_config()
+
+  def on_trial_end(self, trial):
+    super().on_trial_end(trial)  # The oracle scores the trial.
+    ended = self.oracle.get_trial(trial.trial_id)
+    # An INVALID trial is to be run again; it ends as FAILED or COMPLETED.
+    if ended.status in (kt.engine.trial.TrialStatus.COMPLETED,
+                        kt.engine.trial.TrialStatus.FAILED):
+      self.hparams_log.write_trial(ended)
+
+
+class RandomSearch(_HParamsLogging, kt.RandomSearch):
+  pass
+
+
+class BayesianOptimization(_HParamsLogging, kt.BayesianOptimization):
+  pass
+
+
+class Hyperband(_HParamsLogging, kt.Hyperband):
+  pass
 
 
 # -- Tuners ---------------------------------------------------------------------------
@@ -184,17 +302,20 @@ def oracle_seed(config: ExperimentConfig) -> int:
 
 def make_tuner(tuner: str, hypermodel: CoDistillationHyperModel, model_dir: str,
                max_trials: int) -> kt.Tuner:
-  """The keras-tuner tuner `tuner`, reloading a search already in model_dir/tuner."""
+  """The keras-tuner tuner `tuner`, reloading a search already in model_dir/tuner,
+  that also writes the search to model_dir/logs/hparams (HParamsLog)."""
   if tuner not in TUNERS:
     raise ValueError(f"Unknown tuner {tuner!r}. Valid tuners: {', '.join(TUNERS)}.")
   config = hypermodel.base_config
   common = dict(hypermodel=hypermodel, objective=OBJECTIVE, seed=oracle_seed(config),
-                directory=model_dir, project_name=TUNER_DIR, overwrite=False)
+                directory=model_dir, project_name=TUNER_DIR, overwrite=False,
+                hparams_log=HParamsLog(os.path.join(model_dir, HPARAMS_DIR),
+                                       hypermodel.dimensions))
   if tuner == "random":
-    return kt.RandomSearch(max_trials=max_trials, **common)
+    return RandomSearch(max_trials=max_trials, **common)
   if tuner == "bayesian":
-    return kt.BayesianOptimization(max_trials=max_trials, **common)
-  search = kt.Hyperband(max_epochs=config.epochs, **common)
+    return BayesianOptimization(max_trials=max_trials, **common)
+  search = Hyperband(max_epochs=config.epochs, **common)
   # Hyperband's brackets fix its number of trials; max_trials caps it.
   search.oracle.max_trials = max_trials
   return search
@@ -295,6 +416,7 @@ def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,
       "best_score": _score(best),
       "best_values": _searched_values(best, hypermodel.dimensions),
       "best_config_file": os.path.join(model_dir, BEST_CONFIG_FILE),
+      "hparams_logdir": os.path.join(model_dir, HPARAMS_DIR),
       "num_trials": len(trials),
       "num_completed": len(completed),
       "notes": notes,

@@ -1,5 +1,5 @@
 """Tests of acn_tf.tuning: search-space parsing, a tiny ACN search, its resumption,
-and training from the best_config.json it writes."""
+its TensorBoard HParams runs, and training from the best_config.json it writes."""
 
 import dataclasses
 import json
@@ -7,7 +7,12 @@ import os
 
 import keras
 import keras_tuner as kt
+import numpy as np
 import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import api_pb2 as hparams_api_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from acn_tf import config as config_lib
 from acn_tf import training, tuning
@@ -175,6 +180,92 @@ def test_search_writes_the_best_trials_full_config(search, tmp_path):
   assert results["method"] == "acn" and results["config"] == best.to_dict()
 
 
+def _read_events(run_dir):
+  """The event files directly in run_dir (not its subdirectories)."""
+  accumulator = event_accumulator.EventAccumulator(
+      run_dir, size_guidance={event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  return accumulator
+
+
+def _hparams_runs(model_dir):
+  """The HParams experiment at the log root, and per trial run its trial id, values,
+  (step, score) records and status."""
+  log_dir = os.path.join(model_dir, tuning.HPARAMS_DIR)
+  root = _read_events(log_dir)
+  content = root.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+  experiment = hparams_metadata.parse_experiment_plugin_data(
+      content[hparams_metadata.EXPERIMENT_TAG])
+  trials = {}
+  for name in sorted(os.listdir(log_dir)):
+    if not os.path.isdir(os.path.join(log_dir, name)):
+      continue
+    run = _read_events(os.path.join(log_dir, name))
+    content = run.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    start = hparams_metadata.parse_session_start_info_plugin_data(
+        content[hparams_metadata.SESSION_START_INFO_TAG])
+    end = hparams_metadata.parse_session_end_info_plugin_data(
+        content[hparams_metadata.SESSION_END_INFO_TAG])
+    values = {key: getattr(value, value.WhichOneof("kind"))
+              for key, value in start.hparams.items()}
+    scores = ([(event.step, float(tf.make_ndarray(event.tensor_proto)))
+               for event in run.Tensors(tuning.OBJECTIVE.name)]
+              if tuning.OBJECTIVE.name in run.Tags()["tensors"] else [])
+    trials[name] = (start.group_name, values, scores,
+                    hparams_api_pb2.Status.Name(end.status))
+  root_files = [name for name in os.listdir(log_dir) if name.startswith("events.out")]
+  return experiment, root_files, trials
+
+
+def test_each_trial_is_a_tensorboard_hparams_run(search):
+  model_dir, _ = search
+  with open(os.path.join(model_dir, tuning.RESULTS_FILE)) as handle:
+    recorded = json.load(handle)
+  assert recorded["hparams_logdir"] == os.path.join(model_dir, tuning.HPARAMS_DIR)
+  experiment, root_files, trials = _hparams_runs(model_dir)
+
+  dimensions = tuning.search_dimensions(_digits())
+  assert len(root_files) == 1
+  assert [info.name for info in experiment.hparam_infos] == [d.field for d in dimensions]
+  for info, dimension in zip(experiment.hparam_infos, dimensions):
+    if dimension.choices:
+      assert [value.number_value for value in info.domain_discrete.values] == list(
+          dimension.choices)
+    else:
+      assert (info.domain_interval.min_value, info.domain_interval.max_value) == (
+          dimension.low, dimension.high)
+  assert [metric.name.tag for metric in experiment.metric_infos] == ["val_ensemble_top1"]
+
+  assert sorted(trials) == [f"trial_{trial['trial']}" for trial in recorded["trials"]]
+  assert len(trials) == 2
+  for trial in recorded["trials"]:
+    trial_id, values, scores, status = trials[f"trial_{trial['trial']}"]
+    assert trial_id == trial["trial"] and status == "STATUS_SUCCESS"
+    assert values == trial["values"]
+    # One epoch: its score is that of step 0, float32 like the Keras metric it was.
+    assert scores == [(0, np.float32(trial["score"]))]
+  assert trials["trial_" + recorded["best_trial"]][2][0][1] == np.float32(
+      recorded["best_score"])
+
+
+def test_a_failed_trial_is_a_run_without_score(tmp_path):
+  dimensions = tuning.search_dimensions(_digits())
+  hp = kt.HyperParameters()
+  for dimension in dimensions:
+    tuning.sample(hp, dimension)
+  # The Bayesian oracle hands back numpy values.
+  hp.values = {field: np.float64(value) if isinstance(value, float) else np.int64(value)
+               for field, value in hp.values.items()}
+  log = tuning.HParamsLog(str(tmp_path / tuning.HPARAMS_DIR), dimensions)
+  log.write_config()
+  log.write_config()  # Written once.
+  log.write_trial(kt.engine.trial.Trial(hp, trial_id="7", status="FAILED"))
+  _, root_files, trials = _hparams_runs(str(tmp_path))
+  assert len(root_files) == 1
+  assert trials == {"trial_7": ("7", {k: v.item() for k, v in hp.values.items()}, [],
+                                 "STATUS_FAILURE")}
+
+
 def test_running_again_continues_the_search(search):
   model_dir, first = search
   again = tuning.tune(_digits(), model_dir, tuner="random", max_trials=2, verbose=0)
@@ -186,6 +277,10 @@ def test_running_again_continues_the_search(search):
   assert more["trials"][:2] == first["trials"]
   assert len(_trial_folders(model_dir)) == 3
   assert more["best_score"] == max(trial["score"] for trial in more["trials"])
+  # The new trial is a third HParams run; the experiment is still written once.
+  _, root_files, trials = _hparams_runs(model_dir)
+  assert len(root_files) == 1
+  assert sorted(trials) == [f"trial_{trial['trial']}" for trial in more["trials"]]
 
 
 def test_a_different_search_in_the_same_model_dir_is_refused(search):
