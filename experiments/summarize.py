@@ -1,14 +1,17 @@
 """Tables of results.json files: mean ± std over seeds, per variant.
 
   python experiments/summarize.py runs/fashion_mnist_small [--baseline=dml]
-      [--chart=chart.png]
+      [--chart=chart.png] [--curves=curves.png]
 
 Run directories are named VARIANT-seedS (as experiments/study.py makes them);
 every run of a variant is one seed of its row. Further tables: each variant's
 difference to the baseline against the pooled seed spread; Phase A's health on
 the test split after training (results.json, acn_tf/health.py); the ACN
 variants' Phase A training metrics of the last epoch (history.csv). `--chart`
-draws mean ± std bars of ensemble and mean classifier top-1 per variant.
+draws mean ± std bars of ensemble and mean classifier top-1 per variant;
+`--curves` the runs' training curves from history.csv, a colour per variant: each
+seed a thin line, the mean over seeds a thick one (ensemble top-1 in training
+and, where logged, validation; ACN's Phase A health Div(x̃0) / Div(x)).
 """
 
 import argparse
@@ -16,12 +19,25 @@ import collections
 import csv
 import glob
 import json
+import math
 import os
 import re
 import statistics
 from typing import Dict, List, Sequence
 
 _RUN_NAME = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
+
+
+def finished_runs(root: str) -> Dict[str, List[str]]:
+  """The VARIANT-seedS directories under `root` that hold a results.json (training
+  finished), by variant, in name order."""
+  runs = collections.defaultdict(list)
+  for path in sorted(glob.glob(os.path.join(root, "*", "results.json"))):
+    model_dir = os.path.dirname(path)
+    match = _RUN_NAME.match(os.path.basename(model_dir))
+    if match:
+      runs[match.group("variant")].append(model_dir)
+  return dict(runs)
 
 
 def load_runs(root: str, split: str = "test") -> Dict[str, List[dict]]:
@@ -32,17 +48,15 @@ def load_runs(root: str, split: str = "test") -> Dict[str, List[dict]]:
   the numbers settings are chosen on.
   """
   runs = collections.defaultdict(list)
-  for path in sorted(glob.glob(os.path.join(root, "*", "results.json"))):
-    match = _RUN_NAME.match(os.path.basename(os.path.dirname(path)))
-    if not match:
-      continue
-    with open(path) as handle:
-      results = json.load(handle)
-    if split == "validation":
-      results = _validation_results(os.path.dirname(path), results)
-      if results is None:
-        continue
-    runs[match.group("variant")].append(results)
+  for variant, model_dirs in finished_runs(root).items():
+    for model_dir in model_dirs:
+      with open(os.path.join(model_dir, "results.json")) as handle:
+        results = json.load(handle)
+      if split == "validation":
+        results = _validation_results(model_dir, results)
+        if results is None:
+          continue
+      runs[variant].append(results)
   return dict(runs)
 
 
@@ -123,12 +137,9 @@ def last_epoch(model_dir: str) -> Dict[str, float]:
 def phase_a_rows(root: str) -> List[List[str]]:
   """Mean over seeds of the last epoch's Phase A metrics, per ACN variant
   (finished runs only, as in `load_runs`)."""
-  histories = collections.defaultdict(list)
-  for path in sorted(glob.glob(os.path.join(root, "*", "results.json"))):
-    model_dir = os.path.dirname(path)
-    match = _RUN_NAME.match(os.path.basename(model_dir))
-    if match and os.path.exists(os.path.join(model_dir, "history.csv")):
-      histories[match.group("variant")].append(last_epoch(model_dir))
+  histories = {variant: [last_epoch(model_dir) for model_dir in model_dirs
+                         if os.path.exists(os.path.join(model_dir, "history.csv"))]
+               for variant, model_dirs in finished_runs(root).items()}
   rows = []
   for variant in sorted(histories, key=_display_order):
     epochs = [h for h in histories[variant] if all(k in h for k in PHASE_A_METRICS)]
@@ -231,6 +242,82 @@ def draw_chart(runs: Dict[str, List[dict]], path: str) -> None:
   pyplot.close(figure)
 
 
+# Panels of --curves: history.csv column and title. A panel is drawn when some
+# run logged the column (val_* needs a validation split, health_* an ACN run).
+CURVE_PANELS = (("ensemble_top1", "ensemble top-1, training"),
+                ("val_ensemble_top1", "ensemble top-1, validation"),
+                ("health_divergence_ratio_generated",
+                 "Phase A health: Div(x̃0) / Div(x)"))
+
+
+def _curve(history: Dict[str, list], column: str) -> Dict[int, float]:
+  """{epoch (from 1): value} of one history.csv column, NA and nan left out."""
+  epochs = history.get("epoch") or []
+  values = history.get(column) or []
+  return {int(epoch) + 1: value for epoch, value in zip(epochs, values)
+          if epoch is not None and value is not None and not math.isnan(value)}
+
+
+def draw_curves(run_dirs: Dict[str, List[str]], path: str
+                ) -> Dict[str, Dict[str, dict]]:
+  """Training curves of each variant's runs (`finished_runs`) from history.csv.
+
+  A colour per variant: each seed a thin line, the mean over the seeds with a
+  value at each epoch a thick one. Returns what was drawn, read back from the
+  lines: {column: {variant: {"seeds": [(epochs, values)], "mean": (epochs, values)}}}.
+  """
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib import pyplot
+  import numpy as np
+
+  import plot  # experiments/plot.py: its history.csv reader.
+
+  variants = sorted(run_dirs, key=_display_order)
+  histories = {variant: [plot.read_history(model_dir) for model_dir in run_dirs[variant]
+                         if os.path.exists(os.path.join(model_dir, "history.csv"))]
+               for variant in variants}
+  curves = {column: {variant: [curve for curve in (_curve(history, column)
+                                                   for history in histories[variant])
+                               if curve]
+                     for variant in variants}
+            for column, _ in CURVE_PANELS}
+  panels = [(column, title) for column, title in CURVE_PANELS
+            if any(curves[column].values())]
+  if not panels:
+    raise SystemExit("No history.csv with ensemble_top1 among the runs.")
+  figure, axes = pyplot.subplots(1, len(panels), figsize=(5 * len(panels), 3.8),
+                                 squeeze=False)
+  drawn = {}
+  for axis, (column, title) in zip(axes[0], panels):
+    drawn[column] = {}
+    for index, variant in enumerate(variants):
+      seeds = curves[column][variant]
+      if not seeds:
+        continue
+      colour = f"C{index}"
+      seed_lines = [axis.plot(sorted(curve), [curve[e] for e in sorted(curve)],
+                              color=colour, linewidth=0.8, alpha=0.4)[0]
+                    for curve in seeds]
+      epochs = sorted(set().union(*seeds))
+      mean = [float(np.mean([curve[e] for curve in seeds if e in curve])) for e in epochs]
+      (mean_line,) = axis.plot(epochs, mean, color=colour, linewidth=2.2,
+                               label=f"{variant} (n={len(seeds)})")
+      drawn[column][variant] = {
+          "seeds": [(line.get_xdata(), line.get_ydata()) for line in seed_lines],
+          "mean": (mean_line.get_xdata(), mean_line.get_ydata())}
+    if column == "health_divergence_ratio_generated":
+      axis.axhline(1.0, color="grey", linestyle=":", linewidth=1)  # x̃0 ≈ x.
+    axis.set_title(title)
+    axis.set_xlabel("epoch")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+  figure.tight_layout()
+  figure.savefig(path, dpi=110)
+  pyplot.close(figure)
+  return drawn
+
+
 def format_markdown(rows: List[List[str]], header: Sequence[str] = HEADER) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -244,6 +331,9 @@ def main() -> None:
   parser.add_argument("--split", choices=("test", "validation"), default="test",
                       help="validation: the last validated epoch of history.csv")
   parser.add_argument("--chart", default=None, help="PNG file for the bar chart")
+  parser.add_argument("--curves", default=None,
+                      help="PNG file for the training curves (history.csv) of every "
+                      "finished run")
   arguments = parser.parse_args()
   runs = load_runs(arguments.root, arguments.split)
   if not runs:
@@ -259,6 +349,8 @@ def main() -> None:
     print(format_markdown(health, HEALTH_HEADER))
   if arguments.chart:
     draw_chart(runs, arguments.chart)
+  if arguments.curves:
+    draw_curves(finished_runs(arguments.root), arguments.curves)
   phase_a = phase_a_rows(arguments.root)
   if phase_a:
     print("\nPhase A in training, last epoch (mean over seeds):\n")

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -11,7 +12,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import summarize  # noqa: E402
 
 
-def _run(root, name, ensemble, divergence_search=None, kept=None):
+def _run(root, name, ensemble, divergence_search=None, kept=None, history=None):
+  """A finished run; `history` ({column: values per epoch}) replaces its default
+  two-epoch history.csv."""
   model_dir = root / name
   model_dir.mkdir()
   results = {"classifiers": [{"top1": ensemble - 0.01}, {"top1": ensemble - 0.03}],
@@ -23,6 +26,10 @@ def _run(root, name, ensemble, divergence_search=None, kept=None):
   if divergence_search is not None:
     columns += ["divergence_x0", "divergence_search", "kept_fraction"]
     rows = [rows[0] + ["0", "0", "0"], rows[1] + ["0.003", str(divergence_search), str(kept)]]
+  if history is not None:
+    columns = ["epoch", *history]
+    rows = [[str(epoch)] + [str(values[epoch]) for values in history.values()]
+            for epoch in range(len(next(iter(history.values()))))]
   (model_dir / "history.csv").write_text(
       "\n".join(",".join(row) for row in [columns, *rows]) + "\n")
 
@@ -88,3 +95,50 @@ def test_chart_is_written(tmp_path):
   chart = tmp_path / "chart.png"
   summarize.draw_chart(summarize.load_runs(str(tmp_path)), str(chart))
   assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_curves_are_each_seeds_history_and_their_mean(tmp_path, monkeypatch, capsys):
+  dml = [[0.3, 0.5, 0.6], [0.2, 0.6, 0.7]]
+  for seed, values in enumerate(dml):  # No validation split, no Phase A.
+    _run(tmp_path, f"dml-seed{seed}", values[-1],
+         history={"ensemble_top1": values, "val_ensemble_top1": ["NA"] * 3})
+  acn = [{"ensemble_top1": [0.4, 0.55, 0.65], "val_ensemble_top1": [0.35, 0.5, 0.6],
+          "health_divergence_ratio_generated": ["nan", 2.0, 3.0]},  # nan: warm-up.
+         {"ensemble_top1": [0.3, 0.5, 0.75], "val_ensemble_top1": [0.3, "NA", 0.7],
+          "health_divergence_ratio_generated": ["nan", 4.0, 6.0]}]
+  for seed, history in enumerate(acn):
+    _run(tmp_path, f"acn-seed{seed}", history["ensemble_top1"][-1], history=history)
+  _run(tmp_path, "acn-seed2", 0.1, history={"ensemble_top1": [0.1, 0.1, 0.1]})
+  (tmp_path / "acn-seed2" / "results.json").unlink()  # Still training: left out.
+
+  curves = tmp_path / "curves.png"
+  drawn = summarize.draw_curves(summarize.finished_runs(str(tmp_path)), str(curves))
+  assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert {column: sorted(lines) for column, lines in drawn.items()} == {
+      "ensemble_top1": ["acn", "dml"], "val_ensemble_top1": ["acn"],
+      "health_divergence_ratio_generated": ["acn"]}
+
+  def check(lines, seeds, epochs, mean):
+    assert len(lines["seeds"]) == len(seeds)
+    for (x, y), (seed_epochs, values) in zip(lines["seeds"], seeds):
+      np.testing.assert_array_equal(x, seed_epochs)
+      np.testing.assert_array_equal(y, values)
+    np.testing.assert_array_equal(lines["mean"][0], epochs)
+    np.testing.assert_allclose(lines["mean"][1], mean)
+
+  epochs = [1, 2, 3]
+  check(drawn["ensemble_top1"]["dml"], [(epochs, v) for v in dml], epochs,
+        np.mean(dml, axis=0))
+  check(drawn["ensemble_top1"]["acn"], [(epochs, h["ensemble_top1"]) for h in acn],
+        epochs, np.mean([h["ensemble_top1"] for h in acn], axis=0))
+  # An NA epoch is left out of its seed's line and of the mean at that epoch.
+  check(drawn["val_ensemble_top1"]["acn"],
+        [(epochs, [0.35, 0.5, 0.6]), ([1, 3], [0.3, 0.7])], epochs, [0.325, 0.5, 0.65])
+  check(drawn["health_divergence_ratio_generated"]["acn"],
+        [([2, 3], [2.0, 3.0]), ([2, 3], [4.0, 6.0])], [2, 3], [3.0, 4.5])
+
+  curves.unlink()
+  monkeypatch.setattr(sys, "argv", ["summarize.py", str(tmp_path), f"--curves={curves}"])
+  summarize.main()
+  assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "| acn | 2 |" in capsys.readouterr().out
