@@ -7,8 +7,12 @@ Library code receives an `ExperimentConfig`; only `run.py` reads flags.
 
 import dataclasses
 import json
+import math
+import os
 import typing
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from acn_tf import errors
 
 METHODS = ("independent", "dml", "acn")
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
@@ -24,8 +28,9 @@ MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 
-class ConfigError(ValueError):
-  """A configuration value or override is invalid; the message says how to fix it."""
+# A configuration value, override or config file is invalid; the message says how
+# to fix it. Defined in acn_tf/errors.py with the project's other error types.
+ConfigError = errors.ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +177,15 @@ class ExperimentConfig:
     return dataclasses.asdict(self)
 
   def validate(self) -> "ExperimentConfig":
-    """Raises ConfigError naming the bad field and its valid range."""
+    """Raises ConfigError naming the bad field and its valid range.
+
+    Types first (a config built in Python, or read from a file, may hold a string
+    where a number belongs), then finiteness (nan and inf pass every comparison
+    below but poison training), then the choices and ranges.
+    """
+    _check_types(self)
+    if not self.name:
+      raise ConfigError("name is empty: give the experiment a name.")
     _check_choice("method", self.method, METHODS)
     _check_choice("dataset", self.dataset, DATASETS)
     _check_choice("augmentation", self.augmentation, AUGMENTATIONS)
@@ -209,10 +222,23 @@ class ExperimentConfig:
     if not 0.0 <= self.validation_fraction < 1.0:
       raise ConfigError("validation_fraction must be in [0, 1), got "
                         f"{self.validation_fraction}.")
+    if self.momentum > 1.0:
+      raise ConfigError(f"momentum must be in [0, 1], got {self.momentum}.")
+    if not 0.0 <= self.adversarial_beta_1 < 1.0:
+      raise ConfigError("adversarial_beta_1 (Adam's beta_1) must be in [0, 1), got "
+                        f"{self.adversarial_beta_1}.")
+    if self.lr_decay_factor <= 0:
+      raise ConfigError(f"lr_decay_factor must be > 0, got {self.lr_decay_factor}.")
+    if self.lr_schedule == "step" and not self.lr_decay_epochs:
+      raise ConfigError("lr_schedule=step needs lr_decay_epochs, e.g. "
+                        "--override=lr_decay_epochs=100,150 (or use lr_schedule=cosine).")
+    if any(epoch < 1 for epoch in self.lr_decay_epochs):
+      raise ConfigError(f"lr_decay_epochs must be epochs >= 1, got {self.lr_decay_epochs}.")
     if self.wrc_alpha > 1.0 or self.ras_epsilon > 1.0:
       raise ConfigError("wrc_alpha and ras_epsilon are in pixel units of [0, 1] "
                         "images; values above 1 make no sense.")
-    if list(self.lr_decay_epochs) != sorted(self.lr_decay_epochs):
+    if any(later <= earlier for earlier, later in
+           zip(self.lr_decay_epochs, self.lr_decay_epochs[1:])):
       raise ConfigError(f"lr_decay_epochs must be increasing, got {self.lr_decay_epochs}.")
     parse_search_space(self.search_space)
     from acn_tf import backbones  # Local import: backbones imports keras.
@@ -222,6 +248,37 @@ class ExperimentConfig:
       except ValueError as error:
         raise ConfigError(str(error)) from None
     return self
+
+
+def _is_of_type(value: Any, kind: Any) -> bool:
+  """isinstance, with bool not counted as a number and an int accepted as a float."""
+  if kind is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if kind is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  return isinstance(value, kind)
+
+
+def _check_types(config: "ExperimentConfig") -> None:
+  """Every field of its declared type, and every float finite."""
+  for name, kind in _field_types().items():
+    value = getattr(config, name)
+    if typing.get_origin(kind) is tuple:
+      element = typing.get_args(kind)[0]
+      if not isinstance(value, tuple) or not all(_is_of_type(item, element)
+                                                 for item in value):
+        raise ConfigError(f"{name} must be a tuple of {element.__name__}, got {value!r}.")
+      values = value
+    else:
+      if not _is_of_type(value, kind):
+        raise ConfigError(f"{name} must be of type {kind.__name__}, got {value!r} "
+                          f"({type(value).__name__}).")
+      values = (value,)
+    if kind is float or typing.get_args(kind)[:1] == (float,):
+      for item in values:
+        if not math.isfinite(item):
+          raise ConfigError(f"{name} must be a finite number, got {item}; set a real "
+                            f"value (--override={name}=... or in --config_file).")
 
 
 def _check_choice(field: str, value: str, choices: Sequence[str]) -> None:
@@ -288,6 +345,8 @@ def _parse_spec(field: str, kind: Any, spec: str) -> SearchDimension:
   head, _, rest = spec.partition(":")
   if head == "choice":
     choices = tuple(_parse_scalar(kind, value.strip()) for value in rest.split("|"))
+    if any(isinstance(choice, float) and not math.isfinite(choice) for choice in choices):
+      raise ValueError(f"choices must be finite numbers, got {rest}")
     if len(choices) < 2 or len(set(choices)) != len(choices):
       raise ValueError("choice needs at least two distinct values (one value is not "
                        "a search: set it with an override)")
@@ -300,6 +359,8 @@ def _parse_spec(field: str, kind: Any, spec: str) -> SearchDimension:
     raise ValueError(f"{search_kind} needs exactly two bounds LOW:HIGH")
   number = int if search_kind == "int" else float
   low, high = (number(bound.strip()) for bound in bounds)
+  if not (math.isfinite(low) and math.isfinite(high)):
+    raise ValueError(f"bounds must be finite numbers, got {low} and {high}")
   if kind is int and search_kind != "int":
     raise ValueError(f"{field} is an integer field: use int:LOW:HIGH or choice")
   if not low < high:
@@ -410,14 +471,41 @@ def apply_overrides(config: ExperimentConfig,
   return config.replace(**changes)
 
 
-def config_differences(saved: Mapping[str, Any], config: ExperimentConfig) -> List[str]:
-  """"field (saved X, now Y)" for each field where a saved config.json differs.
+def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
+  """The config whose to_dict() (e.g. a run's config.json) is `values`, validated.
+
+  Raises ConfigError for a value that is not such a dict: unknown or missing
+  fields, wrong types (JSON turned tuples into lists; they are turned back).
+  """
+  if not isinstance(values, Mapping):
+    raise ConfigError(f"expected a JSON object of config fields, got a "
+                      f"{type(values).__name__}")
+  types = _field_types()
+  unknown = sorted(set(values) - set(types))
+  if unknown:
+    raise ConfigError(f"unknown config fields {', '.join(map(repr, unknown))}")
+  missing = [name for name in ("name", "dataset") if name not in values]
+  if missing:
+    raise ConfigError(f"missing config fields {', '.join(missing)}")
+  return ExperimentConfig(**{key: tuple(value) if isinstance(value, list) else value
+                             for key, value in values.items()}).validate()
+
+
+def differing_fields(saved: Mapping[str, Any], config: ExperimentConfig) -> List[str]:
+  """The fields where a saved config.json differs from `config`, sorted.
 
   The comparison is between JSON forms, where tuples have become lists.
   """
   wanted = json.loads(json.dumps(config.to_dict()))
+  return [key for key in sorted(set(saved) | set(wanted))
+          if saved.get(key) != wanted.get(key)]
+
+
+def config_differences(saved: Mapping[str, Any], config: ExperimentConfig) -> List[str]:
+  """"field (saved X, now Y)" for each field where a saved config.json differs."""
+  wanted = json.loads(json.dumps(config.to_dict()))
   return [f"{key} (saved {saved.get(key)!r}, now {wanted.get(key)!r})"
-          for key in sorted(set(saved) | set(wanted)) if saved.get(key) != wanted.get(key)]
+          for key in differing_fields(saved, config)]
 
 
 def parse_override_strings(items: Sequence[str]) -> Dict[str, str]:
@@ -433,11 +521,36 @@ def parse_override_strings(items: Sequence[str]) -> Dict[str, str]:
 
 
 def load_config_file(path: str) -> Dict[str, Any]:
-  """Reads a JSON object of field values (e.g. a tuner's best_config.json)."""
-  with open(path) as handle:
-    values = json.load(handle)
+  """Reads a JSON object of field values (e.g. a tuner's best_config.json).
+
+  Every way the file can be unusable is a ConfigError naming the flag and the file.
+  """
+  flag = f"--config_file={path}"
+  example = 'e.g. {"learning_rate": 0.05, "epochs": 30} or a search\'s best_config.json'
+  if not os.path.exists(path):
+    raise ConfigError(f"{flag}: no such file. Give the path of a JSON object of config "
+                      f"fields, {example}.")
+  if os.path.isdir(path):
+    raise ConfigError(f"{flag} is a directory, not a JSON file; give the file itself, "
+                      f"{example}.")
+  try:
+    with open(path, encoding="utf-8") as handle:
+      text = handle.read()
+  except UnicodeDecodeError:
+    raise ConfigError(f"{flag} is not a UTF-8 text file: expected a JSON object of config "
+                      f"fields, {example}.") from None
+  except OSError as error:
+    raise ConfigError(f"{flag} cannot be read ({error.strerror or error}); check that it "
+                      "is a readable file.") from None
+  try:
+    values = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise ConfigError(f"{flag} is not valid JSON ({error.msg}, line {error.lineno} column "
+                      f"{error.colno}); expected a JSON object of config fields, "
+                      f"{example}.") from None
   if not isinstance(values, dict):
-    raise ConfigError(f"{path} must hold a JSON object of config fields.")
+    raise ConfigError(f"{flag} holds a JSON {type(values).__name__}, not an object of "
+                      f"config fields; expected {example}.")
   return values
 
 
@@ -450,7 +563,10 @@ def resolve_config(experiment: str,
   if config_file:
     file_values = load_config_file(config_file)
     file_values.pop("name", None)
-    config = apply_overrides(config, file_values)
+    try:
+      config = apply_overrides(config, file_values)
+    except ConfigError as error:
+      raise ConfigError(f"--config_file={config_file}: {error}") from None
   if method:
     config = apply_overrides(config, {"method": method})
   config = apply_overrides(config, parse_override_strings(overrides))

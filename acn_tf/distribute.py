@@ -11,6 +11,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from acn_tf.config import STRATEGIES
+from acn_tf.errors import ConfigError
 
 
 def split_cpu(count: int) -> None:
@@ -34,7 +35,8 @@ def create_strategy(name: str) -> tf.distribute.Strategy:
   """auto: MirroredStrategy over several GPUs, else the default (one device).
   multi_worker: MultiWorkerMirroredStrategy configured by the TF_CONFIG variable."""
   if name not in STRATEGIES:
-    raise ValueError(f"Unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}.")
+    raise ConfigError(f"Unknown strategy {name!r} (--strategy): use one of "
+                      f"{', '.join(STRATEGIES)}.")
   if name == "auto":
     if len(tf.config.list_logical_devices("GPU")) > 1:
       return tf.distribute.MirroredStrategy()
@@ -51,9 +53,26 @@ def create_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(
         _mirrored_devices(), cross_device_ops=tf.distribute.ReductionToOneDevice())
   if "TF_CONFIG" not in os.environ:
-    raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                     "(cluster and task of this worker); see README, 'Many machines'.")
+    raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                      "(cluster and task of this worker); see README, 'Several devices "
+                      "and machines'.")
+  _tf_config()  # Fails with a clear message on a malformed TF_CONFIG.
   return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _tf_config() -> dict:
+  """The TF_CONFIG environment variable, parsed; ConfigError if it is not a JSON object."""
+  text = os.environ.get("TF_CONFIG", "{}")
+  try:
+    config = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise ConfigError(f"The TF_CONFIG environment variable is not valid JSON ({error.msg}); "
+                      'expected e.g. {"cluster": {"worker": ["host1:12345", '
+                      '"host2:12345"]}, "task": {"type": "worker", "index": 0}}.') from None
+  if not isinstance(config, dict) or not isinstance(config.get("task", {}), dict):
+    raise ConfigError("The TF_CONFIG environment variable must be a JSON object with "
+                      '"cluster" and "task" objects.')
+  return config
 
 
 def is_chief() -> bool:
@@ -62,7 +81,7 @@ def is_chief() -> bool:
   Only the chief writes checkpoints, logs, results and exports; run.py gives
   the other workers a scratch directory, removed when they exit.
   """
-  config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+  config = _tf_config()
   task = config.get("task", {})
   task_type, task_index = task.get("type"), task.get("index", 0)
   if task_type in (None, "chief"):
