@@ -6,6 +6,13 @@ experiments run on machines without internet. When nothing is found we raise
 `DataNotFoundError` naming every place that was searched, and never fall back
 to random data: a silently fake dataset would make every result meaningless.
 
+An explicit `data_dir` is the only place looked in: its official files, or
+tensorflow-datasets data prepared in it. Nothing is then read from the default
+places (the Debian package, ~/tensorflow_datasets) nor downloaded, so a run
+always uses the data its command names. A data_dir that does not exist is an
+error, and so is a file there that is corrupted, truncated or of the wrong
+shape (`DataFormatError`, naming the file).
+
 Splits are unbatched `tf.data.Dataset`s of (uint8 image [H, W, C], int64 label);
 `make_pipeline` turns one into batches of float32 images in [0, 1] and int32
 labels, with seeded, stateless augmentation so two runs with the same seed see
@@ -18,10 +25,13 @@ import os
 import pickle
 import socket
 import tarfile
+import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+
+from acn_tf.errors import ConfigError, DataFormatError, DataNotFoundError
 
 DATASET_NAMES = ("digits", "fashion_mnist", "cifar10", "cifar100")
 AUGMENTATIONS = ("none", "crop", "crop_flip")
@@ -50,8 +60,9 @@ _UNKNOWN_SIZE_SHUFFLE_BUFFER = 10_000
 _MAX_ERROR_CHARS = 300
 
 
-class DataNotFoundError(FileNotFoundError):
-  """No source had the dataset; the message lists every place looked in and how to get it."""
+# DataNotFoundError (no source had the dataset; the message lists every place
+# looked in and how to get it) and DataFormatError (a file is there but unusable)
+# are defined in acn_tf/errors.py with the project's other error types.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,20 +131,26 @@ def load_splits(dataset: str,
   examples (in file order), for CPU-sized runs.
   """
   if dataset not in _SPECS:
-    raise ValueError(f"Unknown dataset {dataset!r}. Valid names: "
-                     f"{', '.join(DATASET_NAMES)}.")
+    raise ConfigError(f"Unknown dataset {dataset!r}. Valid names: "
+                      f"{', '.join(DATASET_NAMES)}.")
   if not 0.0 <= validation_fraction < 1.0:
-    raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
+    raise ConfigError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
   if train_examples < 0:
-    raise ValueError(f"train_examples must be >= 0 (0: all), got {train_examples}.")
+    raise ConfigError(f"train_examples must be >= 0 (0: all), got {train_examples}.")
+  check_data_dir(data_dir)
   raw = _load_raw_splits(dataset, data_dir)
   spec = _SPECS[dataset]
-  _check_element_spec(dataset, raw.train, spec.image_shape)
-  _check_element_spec(dataset, raw.test, spec.image_shape)
+  _check_element_spec(dataset, raw.train, spec.image_shape, raw.source)
+  _check_element_spec(dataset, raw.test, spec.image_shape, raw.source)
   train, validation, num_validation = _carve_validation(
       raw.train, raw.num_train, validation_fraction, seed)
   num_train = raw.num_train - num_validation
-  if train_examples > 0 and train_examples < num_train:
+  if train_examples > num_train:
+    raise ConfigError(
+        f"train_examples={train_examples} exceeds the {num_train} training examples of "
+        f"{dataset}{' left after validation_fraction' if num_validation else ''}; "
+        "lower train_examples (0 takes them all).")
+  if 0 < train_examples < num_train:
     train = train.take(train_examples)
     num_train = train_examples
   train = train.apply(tf.data.experimental.assert_cardinality(num_train))
@@ -147,6 +164,23 @@ def load_splits(dataset: str,
   return DataSplits(train=train, validation=validation, test=raw.test, info=info)
 
 
+def check_data_dir(data_dir: Optional[str]) -> None:
+  """An explicit data_dir must be an existing, readable directory."""
+  if not data_dir:
+    return
+  if not os.path.exists(data_dir):
+    raise DataNotFoundError(
+        f"--data_dir={data_dir} does not exist. Give the directory that holds the "
+        "dataset's files, or leave --data_dir out to look in the default places "
+        "(README, 'Where the data comes from').")
+  if not os.path.isdir(data_dir):
+    raise DataNotFoundError(f"--data_dir={data_dir} is a file, not a directory. Give the "
+                            "directory that holds the dataset's files.")
+  if not os.access(data_dir, os.R_OK | os.X_OK):
+    raise DataNotFoundError(f"--data_dir={data_dir} cannot be read (permission denied); "
+                            "check its permissions.")
+
+
 def _load_raw_splits(dataset: str, data_dir: Optional[str]) -> _RawSplits:
   if dataset == "digits":
     return _load_digits()
@@ -156,14 +190,32 @@ def _load_raw_splits(dataset: str, data_dir: Optional[str]) -> _RawSplits:
 
 
 def _check_element_spec(dataset: str, split: tf.data.Dataset,
-                        image_shape: Tuple[int, int, int]) -> None:
+                        image_shape: Tuple[int, int, int], source: str) -> None:
   """Fails early on wrong files (e.g. another dataset under the expected name)."""
   image_spec, label_spec = split.element_spec
   if not image_spec.shape.is_compatible_with(image_shape) or image_spec.dtype != tf.uint8:
-    raise ValueError(f"{dataset}: expected uint8 images of shape {image_shape}, got "
-                     f"{image_spec.dtype.name} {image_spec.shape}.")
+    raise DataFormatError(f"{dataset} from {source}: expected uint8 images of shape "
+                          f"{image_shape}, got {image_spec.dtype.name} {image_spec.shape}. "
+                          "Are these the files of another dataset?")
   if not label_spec.dtype.is_integer:
-    raise ValueError(f"{dataset}: expected integer labels, got {label_spec.dtype.name}.")
+    raise DataFormatError(f"{dataset} from {source}: expected integer labels, got "
+                          f"{label_spec.dtype.name}.")
+
+
+def _check_arrays(images: np.ndarray, labels: np.ndarray, image_shape: Tuple[int, ...],
+                  num_classes: int, origin: str, how_to_fix: str) -> None:
+  """Shapes and label range of one split read from files, before anything trains on it."""
+  if images.shape[1:] != tuple(image_shape):
+    raise DataFormatError(f"{origin}: images of shape {images.shape[1:]}, expected "
+                          f"{tuple(image_shape)}; {how_to_fix}")
+  if len(images) != len(labels):
+    raise DataFormatError(f"{origin}: {len(images)} images but {len(labels)} labels; "
+                          f"{how_to_fix}")
+  if len(labels) == 0:
+    raise DataFormatError(f"{origin}: no examples; {how_to_fix}")
+  if labels.min() < 0 or labels.max() >= num_classes:
+    raise DataFormatError(f"{origin}: labels range over [{labels.min()}, {labels.max()}], "
+                          f"expected 0..{num_classes - 1}; {how_to_fix}")
 
 
 def _validation_size(num_examples: int, validation_fraction: float) -> int:
@@ -172,8 +224,8 @@ def _validation_size(num_examples: int, validation_fraction: float) -> int:
     return 0
   size = max(1, int(round(num_examples * validation_fraction)))
   if size >= num_examples:
-    raise ValueError(f"validation_fraction={validation_fraction} of {num_examples} "
-                     "training examples leaves no training data.")
+    raise ConfigError(f"validation_fraction={validation_fraction} of {num_examples} "
+                      "training examples leaves no training data; lower it.")
   return size
 
 
@@ -260,30 +312,47 @@ def _load_digits() -> _RawSplits:
 # Fashion-MNIST: idx files in data_dir, prepared tfds, Debian package, tfds download.
 
 
+_IDX_FIX = f"replace it with the official file (from {FASHION_MNIST_URL})."
+
+
 def read_idx(path: str) -> np.ndarray:
   """Reads an idx file (gzip or plain) of unsigned bytes: images (N, H, W) or labels (N,).
 
   Compression is detected from the content, not the name, so renamed files work.
+  A file that cannot be decompressed or parsed raises DataFormatError naming it.
   """
-  with open(path, "rb") as handle:
-    content = handle.read()
+  try:
+    with open(path, "rb") as handle:
+      content = handle.read()
+  except OSError as error:
+    raise DataFormatError(f"{path} cannot be read ({error.strerror or error}).") from None
   if content[:2] == b"\x1f\x8b":
-    content = gzip.decompress(content)
+    try:
+      content = gzip.decompress(content)
+    except (OSError, EOFError, zlib.error) as error:
+      raise DataFormatError(f"{path} is not a readable gzip file ({error}): it is truncated "
+                            f"or corrupted; {_IDX_FIX}") from None
   if len(content) < 4:
-    raise ValueError(f"{path} is too short to be an idx file ({len(content)} bytes).")
+    raise DataFormatError(f"{path} is too short to be an idx file ({len(content)} bytes); "
+                          f"{_IDX_FIX}")
   magic = int.from_bytes(content[:4], "big")
   if magic not in (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC):
-    raise ValueError(
+    raise DataFormatError(
         f"{path} has magic number 0x{magic:08x}, expected 0x{IDX_IMAGES_MAGIC:08x} "
-        f"(images) or 0x{IDX_LABELS_MAGIC:08x} (labels): not an idx file of bytes.")
+        f"(images) or 0x{IDX_LABELS_MAGIC:08x} (labels): not an idx file of bytes; "
+        f"{_IDX_FIX}")
   num_dimensions = content[3]
   header_size = 4 + 4 * num_dimensions
+  if len(content) < header_size:
+    raise DataFormatError(f"{path}: its header is cut short; the file is truncated; "
+                          f"{_IDX_FIX}")
   shape = tuple(int.from_bytes(content[4 + 4 * axis:8 + 4 * axis], "big")
                 for axis in range(num_dimensions))
   payload = np.frombuffer(content, dtype=np.uint8, offset=header_size)
   if payload.size != int(np.prod(shape)):
-    raise ValueError(f"{path}: header says shape {shape} ({int(np.prod(shape))} bytes) "
-                     f"but {payload.size} data bytes follow; the file is truncated.")
+    raise DataFormatError(
+        f"{path}: header says shape {shape} ({int(np.prod(shape))} bytes) but "
+        f"{payload.size} data bytes follow; the file is truncated; {_IDX_FIX}")
   return payload.reshape(shape)
 
 
@@ -308,27 +377,68 @@ def _read_fashion_idx(paths: Dict[str, str], source: str) -> _RawSplits:
   for role, array in arrays.items():
     expected_rank = 3 if role.endswith("images") else 1
     if array.ndim != expected_rank:
-      raise ValueError(f"{paths[role]} has shape {array.shape}; expected rank "
-                       f"{expected_rank} for {role}.")
+      raise DataFormatError(f"{paths[role]} has shape {array.shape}; expected rank "
+                            f"{expected_rank} for {role}; {_IDX_FIX}")
+  spec = _SPECS["fashion_mnist"]
   for split in ("train", "test"):
-    if len(arrays[f"{split}_images"]) != len(arrays[f"{split}_labels"]):
-      raise ValueError(f"{split}: {len(arrays[f'{split}_images'])} images but "
-                       f"{len(arrays[f'{split}_labels'])} labels in {source}.")
+    _check_arrays(arrays[f"{split}_images"][..., np.newaxis], arrays[f"{split}_labels"],
+                  spec.image_shape, spec.num_classes,
+                  f"{paths[f'{split}_images']} and {paths[f'{split}_labels']}",
+                  "replace them with the official files (from "
+                  f"{FASHION_MNIST_URL}).")
   return _in_memory_splits(
       (arrays["train_images"][..., np.newaxis], arrays["train_labels"]),
       (arrays["test_images"][..., np.newaxis], arrays["test_labels"]), source)
 
 
+def _prepared_in_data_dir(name: str, data_dir: str, looked: List[str]
+                          ) -> Optional[_RawSplits]:
+  """tensorflow-datasets data already prepared in data_dir (never a download)."""
+  try:
+    builder = _tfds_builder(name, data_dir)
+    if builder.is_prepared():
+      return _tfds_splits(builder)
+    looked.append(f"tfds prepared data in {builder.data_dir}: not prepared")
+  except Exception as error:  # tfds fails in many ways (imports, files).
+    looked.append(f"tfds prepared data in {data_dir}: {_shorten(error)}")
+  return None
+
+
+def _not_in_data_dir_message(dataset: str, data_dir: str, looked: Sequence[str],
+                             how_to_get: Sequence[str]) -> str:
+  lines = [f"Could not find the {dataset} dataset in --data_dir={data_dir} (an explicit "
+           "--data_dir is the only place looked in). Expected there:"]
+  lines += [f"  - {place}" for place in looked]
+  lines.append("To fix, any one of:")
+  lines += [f"  - {option}" for option in how_to_get]
+  lines.append("  - leave --data_dir out to look in the default places (README, 'Where "
+               "the data comes from')")
+  return "\n".join(lines)
+
+
+def _tfds_download_command(dataset: str, data_dir: str) -> str:
+  return ("with internet, run once: python -c 'import tensorflow_datasets as tfds; "
+          f"tfds.builder(\"{dataset}\", data_dir=\"{data_dir}\").download_and_prepare()'")
+
+
 def _load_fashion_mnist(data_dir: Optional[str]) -> _RawSplits:
-  """Tries the sources in order, offline ones before the only online one."""
+  """With a data_dir, only its files; else the sources in order, offline ones
+  before the only online one."""
   looked: List[str] = []
   if data_dir:
     paths, missing = _find_idx_files(data_dir)
     if paths:
       return _read_fashion_idx(paths, f"Fashion-MNIST idx files in {data_dir}")
-    looked.append(f"--data_dir {missing}")
-  else:
-    looked.append("--data_dir: not given, so no idx files were searched there")
+    looked.append(f"the official idx files: {missing}")
+    raw = _prepared_in_data_dir("fashion_mnist", data_dir, looked)
+    if raw is not None:
+      return raw
+    raise DataNotFoundError(_not_in_data_dir_message("fashion_mnist", data_dir, looked, [
+        f"put the official files {', '.join(FASHION_MNIST_FILES.values())} (from "
+        f"{FASHION_MNIST_URL}, or /usr/share/datasets/fashion-mnist/ after apt-get install "
+        f"dataset-fashion-mnist) into {data_dir}",
+        _tfds_download_command("fashion_mnist", data_dir)]))
+  looked.append("--data_dir: not given, so no idx files were searched there")
 
   builder = None
   try:
@@ -391,82 +501,118 @@ def _decode_cifar_batch(batch: Dict[bytes, object], label_key: bytes,
   """Rows of 3072 bytes are channel-major (R plane, G plane, B plane): make them HWC."""
   data = np.asarray(batch[b"data"], dtype=np.uint8)
   if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-    raise ValueError(f"{origin}: b'data' has shape {data.shape}, expected (N, 3072).")
+    raise DataFormatError(f"{origin}: b'data' has shape {data.shape}, expected (N, 3072); "
+                          f"{_CIFAR_FIX}")
+  if label_key not in batch:
+    raise DataFormatError(f"{origin} has no {label_key!r} labels: is it a batch of the "
+                          f"other CIFAR? {_CIFAR_FIX}")
   images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-  labels = np.asarray(batch[label_key], dtype=np.int64)
+  labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
   return images, labels
+
+
+_CIFAR_FIX = f"replace it with the official \"python version\" (from {CIFAR_URL})."
+# What reading a damaged pickle or tarball raises.
+_READ_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError, pickle.UnpicklingError,
+                ValueError, TypeError, IndexError, AttributeError, ImportError)
 
 
 def _unpickle(handle, origin: str) -> Dict[bytes, object]:
   # The official files are Python pickles; only files the user put in data_dir
   # (or the official tarball) are ever opened here.
-  batch = pickle.load(handle, encoding="bytes")
+  try:
+    batch = pickle.load(handle, encoding="bytes")
+  except _READ_ERRORS as error:
+    raise DataFormatError(f"{origin} cannot be unpickled ({type(error).__name__}: "
+                          f"{str(error)[:200]}): it is truncated or corrupted; "
+                          f"{_CIFAR_FIX}") from None
   if not isinstance(batch, dict) or b"data" not in batch:
-    raise ValueError(f"{origin} is not a CIFAR python batch (no b'data' key).")
+    raise DataFormatError(f"{origin} is not a CIFAR python batch (no b'data' key); "
+                          f"{_CIFAR_FIX}")
   return batch
 
 
 def _read_cifar_batches(open_member, layout: _CifarLayout, files: Sequence[str],
-                        origin: str) -> Tuple[np.ndarray, np.ndarray]:
+                        origin: str, dataset: str) -> Tuple[np.ndarray, np.ndarray]:
   parts = []
   for name in files:
     with open_member(name) as handle:
       parts.append(_decode_cifar_batch(_unpickle(handle, f"{origin}/{name}"),
                                        layout.label_key, f"{origin}/{name}"))
-  return (np.concatenate([images for images, _ in parts]),
-          np.concatenate([labels for _, labels in parts]))
+  images = np.concatenate([images for images, _ in parts])
+  labels = np.concatenate([labels for _, labels in parts])
+  spec = _SPECS[dataset]
+  _check_arrays(images, labels, spec.image_shape, spec.num_classes,
+                f"{origin}/{','.join(files)}", _CIFAR_FIX)
+  return images, labels
 
 
-def _read_cifar_folder(folder: str, layout: _CifarLayout) -> _RawSplits:
+def _read_cifar_folder(folder: str, layout: _CifarLayout, dataset: str) -> _RawSplits:
   open_member = lambda name: open(os.path.join(folder, name), "rb")
-  train = _read_cifar_batches(open_member, layout, layout.train_files, folder)
-  test = _read_cifar_batches(open_member, layout, (layout.test_file,), folder)
+  train = _read_cifar_batches(open_member, layout, layout.train_files, folder, dataset)
+  test = _read_cifar_batches(open_member, layout, (layout.test_file,), folder, dataset)
   return _in_memory_splits(train, test, f"CIFAR python batches in {folder}")
 
 
-def _read_cifar_tarball(path: str, layout: _CifarLayout) -> _RawSplits:
-  with tarfile.open(path, "r:*") as archive:
+def _read_cifar_tarball(path: str, layout: _CifarLayout, dataset: str) -> _RawSplits:
+  try:
+    with tarfile.open(path, "r:*") as archive:
 
-    def open_member(name):
-      member = archive.extractfile(f"{layout.folder}/{name}")
-      if member is None:
-        raise ValueError(f"{path}: {layout.folder}/{name} is not a regular file.")
-      return member
+      def open_member(name):
+        member = archive.extractfile(f"{layout.folder}/{name}")
+        if member is None:
+          raise DataFormatError(f"{path}: {layout.folder}/{name} is not a regular file; "
+                                f"{_CIFAR_FIX}")
+        return member
 
-    try:
-      train = _read_cifar_batches(open_member, layout, layout.train_files, path)
-      test = _read_cifar_batches(open_member, layout, (layout.test_file,), path)
-    except KeyError as error:
-      raise ValueError(f"{path} lacks a member of the official layout: {error}") from None
+      try:
+        train = _read_cifar_batches(open_member, layout, layout.train_files, path, dataset)
+        test = _read_cifar_batches(open_member, layout, (layout.test_file,), path, dataset)
+      except KeyError as error:
+        raise DataFormatError(f"{path} lacks a member of the official layout: {error} "
+                              f"(is it truncated?); {_CIFAR_FIX}") from None
+  except DataFormatError:
+    raise
+  except (OSError, EOFError, zlib.error, tarfile.TarError) as error:
+    raise DataFormatError(f"{path} is not a readable tarball ({type(error).__name__}: "
+                          f"{str(error)[:200]}): it is truncated or corrupted; "
+                          f"{_CIFAR_FIX}") from None
   return _in_memory_splits(train, test, f"CIFAR python tarball {path}")
 
 
-def _find_cifar_files(data_dir: str, layout: _CifarLayout
+def _find_cifar_files(data_dir: str, layout: _CifarLayout, dataset: str
                       ) -> Tuple[Optional[_RawSplits], List[str]]:
   """The extracted folder first (no decompression), then the tarball."""
   folder = os.path.join(data_dir, layout.folder)
   if all(os.path.isfile(os.path.join(folder, name))
          for name in layout.train_files + (layout.test_file,)):
-    return _read_cifar_folder(folder, layout), []
+    return _read_cifar_folder(folder, layout, dataset), []
   tarball = os.path.join(data_dir, layout.tarball)
   if os.path.isfile(tarball):
-    return _read_cifar_tarball(tarball, layout), []
+    return _read_cifar_tarball(tarball, layout, dataset), []
   files = ", ".join(layout.train_files + (layout.test_file,))
   return None, [f"--data_dir folder {folder}: missing (needs {files})",
                 f"--data_dir tarball {tarball}: missing"]
 
 
 def _load_cifar(dataset: str, data_dir: Optional[str]) -> _RawSplits:
-  """Local official files, else tfds (which downloads when online)."""
+  """With a data_dir, only its files (official ones, else tfds data prepared there);
+  else tfds (which downloads when online)."""
   layout = _CIFAR_LAYOUTS[dataset]
   looked: List[str] = []
   if data_dir:
-    raw, misses = _find_cifar_files(data_dir, layout)
+    raw, misses = _find_cifar_files(data_dir, layout, dataset)
     if raw is not None:
       return raw
     looked += misses
-  else:
-    looked.append("--data_dir: not given, so no CIFAR python files were searched")
+    raw = _prepared_in_data_dir(dataset, data_dir, looked)
+    if raw is not None:
+      return raw
+    raise DataNotFoundError(_not_in_data_dir_message(dataset, data_dir, looked, [
+        f"put {layout.tarball} (the \"python version\" from {CIFAR_URL}) or its "
+        f"extracted folder {layout.folder}/ into {data_dir}",
+        _tfds_download_command(dataset, data_dir)]))
+  looked.append("--data_dir: not given, so no CIFAR python files were searched")
   builder = None
   try:
     builder = _tfds_builder(dataset, data_dir)

@@ -155,17 +155,29 @@ def test_fashion_mnist_loads_idx_files_from_data_dir(tmp_path):
   np.testing.assert_array_equal(labels, test_labels)
 
 
+@pytest.fixture
+def tfds_default_dir(tmp_path, monkeypatch):
+  """tfds' default data_dir (no --data_dir given) is an empty folder of the test's,
+  not ~/tensorflow_datasets, whatever that holds on this machine."""
+  default = tmp_path / "tfds_default"
+  default.mkdir()
+  builder = data._tfds_builder
+  monkeypatch.setattr(data, "_tfds_builder",
+                      lambda name, data_dir: builder(name, data_dir or str(default)))
+  return default
+
+
 def test_fashion_mnist_missing_everywhere_names_every_place(tmp_path, monkeypatch,
-                                                           no_tfds_download):
+                                                           no_tfds_download,
+                                                           tfds_default_dir):
   debian_dir = str(tmp_path / "no-debian-package")
   monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", debian_dir)
-  data_dir = tmp_path / "empty_data_dir"
-  data_dir.mkdir()
   with pytest.raises(data.DataNotFoundError) as raised:
-    data.load_splits("fashion_mnist", str(data_dir))
+    data.load_splits("fashion_mnist", None)
   message = str(raised.value)
   assert isinstance(raised.value, FileNotFoundError)
-  assert str(data_dir) in message
+  assert "--data_dir: not given" in message
+  assert str(tfds_default_dir) in message
   assert debian_dir in message
   assert "apt-get install dataset-fashion-mnist" in message
   assert "train-images-idx3-ubyte.gz" in message
@@ -173,11 +185,44 @@ def test_fashion_mnist_missing_everywhere_names_every_place(tmp_path, monkeypatc
   assert "network disabled in tests" in message  # The tfds failure is reported, not hidden.
 
 
+def test_an_explicit_data_dir_is_the_only_place_looked_in(tmp_path, monkeypatch):
+  """Valid files in the Debian package's directory, none in --data_dir: an error
+  listing what --data_dir should hold; neither the Debian copy nor a download."""
+  debian_dir = tmp_path / "debian"
+  debian_dir.mkdir()
+  write_fake_fashion_mnist(str(debian_dir), num_train=12, num_test=5)
+  monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", str(debian_dir))
+  downloads = []
+  monkeypatch.setattr(data, "_download_and_prepare", downloads.append)
+  data_dir = tmp_path / "empty_data_dir"
+  data_dir.mkdir()
+  with pytest.raises(data.DataNotFoundError) as raised:
+    data.load_splits("fashion_mnist", str(data_dir))
+  message = str(raised.value)
+  assert f"Could not find the fashion_mnist dataset in --data_dir={data_dir}" in message
+  assert "train-images-idx3-ubyte.gz" in message and "t10k-labels-idx1-ubyte.gz" in message
+  assert f'data_dir="{data_dir}").download_and_prepare()' in message
+  assert str(debian_dir) not in message and downloads == []
+  # Without --data_dir the same Debian copy is found.
+  assert str(debian_dir) in data.load_splits("fashion_mnist", None).info.source
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_data_dir_that_is_not_a_directory_is_an_error(tmp_path, kind):
+  path = tmp_path / "data"
+  if kind == "file":
+    path.write_text("")
+  with pytest.raises(data.DataNotFoundError, match="does not exist" if kind == "missing"
+                     else "not a directory") as raised:
+    data.load_splits("digits", str(path))
+  assert f"--data_dir={path}" in str(raised.value)
+
+
 @pytest.mark.skipif(not os.path.exists(REAL_FASHION_MNIST),
                     reason=f"{REAL_FASHION_MNIST} absent (apt-get install dataset-fashion-mnist)")
-def test_real_fashion_mnist_from_debian_package(tmp_path):
-  # An empty data_dir also keeps tfds away from any prepared copy in ~/tensorflow_datasets.
-  splits = data.load_splits("fashion_mnist", str(tmp_path))
+def test_real_fashion_mnist_from_debian_package(tfds_default_dir):
+  # tfds_default_dir keeps tfds away from any prepared copy in ~/tensorflow_datasets.
+  splits = data.load_splits("fashion_mnist", None)
   info = splits.info
   assert (info.num_train, info.num_test) == (60000, 10000)
   assert info.image_shape == (28, 28, 1)
@@ -256,6 +301,16 @@ def test_cifar_missing_raises_with_instructions(tmp_path, no_tfds_download):
   message = str(raised.value)
   assert os.path.join(str(tmp_path), "cifar-100-python.tar.gz") in message
   assert os.path.join(str(tmp_path), "cifar-100-python") in message
+  assert "download_and_prepare()" in message
+  # An explicit data_dir is the only place looked in: no download was tried.
+  assert "network disabled in tests" not in message
+
+
+def test_cifar_missing_without_data_dir_reports_the_download(no_tfds_download,
+                                                             tfds_default_dir):
+  with pytest.raises(data.DataNotFoundError) as raised:
+    data.load_splits("cifar100", None)
+  message = str(raised.value)
   assert "download_and_prepare()" in message and "network disabled in tests" in message
 
 
@@ -263,7 +318,8 @@ def test_cifar100_pipeline_under_tfds_mock_data(tmp_path, monkeypatch):
   # mock_data stands in for the download; the offline host check would refuse first.
   monkeypatch.setattr(data, "check_download_host", lambda name: None)
   with tfds.testing.mock_data(num_examples=20):
-    splits = data.load_splits("cifar100", str(tmp_path))
+    # No --data_dir: mock_data stands in for tfds' download into its default place.
+    splits = data.load_splits("cifar100", None)
     assert "tfds" in splits.info.source
     assert (splits.info.num_train, splits.info.num_test) == (20, 20)
 
