@@ -5,16 +5,20 @@ and creates the distribution strategy; everything here receives objects.
 """
 
 import csv
-import json
 import os
+import shutil
+import tempfile
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from acn_tf import backbones, callbacks as acn_callbacks, data, platform
-from acn_tf.config import ExperimentConfig, config_differences
+from acn_tf import backbones, callbacks as acn_callbacks, data, errors, platform, safety
+from acn_tf import strict_json
+from acn_tf.config import (ExperimentConfig, config_differences, config_from_dict,
+                           differing_fields)
 from acn_tf.models import CoDistillation, DistillationSettings
 
 CONFIG_FILE = "config.json"
@@ -26,10 +30,26 @@ BACKUP_DIR = "backup"
 LOG_DIR = "logs"
 EXPORT_DIR = "export"
 CHECKPOINTS = {"final": WEIGHTS_FILE, "best": BEST_WEIGHTS_FILE}
+# Written when training diverged: what, where, and the settings it resumed with.
+DIVERGED_FILE = "diverged.json"
+# What a hyperparameter search leaves in its model_dir (acn_tf/tuning.py's
+# SEARCH_FILE and TUNER_DIR; tests/test_errors.py checks they agree).
+TUNING_MARKERS = ("search.json", "tuner")
+# The fields a run that diverged may change when it resumes from its last good
+# checkpoint: none changes what the checkpoint holds (networks, optimizer
+# variables), only how training continues from it. The classifiers' rate is a
+# variable of the checkpoint only under lr_schedule=constant, and it is then set
+# from the new config after the restore (safety.apply_learning_rates).
+RESUMABLE_AFTER_DIVERGENCE = (
+    "learning_rate", "lr_decay_epochs", "lr_decay_factor", "weight_decay", "nesterov",
+    "temperature", "kd_weight", "adv_weight", "adv_ce_weight", "divergence_weight",
+    "keep_label_weight", "wrc_alpha", "ras_epsilon", "ras_step_size",
+    "generator_learning_rate", "discriminator_learning_rate", "jit_compile",
+    "deterministic", "log_every_steps")
 
-
-class ModelDirError(RuntimeError):
-  """The model_dir cannot be used as asked; the message says what to do instead."""
+# The model_dir cannot be used as asked; the message says what to do instead.
+# Defined in acn_tf/errors.py with the project's other error types.
+ModelDirError = errors.ModelDirError
 
 
 # -- Building blocks -------------------------------------------------------------
@@ -47,8 +67,9 @@ def steps_per_epoch(config: ExperimentConfig, info: data.DatasetInfo) -> int:
     return config.steps_per_epoch
   steps = info.num_train // config.batch_size
   if steps == 0:
-    raise ValueError(f"batch_size={config.batch_size} is larger than the {info.num_train} "
-                     "training examples; lower batch_size.")
+    raise errors.ConfigError(
+        f"batch_size={config.batch_size} is larger than the {info.num_train} training "
+        "examples; lower batch_size (or raise train_examples).")
   return steps
 
 
@@ -132,19 +153,24 @@ def build_model(config: ExperimentConfig, info: data.DatasetInfo, channel_mean,
 
 
 def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
-                       has_validation: bool, preview_batch=None, health_batches=()):
-  """Checkpoints (resume and best), history, TensorBoard and ACN's callbacks.
+                       has_validation: bool, preview_batch=None, health_batches=(),
+                       steps: Optional[int] = None):
+  """The guard, checkpoints (resume and best), history, TensorBoard and ACN's callbacks.
 
-  BackupAndRestore comes first: on resume it restores weights, every optimizer's
-  state (all are built before fit: docs/KERAS_NOTES.md 2) and the epoch counter before
-  any other callback runs. ACN's health figures come next, so that the history
-  and TensorBoard, which read the epoch's logs after them, record them.
+  The guard comes first, so that a diverged step stops training before any other
+  callback records it or saves its weights; it does nothing when training starts.
+  The backup (Keras' BackupAndRestore, made crash-safe) comes next: on resume it
+  restores weights, every optimizer's state (all are built before fit:
+  docs/KERAS_NOTES.md 2) and the epoch counter before any other callback runs
+  (`on_train_begin`), and it turns SIGTERM into a checkpoint and a clean stop.
+  ACN's health figures come next, so that the history and TensorBoard, which
+  read the epoch's logs after them, record them.
   """
-  callbacks = [
-      keras.callbacks.BackupAndRestore(
-          os.path.join(model_dir, BACKUP_DIR),
-          save_freq=config.checkpoint_every_steps or "epoch", double_checkpoint=True),
-  ]
+  backup = safety.SafeBackupAndRestore(os.path.join(model_dir, BACKUP_DIR),
+                                       save_freq=config.checkpoint_every_steps or "epoch",
+                                       steps=steps)
+  probe = preview_batch[0] if preview_batch is not None else None
+  callbacks = [safety.TrainingGuard(config, backup, steps, probe_images=probe), backup]
   if config.uses_adversarial_phase():
     from acn_tf import health
     callbacks.append(health.PhaseAHealth(health_batches, seed=config.seed))
@@ -189,39 +215,195 @@ def best_recorded(history_path: str, metric: str) -> Optional[float]:
 # -- Model directory -------------------------------------------------------------
 
 
-def prepare_model_dir(model_dir: str, config: ExperimentConfig) -> bool:
-  """Starts a new run, or resumes an unfinished one; never clobbers earlier work.
+def check_model_dir_path(model_dir: str) -> None:
+  """The path can be a directory: it is not a file, nor under one."""
+  if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+    raise ModelDirError(f"--model_dir={model_dir} is a file, not a directory. Choose "
+                        "another --model_dir (or move the file away).")
+  parent = os.path.dirname(os.path.abspath(model_dir))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ModelDirError(f"--model_dir={model_dir} cannot be created: {parent} is a file, "
+                        "not a directory. Choose another --model_dir.")
 
-  Returns True when resuming. A finished run (results.json) and an unfinished run
-  of a different configuration are refused with what to do instead.
+
+def ensure_writable(model_dir: str, keep: bool = True) -> None:
+  """Creates model_dir (and its missing parents) and checks that a file can be
+  written in it; with keep=False removes again the directories it created.
+  Raises ModelDirError naming the directory."""
+  check_model_dir_path(model_dir)
+  created = []
+  path = os.path.abspath(model_dir)
+  while not os.path.exists(path):
+    created.append(path)
+    path = os.path.dirname(path)
+  writable = False
+  try:
+    try:
+      os.makedirs(model_dir, exist_ok=True)
+    except OSError as error:
+      raise ModelDirError(f"Cannot create --model_dir={model_dir}: {error.strerror or error}. "
+                          "Choose a directory you can write to.") from None
+    try:
+      handle, probe = tempfile.mkstemp(dir=model_dir, prefix=".write-test-")
+      os.close(handle)
+      os.remove(probe)
+    except OSError as error:
+      raise ModelDirError(f"Cannot write into --model_dir={model_dir}: "
+                          f"{error.strerror or error}. Choose a directory you can write "
+                          "to.") from None
+    writable = True
+  finally:
+    if not keep or not writable:
+      for directory in created:  # Deepest first.
+        if os.path.isdir(directory) and not os.listdir(directory):
+          os.rmdir(directory)
+
+
+def is_search_dir(model_dir: str) -> bool:
+  return any(os.path.exists(os.path.join(model_dir, name)) for name in TUNING_MARKERS)
+
+
+def inspect_model_dir(model_dir: str, config: ExperimentConfig) -> List[str]:
+  """Read-only checks that `config` may train into model_dir, before any work.
+
+  Returns the fields that differ from the unfinished run there (empty for a new
+  run or a plain resume). A finished run (results.json), a search, a damaged
+  config.json and an unfinished run of another configuration are refused; a run
+  that diverged may resume with other RESUMABLE_AFTER_DIVERGENCE settings.
   """
+  check_model_dir_path(model_dir)
+  if not os.path.exists(model_dir):
+    return []
   if os.path.exists(os.path.join(model_dir, RESULTS_FILE)):
     raise ModelDirError(
         f"--model_dir={model_dir} already holds a finished run ({RESULTS_FILE}). "
         "Choose a new --model_dir, evaluate it with --mode=eval, or delete the "
         "directory yourself to start over.")
-  config_path = os.path.join(model_dir, CONFIG_FILE)
-  if os.path.exists(config_path):
-    differences = config_differences(load_run_config(model_dir), config)
-    if differences:
+  if not os.path.exists(os.path.join(model_dir, CONFIG_FILE)):
+    if is_search_dir(model_dir):
       raise ModelDirError(
-          f"--model_dir={model_dir} holds an unfinished run of another configuration; "
-          f"resuming needs the same one. Different: {'; '.join(differences)}. "
-          "Run the original command again to resume, or choose a new --model_dir.")
-    return True
-  os.makedirs(model_dir, exist_ok=True)
-  with open(config_path, "w") as handle:
-    json.dump(config.to_dict(), handle, indent=2)
-  return False
+          f"--model_dir={model_dir} holds a hyperparameter search (--mode=tune), not a "
+          "training run. Train into a new --model_dir (the search's best configuration: "
+          f"--config_file={os.path.join(model_dir, 'best_config.json')}).")
+    return []
+  saved = load_run_config(model_dir)
+  differences = config_differences(saved, config)
+  if not differences:
+    return []
+  fields = differing_fields(saved, config)
+  if os.path.exists(os.path.join(model_dir, DIVERGED_FILE)):
+    locked = [difference for field, difference in zip(fields, differences)
+              if field not in RESUMABLE_AFTER_DIVERGENCE]
+    if not locked:
+      return fields
+    raise ModelDirError(
+        f"--model_dir={model_dir} holds a run that diverged; resuming it from its last "
+        f"good checkpoint may change only {', '.join(RESUMABLE_AFTER_DIVERGENCE)}. "
+        f"Different: {'; '.join(locked)}. Choose a new --model_dir to train with those.")
+  raise ModelDirError(
+      f"--model_dir={model_dir} holds an unfinished run of another configuration; "
+      f"resuming needs the same one. Different: {'; '.join(differences)}. "
+      "Run the original command again to resume, or choose a new --model_dir.")
+
+
+def prepare_model_dir(model_dir: str, config: ExperimentConfig) -> bool:
+  """Starts a new run, or resumes an unfinished one; never clobbers earlier work.
+
+  Returns True when resuming. Everything that can be refused is checked before
+  the first write (inspect_model_dir, then whether the directory is writable);
+  a run resumed after a divergence with other settings records them.
+  """
+  changed = inspect_model_dir(model_dir, config)
+  config_path = os.path.join(model_dir, CONFIG_FILE)
+  resuming = os.path.exists(config_path)
+  ensure_writable(model_dir)
+  if changed:
+    record = read_divergences(model_dir)
+    record[-1].setdefault("resumed_with", []).append(
+        {field: getattr(config, field) for field in changed})
+    strict_json.write(os.path.join(model_dir, DIVERGED_FILE), {"divergences": record})
+  if not resuming or changed:
+    strict_json.write(config_path, config.to_dict())
+  return resuming
+
+
+def read_divergences(model_dir: str) -> List[Dict[str, Any]]:
+  """The divergences recorded in model_dir (an empty list if none or unreadable)."""
+  try:
+    record = strict_json.read(os.path.join(model_dir, DIVERGED_FILE))
+    return list(record["divergences"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return []
+
+
+def record_divergence(model_dir: str, error: errors.TrainingDivergedError) -> None:
+  record = read_divergences(model_dir)
+  record.append(dict(getattr(error, "details", {}), message=str(error)))
+  strict_json.write(os.path.join(model_dir, DIVERGED_FILE), {"divergences": record})
 
 
 def load_run_config(model_dir: str) -> Dict[str, Any]:
+  """config.json of the run in model_dir; ModelDirError if there is no run there."""
+  check_model_dir_path(model_dir)
+  if not os.path.exists(model_dir):
+    raise ModelDirError(f"--model_dir={model_dir} does not exist: it holds no trained run. "
+                        "Check the path, or train first with --mode=train.")
   path = os.path.join(model_dir, CONFIG_FILE)
   if not os.path.exists(path):
+    if is_search_dir(model_dir):
+      raise ModelDirError(
+          f"--model_dir={model_dir} holds a hyperparameter search, not a trained run (no "
+          f"{CONFIG_FILE}). Train its best configuration first: --mode=train --config_file="
+          f"{os.path.join(model_dir, 'best_config.json')} --model_dir=NEW_DIR.")
     raise ModelDirError(f"No {CONFIG_FILE} in --model_dir={model_dir}: it holds no "
                         "trained run. Train first with --mode=train.")
-  with open(path) as handle:
-    return json.load(handle)
+  try:
+    values = strict_json.read(path)
+  except (OSError, ValueError) as error:
+    raise ModelDirError(f"{path} cannot be read ({type(error).__name__}: "
+                        f"{str(error)[:200]}): the file is damaged, or this is not a run "
+                        "of this project. Choose another --model_dir.") from None
+  if not isinstance(values, dict):
+    raise ModelDirError(f"{path} holds a JSON {type(values).__name__}, not a run's config. "
+                        "Choose another --model_dir.")
+  return values
+
+
+def run_config(model_dir: str) -> ExperimentConfig:
+  """The validated config of the run in model_dir."""
+  values = load_run_config(model_dir)
+  try:
+    return config_from_dict(values)
+  except errors.ConfigError as error:
+    raise ModelDirError(f"{os.path.join(model_dir, CONFIG_FILE)} is not a valid run "
+                        f"config: {str(error).rstrip('.')}. Was it edited by hand, or "
+                        "written by another version of acn-tf? Fix the file or choose "
+                        "another --model_dir.") from None
+
+
+def check_search_dir(model_dir: str) -> None:
+  """--mode=tune's model_dir: not a training run, a readable search.json, writable.
+  Leaves nothing behind (the search creates the directory itself)."""
+  check_model_dir_path(model_dir)
+  if os.path.isdir(model_dir):
+    if os.path.exists(os.path.join(model_dir, CONFIG_FILE)):
+      raise ModelDirError(f"--model_dir={model_dir} holds a training run ({CONFIG_FILE}), "
+                          "not a hyperparameter search. Choose another --model_dir for "
+                          "the search.")
+    search_file = os.path.join(model_dir, TUNING_MARKERS[0])
+    if os.path.exists(search_file):
+      try:
+        saved = strict_json.read(search_file)
+        valid = isinstance(saved, dict) and {"tuner", "config"} <= set(saved)
+      except (OSError, ValueError):
+        valid = False
+      if not valid:
+        raise ModelDirError(f"{search_file} is damaged (not the JSON a search writes): "
+                            "the search there cannot be continued. Choose a new "
+                            "--model_dir.")
+  ensure_writable(model_dir, keep=False)
 
 
 def load_weights(model: keras.Model, path: str) -> None:
@@ -286,9 +468,20 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
           strategy: Optional[tf.distribute.Strategy] = None,
           verbose: int = 2, export: bool = False) -> Dict[str, Any]:
   """Trains `config` into `model_dir` (resuming an unfinished run there), writes
-  results.json and, with `export`, the SavedModels; returns the results."""
+  results.json and, with `export`, the SavedModels; returns the results.
+
+  Every input is checked before the first file is written: the model_dir (read
+  only), the data, then the config against the data. A run that diverges stops
+  within the epoch (TrainingDivergedError) with its last good checkpoint intact
+  and no results; SIGTERM or SIGINT saves a checkpoint and stops
+  (TrainingInterrupted). The backup is removed once results.json is written, so
+  a run killed after training but before its results resumes without training.
+  """
   strategy = strategy or tf.distribute.get_strategy()
-  splits = load_data(config, data_dir)  # Fails on missing data before any file is written.
+  config.validate()
+  inspect_model_dir(model_dir, config)
+  splits = load_data(config, data_dir)
+  steps_per_epoch(config, splits.info)
   resuming = prepare_model_dir(model_dir, config)
   keras.utils.set_random_seed(config.seed)
   model, steps = build_for_splits(config, splits, strategy)
@@ -297,25 +490,35 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
       lambda images, labels: (tf.cast(images, tf.float32) / 255.0, labels))))
   callbacks = training_callbacks(config, model_dir, resuming, validation_data is not None,
                                  (preview[0].numpy(), preview[1].numpy()),
-                                 health_batches(validation_data if validation_data is not None else test_data))
+                                 health_batches(validation_data if validation_data is not None else test_data),
+                                 steps=steps)
+  backup = next(callback for callback in callbacks
+                if isinstance(callback, safety.SafeBackupAndRestore))
   start = time.time()
   try:
-    model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps,
-              validation_data=validation_data, validation_freq=validation_epochs(config),
-              callbacks=callbacks, verbose=verbose,
-              shuffle=False)  # The pipeline shuffles, seeded.
-  except OSError as error:  # BackupAndRestore found no readable checkpoint.
-    raise ModelDirError(
-        f"Cannot resume from {os.path.join(model_dir, BACKUP_DIR)}: {error}. The "
-        "checkpoint is corrupted; delete that folder to restart this run from "
-        "scratch, or choose a new --model_dir.") from None
-  train_seconds = time.time() - start
+    with safety.stop_on_signals(backup):
+      model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps,
+                validation_data=validation_data, validation_freq=validation_epochs(config),
+                callbacks=callbacks, verbose=verbose,
+                shuffle=False)  # The pipeline shuffles, seeded.
+    train_seconds = time.time() - start
+    metrics, evaluation_seconds = _evaluate(model, test_data, verbose)
+    if not np.isfinite(float(metrics["loss"])):  # Finite weights whose outputs overflow.
+      raise safety.diverged_error(
+          config, "the end of training", _optimizer_iterations(model)["classifiers"],
+          f"the test loss is {float(metrics['loss'])}", "test_loss", None, backup,
+          epoch=config.epochs)
+  except errors.TrainingDivergedError as error:
+    record_divergence(model_dir, error)
+    raise
   model.save_weights(os.path.join(model_dir, WEIGHTS_FILE))
   if export:
     from acn_tf import export as export_lib
     export_lib.export_saved_models(model, os.path.join(model_dir, EXPORT_DIR))
-  return _evaluate_and_record(config, model, test_data, splits.info, model_dir,
-                              train_seconds, verbose=verbose)
+  results = _record(config, model, metrics, evaluation_seconds, test_data, splits.info,
+                    model_dir, train_seconds)
+  shutil.rmtree(os.path.join(model_dir, BACKUP_DIR), ignore_errors=True)
+  return results
 
 
 def restore_run(model_dir: str, data_dir: Optional[str] = None,
@@ -328,7 +531,7 @@ def restore_run(model_dir: str, data_dir: Optional[str] = None,
   """
   if checkpoint not in CHECKPOINTS:
     raise ModelDirError(f"checkpoint={checkpoint!r}: use one of {', '.join(CHECKPOINTS)}.")
-  config = ExperimentConfig(**_tuples(load_run_config(model_dir))).validate()
+  config = run_config(model_dir)
   weights = os.path.join(model_dir, CHECKPOINTS[checkpoint])
   if not os.path.exists(weights):
     hint = ("train with --override=validation_fraction=0.1 to keep a best checkpoint"
@@ -366,12 +569,6 @@ def export(model_dir: str, data_dir: Optional[str] = None,
                         f"{os.path.join(model_dir, target)} to export again.") from None
 
 
-def _tuples(values: Dict[str, Any]) -> Dict[str, Any]:
-  """JSON turns the config's tuples into lists; frozen configs want tuples back."""
-  return {key: tuple(value) if isinstance(value, list) else value
-          for key, value in values.items()}
-
-
 def _optimizer_iterations(model) -> Dict[str, int]:
   """Steps each player's optimizer has taken: shows that a resume kept their state."""
   optimizers = {"classifiers": model.optimizer,
@@ -381,15 +578,29 @@ def _optimizer_iterations(model) -> Dict[str, int]:
           for name, optimizer in optimizers.items() if optimizer is not None}
 
 
-def _evaluate_and_record(config, model, test_data, info, model_dir, train_seconds,
-                         verbose: int = 2, checkpoint: str = "final") -> Dict[str, Any]:
+def _evaluate(model, test_data, verbose: int = 2):
+  """(the test metrics, the seconds they took)."""
   start = time.time()
   metrics = model.evaluate(test_data, return_dict=True, verbose=verbose)
-  evaluation_seconds = time.time() - start
+  return metrics, time.time() - start
+
+
+def _evaluate_and_record(config, model, test_data, info, model_dir, train_seconds,
+                         verbose: int = 2, checkpoint: str = "final") -> Dict[str, Any]:
+  metrics, evaluation_seconds = _evaluate(model, test_data, verbose)
+  return _record(config, model, metrics, evaluation_seconds, test_data, info, model_dir,
+                 train_seconds, checkpoint)
+
+
+def _record(config, model, metrics, evaluation_seconds, test_data, info, model_dir,
+            train_seconds, checkpoint: str = "final") -> Dict[str, Any]:
+  """Writes results.json (strict JSON) from the test metrics; returns the results."""
   results_path = os.path.join(model_dir, RESULTS_FILE)
   if train_seconds is None and os.path.exists(results_path):
-    with open(results_path) as handle:  # Re-evaluation keeps the training time.
-      train_seconds = json.load(handle).get("train_seconds")
+    try:  # Re-evaluation keeps the training time.
+      train_seconds = strict_json.read(results_path).get("train_seconds")
+    except (OSError, ValueError, AttributeError):
+      train_seconds = None
   results = {
       "experiment": config.name,
       "method": config.method,
@@ -421,6 +632,8 @@ def _evaluate_and_record(config, model, test_data, info, model_dir, train_second
   if config.uses_adversarial_phase():
     from acn_tf import health
     results["phase_a_health"] = health.measure(model, test_data, seed=config.seed)
-  with open(results_path, "w") as handle:
-    json.dump(results, handle, indent=2)
+  divergences = read_divergences(model_dir)
+  if divergences:  # The run resumed from a checkpoint before it diverged.
+    results["divergences"] = divergences
+  strict_json.write(results_path, results)
   return results
