@@ -1,6 +1,12 @@
 """Entry point: `python run.py --experiment=digits [--method=dml] [--mode=train]`.
 
 Flags are defined here and only here; the library receives config objects.
+
+Errors: every error of the user's making (acn_tf.errors.UserError: a bad flag,
+config field, config file, data_dir or model_dir, a diverged or interrupted run)
+is printed by `main` as one message without a traceback, and the process exits
+with the error's status (2; 3 for a diverged run; 128 + the signal's number for
+an interrupted one). Anything else is a bug and keeps its traceback.
 """
 
 import atexit
@@ -15,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from acn_tf import config as config_lib  # noqa: E402
+from acn_tf import errors  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Registered experiment name, e.g. digits, "
@@ -81,10 +88,29 @@ def _resolved_config():
                                    overrides)
 
 
+# Flags that change the config: with --mode=eval or export the run's own
+# config.json is used, so giving them would be silently ignored.
+_CONFIG_FLAGS = ("method", "override", "config_file", "mixed_precision", "deterministic")
+
+
 def _existing_model_dir() -> str:
   if not FLAGS.model_dir:
     raise config_lib.ConfigError(f"--mode={FLAGS.mode} needs --model_dir of a trained run.")
+  given = [f"--{name}" for name in _CONFIG_FLAGS if FLAGS[name].present]
+  if given:
+    raise config_lib.ConfigError(
+        f"{', '.join(given)} cannot be used with --mode={FLAGS.mode}: the run is "
+        f"restored with the config it was trained with ({FLAGS.model_dir}/config.json). "
+        "Drop them, or train a new run with them.")
   return FLAGS.model_dir
+
+
+def _check_flags() -> None:
+  """Flags checked before TensorFlow loads."""
+  if FLAGS.max_trials < 1:
+    raise config_lib.ConfigError(f"--max_trials must be >= 1, got {FLAGS.max_trials}.")
+  if FLAGS.cpu_devices < 1:
+    raise config_lib.ConfigError(f"--cpu_devices must be >= 1, got {FLAGS.cpu_devices}.")
 
 
 def _writable_model_dir(model_dir: str) -> str:
@@ -102,43 +128,54 @@ def _run() -> None:
   # Imports TensorFlow: only after the flags parsed, and after the CPU split.
   from acn_tf import distribute
   distribute.split_cpu(FLAGS.cpu_devices)
-  from acn_tf import data, training
+  from acn_tf import data, training  # noqa: F401  (data: before the strategy's devices)
 
-  known_errors = (config_lib.ConfigError, data.DataNotFoundError, training.ModelDirError)
+  strategy = distribute.create_strategy(FLAGS.strategy)
+  if FLAGS.mode == "eval":
+    results = training.evaluate(_existing_model_dir(), FLAGS.data_dir, strategy,
+                                verbose=FLAGS.verbose, checkpoint=FLAGS.checkpoint)
+    _print_summary(results)
+  elif FLAGS.mode == "export":
+    paths = training.export(_existing_model_dir(), FLAGS.data_dir, FLAGS.checkpoint)
+    print("Wrote " + ", ".join(paths.values()))
+  elif FLAGS.mode == "tune":
+    config = _resolved_config()
+    model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config) + "-tune")
+    training.check_search_dir(model_dir)
+    from acn_tf import tuning
+    summary = tuning.tune(config, model_dir, FLAGS.data_dir, tuner=FLAGS.tuner,
+                          max_trials=FLAGS.max_trials, strategy=strategy,
+                          verbose=FLAGS.verbose)
+    print(f"Best val_ensemble_top1 {summary.get('best_score')}; train it with "
+          f"--config_file={os.path.join(model_dir, tuning.BEST_CONFIG_FILE)}")
+  else:
+    config = _resolved_config()
+    model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config))
+    results = training.train(config, model_dir, FLAGS.data_dir, strategy,
+                             verbose=FLAGS.verbose, export=FLAGS.export)
+    print(f"Wrote {os.path.join(model_dir, training.RESULTS_FILE)}")
+    _print_summary(results)
+
+
+def report_user_errors(function, *arguments) -> None:
+  """Runs function(*arguments); a UserError becomes one message on stderr and
+  the error's exit status. The one place that does so: other exceptions (bugs)
+  propagate with their traceback."""
   try:
-    strategy = distribute.create_strategy(FLAGS.strategy)
-    if FLAGS.mode == "eval":
-      results = training.evaluate(_existing_model_dir(), FLAGS.data_dir, strategy,
-                                  verbose=FLAGS.verbose, checkpoint=FLAGS.checkpoint)
-      _print_summary(results)
-    elif FLAGS.mode == "export":
-      paths = training.export(_existing_model_dir(), FLAGS.data_dir, FLAGS.checkpoint)
-      print("Wrote " + ", ".join(paths.values()))
-    elif FLAGS.mode == "tune":
-      from acn_tf import tuning
-      config = _resolved_config()
-      model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config) + "-tune")
-      summary = tuning.tune(config, model_dir, FLAGS.data_dir, tuner=FLAGS.tuner,
-                            max_trials=FLAGS.max_trials, strategy=strategy,
-                            verbose=FLAGS.verbose)
-      print(f"Best val_ensemble_top1 {summary.get('best_score')}; train it with "
-            f"--config_file={os.path.join(model_dir, tuning.BEST_CONFIG_FILE)}")
-    else:
-      config = _resolved_config()
-      model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config))
-      results = training.train(config, model_dir, FLAGS.data_dir, strategy,
-                               verbose=FLAGS.verbose, export=FLAGS.export)
-      print(f"Wrote {os.path.join(model_dir, training.RESULTS_FILE)}")
-      _print_summary(results)
-  except known_errors as error:
-    sys.stderr.write(f"error: {error}\n")
-    sys.exit(2)
+    function(*arguments)
+  except errors.UserError as error:
+    label = "interrupted" if isinstance(error, errors.TrainingInterrupted) else "error"
+    sys.stdout.flush()
+    sys.stderr.write(f"{label}: {error}\n")
+    sys.stderr.flush()
+    sys.exit(error.exit_status)
 
 
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  _run()
+  report_user_errors(_check_flags)
+  report_user_errors(_run)
 
 
 if __name__ == "__main__":
