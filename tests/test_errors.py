@@ -1,0 +1,996 @@
+"""Bad input fails well: one message naming the culprit, before any work, nothing written.
+
+The battery is table-driven: each case prepares its files, then makes the same
+calls a `run.py` mode makes (resolve_config + training.train, training.evaluate,
+training.export, training.check_search_dir), in-process. Every case asserts the
+error type, that the message has no traceback and names the flag, field, file or
+path at fault, and that the model_dir is exactly as it was (files, sizes and
+modification times; a model_dir that did not exist still does not). A few cases
+run `run.py` itself, for the exit status and a stderr without traceback.
+
+Then: a diverged run stops within the epoch and keeps its last good checkpoint
+(and resumes from it with another learning rate), SIGTERM leaves a checkpoint
+that the same command resumes, a checkpoint cut short falls back to the previous
+one, and every JSON file a run writes is strict JSON.
+"""
+
+import dataclasses
+import gzip
+import importlib.util
+import io
+import json
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+import types
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from acn_tf import config as config_lib
+from acn_tf import data, errors, safety, strict_json, training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IS_ROOT = os.geteuid() == 0
+
+
+# ---------------------------------------------------------------------------
+# Helpers.
+
+
+def snapshot(path, recursive=True):
+  """{relative path: (size, mtime_ns)} of everything under `path` (None if absent)."""
+  if not os.path.lexists(path):
+    return None
+  if not os.path.isdir(path):
+    status = os.lstat(path)
+    return {".": (status.st_size, status.st_mtime_ns)}
+  entries = {}
+  for root, directories, files in os.walk(path):
+    for name in directories + files:
+      full = os.path.join(root, name)
+      status = os.lstat(full)
+      entries[os.path.relpath(full, path)] = (
+          None if os.path.isdir(full) else status.st_size, status.st_mtime_ns)
+    if not recursive:
+      break
+  return entries
+
+
+def write_idx(path, array, magic):
+  header = struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in array.shape)
+  with gzip.open(path, "wb") as handle:
+    handle.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def write_fashion(directory, num_train=12, num_test=5, image_size=28, labels=None):
+  os.makedirs(directory, exist_ok=True)
+  rng = np.random.default_rng(0)
+  for prefix, count in (("train", num_train), ("t10k", num_test)):
+    images = rng.integers(0, 256, (count, image_size, image_size), dtype=np.uint8)
+    split_labels = np.arange(count) % 10 if labels is None else labels[:count]
+    write_idx(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz"), images, 0x803)
+    write_idx(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"),
+              np.asarray(split_labels, np.uint8), 0x801)
+
+
+def write_cifar10_folder(data_dir):
+  folder = os.path.join(data_dir, "cifar-10-batches-py")
+  os.makedirs(folder)
+  rows = np.zeros((2, 3072), np.uint8)
+  for name in [f"data_batch_{n}" for n in range(1, 6)] + ["test_batch"]:
+    with open(os.path.join(folder, name), "wb") as handle:
+      pickle.dump({b"data": rows, b"labels": [1, 2]}, handle)
+  return folder
+
+
+def write_run_dir(model_dir, **changes):
+  """An unfinished digits run: config.json and a history, as a killed run leaves them."""
+  os.makedirs(model_dir)
+  config = config_lib.get_experiment("digits").replace(**changes)
+  strict_json.write(os.path.join(model_dir, "config.json"), config.to_dict())
+  with open(os.path.join(model_dir, "history.csv"), "w") as handle:
+    handle.write("epoch,loss\n0,1.5\n")
+
+
+def write_search_dir(model_dir):
+  os.makedirs(os.path.join(model_dir, "tuner"))
+  strict_json.write(os.path.join(model_dir, "search.json"),
+                    {"tuner": "random", "config": config_lib.get_experiment("digits").to_dict()})
+  strict_json.write(os.path.join(model_dir, "best_config.json"), {"learning_rate": 0.05})
+
+
+class Env:
+  """Paths of one case: model_dir (absent unless a case creates it) and scratch space."""
+
+  def __init__(self, tmp_path, monkeypatch):
+    self.tmp = str(tmp_path)
+    self.model_dir = os.path.join(self.tmp, "run")
+    self.data_dir = os.path.join(self.tmp, "data")
+    self.config_file = os.path.join(self.tmp, "config.json")
+    self.monkeypatch = monkeypatch
+    self.snapshot_recursive = True
+
+  def values(self):
+    return {"model_dir": self.model_dir, "data_dir": self.data_dir,
+            "config_file": self.config_file, "tmp": self.tmp}
+
+  def train(self, experiment="digits", overrides=(), config_file=None, data_dir=None):
+    """What `run.py --mode=train` does, one epoch of one step if it ever got that far."""
+    config = config_lib.resolve_config(experiment, None, config_file,
+                                       ["epochs=1", "steps_per_epoch=1", *overrides])
+    return training.train(config, self.model_dir, data_dir, verbose=0)
+
+
+CASES = []
+
+
+def case(error, *culprits):
+  """Registers a case: `error` is raised, the message names every culprit
+  (str.format-ted with the Env's paths)."""
+
+  def register(prepare):
+    CASES.append(pytest.param(prepare, error, culprits, id=prepare.__name__))
+    return prepare
+
+  return register
+
+
+# -- Config fields: --override, --config_file, configs built in Python. ------------
+
+
+@case(errors.ConfigError, "learning_rate", "finite")
+def override_nan_learning_rate(env):
+  return lambda: env.train(overrides=["learning_rate=nan"])
+
+
+@case(errors.ConfigError, "temperature", "finite")
+def override_inf_temperature(env):
+  return lambda: env.train(overrides=["temperature=inf"])
+
+
+@case(errors.ConfigError, "wrc_alpha", "finite")
+def override_negative_inf_wrc_alpha(env):
+  return lambda: env.train(overrides=["wrc_alpha=-inf"])
+
+
+@case(errors.ConfigError, "learning_rate", "finite")
+def config_file_nan_token(env):
+  with open(env.config_file, "w") as handle:
+    handle.write('{"learning_rate": NaN}')
+  return lambda: env.train(config_file=env.config_file)
+
+
+@case(errors.ConfigError, "momentum", "finite")
+def config_file_infinity_token(env):
+  with open(env.config_file, "w") as handle:
+    handle.write('{"momentum": Infinity}')
+  return lambda: env.train(config_file=env.config_file)
+
+
+@case(errors.ConfigError, "weight_decay", "finite")
+def config_file_nan_string(env):
+  strict_json.write(env.config_file, {"weight_decay": "nan"})
+  return lambda: env.train(config_file=env.config_file)
+
+
+@case(errors.ConfigError, "batch_size must be > 0")
+def override_zero_batch_size(env):
+  return lambda: env.train(overrides=["batch_size=0"])
+
+
+@case(errors.ConfigError, "epochs must be > 0")
+def override_negative_epochs(env):
+  return lambda: config_lib.resolve_config("digits", overrides=["epochs=-3"])
+
+
+@case(errors.ConfigError, "momentum", "[0, 1]")
+def override_momentum_above_one(env):
+  return lambda: env.train(overrides=["momentum=1.5"])
+
+
+@case(errors.ConfigError, "validation_fraction", "[0, 1)")
+def override_validation_fraction_one(env):
+  return lambda: env.train(overrides=["validation_fraction=1"])
+
+
+@case(errors.ConfigError, "adversarial_beta_1")
+def override_beta_1_one(env):
+  return lambda: env.train(overrides=["adversarial_beta_1=1.0"])
+
+
+@case(errors.ConfigError, "Override epochs", "expected int")
+def override_epochs_not_a_number(env):
+  return lambda: env.train(overrides=["epochs=ten"])
+
+
+@case(errors.ConfigError, "--config_file={config_file}", "epochs", "expected int")
+def config_file_float_for_int_field(env):
+  strict_json.write(env.config_file, {"epochs": 2.5})
+  return lambda: env.train(config_file=env.config_file)
+
+
+@case(errors.ConfigError, "--config_file={config_file}", "nesterov", "expected bool")
+def config_file_string_for_bool_field(env):
+  strict_json.write(env.config_file, {"nesterov": "maybe"})
+  return lambda: env.train(config_file=env.config_file)
+
+
+@case(errors.ConfigError, "--config_file={config_file}", "'learning_rat'")
+def config_file_unknown_field(env):
+  strict_json.write(env.config_file, {"learning_rat": 0.1})
+  return lambda: env.train(config_file=env.config_file)
+
+
+@case(errors.ConfigError, "architectures is empty")
+def override_empty_architectures(env):
+  return lambda: env.train(overrides=["architectures="])
+
+
+@case(errors.ConfigError, "lr_schedule=step", "lr_decay_epochs")
+def override_step_schedule_without_decay_epochs(env):
+  return lambda: env.train(overrides=["lr_schedule=step", "lr_decay_epochs="])
+
+
+@case(errors.ConfigError, "'vgg16'")
+def override_unknown_architecture(env):
+  return lambda: env.train(overrides=["architectures=vgg16,small_cnn"])
+
+
+@case(errors.ConfigError, "'resnet31'", "6n+2")
+def override_bad_resnet_depth(env):
+  return lambda: env.train(overrides=["architectures=resnet31,resnet32"])
+
+
+@case(errors.ConfigError, "Unknown config key 'learning_rat'")
+def override_unknown_key(env):
+  return lambda: env.train(overrides=["learning_rat=0.1"])
+
+
+@case(errors.ConfigError, "Unknown experiment 'imagenet'")
+def unknown_experiment(env):
+  return lambda: env.train(experiment="imagenet")
+
+
+@case(errors.ConfigError, "search_space entry", "finite")
+def override_search_space_infinite_bound(env):
+  return lambda: env.train(overrides=["search_space=learning_rate=0.01:inf"])
+
+
+@case(errors.ConfigError, "epochs must be of type int", "'10'")
+def python_config_wrong_type(env):
+  return lambda: config_lib.ExperimentConfig(name="x", dataset="digits",
+                                             epochs="10").validate()
+
+
+@case(errors.ConfigError, "learning_rate", "finite")
+def python_config_nan(env):
+  config = config_lib.ExperimentConfig(name="x", dataset="digits",
+                                       architectures=("small_cnn", "small_cnn"),
+                                       learning_rate=float("nan"))
+  return lambda: training.train(config, env.model_dir, verbose=0)
+
+
+@case(errors.ConfigError, "train_examples=5000", "1437")
+def override_more_train_examples_than_the_data(env):
+  return lambda: env.train(overrides=["train_examples=5000"])
+
+
+@case(errors.ConfigError, "batch_size=2048", "lower batch_size")
+def override_batch_larger_than_the_data(env):
+  return lambda: env.train(overrides=["batch_size=2048", "steps_per_epoch=0"])
+
+
+# -- --config_file itself. -----------------------------------------------------------
+
+
+@case(errors.ConfigError, "--config_file={config_file}", "no such file")
+def config_file_missing(env):
+  return lambda: env.train(config_file=env.config_file)
+
+
+@case(errors.ConfigError, "--config_file={tmp}", "is a directory")
+def config_file_is_a_directory(env):
+  return lambda: env.train(config_file=env.tmp)
+
+
+@case(errors.ConfigError, "--config_file={config_file}", "cannot be read")
+def config_file_unreadable(env):
+  if IS_ROOT:  # root reads any file whatever its mode; /proc/self/mem refuses offset 0.
+    env.config_file = "/proc/self/mem"
+  else:
+    strict_json.write(env.config_file, {"epochs": 2})
+    os.chmod(env.config_file, 0)
+  return lambda: env.train(config_file=env.config_file)
+
+
+@case(errors.ConfigError, "--config_file={config_file}", "not valid JSON", "line 1")
+def config_file_not_json(env):
+  with open(env.config_file, "w") as handle:
+    handle.write("epochs: 3\n")
+  return lambda: env.train(config_file=env.config_file)
+
+
+@case(errors.ConfigError, "--config_file={config_file}", "JSON list", "not an object")
+def config_file_not_an_object(env):
+  strict_json.write(env.config_file, [["epochs", 3]])
+  return lambda: env.train(config_file=env.config_file)
+
+
+@case(errors.ConfigError, "--config_file={config_file}", "not a UTF-8 text file")
+def config_file_binary(env):
+  with open(env.config_file, "wb") as handle:
+    handle.write(b"\x89PNG\r\n\x1a\n\xff\xfe")
+  return lambda: env.train(config_file=env.config_file)
+
+
+# -- --data_dir and the data files in it. ---------------------------------------------
+
+
+@case(errors.DataNotFoundError, "--data_dir={data_dir}", "does not exist")
+def data_dir_missing(env):
+  return lambda: env.train("fashion_mnist", data_dir=env.data_dir)
+
+
+@case(errors.DataNotFoundError, "--data_dir={config_file}", "not a directory")
+def data_dir_is_a_file(env):
+  strict_json.write(env.config_file, {})
+  return lambda: env.train("fashion_mnist", data_dir=env.config_file)
+
+
+@case(errors.DataNotFoundError, "--data_dir={data_dir}", "train-images-idx3-ubyte.gz",
+      "only place looked in")
+def data_dir_empty_while_the_default_place_has_the_data(env):
+  # The Debian package's directory holds valid files: an explicit data_dir must
+  # still be the only place data is read from.
+  debian = os.path.join(env.tmp, "debian")
+  write_fashion(debian)
+  env.monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", debian)
+  os.makedirs(env.data_dir)
+  return lambda: env.train("fashion_mnist", data_dir=env.data_dir)
+
+
+@case(errors.DataNotFoundError, "--data_dir={data_dir}", "cifar-10-python.tar.gz",
+      "cifar-10-batches-py")
+def data_dir_empty_for_cifar(env):
+  os.makedirs(env.data_dir)
+  return lambda: env.train("cifar10", data_dir=env.data_dir)
+
+
+@case(errors.DataFormatError, "train-images-idx3-ubyte.gz", "truncated or corrupted")
+def fashion_images_truncated(env):
+  write_fashion(env.data_dir)
+  path = os.path.join(env.data_dir, "train-images-idx3-ubyte.gz")
+  with open(path, "rb") as handle:
+    content = handle.read()
+  with open(path, "wb") as handle:
+    handle.write(content[:len(content) // 2])
+  return lambda: env.train("fashion_mnist", data_dir=env.data_dir)
+
+
+@case(errors.DataFormatError, "train-images-idx3-ubyte.gz", "(32, 32, 1)", "(28, 28, 1)")
+def fashion_images_of_the_wrong_shape(env):
+  write_fashion(env.data_dir, image_size=32)
+  return lambda: env.train("fashion_mnist", data_dir=env.data_dir)
+
+
+@case(errors.DataFormatError, "t10k-labels-idx1-ubyte.gz", "5 images but 3 labels")
+def fashion_labels_missing(env):
+  write_fashion(env.data_dir)
+  write_idx(os.path.join(env.data_dir, "t10k-labels-idx1-ubyte.gz"),
+            np.zeros(3, np.uint8), 0x801)
+  return lambda: env.train("fashion_mnist", data_dir=env.data_dir)
+
+
+@case(errors.DataFormatError, "train-labels-idx1-ubyte.gz", "expected 0..9")
+def fashion_label_out_of_range(env):
+  write_fashion(env.data_dir, labels=[0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 0, 1])
+  return lambda: env.train("fashion_mnist", data_dir=env.data_dir)
+
+
+@case(errors.DataFormatError, "t10k-images-idx3-ubyte.gz", "magic number")
+def fashion_file_of_another_kind(env):
+  write_fashion(env.data_dir)
+  with gzip.open(os.path.join(env.data_dir, "t10k-images-idx3-ubyte.gz"), "wb") as handle:
+    handle.write(b"<html>404 Not Found</html>")
+  return lambda: env.train("fashion_mnist", data_dir=env.data_dir)
+
+
+@case(errors.DataFormatError, "cifar-10-python.tar.gz", "truncated")
+def cifar_tarball_truncated(env):
+  folder = write_cifar10_folder(os.path.join(env.tmp, "source"))
+  os.makedirs(env.data_dir)
+  buffer = io.BytesIO()
+  with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+    archive.add(folder, arcname="cifar-10-batches-py")
+  with open(os.path.join(env.data_dir, "cifar-10-python.tar.gz"), "wb") as handle:
+    handle.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+  return lambda: env.train("cifar10", data_dir=env.data_dir)
+
+
+@case(errors.DataFormatError, "data_batch_3", "cannot be unpickled")
+def cifar_batch_corrupted(env):
+  folder = write_cifar10_folder(env.data_dir)
+  with open(os.path.join(folder, "data_batch_3"), "wb") as handle:
+    handle.write(b"\x80\x04garbage")
+  return lambda: env.train("cifar10", data_dir=env.data_dir)
+
+
+# -- --model_dir for training. -----------------------------------------------------------
+
+
+@case(errors.ModelDirError, "--model_dir={model_dir}", "is a file")
+def model_dir_is_a_file(env):
+  with open(env.model_dir, "w") as handle:
+    handle.write("notes\n")
+  return lambda: env.train()
+
+
+@case(errors.ModelDirError, "--model_dir={model_dir}/run", "{model_dir} is a file")
+def model_dir_under_a_file(env):
+  with open(env.model_dir, "w") as handle:
+    handle.write("notes\n")
+  return lambda: training.train(config_lib.resolve_config("digits"),
+                                os.path.join(env.model_dir, "run"), verbose=0)
+
+
+@case(errors.ModelDirError, "Cannot write into --model_dir={model_dir}")
+def model_dir_not_writable(env):
+  if IS_ROOT:  # Permissions do not stop root; sysfs does.
+    env.model_dir = "/sys/kernel"
+    env.snapshot_recursive = False
+  else:
+    os.makedirs(env.model_dir)
+    os.chmod(env.model_dir, 0o555)
+  return lambda: env.train()
+
+
+@case(errors.ModelDirError, "Cannot create --model_dir={model_dir}")
+def model_dir_cannot_be_created(env):
+  if IS_ROOT:
+    env.model_dir = "/sys/acn-tf-test-run"
+  else:
+    os.makedirs(os.path.join(env.tmp, "locked"))
+    os.chmod(os.path.join(env.tmp, "locked"), 0o555)
+    env.model_dir = os.path.join(env.tmp, "locked", "run")
+  return lambda: env.train()
+
+
+@case(errors.ModelDirError, "--model_dir={model_dir}", "already holds a finished run")
+def model_dir_holds_a_finished_run(env):
+  write_run_dir(env.model_dir)
+  strict_json.write(os.path.join(env.model_dir, "results.json"), {"ensemble_top1": 0.9})
+  return lambda: env.train()
+
+
+@case(errors.ModelDirError, "--model_dir={model_dir}", "hyperparameter search")
+def model_dir_holds_a_search(env):
+  write_search_dir(env.model_dir)
+  return lambda: env.train()
+
+
+@case(errors.ModelDirError, "{model_dir}/config.json", "cannot be read")
+def model_dir_config_damaged(env):
+  write_run_dir(env.model_dir)
+  with open(os.path.join(env.model_dir, "config.json"), "w") as handle:
+    handle.write('{"name": "digits", "epo')
+  return lambda: env.train()
+
+
+@case(errors.ModelDirError, "--model_dir={model_dir}", "epochs (saved 20, now 1)")
+def model_dir_holds_another_configuration(env):
+  write_run_dir(env.model_dir)
+  return lambda: env.train()
+
+
+@case(errors.ModelDirError, "diverged", "architectures (saved")
+def model_dir_diverged_run_resumed_with_other_networks(env):
+  write_run_dir(env.model_dir, epochs=1, steps_per_epoch=1)
+  strict_json.write(os.path.join(env.model_dir, "diverged.json"),
+                    {"divergences": [{"epoch": 1, "metric": "loss"}]})
+  return lambda: env.train(overrides=["architectures=small_cnn,resnet8"])
+
+
+@case(errors.ModelDirError, "{model_dir}/backup", "no checkpoint there loads",
+      "latest.weights.h5")
+def model_dir_backup_damaged(env):
+  write_run_dir(env.model_dir, epochs=1, steps_per_epoch=1)
+  backup = os.path.join(env.model_dir, "backup")
+  os.makedirs(backup)
+  with open(os.path.join(backup, "latest.weights.h5"), "wb") as handle:
+    handle.write(b"\x89HDF\r\n\x1a\n" + bytes(100))
+  strict_json.write(os.path.join(backup, "training_metadata.json"), {"epoch": 1})
+  return lambda: env.train()
+
+
+# -- --mode=eval, export and tune against the wrong kind of model_dir. ----------------
+
+
+@case(errors.ModelDirError, "--model_dir={model_dir}", "does not exist")
+def eval_missing_model_dir(env):
+  return lambda: training.evaluate(env.model_dir, verbose=0)
+
+
+@case(errors.ModelDirError, "--model_dir={model_dir}", "holds no trained run")
+def eval_empty_model_dir(env):
+  os.makedirs(env.model_dir)
+  return lambda: training.evaluate(env.model_dir, verbose=0)
+
+
+@case(errors.ModelDirError, "--model_dir={model_dir}", "hyperparameter search",
+      "best_config.json")
+def eval_search_dir(env):
+  write_search_dir(env.model_dir)
+  return lambda: training.evaluate(env.model_dir, verbose=0)
+
+
+@case(errors.ModelDirError, "--model_dir={model_dir}", "is a file")
+def eval_model_dir_is_a_file(env):
+  with open(env.model_dir, "w") as handle:
+    handle.write("notes\n")
+  return lambda: training.evaluate(env.model_dir, verbose=0)
+
+
+@case(errors.ModelDirError, "{model_dir}/config.json", "learning_rate", "finite")
+def eval_config_with_nan(env):
+  write_run_dir(env.model_dir)
+  path = os.path.join(env.model_dir, "config.json")
+  with open(path) as handle:
+    values = json.load(handle)
+  values["learning_rate"] = float("nan")
+  with open(path, "w") as handle:
+    json.dump(values, handle)  # Python's NaN token, as a hand edit could leave it.
+  return lambda: training.evaluate(env.model_dir, verbose=0)
+
+
+@case(errors.ModelDirError, "{model_dir}/config.json", "'dropout'")
+def eval_config_of_another_version(env):
+  write_run_dir(env.model_dir)
+  path = os.path.join(env.model_dir, "config.json")
+  values = strict_json.read(path)
+  values["dropout"] = 0.5
+  strict_json.write(path, values)
+  return lambda: training.evaluate(env.model_dir, verbose=0)
+
+
+@case(errors.ModelDirError, "final.weights.h5", "--model_dir={model_dir}", "resume")
+def eval_unfinished_run(env):
+  write_run_dir(env.model_dir)
+  return lambda: training.evaluate(env.model_dir, verbose=0)
+
+
+@case(errors.ModelDirError, "--model_dir={model_dir}", "holds no trained run")
+def export_empty_model_dir(env):
+  os.makedirs(env.model_dir)
+  return lambda: training.export(env.model_dir)
+
+
+@case(errors.ModelDirError, "--model_dir={model_dir}", "hyperparameter search")
+def export_search_dir(env):
+  write_search_dir(env.model_dir)
+  return lambda: training.export(env.model_dir)
+
+
+@case(errors.ModelDirError, "--model_dir={model_dir}", "holds a training run")
+def tune_into_a_training_run(env):
+  write_run_dir(env.model_dir)
+  return lambda: training.check_search_dir(env.model_dir)
+
+
+@case(errors.ModelDirError, "{model_dir}/search.json", "damaged")
+def tune_damaged_search(env):
+  write_search_dir(env.model_dir)
+  with open(os.path.join(env.model_dir, "search.json"), "w") as handle:
+    handle.write("{")
+  return lambda: training.check_search_dir(env.model_dir)
+
+
+@case(errors.ModelDirError, "Cannot create --model_dir={model_dir}")
+def tune_model_dir_cannot_be_created(env):
+  env.model_dir = "/sys/acn-tf-test-search" if IS_ROOT else "/proc/acn-tf-test-search"
+  return lambda: training.check_search_dir(env.model_dir)
+
+
+def test_the_battery_is_large():
+  assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("prepare,error,culprits", CASES)
+def test_bad_input_fails_with_one_message_before_any_work(tmp_path, monkeypatch, prepare,
+                                                        error, culprits):
+  env = Env(tmp_path, monkeypatch)
+  action = prepare(env)
+  before = snapshot(env.model_dir, env.snapshot_recursive)
+  with pytest.raises(error) as raised:
+    action()
+  assert isinstance(raised.value, errors.UserError)
+  message = str(raised.value)
+  assert "Traceback" not in message and 'File "' not in message
+  assert len(message.splitlines()) <= 12, message
+  for culprit in culprits:
+    assert culprit.format(**env.values()) in message, message
+  assert snapshot(env.model_dir, env.snapshot_recursive) == before, \
+      "the model_dir changed"
+
+
+# ---------------------------------------------------------------------------
+# run.py: the exit status and a stderr without traceback.
+
+
+def run_py(*arguments, timeout=300):
+  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *arguments],
+                        cwd=ROOT, capture_output=True, text=True, env=environment,
+                        timeout=timeout)
+
+
+def _error_lines(stderr):
+  """stderr without TensorFlow's start-up chatter (absl's pre-init warnings)."""
+  return [line for line in stderr.splitlines()
+          if line.startswith(("error:", "interrupted:", "Traceback"))]
+
+
+def _prepare_search(path):
+  write_search_dir(str(path))
+
+
+def _prepare_run(path):
+  write_run_dir(str(path))
+
+
+def _prepare_file(path):
+  path.write_text("notes\n")
+
+
+@pytest.mark.parametrize("arguments,prepare,culprit", [
+    (["--experiment=digits", "--override=learning_rate=nan"], None, "learning_rate"),
+    (["--experiment=fashion_mnist", "--data_dir={tmp}/nowhere"], None,
+     "--data_dir={tmp}/nowhere"),
+    (["--experiment=digits"], _prepare_file, "--model_dir={model_dir}"),
+    (["--mode=eval"], _prepare_search, "hyperparameter search"),
+    (["--mode=export", "--override=epochs=3"], _prepare_run, "--override"),
+    (["--experiment=digits", "--mode=tune"], _prepare_run, "holds a training run"),
+], ids=["nan_override", "missing_data_dir", "model_dir_is_a_file", "eval_search_dir",
+        "override_with_export", "tune_into_run"])
+def test_run_py_reports_bad_input_in_one_line(tmp_path, arguments, prepare, culprit):
+  model_dir = tmp_path / "run"
+  if prepare is not None:
+    prepare(model_dir)
+  values = {"tmp": str(tmp_path), "model_dir": str(model_dir)}
+  before = snapshot(str(model_dir))
+  completed = run_py(*[argument.format(**values) for argument in arguments],
+                     f"--model_dir={model_dir}", "--verbose=0")
+  assert completed.returncode == 2, completed.stderr[-3000:]
+  assert "Traceback" not in completed.stderr
+  lines = _error_lines(completed.stderr)
+  assert len(lines) == 1 and lines[0].startswith("error: "), completed.stderr[-3000:]
+  assert culprit.format(**values) in lines[0]
+  assert snapshot(str(model_dir)) == before
+
+
+def _load_run_module():
+  spec = importlib.util.spec_from_file_location("acn_run_entry_point",
+                                                os.path.join(ROOT, "run.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="module")
+def run_module():
+  return _load_run_module()
+
+
+def test_user_errors_become_a_message_and_bugs_keep_their_traceback(run_module, capsys):
+  def bad_input():
+    raise errors.DataNotFoundError("--data_dir=/x does not exist.")
+
+  with pytest.raises(SystemExit) as exited:
+    run_module.report_user_errors(bad_input)
+  assert exited.value.code == 2
+  assert capsys.readouterr().err == "error: --data_dir=/x does not exist.\n"
+
+  def interrupted():
+    raise errors.TrainingInterrupted("Interrupted by SIGTERM.", signal.SIGTERM)
+
+  with pytest.raises(SystemExit) as exited:
+    run_module.report_user_errors(interrupted)
+  assert exited.value.code == 143
+  assert capsys.readouterr().err == "interrupted: Interrupted by SIGTERM.\n"
+
+  def bug():
+    raise ValueError("an internal error")  # Not a UserError, although a ValueError.
+
+  with pytest.raises(ValueError, match="an internal error"):
+    run_module.report_user_errors(bug)
+  assert capsys.readouterr().err == ""
+
+
+def test_tuning_markers_match_the_tuner():
+  from acn_tf import tuning
+  assert training.TUNING_MARKERS == (tuning.SEARCH_FILE, tuning.TUNER_DIR)
+
+
+# ---------------------------------------------------------------------------
+# A diverged run.
+
+
+def _strict_json_files(model_dir):
+  """Parses every .json under model_dir with a parser that rejects NaN and Infinity."""
+  parsed = {}
+  for root, _, files in os.walk(model_dir):
+    for name in files:
+      if name.endswith(".json") or name.endswith(".json.bkp"):
+        path = os.path.join(root, name)
+        with open(path) as handle:
+          parsed[os.path.relpath(path, model_dir)] = strict_json.loads(handle.read())
+  return parsed
+
+
+def test_strict_json_writes_null_for_non_finite_numbers(tmp_path):
+  path = str(tmp_path / "values.json")
+  strict_json.write(path, {"nan": float("nan"), "inf": np.float32("inf"),
+                           "values": (1, np.float64(-np.inf), np.int64(3)),
+                           "array": np.array([0.5, np.nan])})
+  with open(path) as handle:
+    text = handle.read()
+  assert "NaN" not in text and "Infinity" not in text
+  assert strict_json.loads(text) == {"nan": None, "inf": None, "values": [1, None, 3],
+                                     "array": [0.5, None]}
+  with pytest.raises(ValueError, match="NaN is not JSON"):
+    strict_json.loads('{"a": NaN}')
+  assert oct(os.stat(path).st_mode & 0o777) != oct(0o600)  # Not mkstemp's private mode.
+
+
+def test_results_json_is_strict_when_a_metric_is_nan(tmp_path):
+  config = config_lib.resolve_config("digits")
+  model = types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=tf.Variable(7)))
+  metrics = {"c0_top1": 0.5, "c0_top5": 0.9, "c1_top1": 0.5, "c1_top5": np.float32(0.9),
+             "ensemble_top1": 0.5, "divergence": np.float32("nan"), "loss": float("inf")}
+  info = data.DatasetInfo("digits", 10, (8, 8, 1), 10, 0, 10, "test")
+  results = training._record(config, model, metrics, 0.1, None, info, str(tmp_path), 1.0)
+  assert np.isnan(results["mean_divergence"])
+  written = _strict_json_files(str(tmp_path))["results.json"]
+  assert written["mean_divergence"] is None and written["test_loss"] is None
+  assert written["optimizer_iterations"] == {"classifiers": 7}
+
+
+def test_a_diverged_run_stops_within_the_epoch_and_writes_no_results(tmp_path):
+  model_dir = tmp_path / "run"
+  completed = run_py("--experiment=digits", "--override=epochs=1",
+                     "--override=learning_rate=1e6", f"--model_dir={model_dir}",
+                     "--verbose=0")
+  assert completed.returncode == 3, completed.stderr[-3000:]
+  assert "Traceback" not in completed.stderr
+  lines = _error_lines(completed.stderr)
+  assert len(lines) == 1, completed.stderr[-3000:]
+  message = lines[0]
+  assert message.startswith("error: Training diverged at epoch 1, step ")
+  assert "of 22" in message
+  assert "loss is nan" in message or "not finite" in message
+  assert "--override=learning_rate=100000" in message
+  assert "no checkpoint had been written yet" in message
+  for absent in ("results.json", "final.weights.h5", "export", "backup"):
+    assert not (model_dir / absent).exists(), absent
+  record = _strict_json_files(str(model_dir))["diverged.json"]["divergences"]
+  assert len(record) == 1 and record[0]["epoch"] == 1 and record[0]["step"] < 22
+
+
+class _PoisonWeights(keras.callbacks.Callback):
+  """Sets one weight to NaN after the first step of epoch `epoch` (0-based), and notes
+  the backup's files as they were then."""
+
+  def __init__(self, epoch, backup_dir):
+    super().__init__()
+    self.epoch, self.backup_dir = epoch, backup_dir
+    self.backup_before = None
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self._epoch == self.epoch and batch == 0:
+      self.backup_before = snapshot(self.backup_dir)
+      kernel = self.model.classifiers[0].trainable_weights[0]
+      kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+
+
+def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
+    tmp_path, monkeypatch):
+  model_dir = str(tmp_path / "run")
+  backup_dir = os.path.join(model_dir, "backup")
+  settings = ["epochs=3", "train_examples=128", "lr_schedule=constant"]
+  poison = _PoisonWeights(epoch=1, backup_dir=backup_dir)
+  original_callbacks = training.training_callbacks
+  monkeypatch.setattr(training, "training_callbacks",
+                      lambda *args, **kwargs: original_callbacks(*args, **kwargs) + [poison])
+  config = config_lib.resolve_config("digits", overrides=settings)
+  with pytest.raises(errors.TrainingDivergedError) as raised:
+    training.train(config, model_dir, verbose=0)
+  message = str(raised.value)
+  assert "epoch 2, step 2 of 2" in message and "loss is nan" in message
+  assert f"the last good checkpoint, {backup_dir} (1 epoch done)" in message
+  # The checkpoint of epoch 1 is untouched, loads, and matches its metadata.
+  assert poison.backup_before is not None and snapshot(backup_dir) == poison.backup_before
+  metadata = _strict_json_files(model_dir)["backup/training_metadata.json"]
+  assert metadata["epoch"] == 1 and metadata["steps_into_epoch"] == 0
+  assert metadata["weights_sha256"] == safety._sha256(
+      os.path.join(backup_dir, "latest.weights.h5"))
+  with h5py.File(os.path.join(backup_dir, "latest.weights.h5")) as weights:
+    assert len(weights.keys()) > 0
+  assert not os.path.exists(os.path.join(model_dir, "results.json"))
+
+  # Resume with a lower rate: allowed after a divergence, from the epoch-1 checkpoint,
+  # and the constant rate (a variable of the checkpoint) is the new one.
+  monkeypatch.setattr(training, "training_callbacks", original_callbacks)
+  applied = []
+  original_apply = safety.apply_learning_rates
+
+  def recording_apply(model, config):
+    original_apply(model, config)
+    applied.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+
+  monkeypatch.setattr(safety, "apply_learning_rates", recording_apply)
+  lower = config_lib.resolve_config("digits", overrides=settings + ["learning_rate=0.01"])
+  results = training.train(lower, model_dir, verbose=0)
+  assert applied == [pytest.approx(0.01)]
+  assert results["optimizer_iterations"] == {"classifiers": 3 * 2}
+  assert results["divergences"][0]["resumed_with"] == [{"learning_rate": 0.01}]
+  with open(os.path.join(model_dir, "history.csv")) as handle:
+    epochs = [line.split(",")[0] for line in handle.read().splitlines()[1:]]
+  assert epochs == ["0", "1", "2"]  # Epoch 0 from the first run, then resumed at 1.
+  assert strict_json.read(os.path.join(model_dir, "config.json"))["learning_rate"] == 0.01
+  assert not os.path.exists(backup_dir)  # Removed once results.json is written.
+  _strict_json_files(model_dir)
+
+
+# ---------------------------------------------------------------------------
+# SIGTERM.
+
+
+def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
+  model_dir = str(tmp_path / "run")
+  epochs, steps = 40, 512 // 64
+  command = [sys.executable, os.path.join(ROOT, "run.py"), "--experiment=digits",
+             f"--model_dir={model_dir}", "--verbose=0", "--noexport",
+             f"--override=epochs={epochs}", "--override=train_examples=512"]
+  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  process = subprocess.Popen(command, cwd=ROOT, env=environment, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  metadata_path = os.path.join(model_dir, "backup", "training_metadata.json")
+  deadline = time.time() + 240
+  while (not os.path.exists(metadata_path) and process.poll() is None
+         and time.time() < deadline):
+    time.sleep(0.05)
+  time.sleep(0.2)  # Somewhere in the next epoch.
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  assert "Traceback" not in stderr
+  lines = _error_lines(stderr)
+  assert len(lines) == 1 and lines[0].startswith("interrupted: Interrupted by SIGTERM at ")
+  assert "Run the same command again to resume" in lines[0]
+  assert not os.path.exists(os.path.join(model_dir, "results.json"))
+  saved = _strict_json_files(model_dir)["backup/training_metadata.json"]
+  assert 1 <= saved["epoch"] < epochs and 0 <= saved["steps_into_epoch"] < steps
+  assert saved["weights_sha256"] == safety._sha256(
+      os.path.join(model_dir, "backup", "latest.weights.h5"))
+
+  completed = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True,
+                             text=True, timeout=300)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  results = _strict_json_files(model_dir)["results.json"]
+  # Resumed from the checkpoint, not from scratch: the optimizer kept its step count;
+  # Keras restarts the interrupted epoch from the saved weights, so the steps of it
+  # done before the signal are done twice.
+  assert results["optimizer_iterations"] == {
+      "classifiers": epochs * steps + saved["steps_into_epoch"]}
+  with open(os.path.join(model_dir, "history.csv")) as handle:
+    recorded = [int(line.split(",")[0]) for line in handle.read().splitlines()[1:]]
+  assert recorded == list(range(epochs))
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints cut short.
+
+
+def _tiny_model():
+  model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+  model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+  return model
+
+
+class _StopAt(keras.callbacks.Callback):
+  def __init__(self, epoch):
+    super().__init__()
+    self.epoch = epoch
+    self.weights = {}
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.weights[epoch + 1] = [w.copy() for w in self.model.get_weights()]
+    if epoch + 1 == self.epoch:
+      raise KeyboardInterrupt
+
+
+def _train_tiny(backup_dir, stop_at=None, epochs=4):
+  model = _tiny_model()
+  backup = safety.SafeBackupAndRestore(backup_dir)
+  recorder = _StopAt(stop_at)
+  data_x = np.arange(24, dtype=np.float32).reshape(8, 3) / 24
+  data_y = np.ones((8, 2), np.float32)
+  try:
+    model.fit(data_x, data_y, epochs=epochs, batch_size=4, verbose=0, shuffle=False,
+              callbacks=[backup, recorder])
+  except KeyboardInterrupt:
+    pass
+  return model, backup, recorder
+
+
+def _weights_equal(first, second):
+  return all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+@pytest.mark.parametrize("damage", ["truncated_weights", "truncated_weights_of_keras",
+                                    "garbled_metadata", "torn_pair", "missing_metadata"])
+def test_a_checkpoint_cut_short_resumes_from_the_previous_one(tmp_path, damage, capsys):
+  backup_dir = str(tmp_path / "backup")
+  _, _, first = _train_tiny(backup_dir, stop_at=3)
+  latest = os.path.join(backup_dir, "latest.weights.h5")
+  metadata = os.path.join(backup_dir, "training_metadata.json")
+  assert strict_json.read(metadata)["epoch"] == 3
+  assert strict_json.read(metadata + ".bkp")["epoch"] == 2
+  if damage == "truncated_weights_of_keras":  # Keras' own metadata has no checksum.
+    values = strict_json.read(metadata)
+    del values["weights_sha256"]
+    strict_json.write(metadata, values)
+  if damage.startswith("truncated_weights"):
+    with open(latest, "rb") as handle:
+      content = handle.read()
+    with open(latest, "wb") as handle:
+      handle.write(content[:len(content) // 2])
+  elif damage == "garbled_metadata":
+    with open(metadata, "w") as handle:
+      handle.write('{"epoch": 3, "ste')
+  elif damage == "torn_pair":  # New weights renamed in, the crash came before the metadata.
+    values = strict_json.read(metadata)
+    values["weights_sha256"] = "0" * 64
+    strict_json.write(metadata, values)
+  else:
+    os.remove(metadata)
+  model, backup, second = _train_tiny(backup_dir, epochs=2)
+  # Restored the epoch-2 checkpoint: epoch 2 is done, so a 2-epoch fit trains no more.
+  assert backup.restored["epoch"] == 2 and second.weights == {}
+  assert _weights_equal(model.get_weights(), first.weights[2])
+  assert "resumed from the previous checkpoint (epoch 2)" in capsys.readouterr().err
+
+
+def test_no_loadable_checkpoint_is_an_error_naming_the_backup(tmp_path):
+  backup_dir = str(tmp_path / "backup")
+  _train_tiny(backup_dir, stop_at=3)
+  for name in ("latest.weights.h5", "latest.weights.h5.bkp"):
+    with open(os.path.join(backup_dir, name), "r+b") as handle:
+      handle.truncate(100)
+  with pytest.raises(errors.ModelDirError, match="no checkpoint there loads") as raised:
+    _train_tiny(backup_dir, epochs=4)
+  assert backup_dir in str(raised.value) and "Delete that folder" in str(raised.value)
+
+
+def test_the_backup_never_saves_non_finite_weights(tmp_path):
+  backup_dir = str(tmp_path / "backup")
+  model, backup, _ = _train_tiny(backup_dir, stop_at=2)
+  before = snapshot(backup_dir)
+  config = config_lib.resolve_config("digits")
+  guard = safety.TrainingGuard(config, backup, steps=2)
+  guard.set_model(model)
+  model.layers[0].kernel.assign(np.full((3, 2), np.inf, np.float32))
+  with pytest.raises(errors.TrainingDivergedError, match="weights are not finite"):
+    backup._save_model()
+  assert snapshot(backup_dir) == before
