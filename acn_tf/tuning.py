@@ -11,7 +11,6 @@ of TensorBoard's HParams dashboard (`model_dir/logs/hparams`): its searched
 values and its score.
 """
 
-import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -22,7 +21,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.hparams import api_pb2 as hparams_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
-from acn_tf import data, training
+from acn_tf import data, strict_json, training
 from acn_tf.config import (ConfigError, ExperimentConfig, SearchDimension,
                            config_differences, parse_search_space)
 
@@ -357,11 +356,9 @@ def check_same_search(model_dir: str, tuner: str, config: ExperimentConfig) -> N
   path = os.path.join(model_dir, SEARCH_FILE)
   if not os.path.exists(path):
     os.makedirs(model_dir, exist_ok=True)
-    with open(path, "w") as handle:
-      json.dump({"tuner": tuner, "config": config.to_dict()}, handle, indent=2)
+    strict_json.write(path, {"tuner": tuner, "config": config.to_dict()})
     return
-  with open(path) as handle:
-    saved = json.load(handle)
+  saved = strict_json.read(path)
   differences = config_differences(saved["config"], config)
   if saved["tuner"] != tuner:
     differences.insert(0, f"tuner (saved {saved['tuner']!r}, now {tuner!r})")
@@ -407,8 +404,7 @@ def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,
                        f"error:\n{last_message}")
   best = search.oracle.get_best_trials(1)[0]
   best_config = hypermodel.trial_config(best.hyperparameters)
-  with open(os.path.join(model_dir, BEST_CONFIG_FILE), "w") as handle:
-    json.dump(best_config.to_dict(), handle, indent=2)
+  strict_json.write(os.path.join(model_dir, BEST_CONFIG_FILE), best_config.to_dict())
   summary = {
       "tuner": tuner,
       "objective": OBJECTIVE.name,
@@ -425,8 +421,7 @@ def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,
                   "message": trial.message}
                  for trial in trials],
   }
-  with open(os.path.join(model_dir, RESULTS_FILE), "w") as handle:
-    json.dump(summary, handle, indent=2)
+  strict_json.write(os.path.join(model_dir, RESULTS_FILE), summary)
   return summary
 
 

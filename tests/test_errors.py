@@ -994,3 +994,28 @@ def test_the_backup_never_saves_non_finite_weights(tmp_path):
   with pytest.raises(errors.TrainingDivergedError, match="weights are not finite"):
     backup._save_model()
   assert snapshot(backup_dir) == before
+
+
+def test_every_json_the_project_writes_goes_through_strict_json():
+  """json.dump writes NaN and Infinity tokens; the project's writers use strict_json."""
+  offenders = []
+  for directory in ("acn_tf", "."):
+    for name in sorted(os.listdir(os.path.join(ROOT, directory))):
+      path = os.path.join(ROOT, directory, name)
+      if not name.endswith(".py") or name == "strict_json.py":
+        continue
+      with open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+          if "json.dump(" in line or ("json.dumps(" in line and "allow_nan" not in line
+                                      and "json.loads(json.dumps(" not in line):
+            offenders.append(f"{directory}/{name}:{number}")
+  assert offenders == []
+
+
+def test_search_json_is_strict(tmp_path):
+  from acn_tf import tuning
+  config = config_lib.resolve_config("digits")
+  tuning.check_same_search(str(tmp_path), "random", config)
+  saved = _strict_json_files(str(tmp_path))["search.json"]
+  assert saved["tuner"] == "random" and saved["config"]["learning_rate"] == 0.05
+  tuning.check_same_search(str(tmp_path), "random", config)  # Reads it back: the same search.
