@@ -1019,3 +1019,23 @@ def test_search_json_is_strict(tmp_path):
   saved = _strict_json_files(str(tmp_path))["search.json"]
   assert saved["tuner"] == "random" and saved["config"]["learning_rate"] == 0.05
   tuning.check_same_search(str(tmp_path), "random", config)  # Reads it back: the same search.
+
+
+def test_a_backup_written_by_keras_itself_resumes(tmp_path):
+  """Runs started before SafeBackupAndRestore left Keras' own files (no checksum)."""
+  backup_dir = str(tmp_path / "backup")
+  model = _tiny_model()
+  recorder = _StopAt(2)
+  data_x, data_y = np.ones((8, 3), np.float32), np.zeros((8, 2), np.float32)
+  try:
+    model.fit(data_x, data_y, epochs=4, batch_size=4, verbose=0,
+              callbacks=[keras.callbacks.BackupAndRestore(backup_dir,
+                                                          double_checkpoint=True),
+                         recorder])
+  except KeyboardInterrupt:
+    pass
+  assert "weights_sha256" not in strict_json.read(
+      os.path.join(backup_dir, "training_metadata.json"))
+  resumed, backup, _ = _train_tiny(backup_dir, epochs=2)
+  assert backup.restored["epoch"] == 2
+  assert _weights_equal(resumed.get_weights(), recorder.weights[2])
