@@ -58,8 +58,9 @@ flags.DEFINE_enum("mixed_precision", None, list(config_lib.MIXED_PRECISION),
                   "bfloat16 on TPU/recent CPUs; losses stay float32.")
 flags.DEFINE_bool("deterministic", None, "Shorthand for --override=deterministic=true: "
                   "op determinism, identical results for a fixed seed.")
-flags.DEFINE_integer("verbose", 2, "Keras verbosity: 0 silent, 1 progress bar, "
-                     "2 one line per epoch.")
+flags.DEFINE_integer("verbose", None, "Keras verbosity: 0 silent, 1 progress bar, "
+                     "2 one line per epoch. Default: a progress bar on a terminal, one "
+                     "line per epoch when the output goes to a file.")
 
 
 def _default_model_dir(config) -> str:
@@ -133,7 +134,7 @@ def _run() -> None:
   strategy = distribute.create_strategy(FLAGS.strategy)
   if FLAGS.mode == "eval":
     results = training.evaluate(_existing_model_dir(), FLAGS.data_dir, strategy,
-                                verbose=FLAGS.verbose, checkpoint=FLAGS.checkpoint)
+                                verbose=keras_verbosity(), checkpoint=FLAGS.checkpoint)
     _print_summary(results)
   elif FLAGS.mode == "export":
     paths = training.export(_existing_model_dir(), FLAGS.data_dir, FLAGS.checkpoint)
@@ -145,14 +146,14 @@ def _run() -> None:
     from acn_tf import tuning
     summary = tuning.tune(config, model_dir, FLAGS.data_dir, tuner=FLAGS.tuner,
                           max_trials=FLAGS.max_trials, strategy=strategy,
-                          verbose=FLAGS.verbose)
+                          verbose=keras_verbosity())
     print(f"Best val_ensemble_top1 {summary.get('best_score')}; train it with "
           f"--config_file={os.path.join(model_dir, tuning.BEST_CONFIG_FILE)}")
   else:
     config = _resolved_config()
     model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config))
     results = training.train(config, model_dir, FLAGS.data_dir, strategy,
-                             verbose=FLAGS.verbose, export=FLAGS.export)
+                             verbose=keras_verbosity(), export=FLAGS.export)
     print(f"Wrote {os.path.join(model_dir, training.RESULTS_FILE)}")
     _print_summary(results)
 
@@ -171,9 +172,26 @@ def report_user_errors(function, *arguments) -> None:
     sys.exit(error.exit_status)
 
 
+def _quiet_libraries() -> None:
+  """The libraries' INFO chatter (SavedModel export, tensorflow-datasets) stays out
+  of a default run; absl's own -v/--verbosity brings it back."""
+  from absl import logging
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def keras_verbosity() -> int:
+  """--verbose, else Keras' convention: a progress bar with ETA on a terminal, one
+  line per epoch when the output is a file."""
+  if FLAGS.verbose is not None:
+    return FLAGS.verbose
+  return 1 if sys.stdout.isatty() else 2
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  _quiet_libraries()
   report_user_errors(_check_flags)
   report_user_errors(_run)
 

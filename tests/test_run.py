@@ -133,3 +133,21 @@ def test_config_file_is_applied_before_overrides(tmp_path):
   config = config_lib.resolve_config("digits", config_file=str(path),
                                      overrides=["epochs=2"])
   assert config.learning_rate == 0.01 and config.epochs == 2 and config.name == "digits"
+
+
+def test_default_output_is_keras_progress_and_the_projects_lines(tmp_path):
+  """Output to a file: one line per epoch, no progress bar; the libraries' INFO
+  chatter (SavedModel export) only with absl's -v."""
+  arguments = ["--experiment=digits", "--override=epochs=2", "--override=train_examples=256"]
+  quiet = _run(*arguments, f"--model_dir={tmp_path / 'quiet'}")
+  assert quiet.returncode == 0, quiet.stderr[-3000:]
+  lines = quiet.stdout.splitlines()
+  assert lines[0] == "Epoch 1/2" and "Epoch 2/2" in lines
+  assert sum(line.startswith("4/4 - ") and "ensemble_top1" in line for line in lines) == 2
+  assert "\r" not in quiet.stdout and "━" not in quiet.stdout  # No progress bar.
+  assert lines[-1].startswith("digits dml: c0 top1")
+  chatter = ("Assets written to", "Writing fingerprint", "Sharding callback duration")
+  assert not any(text in quiet.stderr for text in chatter), quiet.stderr[-3000:]
+  chatty = _run(*arguments, f"--model_dir={tmp_path / 'chatty'}", "--verbosity=0")
+  assert chatty.returncode == 0, chatty.stderr[-3000:]
+  assert "Assets written to" in chatty.stderr
