@@ -1039,3 +1039,22 @@ def test_a_backup_written_by_keras_itself_resumes(tmp_path):
   resumed, backup, _ = _train_tiny(backup_dir, epochs=2)
   assert backup.restored["epoch"] == 2
   assert _weights_equal(resumed.get_weights(), recorder.weights[2])
+
+
+@pytest.mark.parametrize("has_discriminator", [True, False])
+def test_guard_watches_d_loss_only_when_there_is_a_discriminator(tmp_path, has_discriminator):
+  """gan_weight = 0 (the no-GAN ablation) leaves d_loss NaN by design: not a divergence."""
+  config = config_lib.resolve_config("digits", method="acn")
+  model = keras.Model()
+  model.adversarial_phase_active = True
+  model.discriminator = keras.layers.Dense(1) if has_discriminator else None
+  guard = safety.TrainingGuard(config, safety.SafeBackupAndRestore(str(tmp_path)), steps=2)
+  guard.set_model(model)
+  logs = {"loss": 1.0, "c0_loss": 0.5, "g_loss": 0.3, "d_loss": float("nan")}
+  if has_discriminator:
+    with pytest.raises(errors.TrainingDivergedError, match="d_loss is nan"):
+      guard.check_logs(logs)
+  else:
+    guard.check_logs(logs)
+    with pytest.raises(errors.TrainingDivergedError, match="g_loss is nan"):
+      guard.check_logs({**logs, "g_loss": float("nan")})
