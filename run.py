@@ -1,4 +1,5 @@
-"""Entry point: `python run.py --experiment=digits [--method=dml] [--mode=train]`.
+"""Entry point: `python run.py --experiment=digits [--method=dml] [--mode=train]`,
+or `python run.py --config_file=my_experiment.json` for an experiment a JSON file defines.
 
 Flags are defined here and only here; the library receives config objects.
 
@@ -25,7 +26,8 @@ from acn_tf import errors  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Registered experiment name, e.g. digits, "
-                    "fashion_mnist, cifar10, cifar100.")
+                    "fashion_mnist, cifar10, cifar100; with --config_file, the base the "
+                    "file's fields change. Optional when --config_file defines a dataset.")
 flags.DEFINE_enum("method", None, list(config_lib.METHODS),
                   "Training method; default: the experiment's.")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "tune"],
@@ -39,7 +41,9 @@ flags.DEFINE_string("data_dir", None, "Where datasets are looked for (tensorflow
 flags.DEFINE_multi_string("override", [], "KEY=VALUE setting any config field; "
                           "repeatable, e.g. --override=epochs=10 --override=seed=1.")
 flags.DEFINE_string("config_file", None, "JSON object of config fields (e.g. a tuner's "
-                    "best_config.json), applied before --method and --override.")
+                    "best_config.json, or a whole experiment: name, dataset, ...), "
+                    "applied over --experiment (else the defaults) and before --method "
+                    "and --override.")
 flags.DEFINE_enum("checkpoint", "final", ["final", "best"],
                   "--mode=eval: the final weights, or the best by validation ensemble "
                   "top-1 (needs validation_fraction > 0 when training).")
@@ -76,10 +80,6 @@ def _print_summary(results) -> None:
 
 
 def _resolved_config():
-  if not FLAGS.experiment:
-    raise config_lib.ConfigError(
-        "--experiment is required. Known experiments: "
-        f"{', '.join(config_lib.experiment_names())}.")
   overrides = list(FLAGS.override)
   if FLAGS.mixed_precision is not None:
     overrides.append(f"mixed_precision={FLAGS.mixed_precision}")

@@ -9,13 +9,28 @@ import dataclasses
 import json
 import math
 import os
+import re
 import typing
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from acn_tf import errors
 
 METHODS = ("independent", "dml", "acn")
+# The datasets known by name; any other dataset is "tfds:NAME" or "folder:PATH".
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
+# An image-classification dataset of tensorflow-datasets, by its tfds name.
+TFDS_PREFIX = "tfds:"
+# A folder of images with one sub-folder per class (Keras' image_dataset_from_directory).
+FOLDER_PREFIX = "folder:"
+# The caller's own tf.data pipeline (acn_tf/api.py): nothing for run.py to load.
+PYTHON_DATASET = "python"
+# Channels a dataset may be converted to: 0 keeps the dataset's own.
+CHANNELS = (0, 1, 3)
+DATASET_HELP = (f"{', '.join(DATASETS)}, tfds:NAME (an image-classification dataset of "
+                 "tensorflow-datasets, e.g. tfds:svhn_cropped) or folder:PATH (a folder "
+                 "with one sub-folder of images per class, e.g. folder:/data/flowers/train)")
+# A tfds name: builder name, optional /config, optional :version (as tfds.builder takes it).
+_TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[A-Za-z0-9_.+-]+)?(:[0-9]+\.[0-9]+\.[0-9]+)?$")
 AUGMENTATIONS = ("none", "crop", "crop_flip")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DIVERGENCES = ("js", "sym_kl", "total_variation", "logit_l1")
@@ -44,7 +59,21 @@ class ExperimentConfig:
   method: str = "dml"
   seed: int = 0
 
-  # Data.
+  # Data. `dataset`: one of DATASETS, "tfds:NAME" or "folder:PATH" (parse_dataset).
+  # Resize every image to image_size x image_size (0: keep the dataset's size;
+  # a folder needs one, since Keras resizes while it reads).
+  image_size: int = 0
+  # 1 (grayscale) or 3 (RGB); 0 keeps the dataset's own (a folder is read as RGB).
+  channels: int = 0
+  # folder: the test split, either a second folder of the same classes (a path,
+  # relative ones resolved like the dataset's) or this fraction of the folder,
+  # carved with a fixed seed (the same test images whatever `seed`).
+  test_folder: str = ""
+  test_fraction: float = 0.0
+  # tfds: the splits to train and test on, any tfds split expression such as
+  # "validation" or "train[90%:]" ("": "train" and "test").
+  train_split: str = ""
+  test_split: str = ""
   batch_size: int = 128
   augmentation: str = "crop_flip"
   crop_padding: int = 4
@@ -187,7 +216,7 @@ class ExperimentConfig:
     if not self.name:
       raise ConfigError("name is empty: give the experiment a name.")
     _check_choice("method", self.method, METHODS)
-    _check_choice("dataset", self.dataset, DATASETS)
+    _check_data_fields(self)
     _check_choice("augmentation", self.augmentation, AUGMENTATIONS)
     _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
     _check_choice("divergence", self.divergence, DIVERGENCES)
@@ -250,6 +279,76 @@ class ExperimentConfig:
     return self
 
 
+def parse_dataset(dataset: str) -> Tuple[str, str]:
+  """(kind, name): ("builtin", NAME), ("tfds", NAME), ("folder", PATH) or ("python", "").
+
+  Raises ConfigError for anything else, naming the valid forms.
+  """
+  if dataset in DATASETS:
+    return "builtin", dataset
+  if dataset == PYTHON_DATASET:
+    return "python", ""
+  if dataset.startswith(TFDS_PREFIX):
+    name = dataset[len(TFDS_PREFIX):].strip()
+    if not name:
+      raise ConfigError(f"dataset={dataset!r} names no tensorflow-datasets dataset: give "
+                        "one after 'tfds:', e.g. dataset=tfds:svhn_cropped.")
+    if not _TFDS_NAME.match(name):
+      raise ConfigError(
+          f"dataset={dataset!r}: {name!r} is not a tensorflow-datasets name (lower-case "
+          "snake_case, optionally /CONFIG and :VERSION, e.g. tfds:svhn_cropped, "
+          "tfds:cifar10_corrupted/brightness_1 or tfds:mnist:3.0.1).")
+    return "tfds", name
+  if dataset.startswith(FOLDER_PREFIX):
+    path = dataset[len(FOLDER_PREFIX):].strip()
+    if not path:
+      raise ConfigError(f"dataset={dataset!r} names no folder: give its path after "
+                        "'folder:', e.g. dataset=folder:/data/flowers/train (one "
+                        "sub-folder of images per class).")
+    return "folder", path
+  hint = (f" (a tensorflow-datasets dataset is given as tfds:NAME, e.g. tfds:{dataset})"
+          if _TFDS_NAME.match(dataset) else "")
+  raise ConfigError(f"dataset={dataset!r} is not one of {DATASET_HELP}{hint}.")
+
+
+def _check_data_fields(config: "ExperimentConfig") -> None:
+  """The dataset's form, and the fields that only some kinds of dataset read."""
+  kind, _ = parse_dataset(config.dataset)
+  if config.image_size < 0:
+    raise ConfigError(f"image_size must be >= 0 (0 keeps the dataset's size), got "
+                      f"{config.image_size}.")
+  if config.channels not in CHANNELS:
+    raise ConfigError(f"channels={config.channels} is not one of 1 (grayscale), 3 (RGB) "
+                      "or 0 (the dataset's own).")
+  if not 0.0 <= config.test_fraction < 1.0:
+    raise ConfigError(f"test_fraction must be in [0, 1), got {config.test_fraction}.")
+  if kind != "folder" and (config.test_folder or config.test_fraction):
+    field = "test_folder" if config.test_folder else "test_fraction"
+    raise ConfigError(f"{field} is for dataset=folder:PATH; dataset={config.dataset} has "
+                      f"a test split of its own. Drop {field}.")
+  if kind != "tfds" and (config.train_split or config.test_split):
+    field = "train_split" if config.train_split else "test_split"
+    raise ConfigError(f"{field} is for dataset=tfds:NAME (a tensorflow-datasets split); "
+                      f"dataset={config.dataset} has fixed splits. Drop {field}.")
+  if kind == "tfds" and (config.train_split or "train") == (config.test_split or "test"):
+    raise ConfigError(f"train_split and test_split are both {config.test_split!r}: the test "
+                      "split must be held out, e.g. train_split='train[:90%]' and "
+                      "test_split='train[90%:]'.")
+  if kind == "folder":
+    if not config.image_size:
+      raise ConfigError(f"dataset={config.dataset} needs image_size: Keras resizes every "
+                        "image of a folder to it while reading, e.g. "
+                        "--override=image_size=32.")
+    if config.test_folder and config.test_fraction:
+      raise ConfigError("test_folder and test_fraction both give dataset="
+                        f"{config.dataset} a test split; keep one.")
+    if not config.test_folder and not config.test_fraction:
+      raise ConfigError(
+          f"dataset={config.dataset} needs a test split: test_folder=PATH (a second "
+          "folder with the same class sub-folders) or test_fraction=0.2 (that share of "
+          "the folder, carved with a fixed seed).")
+
+
 def _is_of_type(value: Any, kind: Any) -> bool:
   """isinstance, with bool not counted as a number and an int accepted as a float."""
   if kind is float:
@@ -292,8 +391,10 @@ def _check_choice(field: str, value: str, choices: Sequence[str]) -> None:
 
 SEARCH_KINDS = ("log", "linear", "int", "choice")
 # Every trial must be scored on the same validation examples, carved with the
-# same seed, so the fields that shape the data splits are not searchable.
-UNSEARCHABLE_FIELDS = ("seed", "train_examples", "validation_fraction")
+# same seed, so the fields that shape the data splits are not searchable; nor
+# are those that shape the images (the channel statistics are computed once).
+UNSEARCHABLE_FIELDS = ("seed", "train_examples", "validation_fraction", "test_fraction",
+                       "image_size", "channels")
 _SPEC_HELP = ("expected field=SPEC with SPEC one of log:LOW:HIGH, LOW:HIGH, "
               "int:LOW:HIGH or choice:A|B|C, e.g. learning_rate=log:0.01:0.2")
 
@@ -331,8 +432,9 @@ def parse_search_dimension(entry: str) -> SearchDimension:
     raise ConfigError(f"search_space entry {entry!r}: {field!r} is not a numeric config "
                       f"field. Searchable fields: {', '.join(numeric)}.")
   if field in UNSEARCHABLE_FIELDS:
-    raise ConfigError(f"search_space entry {entry!r}: {field} shapes the data splits, "
-                      "which must be the same for every trial; set it with an override.")
+    raise ConfigError(f"search_space entry {entry!r}: {field} shapes the data splits or "
+                      "the images, which must be the same for every trial; set it with an "
+                      "override.")
   try:
     dimension = _parse_spec(field, kind, spec)
   except ValueError as error:
@@ -554,20 +656,50 @@ def load_config_file(path: str) -> Dict[str, Any]:
   return values
 
 
-def resolve_config(experiment: str,
+def resolve_config(experiment: Optional[str],
                    method: Optional[str] = None,
                    config_file: Optional[str] = None,
                    overrides: Sequence[str] = ()) -> ExperimentConfig:
-  """Experiment defaults, then the config file, then --method, then overrides."""
-  config = get_experiment(experiment)
-  if config_file:
-    file_values = load_config_file(config_file)
-    file_values.pop("name", None)
+  """The base, then the config file, then --method, then overrides.
+
+  The base is the registered `experiment` when one is named; without it, the
+  config file is a whole experiment of its own: its fields over
+  ExperimentConfig's defaults, so it (or an override) must give `dataset`.
+  The file's `name` names the experiment (and the default model_dir); without
+  one, a named base keeps its name and a file alone is named after the file
+  (my_experiment.json: "my_experiment").
+  """
+  if not experiment and not config_file:
+    raise ConfigError(
+        "--experiment or --config_file is required: --experiment=NAME runs a registered "
+        f"experiment ({', '.join(experiment_names())}); --config_file=FILE.json runs the "
+        'experiment that file defines, e.g. {"name": "flowers", "dataset": '
+        '"folder:/data/flowers/train", "test_fraction": 0.2, "image_size": 64}.')
+  file_values: Dict[str, Any] = load_config_file(config_file) if config_file else {}
+  name = file_values.pop("name", None)
+  if name is not None and (not isinstance(name, str) or not name.strip()):
+    raise ConfigError(f"--config_file={config_file}: name must be a non-empty string, got "
+                      f"{name!r}.")
+  parsed_overrides = parse_override_strings(overrides)
+  if experiment:
+    config = get_experiment(experiment)
+  else:
+    if "dataset" not in file_values and "dataset" not in parsed_overrides:
+      raise ConfigError(
+          f"--config_file={config_file} gives no dataset, and no --experiment gives one: "
+          f'add "dataset": one of {DATASET_HELP}, to the file, or name a registered '
+          f"experiment as its base with --experiment=NAME ({', '.join(experiment_names())}).")
+    stem = os.path.splitext(os.path.basename(config_file))[0]
+    dataset = file_values.get("dataset", parsed_overrides.get("dataset"))
+    config = ExperimentConfig(name=stem, dataset=dataset if isinstance(dataset, str) else "")
+  if name is not None:
+    config = config.replace(name=name.strip())
+  if file_values:
     try:
       config = apply_overrides(config, file_values)
     except ConfigError as error:
       raise ConfigError(f"--config_file={config_file}: {error}") from None
   if method:
     config = apply_overrides(config, {"method": method})
-  config = apply_overrides(config, parse_override_strings(overrides))
+  config = apply_overrides(config, parsed_overrides)
   return config.validate()

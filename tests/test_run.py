@@ -129,10 +129,11 @@ def test_config_overrides_are_typed():
 
 def test_config_file_is_applied_before_overrides(tmp_path):
   path = tmp_path / "best.json"
-  path.write_text(json.dumps({"name": "ignored", "learning_rate": 0.01, "epochs": 4}))
+  path.write_text(json.dumps({"name": "digits_tuned", "learning_rate": 0.01, "epochs": 4}))
   config = config_lib.resolve_config("digits", config_file=str(path),
                                      overrides=["epochs=2"])
-  assert config.learning_rate == 0.01 and config.epochs == 2 and config.name == "digits"
+  assert config.learning_rate == 0.01 and config.epochs == 2
+  assert config.name == "digits_tuned"  # The file's name names the run.
 
 
 def test_default_output_is_keras_progress_and_the_projects_lines(tmp_path):
