@@ -37,6 +37,21 @@ def check_architecture_name(name: str) -> None:
                    "resnet32), wrnD_K (e.g. wrn16_2, wrn28_10) or small_cnn.")
 
 
+def check_image_shape(image_shape) -> None:
+  """Raises ValueError unless `image_shape` is a fixed (height, width, channels).
+
+  That is all the classifiers (and Phase A's networks) need: their stages use
+  "same" padding and end in global pooling, so any size from 1x1 up and any
+  channel count build. The CIFAR-style stems keep the full resolution in the
+  first stage, so the cost per image grows with height x width.
+  """
+  shape = tuple(image_shape)
+  if len(shape) != 3 or not all(isinstance(size, int) and size > 0 for size in shape):
+    raise ValueError(f"Image shape {shape}: the classifiers need fixed (height, width, "
+                     "channels) images, each size a positive integer; resize images of "
+                     "varying size with image_size (e.g. --override=image_size=64).")
+
+
 def _conv(filters: int, kernel_size: int, strides: int = 1, name: Optional[str] = None):
   return layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
                        use_bias=False, kernel_initializer="he_normal", name=name)

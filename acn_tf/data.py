@@ -13,6 +13,14 @@ always uses the data its command names. A data_dir that does not exist is an
 error, and so is a file there that is corrupted, truncated or of the wrong
 shape (`DataFormatError`, naming the file).
 
+Besides the named datasets, `tfds:NAME` reads any image-classification dataset of
+tensorflow-datasets (image and label from the builder's supervised keys, the
+same lookup as the named ones: prepared data in --data_dir only, else prepared
+data in tfds' default place, else a download), and `folder:PATH` a folder with
+one sub-folder of images per class, read by Keras' image_dataset_from_directory
+(a relative PATH is taken from --data_dir when one is given). Every dataset can
+be resized (`image_size`) and turned grayscale or RGB (`channels`) as it is read.
+
 Splits are unbatched `tf.data.Dataset`s of (uint8 image [H, W, C], int64 label);
 `make_pipeline` turns one into batches of float32 images in [0, 1] and int32
 labels, with seeded, stateless augmentation so two runs with the same seed see
@@ -20,20 +28,27 @@ identical batches.
 """
 
 import dataclasses
+import difflib
 import gzip
 import os
 import pickle
 import socket
 import tarfile
+import urllib.parse
 import zlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from acn_tf import config as config_lib
 from acn_tf.errors import ConfigError, DataFormatError, DataNotFoundError
 
 DATASET_NAMES = ("digits", "fashion_mnist", "cifar10", "cifar100")
+# The test split carved from a folder (test_fraction) and the sample that
+# train_examples keeps of a folder use this seed, not the run's: every run of a
+# folder tests on the same images, whatever its seed.
+FOLDER_SEED = 0
 AUGMENTATIONS = ("none", "crop", "crop_flip")
 
 # Where the Debian package `dataset-fashion-mnist` installs the official files.
@@ -76,6 +91,8 @@ class DatasetInfo:
   num_validation: int
   num_test: int
   source: str  # Human-readable: where the data was loaded from.
+  # The name of each class, by label; the label as text where the data names none.
+  class_names: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +118,16 @@ _SPECS: Dict[str, _DatasetSpec] = {
     "cifar100": _DatasetSpec(100, (32, 32, 3)),
 }
 
+# The official class names (Fashion-MNIST's README, CIFAR-10's batches.meta);
+# CIFAR-100's come with its files (meta) or its tfds data.
+_CLASS_NAMES: Dict[str, Tuple[str, ...]] = {
+    "digits": tuple(str(digit) for digit in range(10)),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                      "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                "ship", "truck"),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class _RawSplits:
@@ -111,6 +138,8 @@ class _RawSplits:
   num_train: int
   num_test: int
   source: str
+  class_names: Tuple[str, ...] = ()  # Empty: the source names no classes.
+  num_classes: int = 0  # 0: the named dataset's (_SPECS).
 
 
 # ---------------------------------------------------------------------------
@@ -122,26 +151,56 @@ def load_splits(dataset: str,
                 *,
                 train_examples: int = 0,
                 validation_fraction: float = 0.0,
-                seed: int = 0) -> DataSplits:
+                seed: int = 0,
+                image_size: int = 0,
+                channels: int = 0,
+                test_folder: str = "",
+                test_fraction: float = 0.0,
+                train_split: str = "",
+                test_split: str = "") -> DataSplits:
   """Loads `dataset` and carves validation data out of its training split.
 
+  `dataset` is a named dataset, "tfds:NAME" or "folder:PATH" (config.parse_dataset).
+  Images are resized to `image_size` (0: kept) and made grayscale or RGB
+  (`channels` 1 or 3; 0: kept). A folder's test split is `test_folder` or the
+  `test_fraction` of the folder carved with FOLDER_SEED; a tfds dataset's splits
+  are `train_split` and `test_split` ("": "train" and "test").
   Validation comes from the training split (a permutation seeded by `seed`),
   never from the test split, so tuning on it leaves the test set untouched.
   `train_examples` > 0 then keeps the first that many remaining training
-  examples (in file order), for CPU-sized runs.
+  examples (in file order; of a folder, whose order is class by class, a sample
+  drawn with FOLDER_SEED), for CPU-sized runs.
   """
-  if dataset not in _SPECS:
-    raise ConfigError(f"Unknown dataset {dataset!r}. Valid names: "
-                      f"{', '.join(DATASET_NAMES)}.")
+  kind, name = config_lib.parse_dataset(dataset)
+  if kind == "python":
+    raise ConfigError(f"dataset={dataset} stands for your own tf.data pipeline (acn_tf.api): "
+                      "there is nothing to load. Give a dataset to read: "
+                      f"{config_lib.DATASET_HELP}.")
   if not 0.0 <= validation_fraction < 1.0:
     raise ConfigError(f"validation_fraction must be in [0, 1), got {validation_fraction}.")
   if train_examples < 0:
     raise ConfigError(f"train_examples must be >= 0 (0: all), got {train_examples}.")
+  if image_size < 0 or channels not in config_lib.CHANNELS:
+    raise ConfigError(f"image_size={image_size}, channels={channels}: image_size must be "
+                      ">= 0 and channels one of 0, 1, 3.")
   check_data_dir(data_dir)
-  raw = _load_raw_splits(dataset, data_dir)
-  spec = _SPECS[dataset]
-  _check_element_spec(dataset, raw.train, spec.image_shape, raw.source)
-  _check_element_spec(dataset, raw.test, spec.image_shape, raw.source)
+  test_carved = False
+  if kind == "builtin":
+    raw = _load_raw_splits(name, data_dir)
+    spec = _SPECS[name]
+    _check_element_spec(dataset, raw.train, spec.image_shape, raw.source)
+    _check_element_spec(dataset, raw.test, spec.image_shape, raw.source)
+    raw = dataclasses.replace(
+        raw, num_classes=spec.num_classes,
+        class_names=raw.class_names or _CLASS_NAMES.get(name, ()))
+  elif kind == "tfds":
+    raw = _load_tfds(name, data_dir, train_split or "train", test_split or "test",
+                     explicit_splits=bool(train_split or test_split))
+  else:
+    raw = _load_folder(name, data_dir, image_size, channels, test_folder, test_fraction)
+    test_carved = not test_folder
+  raw = _reshape(raw, dataset, image_size, channels)
+  image_shape = tuple(int(size) for size in raw.train.element_spec[0].shape)
   train, validation, num_validation = _carve_validation(
       raw.train, raw.num_train, validation_fraction, seed)
   num_train = raw.num_train - num_validation
@@ -151,17 +210,32 @@ def load_splits(dataset: str,
         f"{dataset}{' left after validation_fraction' if num_validation else ''}; "
         "lower train_examples (0 takes them all).")
   if 0 < train_examples < num_train:
-    train = train.take(train_examples)
+    if kind == "folder":
+      _, train = _split_by_seeded_indices(train, num_train, train_examples, FOLDER_SEED)
+    else:
+      train = train.take(train_examples)
     num_train = train_examples
   train = train.apply(tf.data.experimental.assert_cardinality(num_train))
+  class_names = raw.class_names or tuple(str(label) for label in range(raw.num_classes))
   info = DatasetInfo(name=dataset,
-                     num_classes=spec.num_classes,
-                     image_shape=spec.image_shape,
+                     num_classes=raw.num_classes,
+                     image_shape=image_shape,
                      num_train=num_train,
                      num_validation=num_validation,
                      num_test=raw.num_test,
-                     source=raw.source)
+                     source=raw.source + (f"; test: {raw.num_test} images of it carved "
+                                          f"with seed {FOLDER_SEED}" if test_carved else ""),
+                     class_names=class_names)
   return DataSplits(train=train, validation=validation, test=raw.test, info=info)
+
+
+def load_config_splits(config, data_dir: Optional[str]) -> DataSplits:
+  """load_splits with every data field of an ExperimentConfig."""
+  return load_splits(config.dataset, data_dir, train_examples=config.train_examples,
+                     validation_fraction=config.validation_fraction, seed=config.seed,
+                     image_size=config.image_size, channels=config.channels,
+                     test_folder=config.test_folder, test_fraction=config.test_fraction,
+                     train_split=config.train_split, test_split=config.test_split)
 
 
 def check_data_dir(data_dir: Optional[str]) -> None:
@@ -218,43 +292,53 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, image_shape: Tuple[int
                           f"expected 0..{num_classes - 1}; {how_to_fix}")
 
 
-def _validation_size(num_examples: int, validation_fraction: float) -> int:
+def _validation_size(num_examples: int, validation_fraction: float,
+                     field: str = "validation_fraction") -> int:
   """Rounded share of the training split; at least one example when asked for any."""
   if validation_fraction == 0.0:
     return 0
   size = max(1, int(round(num_examples * validation_fraction)))
   if size >= num_examples:
-    raise ConfigError(f"validation_fraction={validation_fraction} of {num_examples} "
+    raise ConfigError(f"{field}={validation_fraction} of {num_examples} "
                       "training examples leaves no training data; lower it.")
   return size
 
 
 def _carve_validation(train: tf.data.Dataset, num_examples: int,
-                      validation_fraction: float, seed: int
+                      validation_fraction: float, seed: int,
+                      field: str = "validation_fraction"
                       ) -> Tuple[tf.data.Dataset, Optional[tf.data.Dataset], int]:
-  """Splits `train` by a seeded permutation of example indices.
-
-  Filtering by index (instead of materialising arrays) works the same for
-  in-memory and tfds sources; both parts keep the original file order.
-  """
-  num_validation = _validation_size(num_examples, validation_fraction)
+  """Splits `train` into (the rest, a seeded share `validation_fraction`, its size)."""
+  num_validation = _validation_size(num_examples, validation_fraction, field)
   if num_validation == 0:
     return train, None, 0
-  permutation = np.random.default_rng(seed).permutation(num_examples)
-  is_validation = np.zeros(num_examples, dtype=bool)
-  is_validation[permutation[:num_validation]] = True
-  mask = tf.constant(is_validation)
-  indexed = train.enumerate()
+  remaining, validation = _split_by_seeded_indices(train, num_examples, num_validation,
+                                                   seed)
+  return remaining, validation, num_validation
 
-  def select(keep_validation: bool) -> tf.data.Dataset:
+
+def _split_by_seeded_indices(dataset: tf.data.Dataset, num_examples: int, count: int,
+                             seed: int) -> Tuple[tf.data.Dataset, tf.data.Dataset]:
+  """(the rest, `count` examples chosen by a permutation seeded by `seed`).
+
+  Filtering by index (instead of materialising arrays) works the same for
+  in-memory, tfds and folder sources; both parts keep the original order.
+  """
+  permutation = np.random.default_rng(seed).permutation(num_examples)
+  is_chosen = np.zeros(num_examples, dtype=bool)
+  is_chosen[permutation[:count]] = True
+  mask = tf.constant(is_chosen)
+  indexed = dataset.enumerate()
+
+  def select(keep_chosen: bool) -> tf.data.Dataset:
     chosen = indexed.filter(
-        lambda index, example: tf.equal(tf.gather(mask, index), keep_validation))
+        lambda index, example: tf.equal(tf.gather(mask, index), keep_chosen))
     return chosen.map(lambda index, example: example)
 
-  validation = select(True).apply(tf.data.experimental.assert_cardinality(num_validation))
+  chosen = select(True).apply(tf.data.experimental.assert_cardinality(count))
   remaining = select(False).apply(
-      tf.data.experimental.assert_cardinality(num_examples - num_validation))
-  return remaining, validation, num_validation
+      tf.data.experimental.assert_cardinality(num_examples - count))
+  return remaining, chosen
 
 
 def _from_arrays(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
@@ -485,14 +569,17 @@ class _CifarLayout:
   train_files: Tuple[str, ...]
   test_file: str
   label_key: bytes
+  meta_file: str  # The class names: an optional part of a data_dir's copy.
+  names_key: bytes
 
 
 _CIFAR_LAYOUTS = {
     "cifar10": _CifarLayout("cifar-10-python.tar.gz", "cifar-10-batches-py",
                             tuple(f"data_batch_{number}" for number in range(1, 6)),
-                            "test_batch", b"labels"),
+                            "test_batch", b"labels", "batches.meta", b"label_names"),
     "cifar100": _CifarLayout("cifar-100-python.tar.gz", "cifar-100-python",
-                             ("train",), "test", b"fine_labels"),
+                             ("train",), "test", b"fine_labels", "meta",
+                             b"fine_label_names"),
 }
 
 
@@ -547,11 +634,34 @@ def _read_cifar_batches(open_member, layout: _CifarLayout, files: Sequence[str],
   return images, labels
 
 
+def _read_cifar_names(handle, layout: _CifarLayout, origin: str,
+                      dataset: str) -> Tuple[str, ...]:
+  """The class names of the meta file (batches.meta, meta), checked."""
+  try:
+    meta = pickle.load(handle, encoding="bytes")
+    names = tuple(name.decode("utf-8") if isinstance(name, bytes) else str(name)
+                  for name in meta[layout.names_key])
+  except (*_READ_ERRORS, KeyError, UnicodeDecodeError) as error:
+    raise DataFormatError(f"{origin} is not the CIFAR meta file with {layout.names_key!r} "
+                          f"({type(error).__name__}: {str(error)[:200]}); "
+                          f"{_CIFAR_FIX}") from None
+  if len(names) != _SPECS[dataset].num_classes:
+    raise DataFormatError(f"{origin} names {len(names)} classes, expected "
+                          f"{_SPECS[dataset].num_classes}; {_CIFAR_FIX}")
+  return names
+
+
 def _read_cifar_folder(folder: str, layout: _CifarLayout, dataset: str) -> _RawSplits:
   open_member = lambda name: open(os.path.join(folder, name), "rb")
   train = _read_cifar_batches(open_member, layout, layout.train_files, folder, dataset)
   test = _read_cifar_batches(open_member, layout, (layout.test_file,), folder, dataset)
-  return _in_memory_splits(train, test, f"CIFAR python batches in {folder}")
+  raw = _in_memory_splits(train, test, f"CIFAR python batches in {folder}")
+  meta = os.path.join(folder, layout.meta_file)
+  if os.path.isfile(meta):
+    with open(meta, "rb") as handle:
+      raw = dataclasses.replace(raw, class_names=_read_cifar_names(handle, layout, meta,
+                                                                   dataset))
+  return raw
 
 
 def _read_cifar_tarball(path: str, layout: _CifarLayout, dataset: str) -> _RawSplits:
@@ -571,13 +681,19 @@ def _read_cifar_tarball(path: str, layout: _CifarLayout, dataset: str) -> _RawSp
       except KeyError as error:
         raise DataFormatError(f"{path} lacks a member of the official layout: {error} "
                               f"(is it truncated?); {_CIFAR_FIX}") from None
+      names: Tuple[str, ...] = ()
+      meta = f"{layout.folder}/{layout.meta_file}"
+      if meta in archive.getnames():
+        names = _read_cifar_names(open_member(layout.meta_file), layout, f"{path}/{meta}",
+                                  dataset)
   except DataFormatError:
     raise
   except (OSError, EOFError, zlib.error, tarfile.TarError) as error:
     raise DataFormatError(f"{path} is not a readable tarball ({type(error).__name__}: "
                           f"{str(error)[:200]}): it is truncated or corrupted; "
                           f"{_CIFAR_FIX}") from None
-  return _in_memory_splits(train, test, f"CIFAR python tarball {path}")
+  return dataclasses.replace(_in_memory_splits(train, test, f"CIFAR python tarball {path}"),
+                             class_names=names)
 
 
 def _find_cifar_files(data_dir: str, layout: _CifarLayout, dataset: str
@@ -645,7 +761,8 @@ def _tfds_builder(name: str, data_dir: Optional[str]):
 
 
 # The hosts tfds downloads each dataset from. Offline, resolving them fails at
-# once, whereas tfds' own download retries take minutes to give up.
+# once, whereas tfds' own download retries take minutes to give up. Other tfds
+# datasets: the hosts of the URLs their builder lists (url_infos).
 TFDS_DOWNLOAD_HOSTS = {
     "cifar10": "www.cs.toronto.edu",
     "cifar100": "www.cs.toronto.edu",
@@ -653,15 +770,27 @@ TFDS_DOWNLOAD_HOSTS = {
 }
 
 
-def check_download_host(name: str) -> None:
-  """Raises ConnectionError quickly when `name`'s download host cannot be resolved."""
-  host = TFDS_DOWNLOAD_HOSTS.get(name)
-  if host is None:
-    return
+def _download_hosts(name: str) -> List[str]:
+  """TFDS_DOWNLOAD_HOSTS, else the hosts of the tfds builder's checksummed URLs."""
+  if name in TFDS_DOWNLOAD_HOSTS:
+    return [TFDS_DOWNLOAD_HOSTS[name]]
+  if name in _SPECS:  # digits, and any named dataset without a tfds download.
+    return []
   try:
-    socket.getaddrinfo(host, 443)
-  except OSError as error:
-    raise ConnectionError(f"cannot resolve {host} (no internet?): {error}") from None
+    import tensorflow_datasets as tfds
+    urls = tfds.builder_cls(name).url_infos or {}
+  except Exception:  # Not a tfds builder, or one without a checksums file.
+    return []
+  return sorted({urllib.parse.urlparse(url).hostname for url in urls} - {None, ""})
+
+
+def check_download_host(name: str) -> None:
+  """Raises ConnectionError quickly when a download host of `name` cannot be resolved."""
+  for host in _download_hosts(name):
+    try:
+      socket.getaddrinfo(host, 443)
+    except OSError as error:
+      raise ConnectionError(f"cannot resolve {host} (no internet?): {error}") from None
 
 
 def _download_and_prepare(builder) -> None:
@@ -680,14 +809,249 @@ def _split_size(split: tf.data.Dataset, builder, split_name: str) -> int:
     return int(split.reduce(np.int64(0), lambda count, _: count + 1))
 
 
-def _tfds_splits(builder) -> _RawSplits:
-  train = builder.as_dataset(split="train", as_supervised=True)
-  test = builder.as_dataset(split="test", as_supervised=True)
+def _tfds_splits(builder, train_split: str = "train", test_split: str = "test"
+                 ) -> _RawSplits:
+  train = builder.as_dataset(split=train_split, as_supervised=True)
+  test = builder.as_dataset(split=test_split, as_supervised=True)
+  splits = ("" if (train_split, test_split) == ("train", "test")
+            else f", train split {train_split!r}, test split {test_split!r}")
+  _, label_key = builder.info.supervised_keys
+  label_feature = builder.info.features[label_key]
   return _RawSplits(train=train,
                     test=test,
-                    num_train=_split_size(train, builder, "train"),
-                    num_test=_split_size(test, builder, "test"),
-                    source=f"tfds {builder.name} {builder.version} in {builder.data_dir}")
+                    num_train=_split_size(train, builder, train_split),
+                    num_test=_split_size(test, builder, test_split),
+                    source=f"tfds {builder.name} {builder.version} in "
+                           f"{builder.data_dir}{splits}",
+                    class_names=tuple(getattr(label_feature, "names", None) or ()),
+                    num_classes=int(getattr(label_feature, "num_classes", 0) or 0))
+
+
+# ---------------------------------------------------------------------------
+# Any image-classification dataset of tensorflow-datasets: dataset=tfds:NAME.
+
+
+def _named_tfds_builder(name: str, data_dir: Optional[str]):
+  """tfds' builder of `name`; an unknown name is a ConfigError with the closest names."""
+  import tensorflow_datasets as tfds
+  try:
+    return _tfds_builder(name, data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    base = name.split("/")[0].split(":")[0]
+    close = difflib.get_close_matches(
+        base, tfds.list_builders(with_community_datasets=False), n=3)
+    hint = f" Did you mean {', '.join('tfds:' + match for match in close)}?" if close else ""
+    raise ConfigError(
+        f"dataset=tfds:{name}: tensorflow-datasets {tfds.__version__} has no dataset "
+        f"{base!r}.{hint} The catalogue: https://www.tensorflow.org/datasets/catalog "
+        "(image classification).") from None
+  except Exception as error:  # A bad config or version, unreadable metadata.
+    raise ConfigError(f"dataset=tfds:{name}: tensorflow-datasets cannot make its builder "
+                      f"({_shorten(error)}). Check the name, /CONFIG and :VERSION against "
+                      "https://www.tensorflow.org/datasets/catalog.") from None
+
+
+def _check_image_classification(builder, name: str) -> None:
+  """An image and a class label as the builder's supervised keys, 8-bit images."""
+  import tensorflow_datasets as tfds
+  info = builder.info
+  keys = info.supervised_keys
+  wanted = ("acn-tf reads datasets whose supervised keys are an image and a class label "
+            "(tfds Image and ClassLabel features), e.g. tfds:mnist, tfds:svhn_cropped, "
+            "tfds:tf_flowers")
+  if not (isinstance(keys, tuple) and len(keys) == 2
+          and all(isinstance(key, str) for key in keys)):
+    raise ConfigError(f"dataset=tfds:{name} is not an image-classification dataset: its "
+                      f"supervised keys are {keys!r}. {wanted}.")
+  image_key, label_key = keys
+  image, label = info.features[image_key], info.features[label_key]
+  if not isinstance(image, tfds.features.Image) or not isinstance(
+      label, tfds.features.ClassLabel):
+    raise ConfigError(f"dataset=tfds:{name} is not an image-classification dataset: its "
+                      f"supervised keys {image_key!r} and {label_key!r} are a "
+                      f"{type(image).__name__} and a {type(label).__name__}. {wanted}.")
+  if tf.as_dtype(image.dtype) != tf.uint8:
+    raise ConfigError(f"dataset=tfds:{name} has {tf.as_dtype(image.dtype).name} images; "
+                      "acn-tf reads 8-bit (uint8) images.")
+
+
+def _load_tfds(name: str, data_dir: Optional[str], train_split: str, test_split: str,
+               explicit_splits: bool) -> _RawSplits:
+  """As the named datasets: with a data_dir only data prepared there; else prepared
+  data in tfds' default place, else a download (tfds' own)."""
+  builder = _named_tfds_builder(name, data_dir)
+  _check_image_classification(builder, name)
+  command = _tfds_download_command(name, data_dir) if data_dir else (
+      "with internet, run once: python -c 'import tensorflow_datasets as tfds; "
+      f"tfds.builder(\"{name}\").download_and_prepare()'")
+  if not builder.is_prepared():
+    if data_dir:
+      raise DataNotFoundError(_not_in_data_dir_message(
+          f"tfds:{name}", data_dir,
+          [f"tfds prepared data in {builder.data_dir}: not prepared"], [command]))
+    try:
+      _download_and_prepare(builder)
+    except Exception as error:  # Offline this is a network error.
+      raise DataNotFoundError(_not_found_message(
+          f"tfds:{name}",
+          ["--data_dir: not given",
+           f"tfds prepared data in {builder.data_dir}: not prepared",
+           f"tfds download_and_prepare into {builder.data_dir}: {_shorten(error)}"],
+          [command, "or prepare it elsewhere and give that folder as --data_dir"])) from None
+  available = sorted(builder.info.splits.keys())  # Empty under tfds.testing.mock_data.
+  if available and not explicit_splits and "test" not in available:
+    held_out = [split for split in available if split != "train"]
+    raise ConfigError(
+        f"dataset=tfds:{name} has no 'test' split (its splits: {', '.join(available)}). "
+        "Name the splits to train and test on, e.g. --override=train_split='train[:90%]' "
+        "--override=test_split='train[90%:]' (any tfds split expression)"
+        + (f", or --override=test_split={held_out[0]}" if held_out else "") + ".")
+  for field, split in (("train_split", train_split), ("test_split", test_split)):
+    try:
+      builder.as_dataset(split=split, as_supervised=True)
+    except (ValueError, KeyError, AssertionError) as error:  # Unknown split, bad slice.
+      raise ConfigError(
+          f"dataset=tfds:{name}: {field}={split!r} is not one of its splits "
+          f"({', '.join(available) or 'unknown'}) nor a slice of one ({_shorten(error)}); "
+          "e.g. train_split='train[:90%]' and test_split='train[90%:]'.") from None
+  return _tfds_splits(builder, train_split, test_split)
+
+
+# ---------------------------------------------------------------------------
+# A folder of images, one sub-folder per class: dataset=folder:PATH.
+
+# The image files Keras' image_dataset_from_directory reads.
+FOLDER_IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
+def resolve_folder(path: str, data_dir: Optional[str]) -> str:
+  """A relative folder is taken from --data_dir when one is given, else from the
+  working directory."""
+  path = os.path.expanduser(path)
+  if data_dir and not os.path.isabs(path):
+    return os.path.join(data_dir, path)
+  return path
+
+
+def _read_folder(path: str, field: str, image_size: int, channels: int
+                 ) -> Tuple[tf.data.Dataset, int, Tuple[str, ...]]:
+  """(uint8 images and int64 labels in Keras' order, their number, the class names).
+
+  Keras lists the class sub-folders in sorted order (label i is the i-th) and
+  their files in sorted order; images are decoded, converted to `channels`
+  and resized to `image_size` as they are read.
+  """
+  layout = (f"expected {path}/CLASS_NAME/IMAGE, one sub-folder per class, images "
+            f"{' '.join(FOLDER_IMAGE_FORMATS)}")
+  if not os.path.exists(path):
+    where = "" if os.path.isabs(path) else f" (in the working directory {os.getcwd()})"
+    raise DataNotFoundError(f"{field}: folder {path} does not exist{where}. Give the "
+                            f"folder of your images: {layout}; a relative path is taken "
+                            "from --data_dir when one is given.")
+  if not os.path.isdir(path):
+    raise DataNotFoundError(f"{field}: {path} is a file, not a folder; {layout}.")
+  import keras  # Lazy: only folders need Keras' reader here.
+  try:
+    dataset = keras.utils.image_dataset_from_directory(
+        path, labels="inferred", label_mode="int",
+        color_mode="grayscale" if channels == 1 else "rgb", batch_size=None,
+        image_size=(image_size, image_size), shuffle=False, verbose=False)
+  except (ValueError, OSError) as error:
+    raise DataFormatError(f"{field}: Keras found no images in the class sub-folders of "
+                          f"{path} ({str(error)[:200]}); {layout}.") from None
+  class_names = tuple(dataset.class_names)
+  classes = [os.path.relpath(file, path).split(os.sep)[0] for file in dataset.file_paths]
+  empty = [name for name in class_names if name not in set(classes)]
+  if len(class_names) < 2 or empty:
+    problem = (f"only {len(class_names)} class sub-folder ({', '.join(class_names)})"
+               if len(class_names) < 2 else
+               f"class sub-folders without images: {', '.join(empty)}")
+    raise DataFormatError(f"{field}: {path} has {problem}; an image classifier needs two "
+                          f"classes or more, each with images; {layout}.")
+
+  def to_uint8(image, label):  # Keras gives float32 pixels in [0, 255].
+    return (tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8),
+            tf.cast(label, tf.int64))
+
+  dataset = dataset.map(to_uint8, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  count = len(classes)
+  return dataset.apply(tf.data.experimental.assert_cardinality(count)), count, class_names
+
+
+def _load_folder(path: str, data_dir: Optional[str], image_size: int, channels: int,
+                 test_folder: str, test_fraction: float) -> _RawSplits:
+  """The folder, and its test split: `test_folder`, else a `test_fraction` of it."""
+  if not image_size:
+    raise ConfigError(f"dataset=folder:{path} needs image_size: Keras resizes every image "
+                      "of a folder to it while reading, e.g. --override=image_size=32.")
+  if bool(test_folder) == bool(test_fraction):
+    raise ConfigError(f"dataset=folder:{path} needs one test split: test_folder=PATH (a "
+                      "second folder with the same class sub-folders) or "
+                      "test_fraction=0.2 (that share of the folder, carved with a fixed "
+                      "seed), not both.")
+  folder = resolve_folder(path, data_dir)
+  train, num_train, class_names = _read_folder(folder, f"dataset=folder:{path}",
+                                               image_size, channels)
+  source = f"image folder {folder} ({len(class_names)} classes)"
+  if test_folder:
+    test_path = resolve_folder(test_folder, data_dir)
+    test, num_test, test_names = _read_folder(test_path, f"test_folder={test_folder}",
+                                              image_size, channels)
+    if test_names != class_names:
+      raise DataFormatError(
+          f"test_folder={test_folder}: its class sub-folders ({', '.join(test_names)}) "
+          f"are not those of {folder} ({', '.join(class_names)}); the test folder needs "
+          "the same classes, one sub-folder each.")
+    source += f"; test: image folder {test_path}"
+  else:
+    train, test, num_test = _carve_validation(train, num_train, test_fraction, FOLDER_SEED,
+                                              field="test_fraction")
+    num_train -= num_test
+  return _RawSplits(train=train, test=test, num_train=num_train, num_test=num_test,
+                    source=source, class_names=class_names, num_classes=len(class_names))
+
+
+# ---------------------------------------------------------------------------
+# Image size and channels, for every dataset.
+
+
+def _reshape(raw: _RawSplits, dataset: str, image_size: int, channels: int) -> _RawSplits:
+  """Both splits at `image_size` (bilinear with antialiasing, as Keras resizes) and
+  with `channels`, still uint8; images of varying size need an image_size."""
+  shape = raw.train.element_spec[0].shape
+  if shape.rank != 3 or shape[-1] is None:
+    raise DataFormatError(f"dataset={dataset} gives images of shape {shape}; expected "
+                          "(height, width, channels).")
+  height, width, current = shape
+  if (height is None or width is None) and not image_size:
+    raise ConfigError(f"dataset={dataset} has images of varying size {tuple(shape)}: set "
+                      "image_size to resize them all, e.g. --override=image_size=64.")
+  resize = bool(image_size) and (height, width) != (image_size, image_size)
+  convert = bool(channels) and channels != current
+  if convert and current not in (1, 2, 3, 4):
+    raise DataFormatError(f"dataset={dataset} has {current}-channel images; channels="
+                          f"{channels} converts 1 (grayscale) and 3 (RGB), with or "
+                          "without alpha.")
+  if not resize and not convert:
+    return raw
+
+  def reshape(image, label):
+    if convert:
+      if current in (2, 4):  # Drop alpha.
+        image = image[..., :current - 1]
+      if image.shape[-1] != channels:
+        image = (tf.image.rgb_to_grayscale(image) if channels == 1
+                 else tf.image.grayscale_to_rgb(image))
+    if resize:
+      image = tf.image.resize(image, (image_size, image_size), method="bilinear",
+                              antialias=True)
+      image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+    return image, label
+
+  def apply(split):
+    return split.map(reshape, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  return dataclasses.replace(raw, train=apply(raw.train), test=apply(raw.test))
 
 
 # ---------------------------------------------------------------------------

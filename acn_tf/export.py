@@ -8,10 +8,16 @@ Each has a single `serving_default` signature:
   input   images         uint8   [batch, H, W, C]  raw pixels, as stored on disk
   output  probabilities  float32 [batch, num_classes]
           classes        int64   [batch]           argmax of probabilities
+          class_names    string  [batch]           the name of that class
 
 The signature takes uint8 pixels and divides by 255 itself, exactly as the
 training pipeline does (acn_tf/data.py), so clients never need to know that the
 classifiers expect [0, 1] floats; normalisation is already inside the classifiers.
+Images must have the training images' size and channels (after `image_size`
+and `channels`): resize them before calling. `class_names` are the dataset's
+(a folder's sub-folder names, a tfds dataset's label names), or each class's
+index as text when none are given; the whole list is also the SavedModel's
+`class_names` attribute (`tf.saved_model.load(path).class_names`).
 
 Inspecting and calling an export from the command line:
 
@@ -31,7 +37,7 @@ numbered directory, e.g. copy EXPORT/ensemble to /models/acn/1 and run
 
 import os
 import shutil
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -42,24 +48,28 @@ ENSEMBLE_NAME = "ensemble"
 SIGNATURE_NAME = "serving_default"
 
 
-def export_saved_models(model, export_dir: str, overwrite: bool = False) -> Dict[str, str]:
+def export_saved_models(model, export_dir: str, overwrite: bool = False,
+                        class_names: Optional[Sequence[str]] = None) -> Dict[str, str]:
   """Writes a SavedModel for each classifier of `model` and one for their ensemble.
 
   `model` is a `CoDistillation` (or `AdversarialCoDistillation`): only its
   classifiers are exported; a generator and discriminator are training aids.
-  Returns {"classifier_0": path, ..., "ensemble": path}.
+  `class_names` (one per class, in label order; default: "0", "1", ...) become
+  the signature's `class_names` output. Returns {"classifier_0": path, ...,
+  "ensemble": path}.
 
   An export directory that already holds files is refused unless `overwrite`,
   in which case it is removed first: saving over it would leave the old
   export's stray files (assets, variable shards) mixed with the new one.
   """
   classifiers = list(model.classifiers)
+  names = _class_names(classifiers, class_names)
   targets = {f"classifier_{i}": [classifier] for i, classifier in enumerate(classifiers)}
   targets[ENSEMBLE_NAME] = classifiers
   paths = {name: os.path.join(export_dir, name) for name in targets}
   _check_export_paths(list(paths.values()), overwrite)
   for name, members in targets.items():
-    _save_serving_module(ServingModule(members), paths[name])
+    _save_serving_module(ServingModule(members, names), paths[name])
   return paths
 
 
@@ -71,15 +81,21 @@ class ServingModule(tf.Module):
   TensorFlow (no Keras classes to revive).
   """
 
-  def __init__(self, classifiers: Sequence[keras.Model]):
+  def __init__(self, classifiers: Sequence[keras.Model],
+               class_names: Optional[Sequence[str]] = None):
     super().__init__(name="serving")
     classifiers = list(classifiers)
     image_shape = _common_image_shape(classifiers)
     self.serving_variables = [variable for classifier in classifiers
                               for variable in classifier.variables]
+    # A variable, not a constant: the SavedModel keeps it as an attribute too.
+    self.class_names = tf.Variable(_class_names(classifiers, class_names), trainable=False,
+                                   dtype=tf.string, name="class_names")
 
     def serve(images):
-      return serving_outputs(classifiers, images)
+      outputs = serving_outputs(classifiers, images)
+      outputs["class_names"] = tf.gather(self.class_names, outputs["classes"])
+      return outputs
 
     self.serving_default = tf.function(
         serve, input_signature=[tf.TensorSpec([None, *image_shape], tf.uint8,
@@ -94,6 +110,19 @@ def serving_outputs(classifiers: Sequence[keras.Model],
   probabilities = losses.ensemble_probabilities(logits)
   return {"probabilities": probabilities,
           "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int64)}
+
+
+def _class_names(classifiers: Sequence[keras.Model],
+                 class_names: Optional[Sequence[str]]) -> List[str]:
+  """One name per class: `class_names`, or each class's index as text."""
+  num_classes = classifiers[0].output_shape[-1] if classifiers else 0
+  if class_names is None or len(class_names) == 0:
+    return [str(label) for label in range(num_classes)]
+  names = [str(name) for name in class_names]
+  if len(names) != num_classes:
+    raise ValueError(f"{len(names)} class names for classifiers of {num_classes} classes; "
+                     "give one name per class, in label order.")
+  return names
 
 
 def _common_image_shape(classifiers: Sequence[keras.Model]) -> List[int]:

@@ -68,13 +68,17 @@ def build_discriminator(image_shape: Tuple[int, int, int], filters: int = 32,
   """DCGAN-style critic: stride-2 convolutions with LeakyReLU, then one logit.
 
   Spectral normalisation (optional) bounds its Lipschitz constant, which keeps
-  the generator's GAN term from overpowering the divergence term.
+  the generator's GAN term from overpowering the divergence term. Any (H, W, C)
+  works: the stages adapt to the size, and global pooling ends them.
   """
   images = keras.Input(shape=tuple(image_shape), name="images")
   x = layers.Rescaling(2.0, offset=-1.0, name="to_signed")(images)
   size = min(image_shape[0], image_shape[1])
   stage = 0
-  while stage == 0 or (size >= 4 and stage < 3):
+  # Three stride-2 stages (down to 4x4 for 32x32 images); larger images get more,
+  # until the feature map is at most 8 pixels across, so that the critic's
+  # receptive field keeps covering much of the image (96x96: 4 stages, to 6x6).
+  while stage == 0 or (size >= 4 and (stage < 3 or size > 8)):
     conv = layers.Conv2D(filters * 2**stage, 4, strides=2, padding="same",
                          name=f"conv{stage + 1}")
     if spectral_norm:

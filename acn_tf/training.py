@@ -136,7 +136,19 @@ def build_model(config: ExperimentConfig, info: data.DatasetInfo, channel_mean,
   (compile's auto_scale_loss); the ACN wraps the other two itself.
   """
   set_execution_mode(config)
+  try:
+    backbones.check_image_shape(info.image_shape)
+  except ValueError as error:
+    raise errors.ConfigError(f"dataset={config.dataset}: {error}") from None
   classifiers = build_classifiers(config, info, channel_mean, channel_variance)
+  return assemble_model(config, classifiers, info, steps)
+
+
+def assemble_model(config: ExperimentConfig, classifiers, info: data.DatasetInfo,
+                   steps: int) -> CoDistillation:
+  """The compiled model of `config.method` around built `classifiers` ([0, 1] images
+  of `info.image_shape` in, logits out), optimizers built; `steps` per epoch set
+  the learning-rate schedule. The execution mode must already be set."""
   optimizer = classifier_optimizer(config, steps)
   if config.uses_adversarial_phase():
     from acn_tf import adversarial  # The ACN model is only needed for method=acn.
@@ -421,9 +433,7 @@ def load_weights(model: keras.Model, path: str) -> None:
 
 
 def load_data(config: ExperimentConfig, data_dir: Optional[str]) -> data.DataSplits:
-  return data.load_splits(config.dataset, data_dir, train_examples=config.train_examples,
-                          validation_fraction=config.validation_fraction,
-                          seed=config.seed)
+  return data.load_config_splits(config, data_dir)
 
 
 def make_pipelines(config: ExperimentConfig, splits: data.DataSplits):
@@ -457,7 +467,12 @@ def health_batches(held_out: tf.data.Dataset):
 
 
 def build_for_splits(config, splits, strategy):
-  mean, variance = data.channel_statistics(splits.train)
+  try:
+    mean, variance = data.channel_statistics(splits.train)
+  except tf.errors.InvalidArgumentError as error:  # An image file that cannot be decoded.
+    raise errors.DataFormatError(
+        f"dataset={config.dataset}: an image of the training split cannot be read "
+        f"({error.message[:300]}); remove or replace the damaged file.") from None
   steps = steps_per_epoch(config, splits.info)
   with strategy.scope():
     model = build_model(config, splits.info, mean, variance, steps)
@@ -514,7 +529,8 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   model.save_weights(os.path.join(model_dir, WEIGHTS_FILE))
   if export:
     from acn_tf import export as export_lib
-    export_lib.export_saved_models(model, os.path.join(model_dir, EXPORT_DIR))
+    export_lib.export_saved_models(model, os.path.join(model_dir, EXPORT_DIR),
+                                   class_names=splits.info.class_names)
   results = _record(config, model, metrics, evaluation_seconds, test_data, splits.info,
                     model_dir, train_seconds)
   shutil.rmtree(os.path.join(model_dir, BACKUP_DIR), ignore_errors=True)
@@ -560,10 +576,11 @@ def export(model_dir: str, data_dir: Optional[str] = None,
   """SavedModels (each classifier and the ensemble) of a trained run, under
   MODEL_DIR/export (MODEL_DIR/export_best for the best checkpoint)."""
   from acn_tf import export as export_lib
-  _, model, _ = restore_run(model_dir, data_dir, checkpoint=checkpoint)
+  _, model, splits = restore_run(model_dir, data_dir, checkpoint=checkpoint)
   target = EXPORT_DIR if checkpoint == "final" else f"{EXPORT_DIR}_{checkpoint}"
   try:
-    return export_lib.export_saved_models(model, os.path.join(model_dir, target))
+    return export_lib.export_saved_models(model, os.path.join(model_dir, target),
+                                          class_names=splits.info.class_names)
   except ValueError as error:  # An earlier export is there: never overwrite silently.
     raise ModelDirError(f"{error} From the command line: delete "
                         f"{os.path.join(model_dir, target)} to export again.") from None
@@ -610,6 +627,8 @@ def _record(config, model, metrics, evaluation_seconds, test_data, info, model_d
       "data_source": info.source,
       "num_train": info.num_train,
       "num_test": info.num_test,
+      "image_shape": list(info.image_shape),
+      "class_names": list(info.class_names),
       "classifiers": [
           {"architecture": architecture,
            "top1": float(metrics[f"c{i}_top1"]),

@@ -55,6 +55,7 @@ def test_parses_each_spec_kind(entry, expected):
     ("nesterov=choice:0|1", "'nesterov' is not a numeric config field"),
     ("seed=int:0:5", "seed shapes the data splits"),
     ("validation_fraction=0.1:0.2", "validation_fraction shapes the data splits"),
+    ("image_size=int:16:32", "image_size shapes the data splits or the images"),
     ("learning_rate=log:0:0.2", "log sampling needs LOW > 0"),
     ("learning_rate=0.2:0.01", "LOW=0.2 must be below HIGH=0.01"),
     ("learning_rate=0.1", "linear needs exactly two bounds"),
