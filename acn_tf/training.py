@@ -466,13 +466,20 @@ def health_batches(held_out: tf.data.Dataset):
   return batches
 
 
-def build_for_splits(config, splits, strategy):
+def channel_statistics(config: ExperimentConfig, splits: data.DataSplits):
+  """The training split's channel mean and variance. Reading it decodes a folder's
+  images, so a damaged image file shows here, as a DataFormatError."""
   try:
-    mean, variance = data.channel_statistics(splits.train)
+    return data.channel_statistics(splits.train)
   except tf.errors.InvalidArgumentError as error:  # An image file that cannot be decoded.
     raise errors.DataFormatError(
         f"dataset={config.dataset}: an image of the training split cannot be read "
         f"({error.message[:300]}); remove or replace the damaged file.") from None
+
+
+def build_for_splits(config, splits, strategy, statistics=None):
+  """The model for `splits`; `statistics` (mean, variance) when already computed."""
+  mean, variance = statistics or channel_statistics(config, splits)
   steps = steps_per_epoch(config, splits.info)
   with strategy.scope():
     model = build_model(config, splits.info, mean, variance, steps)
@@ -486,7 +493,8 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   results.json and, with `export`, the SavedModels; returns the results.
 
   Every input is checked before the first file is written: the model_dir (read
-  only), the data, then the config against the data. A run that diverges stops
+  only), the data (its training images read once, for their statistics), then
+  the config against the data. A run that diverges stops
   within the epoch (TrainingDivergedError) with its last good checkpoint intact
   and no results; SIGTERM or SIGINT saves a checkpoint and stops
   (TrainingInterrupted). The backup is removed once results.json is written, so
@@ -497,9 +505,10 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   inspect_model_dir(model_dir, config)
   splits = load_data(config, data_dir)
   steps_per_epoch(config, splits.info)
+  statistics = channel_statistics(config, splits)  # Reads (decodes) the training split.
   resuming = prepare_model_dir(model_dir, config)
   keras.utils.set_random_seed(config.seed)
-  model, steps = build_for_splits(config, splits, strategy)
+  model, steps = build_for_splits(config, splits, strategy, statistics)
   train_data, validation_data, test_data = make_pipelines(config, splits)
   preview = next(iter(splits.train.batch(8).map(
       lambda images, labels: (tf.cast(images, tf.float32) / 255.0, labels))))

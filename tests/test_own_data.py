@@ -172,9 +172,9 @@ def test_folder_errors_name_the_folder_and_the_fix(tmp_path):
   config = config_lib.ExperimentConfig(name="c", dataset=f"folder:{corrupt}", image_size=4,
                                        test_fraction=0.25, architectures=("small_cnn",),
                                        method="independent", epochs=1, batch_size=2)
-  splits = training.load_data(config, None)
   with pytest.raises(errors.DataFormatError, match="cannot be read"):
-    training.build_for_splits(config, splits, tf.distribute.get_strategy())
+    training.train(config, str(tmp_path / "run"), verbose=0)
+  assert not (tmp_path / "run").exists()  # Found before anything was written.
 
 
 # -- The dataset schema and the data fields ------------------------------------------------
