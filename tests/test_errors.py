@@ -424,6 +424,49 @@ def cifar_batch_corrupted(env):
   return lambda: env.train("cifar10", data_dir=env.data_dir)
 
 
+# -- Your own data: tfds:NAME, folder:PATH, experiments defined by a file. ------------
+
+
+@case(errors.ConfigError, "dataset='tfds:Bad Name'", "tfds:svhn_cropped")
+def dataset_malformed_tfds_name(env):
+  return lambda: env.train(overrides=["dataset=tfds:Bad Name"])
+
+
+@case(errors.ConfigError, "tfds:mnsit", "Did you mean tfds:mnist")
+def dataset_unknown_tfds_name(env):
+  return lambda: env.train(overrides=["dataset=tfds:mnsit"])
+
+
+@case(errors.ConfigError, "dataset='folder:'", "e.g. dataset=folder:")
+def dataset_folder_without_a_path(env):
+  return lambda: env.train(overrides=["dataset=folder:"])
+
+
+@case(errors.DataNotFoundError, "{tmp}/nowhere", "does not exist", "one sub-folder per class")
+def dataset_folder_missing(env):
+  return lambda: env.train(overrides=[f"dataset=folder:{env.tmp}/nowhere", "image_size=8",
+                                      "test_fraction=0.2"])
+
+
+@case(errors.DataFormatError, "test_folder=", "(a, z) are not those of")
+def dataset_test_folder_of_other_classes(env):
+  import tensorflow as tf
+  for folder, classes in (("train", "ab"), ("test", "az")):
+    for name in classes:
+      os.makedirs(os.path.join(env.tmp, folder, name))
+      tf.io.write_file(os.path.join(env.tmp, folder, name, "image.png"),
+                       tf.io.encode_png(tf.zeros((4, 4, 1), tf.uint8)))
+  return lambda: env.train(overrides=[f"dataset=folder:{env.tmp}/train", "image_size=4",
+                                      f"test_folder={env.tmp}/test"])
+
+
+@case(errors.ConfigError, "--config_file={config_file}", "gives no dataset",
+      "--experiment=NAME")
+def config_file_alone_without_a_dataset(env):
+  strict_json.write(env.config_file, {"name": "mine", "epochs": 2})
+  return lambda: env.train(experiment=None, config_file=env.config_file)
+
+
 # -- --model_dir for training. -----------------------------------------------------------
 
 
@@ -658,8 +701,10 @@ def _prepare_file(path):
     (["--mode=eval"], _prepare_search, "hyperparameter search"),
     (["--mode=export", "--override=epochs=3"], _prepare_run, "--override"),
     (["--experiment=digits", "--mode=tune"], _prepare_run, "holds a training run"),
+    (["--experiment=digits", "--override=dataset=folder:{tmp}/nowhere",
+      "--override=image_size=8", "--override=test_fraction=0.2"], None, "{tmp}/nowhere"),
 ], ids=["nan_override", "missing_data_dir", "model_dir_is_a_file", "eval_search_dir",
-        "override_with_export", "tune_into_run"])
+        "override_with_export", "tune_into_run", "missing_folder"])
 def test_run_py_reports_bad_input_in_one_line(tmp_path, arguments, prepare, culprit):
   model_dir = tmp_path / "run"
   if prepare is not None:
