@@ -225,6 +225,37 @@ def test_named_datasets_resize_and_change_channels(tmp_path):
   assert abs(image.mean() - original.mean()) < 2.0
 
 
+def write_cifar100(folder, meta_names=None):
+  """The official CIFAR-100 python batches (zero images), with a meta file if asked."""
+  import pickle
+  folder.mkdir(parents=True)
+  for name, labels in (("train", [0, 99, 5]), ("test", [7])):
+    batch = {b"data": np.zeros((len(labels), 3072), np.uint8), b"fine_labels": labels}
+    (folder / name).write_bytes(pickle.dumps(batch))
+  if meta_names is not None:
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": meta_names}))
+
+
+def test_cifar_class_names_come_with_the_files(tmp_path):
+  names = [f"class{index}".encode() for index in range(100)]
+  write_cifar100(tmp_path / "with" / "cifar-100-python", names)
+  splits = data.load_splits("cifar100", str(tmp_path / "with"))
+  assert splits.info.class_names == tuple(f"class{index}" for index in range(100))
+  import tarfile
+  (tmp_path / "tarball").mkdir()
+  with tarfile.open(tmp_path / "tarball" / "cifar-100-python.tar.gz", "w:gz") as archive:
+    archive.add(tmp_path / "with" / "cifar-100-python", arcname="cifar-100-python")
+  from_tarball = data.load_splits("cifar100", str(tmp_path / "tarball"))
+  assert "tarball" in from_tarball.info.source
+  assert from_tarball.info.class_names == splits.info.class_names
+  write_cifar100(tmp_path / "without" / "cifar-100-python")
+  unnamed = data.load_splits("cifar100", str(tmp_path / "without"))
+  assert unnamed.info.class_names == tuple(str(index) for index in range(100))
+  write_cifar100(tmp_path / "short" / "cifar-100-python", names[:20])
+  with pytest.raises(errors.DataFormatError, match="names 20 classes, expected 100"):
+    data.load_splits("cifar100", str(tmp_path / "short"))
+
+
 # -- tensorflow-datasets by name ---------------------------------------------------------
 
 
