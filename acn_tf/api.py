@@ -44,7 +44,9 @@ import keras
 
 from acn_tf import backbones, config as config_lib, data, errors, training
 from acn_tf.config import ExperimentConfig
-from acn_tf.export import _common_image_shape, export_saved_models  # noqa: F401
+from acn_tf.export import _common_image_shape
+# Re-exported: the SavedModels run.py writes, for the model build_model returns.
+from acn_tf.export import export_saved_models  # noqa: F401
 from acn_tf.models import CoDistillation
 
 __all__ = ["config", "build_model", "callbacks", "export_saved_models"]
