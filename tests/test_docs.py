@@ -9,7 +9,7 @@ import pytest
 from acn_tf import tuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A relative path that climbs: "../x", "../../x/y.md".
+# A relative path that climbs out of its folder: dot-dot, slash, then a name.
 _CLIMBING_PATH = re.compile(r"(?:\.\./)+[\w.\-/]+")
 
 
@@ -49,3 +49,13 @@ def test_method_document_names_every_method_setting():
 def test_readme_links_the_method_document():
   with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
     assert "docs/METHOD.md" in handle.read()
+
+
+def test_readme_python_api_example_is_the_one_the_tests_run():
+  """tests/test_api.py runs acn_tf/api.py's docstring example; README shows the same."""
+  def python_blocks(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as handle:
+      return [block.strip() for block in re.findall(r"```python\n(.*?)```", handle.read(),
+                                                     re.S)]
+  api_example, = python_blocks(os.path.join("acn_tf", "api.py"))
+  assert api_example in python_blocks("README.md")
