@@ -480,7 +480,7 @@ def _prepared_in_data_dir(name: str, data_dir: str, looked: List[str]
   """tensorflow-datasets data already prepared in data_dir (never a download)."""
   try:
     builder = _tfds_builder(name, data_dir)
-    if builder.is_prepared():
+    if _is_prepared(builder):
       return _tfds_splits(builder)
     looked.append(f"tfds prepared data in {builder.data_dir}: not prepared")
   except Exception as error:  # tfds fails in many ways (imports, files).
@@ -527,7 +527,7 @@ def _load_fashion_mnist(data_dir: Optional[str]) -> _RawSplits:
   builder = None
   try:
     builder = _tfds_builder("fashion_mnist", data_dir)
-    if builder.is_prepared():
+    if _is_prepared(builder):
       return _tfds_splits(builder)
     looked.append(f"tfds prepared data in {builder.data_dir}: not prepared")
   except Exception as error:  # tfds fails in many ways (imports, files, network).
@@ -732,7 +732,7 @@ def _load_cifar(dataset: str, data_dir: Optional[str]) -> _RawSplits:
   builder = None
   try:
     builder = _tfds_builder(dataset, data_dir)
-    if not builder.is_prepared():
+    if not _is_prepared(builder):
       _download_and_prepare(builder)
     return _tfds_splits(builder)
   except Exception as error:  # Offline this is a network or import error.
@@ -758,6 +758,20 @@ def _tfds_builder(name: str, data_dir: Optional[str]):
   import tensorflow_datasets as tfds
 
   return tfds.builder(name, data_dir=data_dir)
+
+
+def _is_prepared(builder) -> bool:
+  """builder.is_prepared() without its warning: where no prepared copy exists, tfds
+  warns that a version folder has no dataset_info.json, which is not news when
+  the next step is to look elsewhere (or to say where to get the data)."""
+  from absl import logging
+
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    return builder.is_prepared()
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 # The hosts tfds downloads each dataset from. Offline, resolving them fails at
@@ -884,7 +898,7 @@ def _load_tfds(name: str, data_dir: Optional[str], train_split: str, test_split:
   command = _tfds_download_command(name, data_dir) if data_dir else (
       "with internet, run once: python -c 'import tensorflow_datasets as tfds; "
       f"tfds.builder(\"{name}\").download_and_prepare()'")
-  if not builder.is_prepared():
+  if not _is_prepared(builder):
     if data_dir:
       raise DataNotFoundError(_not_in_data_dir_message(
           f"tfds:{name}", data_dir,

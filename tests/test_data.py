@@ -6,6 +6,7 @@ shuffles can be checked example by example.
 """
 
 import gzip
+import logging
 import os
 import pickle
 import socket
@@ -526,3 +527,14 @@ def test_download_host_check_fails_fast_when_the_host_does_not_resolve(monkeypat
   with pytest.raises(ConnectionError, match="www.cs.toronto.edu"):
     data.check_download_host("cifar100")
   data.check_download_host("digits")  # No download host: nothing to check.
+
+
+@pytest.mark.skipif(not os.path.exists(REAL_FASHION_MNIST),
+                    reason=f"{REAL_FASHION_MNIST} absent (apt-get install dataset-fashion-mnist)")
+def test_looking_for_a_tfds_copy_that_is_not_there_does_not_warn(tfds_default_dir, caplog):
+  """tfds warns that a version folder has no dataset_info.json when asked whether an
+  unprepared dataset is prepared; the lookup then goes on, so the warning is noise."""
+  with caplog.at_level(logging.WARNING):
+    splits = data.load_splits("fashion_mnist", None, train_examples=10)
+  assert splits.info.num_train == 10 and data.DEBIAN_FASHION_MNIST_DIR in splits.info.source
+  assert "dataset_info.json" not in caplog.text
