@@ -308,6 +308,7 @@ def draw_curves(run_dirs: Dict[str, List[str]], path: str
           "mean": (mean_line.get_xdata(), mean_line.get_ydata())}
     if column == "health_divergence_ratio_generated":
       axis.axhline(1.0, color="grey", linestyle=":", linewidth=1)  # x̃0 ≈ x.
+      axis.set_yscale("log")  # Ratios: without WRC they reach 50, with it about 2.
     axis.set_title(title)
     axis.set_xlabel("epoch")
     axis.grid(alpha=0.3)
