@@ -33,13 +33,7 @@ CPU_SETTINGS = (
 )
 
 VARIANTS = {
-    "independent": ("--method=independent",),
-    "dml": ("--method=dml",),
-    "acn": ("--method=acn",),
-    "acn_no_wrc": ("--method=acn", "--override=wrc_alpha=0"),
-    "acn_no_ras": ("--method=acn", "--override=ras_steps=0",
-                   "--override=ras_label_restrict=false"),
-    "acn_no_gan": ("--method=acn", "--override=gan_weight=0"),
+    **study.METHODS_AND_ABLATIONS,
     # Not an ablation: the label mask from the classifier update's forward pass
     # (one classifier pass fewer per step; the default today).
     "acn_mask_update": ("--method=acn", "--override=ras_mask_source=update"),
