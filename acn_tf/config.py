@@ -241,8 +241,8 @@ class ExperimentConfig:
         raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}.")
     non_negative = ("seed", "train_examples", "weight_decay", "momentum",
                     "steps_per_epoch", "kd_weight", "adv_weight", "adv_ce_weight",
-                    "wrc_alpha", "keep_label_weight", "divergence_weight", "gan_weight", "ras_steps",
-                    "ras_step_size", "ras_epsilon", "adv_warmup_epochs",
+                    "wrc_alpha", "keep_label_weight", "divergence_weight", "gan_weight",
+                    "ras_steps", "ras_step_size", "ras_epsilon", "adv_warmup_epochs",
                     "noise_channels", "generator_blocks", "crop_padding",
                     "checkpoint_every_steps", "log_every_steps")
     for name in non_negative:

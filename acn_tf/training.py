@@ -512,10 +512,10 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   train_data, validation_data, test_data = make_pipelines(config, splits)
   preview = next(iter(splits.train.batch(8).map(
       lambda images, labels: (tf.cast(images, tf.float32) / 255.0, labels))))
+  held_out = validation_data if validation_data is not None else test_data
   callbacks = training_callbacks(config, model_dir, resuming, validation_data is not None,
                                  (preview[0].numpy(), preview[1].numpy()),
-                                 health_batches(validation_data if validation_data is not None else test_data),
-                                 steps=steps)
+                                 health_batches(held_out), steps=steps)
   backup = next(callback for callback in callbacks
                 if isinstance(callback, safety.SafeBackupAndRestore))
   start = time.time()
