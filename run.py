@@ -125,8 +125,38 @@ def _writable_model_dir(model_dir: str) -> str:
   return scratch
 
 
+# What TensorFlow's C++ code writes while it loads, before any log level applies
+# (TF_CPP_MIN_LOG_LEVEL does not reach it): notices, not news.
+_STARTUP_NOTICES = ("All log messages before absl::InitializeLog() is called",
+                    "oneDNN custom operations are on", "cudart_stub.cc",
+                    "failed call to cuInit", "cpu_feature_guard.cc",
+                    "rebuild TensorFlow with the appropriate compiler flags")
+
+
+def _load_tensorflow() -> None:
+  """Imports TensorFlow and finds its devices with the start-up notices held back;
+  anything else written meanwhile is passed on. absl's --verbosity=0 shows all."""
+  if FLAGS["verbosity"].present and FLAGS.verbosity >= 0:
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      import tensorflow as tf
+      tf.config.list_physical_devices()
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      for line in captured.read().decode(errors="replace").splitlines():
+        if not any(notice in line for notice in _STARTUP_NOTICES):
+          print(line, file=sys.stderr)
+
+
 def _run() -> None:
   # Imports TensorFlow: only after the flags parsed, and after the CPU split.
+  _load_tensorflow()
   from acn_tf import distribute
   distribute.split_cpu(FLAGS.cpu_devices)
   from acn_tf import data, training  # noqa: F401  (data: before the strategy's devices)
