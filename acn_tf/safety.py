@@ -156,14 +156,18 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
   def on_train_batch_end(self, batch, logs=None):
     self._steps_into_epoch = batch + 1
     super().on_train_batch_end(batch, logs)
-    if self.stop_requested is not None:
+    # On an epoch's last step the stop waits for the epoch's end (on_epoch_end).
+    if self.stop_requested is not None and self._steps_into_epoch != self.steps:
       self.stop()
 
   def on_epoch_end(self, epoch, logs=None):
     self._steps_into_epoch = 0
     super().on_epoch_end(epoch, logs)
     if self.stop_requested is not None:
-      self.stop()
+      # The checkpoint now, the stop once the epoch's other callbacks (its history
+      # row, TensorBoard) have run: fit ends its loop and on_train_end raises.
+      self.save_now()
+      self.model.stop_training = True
 
   def stop(self) -> None:
     """Saves a checkpoint (unless one was just written here) and raises TrainingInterrupted."""
@@ -185,6 +189,8 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     position = {"epoch": self._current_epoch, "steps_into_epoch": 0}
     if self._current_epoch > 0 and not self._is_saved(position):
       self._save_model()
+    if self.stop_requested is not None:
+      self.stop()
 
   def _is_saved(self, position: Dict[str, int]) -> bool:
     return self.saved is not None and all(self.saved.get(key) == value

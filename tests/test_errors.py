@@ -1103,3 +1103,39 @@ def test_guard_watches_d_loss_only_when_there_is_a_discriminator(tmp_path, has_d
     guard.check_logs(logs)
     with pytest.raises(errors.TrainingDivergedError, match="g_loss is nan"):
       guard.check_logs({**logs, "g_loss": float("nan")})
+
+
+class _SignalAt(keras.callbacks.Callback):
+  """Plays a signal arriving at `epoch`'s end, before the backup's own epoch end ran."""
+
+  def __init__(self, backup, epoch, step=None):
+    super().__init__()
+    self.backup, self.epoch, self.step = backup, epoch, step
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self.step is not None and batch == self.step:
+      self.backup.stop_requested = signal.SIGTERM
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.step is None and epoch == self.epoch:
+      self.backup.stop_requested = signal.SIGTERM
+
+
+@pytest.mark.parametrize("step", [None, 1])  # At an epoch's end; on its last step.
+def test_a_signal_at_an_epochs_end_keeps_that_epochs_history_row(tmp_path, step):
+  backup_dir, history = str(tmp_path / "backup"), str(tmp_path / "history.csv")
+  model = _tiny_model()
+  backup = safety.SafeBackupAndRestore(backup_dir, steps=2)
+  data_x = np.arange(24, dtype=np.float32).reshape(8, 3) / 24
+  data_y = np.ones((8, 2), np.float32)
+  signal_at = _SignalAt(backup, epoch=1, step=step)
+  if step is not None:  # The signal comes during the second epoch's last step.
+    signal_at.on_epoch_begin = lambda epoch, logs=None: setattr(
+        signal_at, "step", 1 if epoch == 1 else None)
+  with pytest.raises(errors.TrainingInterrupted, match="the end of epoch 2"):
+    model.fit(data_x, data_y, epochs=4, batch_size=4, verbose=0, shuffle=False,
+              callbacks=[signal_at, backup, keras.callbacks.CSVLogger(history)])
+  with open(history) as handle:
+    assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["0", "1"]
+  saved = strict_json.read(os.path.join(backup_dir, "training_metadata.json"))
+  assert (saved["epoch"], saved["steps_into_epoch"]) == (2, 0)
