@@ -2,9 +2,11 @@
 
   python experiments/summarize.py runs/fashion_mnist_small [--baseline=dml]
       [--chart=chart.png] [--curves=curves.png]
+  python experiments/summarize.py runs/my-dml-seed0 runs/my-dml-seed1 runs/my-acn ...
 
-Run directories are named VARIANT-seedS (as experiments/study.py makes them);
-every run of a variant is one seed of its row. Further tables: each variant's
+Each PATH is a folder of model_dirs named VARIANT-seedS (as experiments/study.py
+makes them) or a model_dir itself (its variant: its name without -seedS); every
+run of a variant is one seed of its row. Further tables: each variant's
 difference to the baseline against the pooled seed spread; Phase A's health on
 the test split after training (results.json, acn_tf/health.py); the ACN
 variants' Phase A training metrics of the last epoch (history.csv). `--chart`
@@ -23,25 +25,32 @@ import math
 import os
 import re
 import statistics
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Union
 
 _RUN_NAME = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
 
 
-def finished_runs(root: str) -> Dict[str, List[str]]:
-  """The VARIANT-seedS directories under `root` that hold a results.json (training
-  finished), by variant, in name order."""
+def finished_runs(paths: Union[str, Sequence[str]]) -> Dict[str, List[str]]:
+  """Finished runs (a results.json) by variant, in name order. Each path is a
+  model_dir itself (its variant: its name without -seedS) or a folder of
+  VARIANT-seedS model_dirs."""
   runs = collections.defaultdict(list)
-  for path in sorted(glob.glob(os.path.join(root, "*", "results.json"))):
-    model_dir = os.path.dirname(path)
-    match = _RUN_NAME.match(os.path.basename(model_dir))
-    if match:
-      runs[match.group("variant")].append(model_dir)
+  for path in [paths] if isinstance(paths, str) else paths:
+    if os.path.exists(os.path.join(path, "results.json")):
+      name = os.path.basename(os.path.normpath(path))
+      match = _RUN_NAME.match(name)
+      runs[match.group("variant") if match else name].append(path)
+      continue
+    for results in sorted(glob.glob(os.path.join(path, "*", "results.json"))):
+      model_dir = os.path.dirname(results)
+      match = _RUN_NAME.match(os.path.basename(model_dir))
+      if match:
+        runs[match.group("variant")].append(model_dir)
   return dict(runs)
 
 
-def load_runs(root: str, split: str = "test") -> Dict[str, List[dict]]:
-  """results.json of every finished VARIANT-seedS directory under `root`, by variant.
+def load_runs(root: Union[str, Sequence[str]], split: str = "test") -> Dict[str, List[dict]]:
+  """results.json of every finished run of `root` (see `finished_runs`), by variant.
 
   split="validation" replaces the test-split figures by the last epoch's
   validation ones (history.csv), for runs trained with a validation split:
@@ -134,7 +143,7 @@ def last_epoch(model_dir: str) -> Dict[str, float]:
   return values
 
 
-def phase_a_rows(root: str) -> List[List[str]]:
+def phase_a_rows(root: Union[str, Sequence[str]]) -> List[List[str]]:
   """Mean over seeds of the last epoch's Phase A metrics, per ACN variant
   (finished runs only, as in `load_runs`)."""
   histories = {variant: [last_epoch(model_dir) for model_dir in model_dirs
@@ -327,7 +336,8 @@ def format_markdown(rows: List[List[str]], header: Sequence[str] = HEADER) -> st
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("root")
+  parser.add_argument("paths", nargs="+", metavar="PATH",
+                      help="a folder of VARIANT-seedS model_dirs, or a model_dir")
   parser.add_argument("--baseline", default="dml")
   parser.add_argument("--split", choices=("test", "validation"), default="test",
                       help="validation: the last validated epoch of history.csv")
@@ -336,9 +346,10 @@ def main() -> None:
                       help="PNG file for the training curves (history.csv) of every "
                       "finished run")
   arguments = parser.parse_args()
-  runs = load_runs(arguments.root, arguments.split)
+  runs = load_runs(arguments.paths, arguments.split)
   if not runs:
-    raise SystemExit(f"No VARIANT-seedS/results.json under {arguments.root}.")
+    raise SystemExit("No finished run (results.json) in or under "
+                     f"{' '.join(arguments.paths)}.")
   print(format_markdown(summary_rows(runs)))
   comparison = comparison_rows(runs, arguments.baseline)
   if comparison:
@@ -351,8 +362,8 @@ def main() -> None:
   if arguments.chart:
     draw_chart(runs, arguments.chart)
   if arguments.curves:
-    draw_curves(finished_runs(arguments.root), arguments.curves)
-  phase_a = phase_a_rows(arguments.root)
+    draw_curves(finished_runs(arguments.paths), arguments.curves)
+  phase_a = phase_a_rows(arguments.paths)
   if phase_a:
     print("\nPhase A in training, last epoch (mean over seeds):\n")
     print(format_markdown(phase_a, PHASE_A_HEADER))

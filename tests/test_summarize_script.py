@@ -142,3 +142,20 @@ def test_curves_are_each_seeds_history_and_their_mean(tmp_path, monkeypatch, cap
   summarize.main()
   assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "| acn | 2 |" in capsys.readouterr().out
+
+
+def test_any_set_of_model_dirs_can_be_compared(tmp_path):
+  """Model_dirs given one by one: named VARIANT-seedS or not, from several folders."""
+  (tmp_path / "a").mkdir()
+  (tmp_path / "b").mkdir()
+  _run(tmp_path / "a", "dml-seed0", 0.70)
+  _run(tmp_path / "b", "dml-seed1", 0.74)
+  _run(tmp_path / "b", "my_acn", 0.76)
+  runs = summarize.finished_runs([str(tmp_path / "a" / "dml-seed0"),
+                                  str(tmp_path / "b" / "dml-seed1"),
+                                  str(tmp_path / "b" / "my_acn")])
+  assert sorted(runs) == ["dml", "my_acn"] and len(runs["dml"]) == 2
+  rows = summarize.summary_rows(summarize.load_runs(
+      [str(tmp_path / "a"), str(tmp_path / "b" / "dml-seed1")]))
+  assert [row[:2] for row in rows] == [["dml", "2"]]
+  assert rows[0][4] == "72.00 ± 2.83"
