@@ -93,9 +93,10 @@ def pipeline_throughput(batch_size: int, batches: int) -> float:
 
 
 def configurations(base) -> dict:
-  """The issue's configurations with the defaults, the variants that show what
-  the two speed-related defaults of session 2 give (spec mask pass; 32 filters),
-  and the search along the generator loss (`ras_objective=generator_loss`)."""
+  """One classifier, DML and ACN (K = 0, 1, 3) with the defaults; the variants
+  that show what two speed-related defaults give (the label mask's own inference
+  pass, `ras_mask_source=search`; 32-filter Phase A networks); and the search
+  along the generator loss (`ras_objective=generator_loss`)."""
   pair = base.architectures * 2
   acn = base.replace(method="acn", architectures=pair)
   return {
