@@ -38,6 +38,17 @@ class GeneratorPass(NamedTuple):
   start_gradient: Optional[tf.Tensor]
 
 
+class InferenceExamples(NamedTuple):
+  """x̃0 and x̃ of a batch with nothing trained, the inference-mode keep mask at x̃,
+  and the classifiers' inference-mode logits at x, x̃0 and x̃."""
+  generated: tf.Tensor
+  searched: tf.Tensor
+  keep_mask: tf.Tensor
+  real_logits: List[tf.Tensor]
+  generated_logits: List[tf.Tensor]
+  searched_logits: List[tf.Tensor]
+
+
 @keras.saving.register_keras_serializable(package="acn_tf")
 class AdversarialCoDistillation(CoDistillation):
   """n classifiers, a generator g and (unless gan_weight = 0) a discriminator d.
@@ -129,6 +140,20 @@ class AdversarialCoDistillation(CoDistillation):
     generated = self.generator([images, noise], training=training)
     return generators.weakly_residual_connection(images, generated,
                                                  self.adversarial.wrc_alpha)
+
+  def inference_examples(self, images, labels, noise) -> InferenceExamples:
+    """Phase A's examples for a batch without training anything: x̃0 from `noise`,
+    the search from it, and the mask of a separate inference-mode pass whatever
+    `mask_source` training uses. What the health figures and pictures show."""
+    images = tf.cast(images, tf.float32)
+    generated = self.generate(images, training=False, noise=noise)
+    generated_logits = self(generated, training=False)
+    search = dataclasses.replace(self.adversarial.search, mask_source="search")
+    searched, keep_mask, searched_logits = restricted_adversarial_search(
+        self.classifiers, images, labels, generated, search,
+        start_logits=generated_logits, objective=self.search_objective(labels))
+    return InferenceExamples(generated, searched, keep_mask, self(images, training=False),
+                             generated_logits, searched_logits)
 
   def adversarial_phase(self, images, labels):
     """Generator update(s), discriminator update(s), then the search from x̃0.

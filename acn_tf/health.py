@@ -10,7 +10,6 @@ Reported per epoch by `PhaseAHealth` (history.csv, TensorBoard) and after
 training in results.json (training.py).
 """
 
-import dataclasses
 from typing import Dict, Iterable, Optional
 
 import keras
@@ -18,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from acn_tf import losses
-from acn_tf.search import label_mask, restricted_adversarial_search
+from acn_tf.search import label_mask
 
 # Sums over examples, accumulated over batches; `summarize` turns them into means.
 _SUMS = ("examples", "divergence_real", "divergence_generated", "divergence_searched",
@@ -30,27 +29,21 @@ def batch_sums(model, images: tf.Tensor, labels: tf.Tensor,
                noise: tf.Tensor) -> Dict[str, tf.Tensor]:
   """Per-batch sums of every health figure for an AdversarialCoDistillation."""
   images = tf.cast(images, tf.float32)
-  generated = model.generate(images, training=False, noise=noise)
-  # The inference-mode mask, whatever mask source training uses: nothing trains here.
-  search = dataclasses.replace(model.adversarial.search, mask_source="search")
-  searched, searched_mask, searched_logits = restricted_adversarial_search(
-      model.classifiers, images, labels, generated, search,
-      objective=model.search_objective(labels))
-  real_logits = model(images, training=False)
-  generated_logits = model(generated, training=False)
+  examples = model.inference_examples(images, labels, noise)
+  divergence = lambda logits: tf.reduce_sum(losses.reported_divergence(logits))
   sums = {
       "examples": tf.cast(tf.shape(images)[0], tf.float32),
-      "divergence_real": tf.reduce_sum(losses.reported_divergence(real_logits)),
-      "divergence_generated": tf.reduce_sum(losses.reported_divergence(generated_logits)),
-      "divergence_searched": tf.reduce_sum(losses.reported_divergence(searched_logits)),
-      "kept_generated": tf.reduce_sum(label_mask(generated_logits, labels)),
-      "kept_searched": tf.reduce_sum(searched_mask),
+      "divergence_real": divergence(examples.real_logits),
+      "divergence_generated": divergence(examples.generated_logits),
+      "divergence_searched": divergence(examples.searched_logits),
+      "kept_generated": tf.reduce_sum(label_mask(examples.generated_logits, labels)),
+      "kept_searched": tf.reduce_sum(examples.keep_mask),
       "residual_linf": tf.reduce_sum(
-          tf.reduce_max(tf.abs(generated - images), axis=[1, 2, 3])),
+          tf.reduce_max(tf.abs(examples.generated - images), axis=[1, 2, 3])),
   }
   if model.discriminator is not None:
     real = tf.reshape(model.discriminator(images, training=False), [-1])
-    fake = tf.reshape(model.discriminator(generated, training=False), [-1])
+    fake = tf.reshape(model.discriminator(examples.generated, training=False), [-1])
     sums["discriminator_real_accuracy"] = tf.reduce_sum(tf.cast(real > 0, tf.float32))
     sums["discriminator_fake_accuracy"] = tf.reduce_sum(tf.cast(fake < 0, tf.float32))
   return sums

@@ -10,7 +10,6 @@ from typing import List
 import numpy as np
 import tensorflow as tf
 
-from acn_tf.search import restricted_adversarial_search
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,19 +32,13 @@ def divergent_examples(model, images, labels, seed: int = 0) -> DivergentExample
   # Own noise, so that drawing a picture never moves training's random stream.
   noise = np.random.default_rng(seed).normal(
       size=(*images.shape[:-1], model.adversarial.noise_channels)).astype(np.float32)
-  noise = tf.constant(noise)
-  generated = model.generate(images, training=False, noise=noise)
-  # The picture's mask is always the inference-mode one: no update runs here.
-  settings = dataclasses.replace(model.adversarial.search, mask_source="search")
-  searched, keep_mask, searched_logits = restricted_adversarial_search(
-      model.classifiers, images, labels, generated, settings,
-      objective=model.search_objective(labels))
-  logits = [model(batch, training=False) for batch in (images, generated)]
+  examples = model.inference_examples(images, labels, tf.constant(noise))
   predictions = [np.stack([np.argmax(z.numpy(), -1) for z in row])
-                 for row in (*logits, searched_logits)]
-  return DivergentExamples(real=images.numpy(), generated=generated.numpy(),
-                           searched=searched.numpy(), keep_mask=keep_mask.numpy(),
-                           predictions=predictions)
+                 for row in (examples.real_logits, examples.generated_logits,
+                             examples.searched_logits)]
+  return DivergentExamples(real=images.numpy(), generated=examples.generated.numpy(),
+                           searched=examples.searched.numpy(),
+                           keep_mask=examples.keep_mask.numpy(), predictions=predictions)
 
 
 def image_grid(examples: DivergentExamples) -> np.ndarray:
