@@ -44,6 +44,13 @@ VARIANTS = {
                          "--override=keep_label_weight=1",
                          "--override=generator_learning_rate=0.0002",
                          f"--override=ras_epsilon={8 / 255}"),
+    # Phase B options screened on the validation split (RESULTS.md, "What Phase B
+    # does with x̃"): each lowers what the divergent batch asks of the classifiers.
+    "acn_adv_ce_0": ("--method=acn", "--override=adv_ce_weight=0"),
+    "acn_adv_weight_0.5": ("--method=acn", "--override=adv_weight=0.5"),
+    "acn_warmup_20": ("--method=acn", "--override=adv_warmup_epochs=20"),
+    "acn_ball_0.05": ("--method=acn", "--override=ras_epsilon=0.05",
+                      "--override=wrc_alpha=0.05"),
 }
 
 
