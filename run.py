@@ -21,8 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from acn_tf import config as config_lib  # noqa: E402
-from acn_tf import errors  # noqa: E402
+from acn_tf import command_line, config as config_lib, errors  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Registered experiment name, e.g. digits, "
@@ -85,7 +84,7 @@ def _resolved_config():
     overrides.append(f"mixed_precision={FLAGS.mixed_precision}")
   if FLAGS.deterministic is not None:
     overrides.append(f"deterministic={FLAGS.deterministic}")
-  return config_lib.resolve_config(FLAGS.experiment, FLAGS.method, FLAGS.config_file,
+  return command_line.resolve_config(FLAGS.experiment, FLAGS.method, FLAGS.config_file,
                                    overrides)
 
 

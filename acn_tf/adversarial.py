@@ -3,29 +3,16 @@ before the co-distillation update of `CoDistillation` (docs/METHOD.md).
 """
 
 import dataclasses
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
 
 from acn_tf import generators, losses
-from acn_tf.search import (Objective, SearchSettings, divergence_objective,
-                            group_divergence, label_mask, objective_total,
-                            restricted_adversarial_search)
-from acn_tf.models import CoDistillation, DistillationSettings
-
-
-@dataclasses.dataclass(frozen=True)
-class AdversarialSettings:
-  """Phase A hyperparameters (names as in docs/METHOD.md)."""
-  wrc_alpha: float = 0.1
-  noise_channels: int = 4
-  gan_weight: float = 1.0
-  keep_label_weight: float = 1.0
-  divergence_weight: float = 1.0
-  generator_updates: int = 1
-  discriminator_updates: int = 1
-  search: SearchSettings = SearchSettings()
+from acn_tf.config import AdversarialConfig, DistillationConfig
+from acn_tf.models import CoDistillation
+from acn_tf.search import (Objective, SearchResult, divergence_objective, group_divergence,
+                           label_mask, objective_total, restricted_adversarial_search)
 
 
 class GeneratorPass(NamedTuple):
@@ -64,7 +51,7 @@ class AdversarialCoDistillation(CoDistillation):
     super().__init__(classifiers, **kwargs)
     self.generator = generator
     self.discriminator = discriminator
-    self.adversarial = AdversarialSettings()
+    self.adversarial = AdversarialConfig()
     self.adversarial_phase_active = True
     self.generator_loss_tracker = keras.metrics.Mean(name="g_loss")
     self.discriminator_loss_tracker = keras.metrics.Mean(name="d_loss")
@@ -75,10 +62,10 @@ class AdversarialCoDistillation(CoDistillation):
     self.kept_fraction = keras.metrics.Mean(name="kept_fraction")
 
   def compile(self, optimizer, generator_optimizer, discriminator_optimizer=None,
-              settings: DistillationSettings = DistillationSettings(),
-              adversarial: AdversarialSettings = AdversarialSettings(), **kwargs):
+              distillation: DistillationConfig = DistillationConfig(),
+              adversarial: AdversarialConfig = AdversarialConfig(), **kwargs):
     """Three optimizers, one per player; each touches only its own variables."""
-    super().compile(optimizer, settings=settings, **kwargs)
+    super().compile(optimizer, distillation=distillation, **kwargs)
     if (self.discriminator is None) != (discriminator_optimizer is None):
       raise ValueError("Give a discriminator_optimizer exactly when the model has a "
                        "discriminator (gan_weight > 0).")
@@ -116,19 +103,65 @@ class AdversarialCoDistillation(CoDistillation):
       self.discriminator_optimizer.build(self.discriminator.trainable_variables)
 
   def train_step(self, data):
+    """Phase A (generator, discriminator, search), then Phase B on x and x̃."""
     images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-    if self.adversarial_phase_active:
-      divergent_images, keep_mask, divergent_logits = self.adversarial_phase(images, labels)
-      if keep_mask is None:  # mask_source "update": m from Phase B's forward pass.
-        search = self.adversarial.search
-        keep_mask = lambda logits: label_mask(logits, labels, search.label_restrict)
-      update_logits, keep_mask = self.classifier_update(images, labels, divergent_images,
-                                                        keep_mask)
-      self.update_search_metrics(
-          divergent_logits if divergent_logits is not None else update_logits, keep_mask)
-    else:
+    if not self.adversarial_phase_active:  # Warm-up: plain DML.
       self.classifier_update(images, labels)
+      return self.metric_results()
+    divergent = self.adversarial_phase(images, labels)
+    self.classifier_update(images, labels, divergent)
     return self.metric_results()
+
+  def adversarial_phase(self, images, labels) -> SearchResult:
+    """Phase A: generator update(s), discriminator update(s), then the search
+    from the last generator update's x̃0. Returns x̃, with no gradient to it."""
+    images = tf.cast(images, tf.float32)
+    for _ in range(self.adversarial.generator_updates):
+      start = self.generator_update(images, labels)
+    if self.discriminator is not None:
+      for _ in range(self.adversarial.discriminator_updates):
+        self.discriminator_update(images, start.images)
+    return self.search(images, labels, start)
+
+  # -- Phase B --------------------------------------------------------------------
+
+  def classifier_update(self, images, labels,
+                        divergent: Optional[SearchResult] = None) -> None:
+    """Phase B: one update of all classifiers on the real batch and, after the
+    warm-up, on the divergent batch x̃ with its label mask m."""
+    if divergent is None:
+      super().classifier_update(images, labels)
+      return
+    with tf.GradientTape() as tape:
+      total, logits, per_classifier = self.real_batch_loss(images, labels)
+      divergent_logits = self(divergent.images, training=True)
+      mask_logits = divergent.logits if divergent.logits is not None else divergent_logits
+      keep_mask = tf.stop_gradient(self.keep_mask(mask_logits, labels))
+      total += self.divergent_batch_loss(divergent_logits, labels, keep_mask)
+      scaled_total = self.optimizer.scale_loss(total)
+    self.apply_classifier_gradients(tape, scaled_total)
+    self.update_classifier_metrics(logits, labels, per_classifier)
+    self.update_search_metrics(mask_logits, keep_mask)
+
+  def keep_mask(self, logits, labels) -> tf.Tensor:
+    """m = [argmax p̄(x̃) = y], from the search's inference-mode logits at x̃ or,
+    with `ras_mask_source="update"`, from Phase B's own forward pass on the
+    same x̃ (one pass of every classifier fewer; batch statistics of x̃)."""
+    return label_mask(logits, labels, self.adversarial.search.ras_label_restrict)
+
+  def divergent_batch_loss(self, divergent_logits, labels, keep_mask) -> tf.Tensor:
+    """adv_weight * Σ_i mean over m of (T² KL to the peers + adv_ce_weight CE) on
+    x̃: "batch" divides the masked sum by the batch size, "kept" by the number
+    of kept examples (`adv_normalization`)."""
+    distillation = self.distillation
+    per_classifier = losses.codistillation_losses(
+        divergent_logits, labels, distillation.temperature, 1.0,
+        ce_weight=distillation.adv_ce_weight)
+    if distillation.adv_normalization == "kept":
+      terms = [losses.global_mean(loss, keep_mask) for loss in per_classifier]
+    else:
+      terms = [losses.global_mean(loss * keep_mask) for loss in per_classifier]
+    return distillation.adv_weight * tf.add_n(terms)
 
   # -- Phase A --------------------------------------------------------------------
 
@@ -144,43 +177,32 @@ class AdversarialCoDistillation(CoDistillation):
   def inference_examples(self, images, labels, noise) -> InferenceExamples:
     """Phase A's examples for a batch without training anything: x̃0 from `noise`,
     the search from it, and the mask of a separate inference-mode pass whatever
-    `mask_source` training uses. What the health figures and pictures show."""
+    `ras_mask_source` training uses. What the health figures and pictures show."""
     images = tf.cast(images, tf.float32)
     generated = self.generate(images, training=False, noise=noise)
     generated_logits = self(generated, training=False)
-    search = dataclasses.replace(self.adversarial.search, mask_source="search")
-    searched, keep_mask, searched_logits = restricted_adversarial_search(
-        self.classifiers, images, labels, generated, search,
-        start_logits=generated_logits, objective=self.search_objective(labels))
+    adversarial = dataclasses.replace(self.adversarial, search=dataclasses.replace(
+        self.adversarial.search, ras_mask_source="search"))
+    searched, searched_logits = restricted_adversarial_search(
+        self.classifiers, images, generated, adversarial, start_logits=generated_logits,
+        objective=self.search_objective(labels))
+    keep_mask = label_mask(searched_logits, labels, adversarial.search.ras_label_restrict)
     return InferenceExamples(generated, searched, keep_mask, self(images, training=False),
                              generated_logits, searched_logits)
 
-  def adversarial_phase(self, images, labels):
-    """Generator update(s), discriminator update(s), then the search from x̃0.
-
-    Returns the divergent batch x̃ (no gradient flows back), its keep mask and
-    the inference-mode logits on x̃ (both None when Phase B makes the mask).
-    The last generator forward pass at x̃0 is reused by the discriminator and
-    the search: its logits and its divergence gradient are those of the
-    search's start, because no classifier has moved since.
-    """
-    images = tf.cast(images, tf.float32)
-    for _ in range(self.adversarial.generator_updates):
-      generated = self.generator_update(images, labels)
-    if self.discriminator is not None:
-      for _ in range(self.adversarial.discriminator_updates):
-        self.discriminator_update(images, generated.images)
+  def search(self, images, labels, start: GeneratorPass) -> SearchResult:
+    """x̃ = RAS(x̃0), starting from what the last generator update computed at
+    x̃0: no classifier has moved since, so its logits and gradient are exact."""
     return restricted_adversarial_search(
-        self.classifiers, images, labels, generated.images, self.adversarial.search,
-        start_gradient=generated.start_gradient, start_logits=generated.logits,
+        self.classifiers, images, start.images, self.adversarial,
+        start_gradient=start.start_gradient, start_logits=start.logits,
         objective=self.search_objective(labels))
 
   def search_objective(self, labels) -> Objective:
-    """What the search ascends, by `SearchSettings.objective`: Div (the spec), or
-    -L_g, the generator's own objective continued in pixel space."""
-    settings = self.adversarial.search
-    if settings.objective == "divergence":
-      return divergence_objective(self.classifiers, settings)
+    """What the search ascends, by `ras_objective`: D (the spec), or -L_g, the
+    generator's own objective continued in pixel space."""
+    if self.adversarial.search.ras_objective == "divergence":
+      return divergence_objective(self.classifiers, self.adversarial)
 
     def negative_generator_loss(images):
       per_example, _, logits = self.generator_loss(images, labels)
@@ -197,11 +219,11 @@ class AdversarialCoDistillation(CoDistillation):
   def generator_loss(self, generated, labels):
     """Per-example L_g = -divergence_weight * D + keep_label_weight * CE(p̄, y)
     + gan_weight * NS-GAN at `generated`, with D and the logits; D is what
-    Phase A maximises (`SearchSettings.divergence`), not necessarily the Div
-    that metrics report. Classifiers and d run in inference mode: no batch-norm
-    statistics move, and examples do not see each other."""
+    Phase A maximises (`divergence` at `divergence_temperature`), not
+    necessarily the Div that metrics report. Classifiers and d run in inference
+    mode: no batch-norm statistics move, and examples do not see each other."""
     settings = self.adversarial
-    divergence, logits = group_divergence(self.classifiers, generated, settings.search)
+    divergence, logits = group_divergence(self.classifiers, generated, settings)
     per_example = (-settings.divergence_weight * divergence + settings.keep_label_weight *
                    losses.ensemble_cross_entropy(logits, labels))
     if self.discriminator is not None and settings.gan_weight:
@@ -210,43 +232,50 @@ class AdversarialCoDistillation(CoDistillation):
     return per_example, divergence, logits
 
   def generator_update(self, images, labels) -> GeneratorPass:
-    """One step of g on the batch mean of L_g; only g's variables move.
-
-    The same backward pass also gives the search's first gradient at x̃0, so
-    the search does not run the classifiers there again. For the spec's Div
-    objective that is a second gradient of the same (persistent) tape: one more
-    backward pass through the classifiers. For "generator_loss" it is the
-    gradient of L_g at x̃0, which the generator's own gradient passes through.
-    """
-    settings = self.adversarial
-    search = settings.search
-    hand_over = search.steps > 0
-    along_generator_loss = search.objective == "generator_loss"
+    """One step of g on the batch mean of L_g; only g's variables move. The same
+    tape also gives the search its first gradient at x̃0 (`start_gradient`)."""
     variables = self.generator.trainable_variables
-    with tf.GradientTape(persistent=hand_over and not along_generator_loss) as tape:
+    with tf.GradientTape(persistent=self.start_gradient_needs_second_pass()) as tape:
       start = self.generate(images, training=True)
       per_example, divergence, logits = self.generator_loss(start, labels)
-      loss = losses.global_mean(per_example)
-      scaled_loss = self.generator_optimizer.scale_loss(loss)
-      if hand_over and not along_generator_loss:
-        divergence_total = objective_total(divergence)
-    start_gradient = None
-    if hand_over and along_generator_loss:
-      *gradients, loss_gradient = tape.gradient(scaled_loss, [*variables, start])
-      # Ascending -L_g; the positive factors (1/batch, loss scale) leave the sign
-      # alone. An overflowed loss scale (float16) gives no step, not NaN images.
-      start_gradient = tf.where(tf.math.is_finite(loss_gradient), -loss_gradient, 0.0)
-    else:
-      gradients = tape.gradient(scaled_loss, variables)
-      if hand_over:
-        start_gradient = tape.gradient(divergence_total, start)
-    del tape
+      scaled_loss = self.generator_optimizer.scale_loss(losses.global_mean(per_example))
+      divergence_total = objective_total(divergence)
+    gradients, start_gradient = self.generator_gradients(
+        tape, scaled_loss, divergence_total, variables, start)
     self.generator_optimizer.apply(gradients, variables)
     self.generator_loss_tracker.update_state(losses.local_mean(per_example))
     self.generated_divergence.update_state(
         tf.reduce_mean(losses.reported_divergence(logits)))
     return GeneratorPass(tf.stop_gradient(start), [tf.stop_gradient(z) for z in logits],
                          start_gradient)
+
+  def start_gradient_needs_second_pass(self) -> bool:
+    """The search's first step ascends D (K > 0, `ras_objective="divergence"`):
+    a second gradient of the generator's tape, back through the classifiers."""
+    search = self.adversarial.search
+    return search.ras_steps > 0 and search.ras_objective == "divergence"
+
+  def generator_gradients(self, tape, scaled_loss, divergence_total, variables, start
+                          ) -> Tuple[List[tf.Tensor], Optional[tf.Tensor]]:
+    """g's gradients, and the gradient the search's first step ascends at x̃0.
+
+    Reusing the tape is exact: the classifiers are the same frozen networks the
+    search would run at x̃0. With K = 0 the search takes no step (None). With
+    `ras_objective="generator_loss"` the direction is -dL_g/dx̃0, which g's own
+    gradient passes through, so one backward pass gives both (only its sign is
+    used, so the positive factors 1/batch and the loss scale do not matter).
+    With the spec's "divergence" it is dΣD/dx̃0, a second backward pass.
+    """
+    search = self.adversarial.search
+    if search.ras_steps > 0 and search.ras_objective == "generator_loss":
+      *gradients, loss_gradient = tape.gradient(scaled_loss, [*variables, start])
+      # An overflowed loss scale (float16) gives no step, not NaN images.
+      start_gradient = tf.where(tf.math.is_finite(loss_gradient), -loss_gradient, 0.0)
+      return gradients, start_gradient
+    gradients = tape.gradient(scaled_loss, variables)
+    if self.start_gradient_needs_second_pass():
+      return gradients, tape.gradient(divergence_total, start)
+    return gradients, None
 
   def discriminator_update(self, images, start) -> None:
     """BCE(d(x), real) + BCE(d(sg(x̃0)), fake)."""
@@ -279,49 +308,3 @@ class AdversarialWarmup(keras.callbacks.Callback):
     if active != self.model.adversarial_phase_active:
       self.model.adversarial_phase_active = active
       self.model.make_train_function(force=True)
-
-
-# -- Construction from a config --------------------------------------------------------
-
-
-def adversarial_settings(config) -> AdversarialSettings:
-  return AdversarialSettings(
-      wrc_alpha=config.wrc_alpha, noise_channels=config.noise_channels,
-      gan_weight=config.gan_weight, keep_label_weight=config.keep_label_weight,
-      divergence_weight=config.divergence_weight,
-      generator_updates=config.generator_updates,
-      discriminator_updates=config.discriminator_updates,
-      search=SearchSettings(
-          steps=config.ras_steps, step_size=config.ras_step_size,
-          epsilon=config.ras_epsilon, temperature=config.divergence_temperature,
-          divergence=config.divergence, label_restrict=config.ras_label_restrict,
-          mask_source=config.ras_mask_source, objective=config.ras_objective))
-
-
-def build_adversarial_model(config, info, classifiers) -> AdversarialCoDistillation:
-  """Generator and (when gan_weight > 0) discriminator for `info`'s image shape."""
-  keras.utils.set_random_seed(config.seed * 1000 + 999)
-  generator = generators.build_generator(
-      info.image_shape, config.noise_channels, config.generator_filters,
-      config.generator_blocks)
-  discriminator = None
-  if config.gan_weight > 0:
-    discriminator = generators.build_discriminator(
-        info.image_shape, config.discriminator_filters, config.spectral_norm)
-  return AdversarialCoDistillation(classifiers, generator, discriminator,
-                                   name="adversarial_codistillation")
-
-
-def compile_arguments(config) -> dict:
-  """The optimizers and Phase A settings that `compile()` takes beyond DML's."""
-  def adam(learning_rate):
-    optimizer = keras.optimizers.Adam(learning_rate, beta_1=config.adversarial_beta_1)
-    if config.mixed_precision == "mixed_float16":  # float16 gradients underflow.
-      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-  return dict(
-      generator_optimizer=adam(config.generator_learning_rate),
-      discriminator_optimizer=(adam(config.discriminator_learning_rate)
-                               if config.gan_weight > 0 else None),
-      adversarial=adversarial_settings(config))

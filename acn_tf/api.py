@@ -32,7 +32,8 @@ def classifier(seed):  # Yours: [0, 1] images in, logits out.
 
 config = api.config("digits", method="acn", epochs=4, adv_warmup_epochs=1)
 model = api.build_model([classifier(0), classifier(1)], config, steps_per_epoch=len(train))
-model.fit(train, epochs=config.epochs, callbacks=api.callbacks(config), shuffle=False)
+model.fit(train, epochs=config.optimization.epochs, callbacks=api.callbacks(config),
+          shuffle=False)
 print(model.evaluate(test, return_dict=True)["ensemble_top1"])
 api.export_saved_models(model, "digits_acn", class_names=digits.target_names.astype(str))
 ```
@@ -42,7 +43,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import keras
 
-from acn_tf import backbones, config as config_lib, data, errors, training
+from acn_tf import backbones, builders, config as config_lib, data, errors, experiments
 from acn_tf.config import ExperimentConfig
 from acn_tf.export import _common_image_shape
 # Re-exported: the SavedModels run.py writes, for the model build_model returns.
@@ -61,9 +62,9 @@ def config(base: Optional[str] = None, **fields: Any) -> ExperimentConfig:
   pipeline) unless given.
   """
   if base:
-    settings = config_lib.get_experiment(base)
+    settings = experiments.get_experiment(base)
   else:
-    settings = ExperimentConfig(name="python_api", dataset=config_lib.PYTHON_DATASET)
+    settings = ExperimentConfig.from_fields(name="python_api", dataset=config_lib.PYTHON_DATASET)
   settings = settings.replace(dataset=config_lib.PYTHON_DATASET)
   name = fields.pop("name", None)
   if name is not None:
@@ -79,7 +80,7 @@ def build_model(classifiers: Sequence[keras.Model], config: ExperimentConfig,
   `AdversarialCoDistillation` whose generator and discriminator are sized for
   the classifiers' input. `steps_per_epoch` (batches per epoch of your training
   dataset, e.g. len(train)) sets the learning-rate schedule over
-  `config.epochs`. The classifiers must know their input and output shapes
+  `config.optimization.epochs`. The classifiers must know their input and output shapes
   (functional or Sequential models built on a keras.Input). Call inside a
   distribution strategy's scope to train on several devices.
 
@@ -99,18 +100,18 @@ def build_model(classifiers: Sequence[keras.Model], config: ExperimentConfig,
                              f"training dataset), got {steps_per_epoch}.")
   image_shape = _image_shape(classifiers)
   num_classes = _num_classes(classifiers)
-  policy = "float32" if config.mixed_precision == "none" else config.mixed_precision
+  policy = "float32" if config.runtime.mixed_precision == "none" else config.runtime.mixed_precision
   if keras.mixed_precision.global_policy().name != policy:
     raise errors.ConfigError(
-        f"mixed_precision={config.mixed_precision}, but the Keras policy is "
+        f"mixed_precision={config.runtime.mixed_precision}, but the Keras policy is "
         f"{keras.mixed_precision.global_policy().name}: call "
         f"keras.mixed_precision.set_global_policy({policy!r}) before building your "
         "classifiers, or change mixed_precision.")
-  training.set_execution_mode(config)
-  info = data.DatasetInfo(name=config.dataset, num_classes=num_classes,
+  builders.set_execution_mode(config)
+  info = data.DatasetInfo(name=config.data.dataset, num_classes=num_classes,
                           image_shape=image_shape, num_train=0, num_validation=0,
                           num_test=0, source="the caller's tf.data pipeline (acn_tf.api)")
-  return training.assemble_model(config, classifiers, info, steps_per_epoch)
+  return builders.assemble_model(config, classifiers, info, steps_per_epoch)
 
 
 def callbacks(config: ExperimentConfig) -> List[keras.callbacks.Callback]:
@@ -119,7 +120,7 @@ def callbacks(config: ExperimentConfig) -> List[keras.callbacks.Callback]:
   needed: List[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
   if config.uses_adversarial_phase():
     from acn_tf import adversarial
-    needed.append(adversarial.AdversarialWarmup(config.adv_warmup_epochs))
+    needed.append(adversarial.AdversarialWarmup(config.adversarial.adv_warmup_epochs))
   return needed
 
 

@@ -1,17 +1,24 @@
-"""Experiment configuration: one frozen dataclass, a named registry, typed overrides.
+"""Experiment configuration: the one schema of every setting and its default.
 
-Every hyperparameter of docs/METHOD.md is a field here, so each method
-(independent, DML, ACN) and each ablation is a configuration of one code path.
-Library code receives an `ExperimentConfig`; only `run.py` reads flags.
+An `ExperimentConfig` is a frozen dataclass made of sections, one per concern,
+so that each part of the library reads only what it needs: `data`,
+`optimization`, `distillation` (Phase B), `adversarial` (Phase A, with its
+`search`), `runtime` and `tuning`. Every setting has one name, unique across
+the sections: the name an override, a config file, config.json and
+docs/METHOD.md use (`--override=wrc_alpha=0.05` sets
+`config.adversarial.wrc_alpha`). Ranges and choices are declared on the fields
+themselves; `validate()` reads them from there.
+
+Only `run.py` reads flags; `acn_tf/overrides.py` turns them into a config and
+`acn_tf/experiments.py` holds the named experiments.
 """
 
 import dataclasses
 import json
 import math
-import os
 import re
 import typing
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from acn_tf import errors
 
@@ -25,10 +32,10 @@ FOLDER_PREFIX = "folder:"
 # The caller's own tf.data pipeline (acn_tf/api.py): nothing for run.py to load.
 PYTHON_DATASET = "python"
 # Channels a dataset may be converted to: 0 keeps the dataset's own.
-CHANNELS = (0, 1, 3)
+CHANNELS = (1, 3, 0)
 DATASET_HELP = (f"{', '.join(DATASETS)}, tfds:NAME (an image-classification dataset of "
-                 "tensorflow-datasets, e.g. tfds:svhn_cropped) or folder:PATH (a folder "
-                 "with one sub-folder of images per class, e.g. folder:/data/flowers/train)")
+                "tensorflow-datasets, e.g. tfds:svhn_cropped) or folder:PATH (a folder "
+                "with one sub-folder of images per class, e.g. folder:/data/flowers/train)")
 # A tfds name: builder name, optional /config, optional :version (as tfds.builder takes it).
 _TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[A-Za-z0-9_.+-]+)?(:[0-9]+\.[0-9]+\.[0-9]+)?$")
 AUGMENTATIONS = ("none", "crop", "crop_flip")
@@ -37,90 +44,153 @@ DIVERGENCES = ("js", "sym_kl", "total_variation", "logit_l1")
 ADV_NORMALIZATIONS = ("batch", "kept")
 MASK_SOURCES = ("search", "update")
 RAS_OBJECTIVES = ("divergence", "generator_loss")
+JIT_COMPILE = ("auto", "true", "false")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 # Distribution strategies (acn_tf/distribute.py); listed here, where run.py can
 # read them without importing TensorFlow before its flags are parsed.
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-
 
 # A configuration value, override or config file is invalid; the message says how
 # to fix it. Defined in acn_tf/errors.py with the project's other error types.
 ConfigError = errors.ConfigError
 
 
+def setting(default: Any, *, low: Optional[float] = None, low_open: bool = False,
+            high: Optional[float] = None, high_open: bool = False,
+            choices: Sequence[Any] = (), hint: str = "",
+            methods: Sequence[str] = METHODS) -> Any:
+  """A field with its valid range or choices, which `validate()` checks.
+
+  `low`/`high` bound the value (open bounds excluded); `hint` is appended to the
+  error when the value is out of range. `methods` are the methods that read the
+  setting (a search over it under another method would change nothing).
+  """
+  return dataclasses.field(default=default, metadata=dict(
+      low=low, low_open=low_open, high=high, high_open=high_open,
+      choices=tuple(choices), hint=hint, methods=tuple(methods)))
+
+
+def positive(default: Any, **kwargs: Any) -> Any:
+  return setting(default, low=0, low_open=True, **kwargs)
+
+
+def non_negative(default: Any, **kwargs: Any) -> Any:
+  return setting(default, low=0, **kwargs)
+
+
+def fraction(default: float) -> Any:
+  """A share in [0, 1)."""
+  return setting(default, low=0, high=1, high_open=True)
+
+
+def one_of(default: Any, choices: Sequence[Any], **kwargs: Any) -> Any:
+  return setting(default, choices=choices, **kwargs)
+
+
 @dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-  """Everything one training run needs, with the spec's defaults."""
+class DataConfig:
+  """What to train and test on, and how the batches are made."""
 
-  name: str
-  dataset: str
-  # One entry per classifier: n = len(architectures); mixed pairs are allowed.
-  architectures: Tuple[str, ...] = ("resnet32", "resnet32")
-  method: str = "dml"
-  seed: int = 0
-
-  # Data. `dataset`: one of DATASETS, "tfds:NAME" or "folder:PATH" (parse_dataset).
+  # One of DATASETS, "tfds:NAME" or "folder:PATH" (parse_dataset).
+  dataset: str = ""
   # Resize every image to image_size x image_size (0: keep the dataset's size;
   # a folder needs one, since Keras resizes while it reads).
-  image_size: int = 0
+  image_size: int = non_negative(0)
   # 1 (grayscale) or 3 (RGB); 0 keeps the dataset's own (a folder is read as RGB).
-  channels: int = 0
+  channels: int = one_of(0, CHANNELS, hint="1 is grayscale, 3 RGB, 0 the dataset's own.")
   # folder: the test split, either a second folder of the same classes (a path,
   # relative ones resolved like the dataset's) or this fraction of the folder,
   # carved with a fixed seed (the same test images whatever `seed`).
   test_folder: str = ""
-  test_fraction: float = 0.0
+  test_fraction: float = fraction(0.0)
   # tfds: the splits to train and test on, any tfds split expression such as
   # "validation" or "train[90%:]" ("": "train" and "test").
   train_split: str = ""
   test_split: str = ""
-  batch_size: int = 128
-  augmentation: str = "crop_flip"
-  crop_padding: int = 4
+  batch_size: int = positive(128)
+  augmentation: str = one_of("crop_flip", AUGMENTATIONS)
+  crop_padding: int = non_negative(4)
   # Train on the first `train_examples` examples only (0: all). For CPU-sized runs.
-  train_examples: int = 0
+  train_examples: int = non_negative(0)
   # Fraction of the training set held out for validation (tuning and model selection).
-  validation_fraction: float = 0.0
-  # Evaluate on the validation split every this many epochs (and at the last one).
-  validation_every_epochs: int = 1
+  validation_fraction: float = fraction(0.0)
 
-  # Classifier optimisation (SGD, as in the paper-style CIFAR runs).
-  epochs: int = 200
-  learning_rate: float = 0.1
-  momentum: float = 0.9
+
+@dataclasses.dataclass(frozen=True)
+class OptimizationConfig:
+  """The classifiers' optimiser and schedule (SGD, as in the paper-style CIFAR runs)."""
+
+  epochs: int = positive(200)
+  learning_rate: float = positive(0.1)
+  momentum: float = setting(0.9, low=0, high=1)
   nesterov: bool = True
-  weight_decay: float = 5e-4
-  lr_schedule: str = "cosine"
+  weight_decay: float = non_negative(5e-4)
+  lr_schedule: str = one_of("cosine", LR_SCHEDULES)
   lr_decay_epochs: Tuple[int, ...] = (100, 150)
-  lr_decay_factor: float = 0.1
+  lr_decay_factor: float = positive(0.1)
   # Limit steps per epoch (0: a full pass over the training data).
-  steps_per_epoch: int = 0
+  steps_per_epoch: int = non_negative(0)
 
-  # Phase B: co-distillation.
-  temperature: float = 1.0
-  kd_weight: float = 1.0
-  adv_weight: float = 1.0
-  adv_ce_weight: float = 1.0
+
+@dataclasses.dataclass(frozen=True)
+class DistillationConfig:
+  """Phase B: L_i = CE + kd_weight T² KL + adv_weight (T² KL + adv_ce_weight CE) on x̃."""
+
+  # `independent` is DML with the distillation term off: it reads neither.
+  temperature: float = positive(1.0, methods=("dml", "acn"))
+  kd_weight: float = non_negative(1.0, methods=("dml", "acn"))
+  # The divergent-batch terms: ACN only.
+  adv_weight: float = non_negative(1.0, methods=("acn",))
+  adv_ce_weight: float = non_negative(1.0, methods=("acn",))
   # Averaging of the divergent-batch loss over the label mask m. "kept" (mean over
   # kept examples) is the spec's literal reading; it collapses training from
   # scratch (measured, see experiments/RESULTS.md), so the default is "batch":
   # sum over kept examples / batch size, which scales the term by the kept share.
-  adv_normalization: str = "batch"
+  adv_normalization: str = one_of("batch", ADV_NORMALIZATIONS, methods=("acn",))
 
-  # Phase A: generator with the Weakly Residual Connection.
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """Phase A's Restricted Adversarial Search from x̃0."""
+
+  ras_steps: int = non_negative(1)
+  ras_step_size: float = non_negative(2.0 / 255.0)
+  # The search's L-inf ball around x must contain the generator's reach
+  # (wrc_alpha): a smaller ball clips away what the generator found (with 8/255,
+  # Div(x̃) / Div(x) fell from 4.5 to 1.9 as the generator learned).
+  ras_epsilon: float = setting(0.1, low=0, high=1,
+                               hint="ras_epsilon is in pixel units of [0, 1] images.")
+  ras_label_restrict: bool = True
+  # The label mask's pass at x̃: "search" (a separate inference-mode pass, the spec's
+  # reading) or "update" (the classifier update's own training-mode forward on x̃).
+  # "update" saves one pass of every classifier per step at the same accuracy
+  # (measured, experiments/RESULTS.md and BENCHMARKS.md), so it is the default.
+  ras_mask_source: str = one_of("update", MASK_SOURCES)
+  # What the search ascends: "divergence" (Div, the spec) or "generator_loss"
+  # (-L_g: Div minus the label-keeping and GAN terms), whose first step reuses the
+  # generator update's backward pass: one classifier backward pass fewer per step.
+  ras_objective: str = one_of("divergence", RAS_OBJECTIVES)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialConfig:
+  """Phase A: the generator with its Weakly Residual Connection, the
+  discriminator, the divergence they and the search maximise, and the schedule."""
+
   # Phase A's networks are kept small next to the classifiers: at 32 filters the
   # generator's forward and backward cost about 0.75 of a ResNet-32's, at 16 about
   # 0.25 (experiments/BENCHMARKS.md).
-  generator_filters: int = 16
-  generator_blocks: int = 2
-  noise_channels: int = 4
-  wrc_alpha: float = 0.1
+  generator_filters: int = positive(16)
+  generator_blocks: int = non_negative(2)
+  noise_channels: int = non_negative(4)
+  wrc_alpha: float = setting(0.1, low=0, high=1,
+                             hint="wrc_alpha is in pixel units of [0, 1] images.")
   # Weight of the generator's keep-the-label term CE(p̄(x̃0), y). 0.1, not the
   # spec's 1: in training the classifiers soon agree on whatever the generator
   # makes, and with the label term at 1 the generator then retreats to x̃0 = x
   # (Div(x̃0) / Div(x) back to 1.0 on validation images; 2.2 at 0.1 together with
   # divergence_weight 5). The label restriction still drops examples that lost y.
-  keep_label_weight: float = 0.1
+  keep_label_weight: float = non_negative(0.1)
   # What the generator and the search maximise: "js" (the spec's Div), "sym_kl",
   # "total_variation" or "logit_l1" (mean L1 distance between the peers' logits).
   # JS and KL grow quadratically from agreement, so their gradient vanishes where
@@ -128,148 +198,139 @@ class ExperimentConfig:
   # "js" the generator left Div(x̃0) / Div(x) at 1.00, with "total_variation"
   # it reached 7 (experiments/RESULTS.md, "Phase A"). Metrics always report the
   # spec's JS at temperature 1 (losses.reported_divergence), whatever is chosen.
-  divergence: str = "total_variation"
+  divergence: str = one_of("total_variation", DIVERGENCES)
   # Weight of that divergence in the generator's loss L_g: 5 keeps the generator
   # pushing once the classifiers have learned to agree on its examples (at 1 it
   # gave up: see keep_label_weight).
-  divergence_weight: float = 5.0
+  divergence_weight: float = non_negative(5.0)
   # Temperature of the probabilities that divergence compares (the spec uses
   # Phase B's `temperature`). Softened probabilities agree more: at temperature 4
   # the generator raised Div(x̃0) / Div(x) to 3.7 in 300 steps, at 1 to 12.8.
-  divergence_temperature: float = 1.0
-  # Phase A: discriminator (gan_weight = 0 removes it: the "no GAN" ablation).
-  gan_weight: float = 1.0
-  discriminator_filters: int = 16
+  divergence_temperature: float = positive(1.0)
+  # gan_weight = 0 removes the discriminator: the "no GAN" ablation.
+  gan_weight: float = non_negative(1.0)
+  discriminator_filters: int = positive(16)
   spectral_norm: bool = True
-  # Phase A: Restricted Adversarial Search.
-  ras_steps: int = 1
-  ras_step_size: float = 2.0 / 255.0
-  # The search's L-inf ball around x must contain the generator's reach
-  # (wrc_alpha): a smaller ball clips away what the generator found (with 8/255,
-  # Div(x̃) / Div(x) fell from 4.5 to 1.9 as the generator learned).
-  ras_epsilon: float = 0.1
-  ras_label_restrict: bool = True
-  # The label mask's pass at x̃: "search" (a separate inference-mode pass, the spec's
-  # reading) or "update" (the classifier update's own training-mode forward on x̃).
-  # "update" saves one pass of every classifier per step at the same accuracy
-  # (measured, experiments/RESULTS.md and BENCHMARKS.md), so it is the default.
-  ras_mask_source: str = "update"
-  # What the search ascends: "divergence" (Div, the spec) or "generator_loss"
-  # (-L_g: Div minus the label-keeping and GAN terms), whose first step reuses the
-  # generator update's backward pass: one classifier backward pass fewer per step.
-  ras_objective: str = "divergence"
-  # Schedule of the adversarial phase.
-  adv_warmup_epochs: int = 0
-  generator_updates: int = 1
-  discriminator_updates: int = 1
+  # Epochs of plain DML before Phase A starts: divergence between untrained
+  # classifiers is noise.
+  adv_warmup_epochs: int = non_negative(0)
+  generator_updates: int = positive(1)
+  discriminator_updates: int = positive(1)
   # Ten times the spec's GAN rate: at 2e-4 the generator had not moved Div(x̃0)
   # after 300 steps with any objective (experiments/RESULTS.md, "Phase A").
-  generator_learning_rate: float = 2e-3
-  discriminator_learning_rate: float = 2e-4
-  adversarial_beta_1: float = 0.5
+  generator_learning_rate: float = positive(2e-3)
+  discriminator_learning_rate: float = positive(2e-4)
+  # Adam's beta_1 for both Phase A players.
+  adversarial_beta_1: float = setting(0.5, low=0, high=1, high_open=True)
+  search: SearchConfig = SearchConfig()
 
-  # Records. checkpoint_every_steps = 0 checkpoints at each epoch's end only.
-  checkpoint_every_steps: int = 0
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+  """How the run executes and what it records; none of it changes the method."""
+
+  # Evaluate on the validation split every this many epochs (and at the last one).
+  validation_every_epochs: int = positive(1)
+  # 0 checkpoints at each epoch's end only.
+  checkpoint_every_steps: int = non_negative(0)
   # TensorBoard scalars every this many steps (0: per epoch only).
-  log_every_steps: int = 50
+  log_every_steps: int = non_negative(50)
+  # "auto" (XLA on GPU only), "true" or "false".
+  jit_compile: str = one_of("auto", JIT_COMPILE)
+  # "none", "mixed_float16" (GPU) or "mixed_bfloat16"; losses stay float32.
+  mixed_precision: str = one_of("none", MIXED_PRECISION)
+  # TensorFlow op determinism: with a fixed seed, two runs give identical results.
+  deterministic: bool = False
 
-  # Hyperparameter search (--mode=tune): "field=spec" entries, spec one of
-  # log:LOW:HIGH, LOW:HIGH, int:LOW:HIGH or choice:A|B|C (no commas: the override
-  # parser splits tuples on them).
+
+@dataclasses.dataclass(frozen=True)
+class TuningConfig:
+  """The hyperparameter search of `run.py --mode=tune`."""
+
+  # "field=spec" entries, spec one of log:LOW:HIGH, LOW:HIGH, int:LOW:HIGH or
+  # choice:A|B|C (no commas: the override parser splits tuples on them).
   search_space: Tuple[str, ...] = (
       "learning_rate=log:0.01:0.2", "wrc_alpha=0.02:0.2", "ras_epsilon=0.02:0.2",
       "ras_steps=int:0:3", "adv_weight=0.25:2.0", "kd_weight=0.5:2.0",
       "temperature=choice:1|2|4")
 
-  # Execution. jit_compile: "auto" (XLA on GPU only), "true" or "false".
-  jit_compile: str = "auto"
-  # "none", "mixed_float16" (GPU) or "mixed_bfloat16"; losses stay float32.
-  mixed_precision: str = "none"
-  # TensorFlow op determinism: with a fixed seed, two runs give identical results.
-  deterministic: bool = False
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything one training run needs, with the defaults of docs/METHOD.md.
+
+  Build one with `ExperimentConfig.from_fields(name=..., dataset=..., epochs=...)`
+  or sections; change one with `config.replace(wrc_alpha=0.05)`: both take the
+  settings' own names, whichever section holds them.
+  """
+
+  name: str = ""
+  method: str = one_of("dml", METHODS)
+  # One entry per classifier: n = len(architectures); mixed pairs are allowed.
+  architectures: Tuple[str, ...] = ("resnet32", "resnet32")
+  seed: int = non_negative(0)
+  data: DataConfig = DataConfig()
+  optimization: OptimizationConfig = OptimizationConfig()
+  distillation: DistillationConfig = DistillationConfig()
+  adversarial: AdversarialConfig = AdversarialConfig()
+  runtime: RuntimeConfig = RuntimeConfig()
+  tuning: TuningConfig = TuningConfig()
+
+  @classmethod
+  def from_fields(cls, **values: Any) -> "ExperimentConfig":
+    """The defaults with `values` (settings by name, or whole sections) in place."""
+    return cls().replace(**values)
 
   @property
   def num_classifiers(self) -> int:
     return len(self.architectures)
 
-  def effective_kd_weight(self) -> float:
-    """`independent` is DML with the distillation term switched off."""
-    return 0.0 if self.method == "independent" else self.kd_weight
-
   def uses_adversarial_phase(self) -> bool:
     return self.method == "acn"
 
+  def phase_b(self) -> DistillationConfig:
+    """Phase B's weights as the method uses them: `independent` is DML with the
+    distillation term switched off."""
+    if self.method == "independent":
+      return dataclasses.replace(self.distillation, kd_weight=0.0)
+    return self.distillation
+
+  def get(self, name: str) -> Any:
+    """The value of the setting called `name`, whichever section holds it."""
+    value = self
+    for part in _location(name):
+      value = getattr(value, part)
+    return value
+
   def replace(self, **changes: Any) -> "ExperimentConfig":
-    return dataclasses.replace(self, **changes)
+    """A copy with settings (by name) or whole sections replaced."""
+    return _replace_nested(self, {
+        (name,) if name in SECTIONS else _location(name): value
+        for name, value in changes.items()})
 
   def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
+    """{setting name: value}, flat: the form of config.json and config files."""
+    return {name: self.get(name) for name in FIELDS}
 
   def validate(self) -> "ExperimentConfig":
     """Raises ConfigError naming the bad field and its valid range.
 
     Types first (a config built in Python, or read from a file, may hold a string
     where a number belongs), then finiteness (nan and inf pass every comparison
-    below but poison training), then the choices and ranges.
+    but poison training), then each field's declared range or choices, then the
+    rules that tie fields together.
     """
-    _check_types(self)
+    values = self.to_dict()
+    for name, value in values.items():
+      _check_type(name, FIELDS[name].kind, value)
+    for name, value in values.items():
+      _check_range(name, value, FIELDS[name].metadata)
     if not self.name:
       raise ConfigError("name is empty: give the experiment a name.")
-    _check_choice("method", self.method, METHODS)
-    _check_data_fields(self)
-    _check_choice("augmentation", self.augmentation, AUGMENTATIONS)
-    _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-    _check_choice("divergence", self.divergence, DIVERGENCES)
-    _check_choice("adv_normalization", self.adv_normalization, ADV_NORMALIZATIONS)
-    _check_choice("ras_mask_source", self.ras_mask_source, MASK_SOURCES)
-    _check_choice("ras_objective", self.ras_objective, RAS_OBJECTIVES)
-    _check_choice("jit_compile", self.jit_compile, ("auto", "true", "false"))
-    _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
-    if not self.architectures:
-      raise ConfigError("architectures is empty: give at least one, e.g. "
-                        "--override=architectures=resnet32,resnet32")
-    if self.method != "independent" and self.num_classifiers < 2:
-      raise ConfigError(
-          f"method={self.method} needs at least 2 classifiers (got architectures="
-          f"{','.join(self.architectures)}); use method=independent for one.")
-    positive = ("batch_size", "epochs", "learning_rate", "temperature",
-                "divergence_temperature", "generator_updates", "discriminator_updates",
-                "generator_learning_rate", "discriminator_learning_rate",
-                "generator_filters", "discriminator_filters", "validation_every_epochs")
-    for name in positive:
-      if getattr(self, name) <= 0:
-        raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}.")
-    non_negative = ("seed", "train_examples", "weight_decay", "momentum",
-                    "steps_per_epoch", "kd_weight", "adv_weight", "adv_ce_weight",
-                    "wrc_alpha", "keep_label_weight", "divergence_weight", "gan_weight",
-                    "ras_steps", "ras_step_size", "ras_epsilon", "adv_warmup_epochs",
-                    "noise_channels", "generator_blocks", "crop_padding",
-                    "checkpoint_every_steps", "log_every_steps")
-    for name in non_negative:
-      if getattr(self, name) < 0:
-        raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
-    if not 0.0 <= self.validation_fraction < 1.0:
-      raise ConfigError("validation_fraction must be in [0, 1), got "
-                        f"{self.validation_fraction}.")
-    if self.momentum > 1.0:
-      raise ConfigError(f"momentum must be in [0, 1], got {self.momentum}.")
-    if not 0.0 <= self.adversarial_beta_1 < 1.0:
-      raise ConfigError("adversarial_beta_1 (Adam's beta_1) must be in [0, 1), got "
-                        f"{self.adversarial_beta_1}.")
-    if self.lr_decay_factor <= 0:
-      raise ConfigError(f"lr_decay_factor must be > 0, got {self.lr_decay_factor}.")
-    if self.lr_schedule == "step" and not self.lr_decay_epochs:
-      raise ConfigError("lr_schedule=step needs lr_decay_epochs, e.g. "
-                        "--override=lr_decay_epochs=100,150 (or use lr_schedule=cosine).")
-    if any(epoch < 1 for epoch in self.lr_decay_epochs):
-      raise ConfigError(f"lr_decay_epochs must be epochs >= 1, got {self.lr_decay_epochs}.")
-    if self.wrc_alpha > 1.0 or self.ras_epsilon > 1.0:
-      raise ConfigError("wrc_alpha and ras_epsilon are in pixel units of [0, 1] "
-                        "images; values above 1 make no sense.")
-    if any(later <= earlier for earlier, later in
-           zip(self.lr_decay_epochs, self.lr_decay_epochs[1:])):
-      raise ConfigError(f"lr_decay_epochs must be increasing, got {self.lr_decay_epochs}.")
-    parse_search_space(self.search_space)
+    _check_data(self.data)
+    _check_relations(self)
+    from acn_tf import search_space  # Local import: the grammar reads this schema.
+    search_space.parse_search_space(self.tuning.search_space)
     from acn_tf import backbones  # Local import: backbones imports keras.
     for architecture in self.architectures:
       try:
@@ -277,6 +338,185 @@ class ExperimentConfig:
       except ValueError as error:
         raise ConfigError(str(error)) from None
     return self
+
+
+# ---------------------------------------------------------------------------
+# The schema: every setting by name, read from the dataclasses above.
+
+
+class Field(NamedTuple):
+  """One setting: where it lives (section attributes, then its own name), its
+  type, default and declared range or choices."""
+  location: Tuple[str, ...]
+  kind: Any
+  default: Any
+  metadata: Mapping[str, Any]
+
+
+def _is_section(kind: Any) -> bool:
+  return dataclasses.is_dataclass(kind)
+
+
+def _schema(cls: type, prefix: Tuple[str, ...] = ()) -> Dict[str, Field]:
+  hints = typing.get_type_hints(cls)
+  fields: Dict[str, Field] = {}
+  for field in dataclasses.fields(cls):
+    kind = hints[field.name]
+    location = (*prefix, field.name)
+    children = (_schema(kind, location) if _is_section(kind) else
+                {field.name: Field(location, kind, field.default, field.metadata)})
+    for name, child in children.items():
+      if name in fields:  # Overrides and config.json name settings, not paths.
+        raise TypeError(f"{name} is defined in two sections of {cls.__name__}")
+      fields[name] = child
+  return fields
+
+
+# Every setting of ExperimentConfig, by its name, in declaration order.
+FIELDS: Dict[str, Field] = _schema(ExperimentConfig)
+# The sections' attribute names on ExperimentConfig (data, optimization, ...).
+SECTIONS: Tuple[str, ...] = tuple(
+    field.name for field in dataclasses.fields(ExperimentConfig)
+    if _is_section(typing.get_type_hints(ExperimentConfig)[field.name]))
+
+
+def fields_unused_by(method: str) -> frozenset:
+  """The settings `method` never reads: all of Phase A's (the `adversarial`
+  section) except under ACN, and those whose `setting(methods=...)` excludes it."""
+  unused = {name for name, field in FIELDS.items()
+            if method not in field.metadata.get("methods", METHODS)}
+  if method != "acn":
+    unused |= {name for name, field in FIELDS.items() if field.location[0] == "adversarial"}
+  return frozenset(unused)
+
+
+def field_types() -> Dict[str, Any]:
+  return {name: field.kind for name, field in FIELDS.items()}
+
+
+def _location(name: str) -> Tuple[str, ...]:
+  if name not in FIELDS:
+    raise ConfigError(f"Unknown config key {name!r}. Valid keys: "
+                      f"{', '.join(sorted(FIELDS))}.")
+  return FIELDS[name].location
+
+
+def _replace_nested(instance: Any, changes: Mapping[Tuple[str, ...], Any]) -> Any:
+  """`instance` with the values at the given attribute paths replaced."""
+  direct: Dict[str, Any] = {}
+  nested: Dict[str, Dict[Tuple[str, ...], Any]] = {}
+  for (head, *rest), value in changes.items():
+    if rest:
+      nested.setdefault(head, {})[tuple(rest)] = value
+    else:
+      direct[head] = value
+  for head, section_changes in nested.items():
+    direct[head] = _replace_nested(direct.get(head, getattr(instance, head)),
+                                   section_changes)
+  return dataclasses.replace(instance, **direct)
+
+
+# ---------------------------------------------------------------------------
+# Checks.
+
+
+def _is_of_type(value: Any, kind: Any) -> bool:
+  """isinstance, with bool not counted as a number and an int accepted as a float."""
+  if kind is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if kind is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  return isinstance(value, kind)
+
+
+def _check_type(name: str, kind: Any, value: Any) -> None:
+  """The declared type, and every float finite."""
+  if typing.get_origin(kind) is tuple:
+    element = typing.get_args(kind)[0]
+    if not isinstance(value, tuple) or not all(_is_of_type(item, element)
+                                               for item in value):
+      raise ConfigError(f"{name} must be a tuple of {element.__name__}, got {value!r}.")
+    values = value
+  else:
+    if not _is_of_type(value, kind):
+      raise ConfigError(f"{name} must be of type {kind.__name__}, got {value!r} "
+                        f"({type(value).__name__}).")
+    values = (value,)
+  if kind is float or typing.get_args(kind)[:1] == (float,):
+    for item in values:
+      if not math.isfinite(item):
+        raise ConfigError(f"{name} must be a finite number, got {item}; set a real "
+                          f"value (--override={name}=... or in --config_file).")
+
+
+def _check_range(name: str, value: Any, metadata: Mapping[str, Any]) -> None:
+  """The range or choices that `setting()` declared for the field."""
+  hint = f" {metadata['hint']}" if metadata.get("hint") else ""
+  choices = metadata.get("choices")
+  if choices and value not in choices:
+    raise ConfigError(f"{name}={value!r} is not one of "
+                      f"{', '.join(map(str, choices))}.{hint}")
+  low, high = metadata.get("low"), metadata.get("high")
+  below = low is not None and (value <= low if metadata["low_open"] else value < low)
+  above = high is not None and (value >= high if metadata["high_open"] else value > high)
+  if not (below or above):
+    return
+  if high is None:
+    bound = f"{'>' if metadata['low_open'] else '>='} {low}"
+  else:
+    bound = (f"in {'(' if metadata['low_open'] else '['}{low}, {high}"
+             f"{')' if metadata['high_open'] else ']'}")
+  raise ConfigError(f"{name} must be {bound}, got {value}.{hint}")
+
+
+def _check_relations(config: ExperimentConfig) -> None:
+  """The rules that tie settings together."""
+  if not config.architectures:
+    raise ConfigError("architectures is empty: give at least one, e.g. "
+                      "--override=architectures=resnet32,resnet32")
+  if config.method != "independent" and config.num_classifiers < 2:
+    raise ConfigError(
+        f"method={config.method} needs at least 2 classifiers (got architectures="
+        f"{','.join(config.architectures)}); use method=independent for one.")
+  optimization = config.optimization
+  if optimization.lr_schedule == "step" and not optimization.lr_decay_epochs:
+    raise ConfigError("lr_schedule=step needs lr_decay_epochs, e.g. "
+                      "--override=lr_decay_epochs=100,150 (or use lr_schedule=cosine).")
+  decay_epochs = optimization.lr_decay_epochs
+  if any(epoch < 1 for epoch in decay_epochs):
+    raise ConfigError(f"lr_decay_epochs must be epochs >= 1, got {decay_epochs}.")
+  if any(later <= earlier for earlier, later in zip(decay_epochs, decay_epochs[1:])):
+    raise ConfigError(f"lr_decay_epochs must be increasing, got {decay_epochs}.")
+
+
+def _check_data(data: DataConfig) -> None:
+  """The dataset's form, and the fields that only some kinds of dataset read."""
+  kind, _ = parse_dataset(data.dataset)
+  if kind != "folder" and (data.test_folder or data.test_fraction):
+    field = "test_folder" if data.test_folder else "test_fraction"
+    raise ConfigError(f"{field} is for dataset=folder:PATH; dataset={data.dataset} has "
+                      f"a test split of its own. Drop {field}.")
+  if kind != "tfds" and (data.train_split or data.test_split):
+    field = "train_split" if data.train_split else "test_split"
+    raise ConfigError(f"{field} is for dataset=tfds:NAME (a tensorflow-datasets split); "
+                      f"dataset={data.dataset} has fixed splits. Drop {field}.")
+  if kind == "tfds" and (data.train_split or "train") == (data.test_split or "test"):
+    raise ConfigError(f"train_split and test_split are both {data.test_split!r}: the test "
+                      "split must be held out, e.g. train_split='train[:90%]' and "
+                      "test_split='train[90%:]'.")
+  if kind == "folder":
+    if not data.image_size:
+      raise ConfigError(f"dataset={data.dataset} needs image_size: Keras resizes every "
+                        "image of a folder to it while reading, e.g. "
+                        "--override=image_size=32.")
+    if data.test_folder and data.test_fraction:
+      raise ConfigError("test_folder and test_fraction both give dataset="
+                        f"{data.dataset} a test split; keep one.")
+    if not data.test_folder and not data.test_fraction:
+      raise ConfigError(
+          f"dataset={data.dataset} needs a test split: test_folder=PATH (a second "
+          "folder with the same class sub-folders) or test_fraction=0.2 (that share of "
+          "the folder, carved with a fixed seed).")
 
 
 def parse_dataset(dataset: str) -> Tuple[str, str]:
@@ -311,208 +551,11 @@ def parse_dataset(dataset: str) -> Tuple[str, str]:
   raise ConfigError(f"dataset={dataset!r} is not one of {DATASET_HELP}{hint}.")
 
 
-def _check_data_fields(config: "ExperimentConfig") -> None:
-  """The dataset's form, and the fields that only some kinds of dataset read."""
-  kind, _ = parse_dataset(config.dataset)
-  if config.image_size < 0:
-    raise ConfigError(f"image_size must be >= 0 (0 keeps the dataset's size), got "
-                      f"{config.image_size}.")
-  if config.channels not in CHANNELS:
-    raise ConfigError(f"channels={config.channels} is not one of 1 (grayscale), 3 (RGB) "
-                      "or 0 (the dataset's own).")
-  if not 0.0 <= config.test_fraction < 1.0:
-    raise ConfigError(f"test_fraction must be in [0, 1), got {config.test_fraction}.")
-  if kind != "folder" and (config.test_folder or config.test_fraction):
-    field = "test_folder" if config.test_folder else "test_fraction"
-    raise ConfigError(f"{field} is for dataset=folder:PATH; dataset={config.dataset} has "
-                      f"a test split of its own. Drop {field}.")
-  if kind != "tfds" and (config.train_split or config.test_split):
-    field = "train_split" if config.train_split else "test_split"
-    raise ConfigError(f"{field} is for dataset=tfds:NAME (a tensorflow-datasets split); "
-                      f"dataset={config.dataset} has fixed splits. Drop {field}.")
-  if kind == "tfds" and (config.train_split or "train") == (config.test_split or "test"):
-    raise ConfigError(f"train_split and test_split are both {config.test_split!r}: the test "
-                      "split must be held out, e.g. train_split='train[:90%]' and "
-                      "test_split='train[90%:]'.")
-  if kind == "folder":
-    if not config.image_size:
-      raise ConfigError(f"dataset={config.dataset} needs image_size: Keras resizes every "
-                        "image of a folder to it while reading, e.g. "
-                        "--override=image_size=32.")
-    if config.test_folder and config.test_fraction:
-      raise ConfigError("test_folder and test_fraction both give dataset="
-                        f"{config.dataset} a test split; keep one.")
-    if not config.test_folder and not config.test_fraction:
-      raise ConfigError(
-          f"dataset={config.dataset} needs a test split: test_folder=PATH (a second "
-          "folder with the same class sub-folders) or test_fraction=0.2 (that share of "
-          "the folder, carved with a fixed seed).")
-
-
-def _is_of_type(value: Any, kind: Any) -> bool:
-  """isinstance, with bool not counted as a number and an int accepted as a float."""
-  if kind is float:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-  if kind is int:
-    return isinstance(value, int) and not isinstance(value, bool)
-  return isinstance(value, kind)
-
-
-def _check_types(config: "ExperimentConfig") -> None:
-  """Every field of its declared type, and every float finite."""
-  for name, kind in _field_types().items():
-    value = getattr(config, name)
-    if typing.get_origin(kind) is tuple:
-      element = typing.get_args(kind)[0]
-      if not isinstance(value, tuple) or not all(_is_of_type(item, element)
-                                                 for item in value):
-        raise ConfigError(f"{name} must be a tuple of {element.__name__}, got {value!r}.")
-      values = value
-    else:
-      if not _is_of_type(value, kind):
-        raise ConfigError(f"{name} must be of type {kind.__name__}, got {value!r} "
-                          f"({type(value).__name__}).")
-      values = (value,)
-    if kind is float or typing.get_args(kind)[:1] == (float,):
-      for item in values:
-        if not math.isfinite(item):
-          raise ConfigError(f"{name} must be a finite number, got {item}; set a real "
-                            f"value (--override={name}=... or in --config_file).")
-
-
-def _check_choice(field: str, value: str, choices: Sequence[str]) -> None:
-  if value not in choices:
-    raise ConfigError(f"{field}={value!r} is not one of {', '.join(choices)}.")
-
-
 # ---------------------------------------------------------------------------
-# Search space: parsed here, without keras-tuner, so that validate() checks it;
-# acn_tf/tuning.py turns each dimension into a keras-tuner hyperparameter.
-
-SEARCH_KINDS = ("log", "linear", "int", "choice")
-# Every trial must be scored on the same validation examples, carved with the
-# same seed, so the fields that shape the data splits are not searchable; nor
-# are those that shape the images (the channel statistics are computed once).
-UNSEARCHABLE_FIELDS = ("seed", "train_examples", "validation_fraction", "test_fraction",
-                       "image_size", "channels")
-_SPEC_HELP = ("expected field=SPEC with SPEC one of log:LOW:HIGH, LOW:HIGH, "
-              "int:LOW:HIGH or choice:A|B|C, e.g. learning_rate=log:0.01:0.2")
+# Typed values: overrides and config files, checked against the schema.
 
 
-@dataclasses.dataclass(frozen=True)
-class SearchDimension:
-  """One `search_space` entry: the field to tune and the values it may take."""
-
-  field: str
-  kind: str  # One of SEARCH_KINDS; "linear" and "log" sample floats.
-  low: float = 0.0
-  high: float = 0.0
-  choices: Tuple[Any, ...] = ()
-
-
-def parse_search_space(entries: Sequence[str]) -> Tuple[SearchDimension, ...]:
-  """Parses every entry; raises ConfigError naming the bad one and the fix."""
-  dimensions = tuple(parse_search_dimension(entry) for entry in entries)
-  fields = [dimension.field for dimension in dimensions]
-  repeated = sorted({field for field in fields if fields.count(field) > 1})
-  if repeated:
-    raise ConfigError(f"search_space names {', '.join(repeated)} more than once; "
-                      "give one entry per field.")
-  return dimensions
-
-
-def parse_search_dimension(entry: str) -> SearchDimension:
-  field, separator, spec = (part.strip() for part in entry.partition("="))
-  if not separator or not field or not spec:
-    raise ConfigError(f"search_space entry {entry!r}: {_SPEC_HELP}.")
-  kind = _field_types().get(field)
-  if kind not in (int, float) or field == "name":
-    numeric = sorted(name for name, field_kind in _field_types().items()
-                     if field_kind in (int, float) and name not in UNSEARCHABLE_FIELDS)
-    raise ConfigError(f"search_space entry {entry!r}: {field!r} is not a numeric config "
-                      f"field. Searchable fields: {', '.join(numeric)}.")
-  if field in UNSEARCHABLE_FIELDS:
-    raise ConfigError(f"search_space entry {entry!r}: {field} shapes the data splits or "
-                      "the images, which must be the same for every trial; set it with an "
-                      "override.")
-  try:
-    dimension = _parse_spec(field, kind, spec)
-  except ValueError as error:
-    raise ConfigError(f"search_space entry {entry!r}: {error}; {_SPEC_HELP}.") from None
-  return dimension
-
-
-def _parse_spec(field: str, kind: Any, spec: str) -> SearchDimension:
-  """Raises ValueError (with the reason) for a malformed or empty range."""
-  head, _, rest = spec.partition(":")
-  if head == "choice":
-    choices = tuple(_parse_scalar(kind, value.strip()) for value in rest.split("|"))
-    if any(isinstance(choice, float) and not math.isfinite(choice) for choice in choices):
-      raise ValueError(f"choices must be finite numbers, got {rest}")
-    if len(choices) < 2 or len(set(choices)) != len(choices):
-      raise ValueError("choice needs at least two distinct values (one value is not "
-                       "a search: set it with an override)")
-    return SearchDimension(field, "choice", choices=choices)
-  search_kind = head if head in ("log", "int") else "linear"
-  bounds = rest.split(":") if search_kind != "linear" else spec.split(":")
-  if search_kind == "linear" and len(bounds) == 3:
-    raise ValueError(f"unknown kind {head!r}")
-  if len(bounds) != 2:
-    raise ValueError(f"{search_kind} needs exactly two bounds LOW:HIGH")
-  number = int if search_kind == "int" else float
-  low, high = (number(bound.strip()) for bound in bounds)
-  if not (math.isfinite(low) and math.isfinite(high)):
-    raise ValueError(f"bounds must be finite numbers, got {low} and {high}")
-  if kind is int and search_kind != "int":
-    raise ValueError(f"{field} is an integer field: use int:LOW:HIGH or choice")
-  if not low < high:
-    raise ValueError(f"LOW={low} must be below HIGH={high}")
-  if search_kind == "log" and low <= 0:
-    raise ValueError(f"log sampling needs LOW > 0, got {low}")
-  return SearchDimension(field, search_kind, low=low, high=high)
-
-
-# ---------------------------------------------------------------------------
-# Registry of named experiments.
-
-_REGISTRY: Dict[str, Callable[[], ExperimentConfig]] = {}
-
-
-def register(name: str):
-  """Decorator: registers a function returning the config of experiment `name`."""
-
-  def decorator(factory: Callable[[], ExperimentConfig]):
-    if name in _REGISTRY:
-      raise KeyError(f"Experiment {name!r} is registered twice.")
-    _REGISTRY[name] = factory
-    return factory
-
-  return decorator
-
-
-def experiment_names() -> Tuple[str, ...]:
-  from acn_tf import experiments  # noqa: F401  (fills the registry)
-  return tuple(sorted(_REGISTRY))
-
-
-def get_experiment(name: str) -> ExperimentConfig:
-  names = experiment_names()
-  if name not in _REGISTRY:
-    raise ConfigError(f"Unknown experiment {name!r}. Known experiments: "
-                      f"{', '.join(names)}.")
-  return _REGISTRY[name]()
-
-
-# ---------------------------------------------------------------------------
-# Typed overrides: "key=value" strings from the command line or a JSON file.
-
-
-def _field_types() -> Dict[str, Any]:
-  hints = typing.get_type_hints(ExperimentConfig)
-  return {f.name: hints[f.name] for f in dataclasses.fields(ExperimentConfig)}
-
-
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
   lowered = text.strip().lower()
   if lowered in ("true", "1", "yes"):
     return True
@@ -521,9 +564,9 @@ def _parse_bool(text: str) -> bool:
   raise ValueError(f"{text!r} is not a boolean (true/false)")
 
 
-def _parse_scalar(kind: Any, text: str) -> Any:
+def parse_scalar(kind: Any, text: str) -> Any:
   if kind is bool:
-    return _parse_bool(text)
+    return parse_bool(text)
   if kind is int:
     return int(text)
   if kind is float:
@@ -545,7 +588,7 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
         items = list(value)
       return tuple(_coerce(key, element, item) for item in items)
     if isinstance(value, str):
-      return _parse_scalar(kind, value)
+      return parse_scalar(kind, value)
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
       return float(value)
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
@@ -562,14 +605,13 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
 
 def apply_overrides(config: ExperimentConfig,
                     overrides: Mapping[str, Any]) -> ExperimentConfig:
-  """Returns `config` with fields replaced, type-checked against the dataclass."""
-  types = _field_types()
+  """Returns `config` with settings replaced, type-checked against the schema."""
   changes = {}
   for key, value in overrides.items():
-    if key not in types or key == "name":
-      valid = ", ".join(name for name in sorted(types) if name != "name")
+    if key not in FIELDS or key == "name":
+      valid = ", ".join(name for name in sorted(FIELDS) if name != "name")
       raise ConfigError(f"Unknown config key {key!r}. Valid keys: {valid}.")
-    changes[key] = _coerce(key, types[key], value)
+    changes[key] = _coerce(key, FIELDS[key].kind, value)
   return config.replace(**changes)
 
 
@@ -582,15 +624,15 @@ def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
   if not isinstance(values, Mapping):
     raise ConfigError(f"expected a JSON object of config fields, got a "
                       f"{type(values).__name__}")
-  types = _field_types()
-  unknown = sorted(set(values) - set(types))
+  unknown = sorted(set(values) - set(FIELDS))
   if unknown:
     raise ConfigError(f"unknown config fields {', '.join(map(repr, unknown))}")
   missing = [name for name in ("name", "dataset") if name not in values]
   if missing:
     raise ConfigError(f"missing config fields {', '.join(missing)}")
-  return ExperimentConfig(**{key: tuple(value) if isinstance(value, list) else value
-                             for key, value in values.items()}).validate()
+  return ExperimentConfig.from_fields(**{
+      key: tuple(value) if isinstance(value, list) else value
+      for key, value in values.items()}).validate()
 
 
 def differing_fields(saved: Mapping[str, Any], config: ExperimentConfig) -> List[str]:
@@ -608,98 +650,3 @@ def config_differences(saved: Mapping[str, Any], config: ExperimentConfig) -> Li
   wanted = json.loads(json.dumps(config.to_dict()))
   return [f"{key} (saved {saved.get(key)!r}, now {wanted.get(key)!r})"
           for key in differing_fields(saved, config)]
-
-
-def parse_override_strings(items: Sequence[str]) -> Dict[str, str]:
-  """Parses ["key=value", ...] into a dict, rejecting malformed items."""
-  parsed = {}
-  for item in items:
-    key, separator, value = item.partition("=")
-    if not separator or not key.strip():
-      raise ConfigError(f"Override {item!r} is not of the form key=value "
-                        "(e.g. --override=epochs=10).")
-    parsed[key.strip()] = value.strip()
-  return parsed
-
-
-def load_config_file(path: str) -> Dict[str, Any]:
-  """Reads a JSON object of field values (e.g. a tuner's best_config.json).
-
-  Every way the file can be unusable is a ConfigError naming the flag and the file.
-  """
-  flag = f"--config_file={path}"
-  example = 'e.g. {"learning_rate": 0.05, "epochs": 30} or a search\'s best_config.json'
-  if not os.path.exists(path):
-    raise ConfigError(f"{flag}: no such file. Give the path of a JSON object of config "
-                      f"fields, {example}.")
-  if os.path.isdir(path):
-    raise ConfigError(f"{flag} is a directory, not a JSON file; give the file itself, "
-                      f"{example}.")
-  try:
-    with open(path, encoding="utf-8") as handle:
-      text = handle.read()
-  except UnicodeDecodeError:
-    raise ConfigError(f"{flag} is not a UTF-8 text file: expected a JSON object of config "
-                      f"fields, {example}.") from None
-  except OSError as error:
-    raise ConfigError(f"{flag} cannot be read ({error.strerror or error}); check that it "
-                      "is a readable file.") from None
-  try:
-    values = json.loads(text)
-  except json.JSONDecodeError as error:
-    raise ConfigError(f"{flag} is not valid JSON ({error.msg}, line {error.lineno} column "
-                      f"{error.colno}); expected a JSON object of config fields, "
-                      f"{example}.") from None
-  if not isinstance(values, dict):
-    raise ConfigError(f"{flag} holds a JSON {type(values).__name__}, not an object of "
-                      f"config fields; expected {example}.")
-  return values
-
-
-def resolve_config(experiment: Optional[str],
-                   method: Optional[str] = None,
-                   config_file: Optional[str] = None,
-                   overrides: Sequence[str] = ()) -> ExperimentConfig:
-  """The base, then the config file, then --method, then overrides.
-
-  The base is the registered `experiment` when one is named; without it, the
-  config file is a whole experiment of its own: its fields over
-  ExperimentConfig's defaults, so it (or an override) must give `dataset`.
-  The file's `name` names the experiment (and the default model_dir); without
-  one, a named base keeps its name and a file alone is named after the file
-  (my_experiment.json: "my_experiment").
-  """
-  if not experiment and not config_file:
-    raise ConfigError(
-        "--experiment or --config_file is required: --experiment=NAME runs a registered "
-        f"experiment ({', '.join(experiment_names())}); --config_file=FILE.json runs the "
-        'experiment that file defines, e.g. {"name": "flowers", "dataset": '
-        '"folder:/data/flowers/train", "test_fraction": 0.2, "image_size": 64}.')
-  file_values: Dict[str, Any] = load_config_file(config_file) if config_file else {}
-  name = file_values.pop("name", None)
-  if name is not None and (not isinstance(name, str) or not name.strip()):
-    raise ConfigError(f"--config_file={config_file}: name must be a non-empty string, got "
-                      f"{name!r}.")
-  parsed_overrides = parse_override_strings(overrides)
-  if experiment:
-    config = get_experiment(experiment)
-  else:
-    if "dataset" not in file_values and "dataset" not in parsed_overrides:
-      raise ConfigError(
-          f"--config_file={config_file} gives no dataset, and no --experiment gives one: "
-          f'add "dataset": one of {DATASET_HELP}, to the file, or name a registered '
-          f"experiment as its base with --experiment=NAME ({', '.join(experiment_names())}).")
-    stem = os.path.splitext(os.path.basename(config_file))[0]
-    dataset = file_values.get("dataset", parsed_overrides.get("dataset"))
-    config = ExperimentConfig(name=stem, dataset=dataset if isinstance(dataset, str) else "")
-  if name is not None:
-    config = config.replace(name=name.strip())
-  if file_values:
-    try:
-      config = apply_overrides(config, file_values)
-    except ConfigError as error:
-      raise ConfigError(f"--config_file={config_file}: {error}") from None
-  if method:
-    config = apply_overrides(config, {"method": method})
-  config = apply_overrides(config, parsed_overrides)
-  return config.validate()

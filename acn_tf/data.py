@@ -231,11 +231,11 @@ def load_splits(dataset: str,
 
 def load_config_splits(config, data_dir: Optional[str]) -> DataSplits:
   """load_splits with every data field of an ExperimentConfig."""
-  return load_splits(config.dataset, data_dir, train_examples=config.train_examples,
-                     validation_fraction=config.validation_fraction, seed=config.seed,
-                     image_size=config.image_size, channels=config.channels,
-                     test_folder=config.test_folder, test_fraction=config.test_fraction,
-                     train_split=config.train_split, test_split=config.test_split)
+  return load_splits(config.data.dataset, data_dir, train_examples=config.data.train_examples,
+                     validation_fraction=config.data.validation_fraction, seed=config.seed,
+                     image_size=config.data.image_size, channels=config.data.channels,
+                     test_folder=config.data.test_folder, test_fraction=config.data.test_fraction,
+                     train_split=config.data.train_split, test_split=config.data.test_split)
 
 
 def check_data_dir(data_dir: Optional[str]) -> None:

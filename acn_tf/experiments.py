@@ -5,12 +5,40 @@ a 2-core CPU: `digits` is the smoke run (about a minute), `fashion_mnist` the sm
 real benchmark on which methods and ablations are compared on CPU.
 """
 
-from acn_tf.config import ExperimentConfig, register
+from typing import Callable, Dict, Tuple
+
+from acn_tf.config import ConfigError, ExperimentConfig
+
+_REGISTRY: Dict[str, Callable[[], ExperimentConfig]] = {}
+
+
+def register(name: str):
+  """Decorator: registers a function returning the config of experiment `name`."""
+
+  def decorator(factory: Callable[[], ExperimentConfig]):
+    if name in _REGISTRY:
+      raise KeyError(f"Experiment {name!r} is registered twice.")
+    _REGISTRY[name] = factory
+    return factory
+
+  return decorator
+
+
+def experiment_names() -> Tuple[str, ...]:
+  return tuple(sorted(_REGISTRY))
+
+
+def get_experiment(name: str) -> ExperimentConfig:
+  names = experiment_names()
+  if name not in _REGISTRY:
+    raise ConfigError(f"Unknown experiment {name!r}. Known experiments: "
+                      f"{', '.join(names)}.")
+  return _REGISTRY[name]()
 
 
 @register("cifar100")
 def cifar100() -> ExperimentConfig:
-  return ExperimentConfig(
+  return ExperimentConfig.from_fields(
       name="cifar100",
       dataset="cifar100",
       architectures=("resnet32", "resnet32"),
@@ -31,7 +59,7 @@ def cifar10() -> ExperimentConfig:
 
 @register("fashion_mnist")
 def fashion_mnist() -> ExperimentConfig:
-  return ExperimentConfig(
+  return ExperimentConfig.from_fields(
       name="fashion_mnist",
       dataset="fashion_mnist",
       architectures=("resnet20", "resnet20"),
@@ -61,7 +89,7 @@ def fashion_mnist_small() -> ExperimentConfig:
   T = 1 only by 0.2 points (experiments/RESULTS.md, "Choosing the regime").
   Evaluation is on the full 10,000-image test split.
   """
-  return ExperimentConfig(
+  return ExperimentConfig.from_fields(
       name="fashion_mnist_small",
       dataset="fashion_mnist",
       architectures=("resnet8", "resnet8"),
@@ -79,7 +107,7 @@ def fashion_mnist_small() -> ExperimentConfig:
 
 @register("digits")
 def digits() -> ExperimentConfig:
-  return ExperimentConfig(
+  return ExperimentConfig.from_fields(
       name="digits",
       dataset="digits",
       architectures=("small_cnn", "small_cnn"),

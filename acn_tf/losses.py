@@ -80,11 +80,24 @@ def pairwise_logit_distance(logits) -> tf.Tensor:
   return tf.add_n(pairs) / float(len(pairs))
 
 
+def divergence(logits, kind: str = "js", temperature: float = 1.0) -> tf.Tensor:
+  """The group's disagreement per example, from its logits: the one definition
+  that the generator's loss, the search and every metric use.
+
+  "js", "sym_kl" and "total_variation" compare the tempered probabilities of
+  each pair (`pairwise_divergence`); "logit_l1" the logits themselves
+  (`pairwise_logit_distance`, which has no temperature).
+  """
+  if kind == "logit_l1":
+    return pairwise_logit_distance(logits)
+  return pairwise_divergence([tempered_probabilities(z, temperature) for z in logits], kind)
+
+
 def reported_divergence(logits) -> tf.Tensor:
-  """The Div that every metric reports, per example: mean pairwise JS of the
-  classifiers' softmax (temperature 1), whatever Phase A optimises, so that
-  Div on real images, on x̃0 and on x̃ are one comparable quantity."""
-  return pairwise_divergence([tempered_probabilities(z, 1.0) for z in logits], "js")
+  """The Div that every metric reports, per example: the spec's mean pairwise JS
+  at temperature 1, whatever Phase A optimises, so that Div on real images, on
+  x̃0 and on x̃ are one comparable quantity."""
+  return divergence(logits, "js", 1.0)
 
 
 def cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

@@ -6,29 +6,13 @@ Its `train_step` is Phase B on the real batch; `AdversarialCoDistillation`
 the same classifier update, so every method shares one code path.
 """
 
-import dataclasses
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Sequence
 
 import keras
 import tensorflow as tf
 
 from acn_tf import losses
-
-
-# Makes the label mask m from the logits of the classifier update's forward pass.
-MaskFunction = Callable[[List[tf.Tensor]], tf.Tensor]
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillationSettings:
-  """The Phase B weights (docs/METHOD.md): L_i = CE + kd_weight * T^2 * KL + adv terms."""
-  temperature: float = 1.0
-  kd_weight: float = 1.0
-  adv_weight: float = 1.0
-  adv_ce_weight: float = 1.0
-  # How the divergent-batch loss is averaged: "batch" = sum over kept examples
-  # / batch size; "kept" = mean over the kept examples (the spec's literal reading).
-  adv_normalization: str = "batch"
+from acn_tf.config import DistillationConfig
 
 
 @keras.saving.register_keras_serializable(package="acn_tf")
@@ -46,7 +30,7 @@ class CoDistillation(keras.Model):
     if not classifiers:
       raise ValueError("CoDistillation needs at least one classifier.")
     self.classifiers = list(classifiers)
-    self.settings = DistillationSettings()
+    self.distillation = DistillationConfig()
     num_classes = self.classifiers[0].output_shape[-1]
     top_k = min(5, num_classes)
     self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -63,11 +47,12 @@ class CoDistillation(keras.Model):
 
   # -- Keras plumbing ----------------------------------------------------------
 
-  def compile(self, optimizer, settings: DistillationSettings = DistillationSettings(),
+  def compile(self, optimizer, distillation: DistillationConfig = DistillationConfig(),
               **kwargs):
-    """`optimizer` updates all classifiers (their losses are summed; see losses.py)."""
+    """`optimizer` updates all classifiers (their losses are summed; see losses.py);
+    `distillation` holds Phase B's weights (ExperimentConfig.phase_b())."""
     super().compile(optimizer=optimizer, **kwargs)
-    self.settings = settings
+    self.distillation = distillation
 
   def get_config(self) -> dict:
     """The networks only; optimizers and settings come with `compile()`."""
@@ -137,45 +122,33 @@ class CoDistillation(keras.Model):
     images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
     logits = self(images, training=False)
     per_classifier = losses.codistillation_losses(
-        logits, labels, self.settings.temperature, self.settings.kd_weight)
+        logits, labels, self.distillation.temperature, self.distillation.kd_weight)
     self.update_classifier_metrics(logits, labels, per_classifier)
     return self.metric_results(self.classifier_metrics)
 
-  def classifier_update(self, images, labels,
-                        divergent_images: Optional[tf.Tensor] = None,
-                        keep_mask: Union[None, tf.Tensor, MaskFunction] = None):
-    """Phase B: one update of all classifiers on the real batch and, for ACN,
-    the divergent batch x̃ (already stop-gradient) with its label mask m.
-
-    `keep_mask` is m itself, or a function that makes m from the logits of this
-    update's forward pass on x̃ (ACN's mask_source "update"). Returns those
-    logits and m, for the ACN's metrics (None, None without x̃).
-    """
-    settings = self.settings
-    variables = self.classifier_variables
-    divergent_logits = None
+  def classifier_update(self, images, labels) -> None:
+    """Phase B on the real batch: one update of all classifiers."""
     with tf.GradientTape() as tape:
-      logits = self(images, training=True)
-      per_classifier = losses.codistillation_losses(
-          logits, labels, settings.temperature, settings.kd_weight)
-      total = tf.add_n([losses.global_mean(loss) for loss in per_classifier])
-      if divergent_images is not None:
-        divergent_logits = self(divergent_images, training=True)
-        if callable(keep_mask):
-          keep_mask = tf.stop_gradient(keep_mask(divergent_logits))
-        divergent_losses = losses.codistillation_losses(
-            divergent_logits, labels, settings.temperature, 1.0,
-            ce_weight=settings.adv_ce_weight)
-        if settings.adv_normalization == "kept":
-          divergent_terms = [losses.global_mean(loss, keep_mask) for loss in divergent_losses]
-        else:
-          divergent_terms = [losses.global_mean(loss * keep_mask) for loss in divergent_losses]
-        total += settings.adv_weight * tf.add_n(divergent_terms)
+      total, logits, per_classifier = self.real_batch_loss(images, labels)
       scaled_total = self.optimizer.scale_loss(total)
-    gradients = tape.gradient(scaled_total, variables)
-    self.optimizer.apply(gradients, variables)
+    self.apply_classifier_gradients(tape, scaled_total)
     self.update_classifier_metrics(logits, labels, per_classifier)
-    return divergent_logits, keep_mask
+
+  def real_batch_loss(self, images, labels):
+    """Sum over classifiers of the batch mean of CE + kd_weight T² KL on x, in
+    training mode; with the logits and the per-example losses of each classifier."""
+    logits = self(images, training=True)
+    per_classifier = losses.codistillation_losses(
+        logits, labels, self.distillation.temperature, self.distillation.kd_weight)
+    total = tf.add_n([losses.global_mean(loss) for loss in per_classifier])
+    return total, logits, per_classifier
+
+  def apply_classifier_gradients(self, tape: tf.GradientTape,
+                                 scaled_total: tf.Tensor) -> None:
+    """One optimizer step of every classifier on the loss that `tape` recorded,
+    scaled (inside the tape) by `optimizer.scale_loss`."""
+    variables = self.classifier_variables
+    self.optimizer.apply(tape.gradient(scaled_total, variables), variables)
 
   # -- Metrics ------------------------------------------------------------------
 
@@ -187,10 +160,8 @@ class CoDistillation(keras.Model):
       self.classifier_loss_trackers[i].update_state(classifier_means[i])
       self.top1_metrics[i].update_state(labels, classifier_logits)
       self.top5_metrics[i].update_state(labels, classifier_logits)
-    probabilities = [losses.tempered_probabilities(z, 1.0) for z in logits]
-    self.ensemble_top1.update_state(labels, losses.ensemble_of(probabilities))
-    self.divergence_tracker.update_state(
-        tf.reduce_mean(losses.pairwise_divergence(probabilities)))
+    self.ensemble_top1.update_state(labels, losses.ensemble_probabilities(logits))
+    self.divergence_tracker.update_state(tf.reduce_mean(losses.reported_divergence(logits)))
 
   def get_metrics_result(self) -> Dict[str, tf.Tensor]:
     """What Keras logs at an epoch's end (it reads the metrics, not the last

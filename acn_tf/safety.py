@@ -247,12 +247,12 @@ def apply_learning_rates(model, config) -> None:
   resumed with another rate (after a divergence) must not get the old one back.
   Schedules are not variables: they are rebuilt from the config anyway.
   """
-  rates = [(model.optimizer, config.learning_rate
-            if config.lr_schedule == "constant" else None)]
+  rates = [(model.optimizer, config.optimization.learning_rate
+            if config.optimization.lr_schedule == "constant" else None)]
   if config.uses_adversarial_phase():
-    rates += [(getattr(model, "generator_optimizer", None), config.generator_learning_rate),
+    rates += [(getattr(model, "generator_optimizer", None), config.adversarial.generator_learning_rate),
               (getattr(model, "discriminator_optimizer", None),
-               config.discriminator_learning_rate)]
+               config.adversarial.discriminator_learning_rate)]
   for optimizer, rate in rates:
     if optimizer is None or rate is None:
       continue
@@ -366,15 +366,15 @@ def diverged_error(config, where: str, iterations: int, what: str, metric: str, 
                    backup: Optional[SafeBackupAndRestore], epoch=None, step=None
                    ) -> TrainingDivergedError:
   """The error for a run that diverged, with what to try and where it can resume."""
-  hints = [f"lower the learning rate (now {config.learning_rate:g}, e.g. "
-           f"--override=learning_rate={config.learning_rate / 10:g})"]
+  hints = [f"lower the learning rate (now {config.optimization.learning_rate:g}, e.g. "
+           f"--override=learning_rate={config.optimization.learning_rate / 10:g})"]
   base = metric[len("val_"):] if metric.startswith("val_") else metric
   if base in ("g_loss", "d_loss"):
     name = "generator" if base == "g_loss" else "discriminator"
-    rate = getattr(config, f"{name}_learning_rate")
+    rate = config.get(f"{name}_learning_rate")
     hints.insert(0, f"lower {name}_learning_rate (now {rate:g}, e.g. "
                  f"--override={name}_learning_rate={rate / 10:g})")
-  if config.mixed_precision != "none":
+  if config.runtime.mixed_precision != "none":
     hints.append("train in float32 (--mixed_precision=none)")
   hints.append("lower the loss weights (kd_weight, adv_weight) or raise weight_decay")
   checkpoint = (backup.describe() if backup is not None

@@ -1,41 +1,19 @@
 """Restricted Adversarial Search (RAS, docs/METHOD.md Phase A step 4).
 
-From the generator's x̃0, K projected sign-gradient ascent steps on the group's
-pairwise divergence (or another per-example objective, see `Objective`), inside
-the L-inf ball `epsilon` around the real image x and inside [0, 1]; then the
-label restriction keeps only examples whose ensemble prediction is still y.
-One pure function: tensors in, examples and mask out.
+From the generator's x̃0, K = `ras_steps` projected sign-gradient ascent steps on
+the group's divergence D (or another per-example objective, see `Objective`),
+inside the L-inf ball `ras_epsilon` around the real image x and inside [0, 1];
+the label restriction then keeps only the examples whose ensemble prediction is
+still y. Pure functions: tensors and an `AdversarialConfig` in, tensors out.
 """
 
-import dataclasses
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
 
 from acn_tf import losses
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchSettings:
-  steps: int = 1
-  step_size: float = 2.0 / 255.0
-  epsilon: float = 8.0 / 255.0
-  temperature: float = 1.0
-  # What Phase A maximises: "js" (the spec), "sym_kl", or "logit_l1" (see
-  # losses.pairwise_logit_distance).
-  divergence: str = "js"
-  label_restrict: bool = True
-  # Where the label mask's ensemble prediction at x̃ comes from: "search", an
-  # inference-mode pass after the last step (docs/METHOD.md), or "update", the
-  # classifier update's own training-mode forward pass on x̃ (one classifier
-  # pass fewer per step; the mask then sees batch statistics of x̃).
-  mask_source: str = "search"
-  # What the search ascends: "divergence", Div(x̃) (docs/METHOD.md), or
-  # "generator_loss", -L_g(x̃) per example: Div minus the label-keeping and GAN
-  # terms. The generator update already back-propagates L_g to x̃0, so with
-  # "generator_loss" the first step costs no classifier pass at all.
-  objective: str = "divergence"
+from acn_tf.config import AdversarialConfig
 
 
 # Images -> (per-example value the search ascends, inference-mode logits there).
@@ -49,21 +27,19 @@ def project(candidates: tf.Tensor, images: tf.Tensor, epsilon: float) -> tf.Tens
 
 
 def group_divergence(classifiers: Sequence[keras.Model], images: tf.Tensor,
-                     settings: SearchSettings) -> Tuple[tf.Tensor, list]:
-  """Per-example Div(x) of the group in inference mode, and the logits."""
+                     adversarial: AdversarialConfig) -> Tuple[tf.Tensor, list]:
+  """Per-example D(x) of the group in inference mode (the divergence Phase A
+  maximises, losses.divergence), and the logits."""
   # training=False: the search must not move batch-norm statistics.
   logits = [classifier(images, training=False) for classifier in classifiers]
-  return logits_divergence(logits, settings), logits
+  return phase_a_divergence(logits, adversarial), logits
 
 
-def logits_divergence(logits: Sequence[tf.Tensor], settings: SearchSettings) -> tf.Tensor:
-  """Per-example disagreement of the group that Phase A maximises, from its
-  logits: a divergence of the tempered probabilities ("js", "sym_kl") or the
-  L1 distance between the logits themselves ("logit_l1")."""
-  if settings.divergence == "logit_l1":
-    return losses.pairwise_logit_distance(logits)
-  probabilities = [losses.tempered_probabilities(z, settings.temperature) for z in logits]
-  return losses.pairwise_divergence(probabilities, settings.divergence)
+def phase_a_divergence(logits: Sequence[tf.Tensor],
+                       adversarial: AdversarialConfig) -> tf.Tensor:
+  """D: the configured divergence at the configured temperature, per example."""
+  return losses.divergence(logits, adversarial.divergence,
+                           adversarial.divergence_temperature)
 
 
 def objective_total(per_example: tf.Tensor) -> tf.Tensor:
@@ -74,9 +50,9 @@ def objective_total(per_example: tf.Tensor) -> tf.Tensor:
 
 
 def divergence_objective(classifiers: Sequence[keras.Model],
-                         settings: SearchSettings) -> Objective:
-  """The spec's objective: Div of the group."""
-  return lambda images: group_divergence(classifiers, images, settings)
+                         adversarial: AdversarialConfig) -> Objective:
+  """The spec's objective: the group's divergence D."""
+  return lambda images: group_divergence(classifiers, images, adversarial)
 
 
 def objective_gradient(objective: Objective, images: tf.Tensor) -> tf.Tensor:
@@ -89,9 +65,9 @@ def objective_gradient(objective: Objective, images: tf.Tensor) -> tf.Tensor:
 
 
 def divergence_gradient(classifiers: Sequence[keras.Model], images: tf.Tensor,
-                        settings: SearchSettings) -> tf.Tensor:
-  """grad_x of sum Div at `images`."""
-  return objective_gradient(divergence_objective(classifiers, settings), images)
+                        adversarial: AdversarialConfig) -> tf.Tensor:
+  """grad_x of sum D at `images`."""
+  return objective_gradient(divergence_objective(classifiers, adversarial), images)
 
 
 def label_mask(logits: Sequence[tf.Tensor], labels: tf.Tensor,
@@ -104,60 +80,68 @@ def label_mask(logits: Sequence[tf.Tensor], labels: tf.Tensor,
   return tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32)
 
 
+class SearchResult(NamedTuple):
+  """x̃ (no gradient flows back) and the classifiers' inference-mode logits at
+  x̃ when the search has them: always with `ras_mask_source="search"` (the
+  label mask's pass), and for K = 0 (the start's logits, which the caller
+  passed). None only where Phase B makes the mask from its own forward pass on
+  x̃ (`ras_mask_source="update"` with K > 0), which saves that pass."""
+  images: tf.Tensor
+  logits: Optional[List[tf.Tensor]]
+
+
 def restricted_adversarial_search(classifiers: Sequence[keras.Model], images: tf.Tensor,
-                                  labels: tf.Tensor, start: tf.Tensor,
-                                  settings: SearchSettings,
+                                  start: tf.Tensor, adversarial: AdversarialConfig,
                                   start_gradient: Optional[tf.Tensor] = None,
                                   start_logits: Optional[Sequence[tf.Tensor]] = None,
-                                  objective: Optional[Objective] = None):
-  """Returns (x̃, keep_mask, inference-mode logits on x̃).
+                                  objective: Optional[Objective] = None) -> SearchResult:
+  """x̃ = Proj(x̃ + step_size * sign(grad objective)), K times from x̃0 = `start`.
 
-  K = settings.steps is fixed at trace time (a Python loop), so the function
-  compiles to a static graph under XLA. K = 0 returns x̃0 unchanged.
+  K is fixed at trace time (a Python loop), so the function compiles to a
+  static graph under XLA. K = 0 returns x̃0 unchanged.
 
-  `objective` is what the steps ascend (default: Div of `classifiers`; the ACN
-  model passes its generator-loss objective when settings.objective says so).
+  `objective` is what the steps ascend (default: D of `classifiers`; the ACN
+  model passes its generator-loss objective when `ras_objective` says so).
   `start_gradient` (its gradient at x̃0, or any positive multiple: only the sign
   is used) and `start_logits` (the logits at x̃0) are for a caller that already
   has them: the generator update runs the same frozen classifiers at x̃0, so the
-  first step, and for K = 0 the mask, then cost no classifier pass. With
-  mask_source "update" and K > 0 the mask and logits are left to the classifier
-  update: both come back as None.
+  first step, and for K = 0 the logits, then cost no classifier pass.
   """
+  search = adversarial.search
   if objective is None:
-    if settings.objective != "divergence":
+    if search.ras_objective != "divergence":
       raise ValueError(
-          f"The search objective {settings.objective!r} needs the generator and the "
+          f"The search objective {search.ras_objective!r} needs the generator and the "
           "discriminator: pass objective=model.search_objective(labels) of the "
-          "AdversarialCoDistillation model, or use SearchSettings(objective='divergence').")
-    objective = divergence_objective(classifiers, settings)
+          "AdversarialCoDistillation model, or use ras_objective='divergence'.")
+    objective = divergence_objective(classifiers, adversarial)
   images = tf.cast(images, tf.float32)
   divergent = tf.stop_gradient(tf.cast(start, tf.float32))
-  # After a step the start's logits no longer describe x̃.
-  logits = start_logits if settings.steps == 0 else None
-  for step in range(settings.steps):
+  for step in range(search.ras_steps):
     if step == 0 and start_gradient is not None:
       gradient = tf.cast(start_gradient, tf.float32)
     else:
       gradient = objective_gradient(objective, divergent)
-    divergent = project(divergent + settings.step_size * tf.sign(gradient), images,
-                        settings.epsilon)
-  if logits is None:
-    if settings.mask_source == "update":
-      return tf.stop_gradient(divergent), None, None
+    divergent = project(divergent + search.ras_step_size * tf.sign(gradient), images,
+                        search.ras_epsilon)
+  # After a step the start's logits no longer describe x̃.
+  logits = list(start_logits) if search.ras_steps == 0 and start_logits is not None else None
+  if logits is None and search.ras_mask_source == "search":
     logits = [classifier(divergent, training=False) for classifier in classifiers]
-  keep_mask = label_mask(logits, labels, settings.label_restrict)
-  return tf.stop_gradient(divergent), keep_mask, logits
+  return SearchResult(tf.stop_gradient(divergent), logits)
 
 
-def compiled_search(classifiers: Sequence[keras.Model], settings: SearchSettings,
+def compiled_search(classifiers: Sequence[keras.Model], adversarial: AdversarialConfig,
                     jit_compile: bool = False) -> Callable:
-  """The search as a standalone tf.function (optionally XLA) over (x, y, x̃0)."""
+  """The search and its label mask as a standalone tf.function (optionally XLA)
+  over (x, y, x̃0), the mask always from an inference-mode pass at x̃."""
 
   @tf.function(jit_compile=jit_compile, reduce_retracing=True)
   def search(images, labels, start):
-    divergent, keep_mask, _ = restricted_adversarial_search(
-        classifiers, images, labels, start, settings)
-    return divergent, keep_mask
+    divergent, logits = restricted_adversarial_search(classifiers, images, start,
+                                                      adversarial)
+    if logits is None:
+      logits = [classifier(divergent, training=False) for classifier in classifiers]
+    return divergent, label_mask(logits, labels, adversarial.search.ras_label_restrict)
 
   return search

@@ -15,11 +15,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from acn_tf import backbones, callbacks as acn_callbacks, data, errors, platform, safety
-from acn_tf import strict_json
-from acn_tf.config import (ExperimentConfig, config_differences, config_from_dict,
-                           differing_fields)
-from acn_tf.models import CoDistillation, DistillationSettings
+from acn_tf import (builders, callbacks as acn_callbacks, data, errors, platform, safety,
+                    strict_json)
+from acn_tf.config import ExperimentConfig, config_differences, config_from_dict, differing_fields
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -55,113 +53,10 @@ ModelDirError = errors.ModelDirError
 # -- Building blocks -------------------------------------------------------------
 
 
-def use_xla(config: ExperimentConfig) -> bool:
-  """XLA is a GPU default: on this project's CPUs it measured slower (docs/KERAS_NOTES.md 5)."""
-  if config.jit_compile == "auto":
-    return bool(tf.config.list_physical_devices("GPU"))
-  return config.jit_compile == "true"
-
-
-def steps_per_epoch(config: ExperimentConfig, info: data.DatasetInfo) -> int:
-  if config.steps_per_epoch:
-    return config.steps_per_epoch
-  steps = info.num_train // config.batch_size
-  if steps == 0:
-    raise errors.ConfigError(
-        f"batch_size={config.batch_size} is larger than the {info.num_train} training "
-        "examples; lower batch_size (or raise train_examples).")
-  return steps
-
-
 def validation_epochs(config: ExperimentConfig):
   """Keras' validation_freq: every `validation_every_epochs` epochs, and the last."""
-  every = config.validation_every_epochs
-  return sorted({*range(every, config.epochs + 1, every), config.epochs})
-
-
-def learning_rate_schedule(config: ExperimentConfig, steps: int):
-  """The classifiers' learning rate as a Keras schedule over optimizer steps."""
-  if config.lr_schedule == "constant":
-    return config.learning_rate
-  if config.lr_schedule == "cosine":
-    return keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, config.epochs * steps))
-  boundaries = [epoch * steps for epoch in config.lr_decay_epochs]
-  values = [config.learning_rate * config.lr_decay_factor**k
-            for k in range(len(boundaries) + 1)]
-  return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-
-
-def classifier_optimizer(config: ExperimentConfig, steps: int) -> keras.optimizers.Optimizer:
-  # Keras applies weight_decay as decoupled decay (w -= lr * wd * w), which for
-  # SGD equals L2 regularisation of the gradient up to the momentum buffer.
-  return keras.optimizers.SGD(
-      learning_rate=learning_rate_schedule(config, steps), momentum=config.momentum,
-      nesterov=config.nesterov, weight_decay=config.weight_decay or None)
-
-
-def build_classifiers(config: ExperimentConfig, info: data.DatasetInfo,
-                      channel_mean, channel_variance):
-  """n classifiers, each from its own seed so they start apart (DML needs that)."""
-  return [
-      backbones.build_classifier(
-          architecture, info.image_shape, info.num_classes, channel_mean,
-          channel_variance, name=f"classifier_{index}",
-          seed=config.seed * 1000 + index)
-      for index, architecture in enumerate(config.architectures)
-  ]
-
-
-def distillation_settings(config: ExperimentConfig) -> DistillationSettings:
-  return DistillationSettings(
-      temperature=config.temperature, kd_weight=config.effective_kd_weight(),
-      adv_weight=config.adv_weight, adv_ce_weight=config.adv_ce_weight,
-      adv_normalization=config.adv_normalization)
-
-
-def set_execution_mode(config: ExperimentConfig) -> None:
-  """Global settings that must precede building: precision policy, determinism."""
-  policy = "float32" if config.mixed_precision == "none" else config.mixed_precision
-  keras.mixed_precision.set_global_policy(policy)
-  if config.deterministic:
-    tf.config.experimental.enable_op_determinism()
-
-
-def build_model(config: ExperimentConfig, info: data.DatasetInfo, channel_mean,
-                channel_variance, steps: int) -> CoDistillation:
-  """The compiled training model of `config.method`, optimizers built.
-
-  Call inside the strategy's scope: everything here owns variables. Under
-  mixed_float16 Keras wraps the classifiers' optimizer in a LossScaleOptimizer
-  (compile's auto_scale_loss); the ACN wraps the other two itself.
-  """
-  set_execution_mode(config)
-  try:
-    backbones.check_image_shape(info.image_shape)
-  except ValueError as error:
-    raise errors.ConfigError(f"dataset={config.dataset}: {error}") from None
-  classifiers = build_classifiers(config, info, channel_mean, channel_variance)
-  return assemble_model(config, classifiers, info, steps)
-
-
-def assemble_model(config: ExperimentConfig, classifiers, info: data.DatasetInfo,
-                   steps: int) -> CoDistillation:
-  """The compiled model of `config.method` around built `classifiers` ([0, 1] images
-  of `info.image_shape` in, logits out), optimizers built; `steps` per epoch set
-  the learning-rate schedule. The execution mode must already be set."""
-  optimizer = classifier_optimizer(config, steps)
-  if config.uses_adversarial_phase():
-    from acn_tf import adversarial  # The ACN model is only needed for method=acn.
-    model = adversarial.build_adversarial_model(config, info, classifiers)
-    model.compile(optimizer=optimizer, settings=distillation_settings(config),
-                  **adversarial.compile_arguments(config), jit_compile=use_xla(config))
-  else:
-    model = CoDistillation(classifiers, name="codistillation")
-    model.compile(optimizer=optimizer, settings=distillation_settings(config),
-                  jit_compile=use_xla(config))
-  model(tf.zeros((1, *info.image_shape)))
-  model.build_optimizers()
-  return model
+  every = config.runtime.validation_every_epochs
+  return sorted({*range(every, config.optimization.epochs + 1, every), config.optimization.epochs})
 
 
 def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
@@ -179,7 +74,7 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
   read the epoch's logs after them, record them.
   """
   backup = safety.SafeBackupAndRestore(os.path.join(model_dir, BACKUP_DIR),
-                                       save_freq=config.checkpoint_every_steps or "epoch",
+                                       save_freq=config.runtime.checkpoint_every_steps or "epoch",
                                        steps=steps)
   probe = preview_batch[0] if preview_batch is not None else None
   callbacks = [safety.TrainingGuard(config, backup, steps, probe_images=probe), backup]
@@ -189,7 +84,7 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
   callbacks += [
       keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY_FILE), append=resuming),
       acn_callbacks.EpochTensorBoard(os.path.join(model_dir, LOG_DIR),
-                                     update_freq=config.log_every_steps or "epoch",
+                                     update_freq=config.runtime.log_every_steps or "epoch",
                                      write_graph=False, profile_batch=0),
   ]
   if has_validation:
@@ -203,7 +98,7 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
         initial_value_threshold=best_so_far))
   if config.uses_adversarial_phase():
     from acn_tf import adversarial
-    callbacks.append(adversarial.AdversarialWarmup(config.adv_warmup_epochs))
+    callbacks.append(adversarial.AdversarialWarmup(config.adversarial.adv_warmup_epochs))
     if preview_batch is not None:
       callbacks.append(acn_callbacks.DivergentExamplesSummary(
           os.path.join(model_dir, LOG_DIR), *preview_batch))
@@ -334,7 +229,7 @@ def prepare_model_dir(model_dir: str, config: ExperimentConfig) -> bool:
   if changed:
     record = read_divergences(model_dir)
     record[-1].setdefault("resumed_with", []).append(
-        {field: getattr(config, field) for field in changed})
+        {field: config.get(field) for field in changed})
     strict_json.write(os.path.join(model_dir, DIVERGED_FILE), {"divergences": record})
   if not resuming or changed:
     strict_json.write(config_path, config.to_dict())
@@ -438,16 +333,16 @@ def load_data(config: ExperimentConfig, data_dir: Optional[str]) -> data.DataSpl
 
 def make_pipelines(config: ExperimentConfig, splits: data.DataSplits):
   """(train, validation or None, test) batched pipelines for `config`."""
-  train = data.make_pipeline(splits.train, batch_size=config.batch_size, training=True,
-                             augmentation=config.augmentation,
-                             crop_padding=config.crop_padding, seed=config.seed)
-  if config.steps_per_epoch:
+  train = data.make_pipeline(splits.train, batch_size=config.data.batch_size, training=True,
+                             augmentation=config.data.augmentation,
+                             crop_padding=config.data.crop_padding, seed=config.seed)
+  if config.optimization.steps_per_epoch:
     train = train.repeat()
   validation = None
   if splits.validation is not None:
-    validation = data.make_pipeline(splits.validation, batch_size=config.batch_size,
+    validation = data.make_pipeline(splits.validation, batch_size=config.data.batch_size,
                                     training=False)
-  test = data.make_pipeline(splits.test, batch_size=config.batch_size, training=False)
+  test = data.make_pipeline(splits.test, batch_size=config.data.batch_size, training=False)
   return train, validation, test
 
 
@@ -473,16 +368,16 @@ def channel_statistics(config: ExperimentConfig, splits: data.DataSplits):
     return data.channel_statistics(splits.train)
   except tf.errors.InvalidArgumentError as error:  # An image file that cannot be decoded.
     raise errors.DataFormatError(
-        f"dataset={config.dataset}: an image of the training split cannot be read "
+        f"dataset={config.data.dataset}: an image of the training split cannot be read "
         f"({error.message[:300]}); remove or replace the damaged file.") from None
 
 
 def build_for_splits(config, splits, strategy, statistics=None):
   """The model for `splits`; `statistics` (mean, variance) when already computed."""
   mean, variance = statistics or channel_statistics(config, splits)
-  steps = steps_per_epoch(config, splits.info)
+  steps = builders.steps_per_epoch(config, splits.info)
   with strategy.scope():
-    model = build_model(config, splits.info, mean, variance, steps)
+    model = builders.build_model(config, splits.info, mean, variance, steps)
   return model, steps
 
 
@@ -504,7 +399,7 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   config.validate()
   inspect_model_dir(model_dir, config)
   splits = load_data(config, data_dir)
-  steps_per_epoch(config, splits.info)
+  builders.steps_per_epoch(config, splits.info)
   statistics = channel_statistics(config, splits)  # Reads (decodes) the training split.
   resuming = prepare_model_dir(model_dir, config)
   keras.utils.set_random_seed(config.seed)
@@ -521,7 +416,7 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   start = time.time()
   try:
     with safety.stop_on_signals(backup):
-      model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps,
+      model.fit(train_data, epochs=config.optimization.epochs, steps_per_epoch=steps,
                 validation_data=validation_data, validation_freq=validation_epochs(config),
                 callbacks=callbacks, verbose=verbose,
                 shuffle=False)  # The pipeline shuffles, seeded.
@@ -531,7 +426,7 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
       raise safety.diverged_error(
           config, "the end of training", _optimizer_iterations(model)["classifiers"],
           f"the test loss is {float(metrics['loss'])}", "test_loss", None, backup,
-          epoch=config.epochs)
+          epoch=config.optimization.epochs)
   except errors.TrainingDivergedError as error:
     record_divergence(model_dir, error)
     raise
@@ -630,7 +525,7 @@ def _record(config, model, metrics, evaluation_seconds, test_data, info, model_d
   results = {
       "experiment": config.name,
       "method": config.method,
-      "epochs": config.epochs,
+      "epochs": config.optimization.epochs,
       "seed": config.seed,
       "dataset": info.name,
       "data_source": info.source,
@@ -649,7 +544,7 @@ def _record(config, model, metrics, evaluation_seconds, test_data, info, model_d
       "checkpoint": checkpoint,
       "optimizer_iterations": _optimizer_iterations(model),
       "train_seconds": train_seconds,
-      "seconds_per_epoch": (train_seconds / config.epochs) if train_seconds else None,
+      "seconds_per_epoch": (train_seconds / config.optimization.epochs) if train_seconds else None,
       "evaluation_seconds": evaluation_seconds,
       "wall_seconds": (train_seconds or 0.0) + evaluation_seconds,
       "tensorflow_version": tf.__version__,

@@ -21,9 +21,9 @@ from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.hparams import api_pb2 as hparams_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
-from acn_tf import data, strict_json, training
-from acn_tf.config import (ConfigError, ExperimentConfig, SearchDimension,
-                           config_differences, parse_search_space)
+from acn_tf import builders, data, strict_json, training
+from acn_tf.config import ConfigError, ExperimentConfig, config_differences, fields_unused_by
+from acn_tf.search_space import SearchDimension, parse_search_space
 
 TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVE = kt.Objective("val_ensemble_top1", direction="max")
@@ -35,38 +35,13 @@ SEARCH_FILE = "search.json"
 HPARAMS_DIR = os.path.join(training.LOG_DIR, "hparams")
 DEFAULT_VALIDATION_FRACTION = 0.1
 
-# Fields that only Phase A or the divergent-batch loss read: a search over them
-# under method=dml or independent would spend trials on values that change nothing.
-# tests/test_tuning.py checks this list against the fields each method's build reads.
-ADVERSARIAL_FIELDS = frozenset((
-    "adv_weight", "adv_ce_weight", "adv_normalization", "divergence",
-    "divergence_weight", "divergence_temperature", "generator_filters",
-    "generator_blocks", "noise_channels", "wrc_alpha", "keep_label_weight",
-    "gan_weight", "discriminator_filters", "spectral_norm", "ras_steps",
-    "ras_step_size", "ras_epsilon",
-    "ras_label_restrict", "ras_mask_source", "ras_objective", "adv_warmup_epochs",
-    "generator_updates", "discriminator_updates", "generator_learning_rate",
-    "discriminator_learning_rate", "adversarial_beta_1"))
-# method=independent switches distillation off, so its weight and temperature
-# change nothing either.
-DISTILLATION_FIELDS = frozenset(("kd_weight", "temperature"))
-
-
 # -- Search space -----------------------------------------------------------------
-
-
-def ignored_fields(config: ExperimentConfig) -> frozenset:
-  """The fields `config.method` does not read."""
-  ignored = frozenset() if config.uses_adversarial_phase() else ADVERSARIAL_FIELDS
-  if config.method == "independent":
-    ignored |= DISTILLATION_FIELDS
-  return ignored
 
 
 def search_dimensions(config: ExperimentConfig) -> Tuple[SearchDimension, ...]:
   """The search_space entries that `config.method` uses."""
-  ignored = ignored_fields(config)
-  return tuple(dimension for dimension in parse_search_space(config.search_space)
+  ignored = fields_unused_by(config.method)
+  return tuple(dimension for dimension in parse_search_space(config.tuning.search_space)
                if dimension.field not in ignored)
 
 
@@ -95,7 +70,7 @@ def trial_config(base_config: ExperimentConfig, hp: kt.HyperParameters,
 
 
 def _field_value(config: ExperimentConfig, field: str, value: Any) -> Any:
-  return type(getattr(config, field))(value)
+  return type(config.get(field))(value)
 
 
 def check_search_bounds(config: ExperimentConfig,
@@ -143,9 +118,9 @@ class CoDistillationHyperModel(kt.HyperModel):
     # keras-tuner clears the Keras session before each build; seeding here makes
     # a trial's initial weights depend on config.seed only, not on trial order.
     keras.utils.set_random_seed(config.seed)
-    steps = training.steps_per_epoch(config, self.splits.info)
+    steps = builders.steps_per_epoch(config, self.splits.info)
     with self.strategy.scope():
-      return training.build_model(config, self.splits.info, self.channel_mean,
+      return builders.build_model(config, self.splits.info, self.channel_mean,
                                   self.channel_variance, steps)
 
   def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, **kwargs):
@@ -161,8 +136,8 @@ class CoDistillationHyperModel(kt.HyperModel):
     train_data, validation_data, _ = training.make_pipelines(config, self.splits)
     callbacks = [*trial_callbacks(config), *kwargs.pop("callbacks", [])]
     return model.fit(train_data, validation_data=validation_data,
-                     epochs=kwargs.pop("epochs", config.epochs),
-                     steps_per_epoch=training.steps_per_epoch(config, self.splits.info),
+                     epochs=kwargs.pop("epochs", config.optimization.epochs),
+                     steps_per_epoch=builders.steps_per_epoch(config, self.splits.info),
                      callbacks=callbacks, shuffle=False, **kwargs)
 
 
@@ -172,7 +147,7 @@ def trial_callbacks(config: ExperimentConfig) -> List[keras.callbacks.Callback]:
   if not config.uses_adversarial_phase():
     return []
   from acn_tf import adversarial
-  return [adversarial.AdversarialWarmup(config.adv_warmup_epochs)]
+  return [adversarial.AdversarialWarmup(config.adversarial.adv_warmup_epochs)]
 
 
 # -- TensorBoard HParams ----------------------------------------------------------------
@@ -314,7 +289,7 @@ def make_tuner(tuner: str, hypermodel: CoDistillationHyperModel, model_dir: str,
     return RandomSearch(max_trials=max_trials, **common)
   if tuner == "bayesian":
     return BayesianOptimization(max_trials=max_trials, **common)
-  search = Hyperband(max_epochs=config.epochs, **common)
+  search = Hyperband(max_epochs=config.optimization.epochs, **common)
   # Hyperband's brackets fix its number of trials; max_trials caps it.
   search.oracle.max_trials = max_trials
   return search
@@ -327,14 +302,14 @@ def prepare_search_config(config: ExperimentConfig) -> Tuple[ExperimentConfig, L
   """The config every trial starts from, and notes on what was changed or left out."""
   config = config.validate()
   notes = []
-  if config.validation_fraction == 0.0:
+  if config.data.validation_fraction == 0.0:
     config = config.replace(validation_fraction=DEFAULT_VALIDATION_FRACTION)
     notes.append(f"validation_fraction was 0: trials are scored on "
                  f"{DEFAULT_VALIDATION_FRACTION:.0%} of the training split, carved out "
                  "of it (the test split is never used).")
   ignored = sorted(dimension.field
-                   for dimension in parse_search_space(config.search_space)
-                   if dimension.field in ignored_fields(config))
+                   for dimension in parse_search_space(config.tuning.search_space)
+                   if dimension.field in fields_unused_by(config.method))
   if ignored:
     notes.append(f"method={config.method} does not use {', '.join(ignored)}: "
                  "left out of the search.")
@@ -373,7 +348,7 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
          tuner: str = "random", max_trials: int = 10,
          strategy: Optional[tf.distribute.Strategy] = None,
          verbose: int = 2) -> Dict[str, Any]:
-  """Searches config.search_space; writes best_config.json and tuning_results.json.
+  """Searches config.tuning.search_space; writes best_config.json and tuning_results.json.
 
   Running the same command again continues the search in model_dir/tuner: trials
   already finished are kept, and only max_trials minus those are run.

@@ -22,7 +22,8 @@ import acn_tf  # noqa: E402,F401  (before TensorFlow: its oneDNN default)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from acn_tf import config as config_lib, data, platform, training  # noqa: E402
+from acn_tf import (builders, command_line, config as config_lib, data,  # noqa: E402
+                    experiments, platform)
 from acn_tf.data import DatasetInfo  # noqa: E402
 
 IMAGE_SHAPE = (32, 32, 3)
@@ -39,15 +40,15 @@ def _synthetic(count: int, seed: int = 0):
 def cifar_shaped_config(batch_size: int, overrides=(), **changes):
   """The cifar100 experiment at `batch_size`, Phase A from the first step, no
   augmentation; then `changes`, then "key=value" `overrides` (they win)."""
-  config = config_lib.get_experiment("cifar100").replace(
+  config = experiments.get_experiment("cifar100").replace(
       batch_size=batch_size, adv_warmup_epochs=0, augmentation="none", **changes)
-  return config_lib.apply_overrides(config, config_lib.parse_override_strings(overrides))
+  return config_lib.apply_overrides(config, command_line.parse_override_strings(overrides))
 
 
 def synthetic_model(config):
   """`config`'s compiled training model for CIFAR-shaped inputs, without data."""
   info = DatasetInfo("synthetic", NUM_CLASSES, IMAGE_SHAPE, 4096, 0, 0, "synthetic")
-  return training.build_model(config, info, [0.5] * 3, [0.06] * 3, steps=10)
+  return builders.build_model(config, info, [0.5] * 3, [0.06] * 3, steps=10)
 
 
 class StepTimer:
@@ -58,10 +59,10 @@ class StepTimer:
   """
 
   def __init__(self, config, warmup: int):
-    self.batch_size = config.batch_size
+    self.batch_size = config.data.batch_size
     self.model = synthetic_model(config)
-    batches = data.make_pipeline(_synthetic(config.batch_size * 4),
-                                 batch_size=config.batch_size,
+    batches = data.make_pipeline(_synthetic(config.data.batch_size * 4),
+                                 batch_size=config.data.batch_size,
                                  training=False).cache().repeat()
     self.model.fit(batches, epochs=1, steps_per_epoch=warmup, verbose=0, shuffle=False)
     self.iterator = iter(batches)
@@ -152,7 +153,7 @@ def main() -> None:
       results[key] = results[numerator] / results[denominator]
   results["devices"] = [d.name for d in tf.config.list_logical_devices()]
   results["machine"] = platform.machine_info()
-  results["xla"] = training.use_xla(base)
+  results["xla"] = builders.use_xla(base)
   results["overrides"] = arguments.override
   if arguments.json:
     print(json.dumps(results, indent=2))

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from acn_tf import config as config_lib, health, losses, training  # noqa: E402
+from acn_tf import (command_line, config as config_lib, health, losses, training)  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 
@@ -74,7 +74,7 @@ def probe_variant(run_config, run_model, splits, overrides, steps, report_every)
 
 def parse_variant(text):
   name, _, assignments = text.partition(":")
-  return name, config_lib.parse_override_strings(
+  return name, command_line.parse_override_strings(
       [item for item in assignments.split(",") if item])
 
 

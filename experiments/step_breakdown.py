@@ -28,7 +28,7 @@ import acn_tf  # noqa: E402,F401  (before TensorFlow: its oneDNN default)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from acn_tf.search import divergence_gradient, group_divergence  # noqa: E402
+from acn_tf.search import SearchResult, divergence_gradient, group_divergence  # noqa: E402
 # The same CIFAR-shaped set-up as the throughput benchmark (this script's folder
 # is on the import path when it runs).
 from benchmark import (IMAGE_SHAPE, NUM_CLASSES, cifar_shaped_config,  # noqa: E402
@@ -38,7 +38,7 @@ from benchmark import (IMAGE_SHAPE, NUM_CLASSES, cifar_shaped_config,  # noqa: E
 def parts(model, images, labels) -> dict:
   """name -> function of no arguments; each runs one part of an ACN step."""
   classifiers = model.classifiers
-  settings = model.adversarial.search
+  settings = model.adversarial
 
   def generator_alone():
     with tf.GradientTape() as tape:
@@ -58,9 +58,9 @@ def parts(model, images, labels) -> dict:
       "generator update (Phase A 1)": lambda: tuple(model.generator_update(images, labels)),
       "discriminator update (Phase A 2)": lambda: model.discriminator_update(images, images),
       "classifier update, real batch only (= DML)": lambda: model.classifier_update(
-          images, labels)[0],
+          images, labels),
       "classifier update, real + divergent (Phase B)": lambda: model.classifier_update(
-          images, labels, images, tf.ones(tf.shape(labels)))[1],
+          images, labels, SearchResult(images, None)),
       "whole ACN step": lambda: model.train_step((images, labels)),
   }
 
@@ -106,9 +106,9 @@ def main() -> None:
                                method="acn").validate()
   model = synthetic_model(config)
   rng = np.random.default_rng(0)
-  images = tf.constant(rng.random((config.batch_size, *IMAGE_SHAPE), dtype=np.float32))
-  labels = tf.constant(rng.integers(0, NUM_CLASSES, config.batch_size))
-  print(f"ACN step parts, batch {config.batch_size}, overrides {arguments.override}, "
+  images = tf.constant(rng.random((config.data.batch_size, *IMAGE_SHAPE), dtype=np.float32))
+  labels = tf.constant(rng.integers(0, NUM_CLASSES, config.data.batch_size))
+  print(f"ACN step parts, batch {config.data.batch_size}, overrides {arguments.override}, "
         f"median of {arguments.repeats} (ms):")
   for name, function in parts(model, images, labels).items():
     print(f"  {median_milliseconds(function, arguments.repeats):8.1f}  {name}", flush=True)

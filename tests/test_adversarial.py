@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import adversarial, backbones, generators, losses, visualize
+from acn_tf import backbones, builders, discriminators, generators, losses, visualize
 from acn_tf.config import ExperimentConfig
 from acn_tf.data import DatasetInfo
-from acn_tf.adversarial import (AdversarialCoDistillation, AdversarialSettings,
-                                AdversarialWarmup)
-from acn_tf.models import CoDistillation, DistillationSettings
-from acn_tf.search import (SearchSettings, divergence_gradient, group_divergence,
-                           label_mask)
+from acn_tf.adversarial import AdversarialCoDistillation, AdversarialWarmup
+from acn_tf.config import DistillationConfig
+from acn_tf.models import CoDistillation
+from acn_tf.search import SearchResult, divergence_gradient, group_divergence
+from conftest import spec_phase_a
 
 IMAGE_SHAPE = (8, 8, 1)
 NUM_CLASSES = 5
@@ -26,24 +26,25 @@ def _classifiers(seeds=(1, 2)):
 
 def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1,
          classifier_lr=0.05, search_steps=1, mask_source="search",
-         objective="divergence", divergence="js", divergence_weight=1.0):
+         objective="divergence", divergence="js", divergence_weight=1.0,
+         label_restrict=True):
   keras.utils.set_random_seed(7)
   generator = generators.build_generator(IMAGE_SHAPE, noise_channels=2, filters=8,
                                          residual_blocks=1)
-  discriminator = (generators.build_discriminator(IMAGE_SHAPE, filters=8)
+  discriminator = (discriminators.build_discriminator(IMAGE_SHAPE, filters=8)
                    if gan_weight else None)
   model = AdversarialCoDistillation(_classifiers(), generator, discriminator)
   model.compile(
       keras.optimizers.SGD(classifier_lr),
       generator_optimizer=keras.optimizers.Adam(generator_lr, beta_1=0.5),
       discriminator_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5) if gan_weight else None,
-      settings=DistillationSettings(),
-      adversarial=AdversarialSettings(
+      distillation=DistillationConfig(),
+      adversarial=spec_phase_a(
           wrc_alpha=wrc_alpha, noise_channels=2, gan_weight=gan_weight,
           keep_label_weight=keep_label_weight, divergence_weight=divergence_weight,
-          search=SearchSettings(steps=search_steps, step_size=0.05, epsilon=0.1,
-                                mask_source=mask_source, objective=objective,
-                                divergence=divergence)))
+          ras_steps=search_steps, ras_step_size=0.05, ras_epsilon=0.1,
+          ras_mask_source=mask_source, ras_objective=objective, divergence=divergence,
+          ras_label_restrict=label_restrict))
   model(tf.zeros((1, *IMAGE_SHAPE)))
   model.build_optimizers()
   return model
@@ -104,8 +105,8 @@ def test_classifier_step_leaves_generator_and_discriminator_unchanged():
   before_players = _snapshot(players)
   before_classifiers = _snapshot(model.classifiers)
   divergent = np.clip(images + 0.05, 0, 1).astype(np.float32)
-  model.classifier_update(tf.constant(images), tf.constant(labels), tf.constant(divergent),
-                          tf.ones(32))
+  model.classifier_update(tf.constant(images), tf.constant(labels),
+                          SearchResult(tf.constant(divergent), None))
   _assert_unchanged(players, before_players)
   _assert_changed(model.classifiers, before_classifiers)
 
@@ -135,7 +136,7 @@ def test_generator_update_hands_the_search_its_start_gradient_and_logits():
   generated = model.generator_update(tf.constant(images), tf.constant(labels))
   # The classifiers did not move, so a separate pass at x̃0 is the reference.
   expected = divergence_gradient(model.classifiers, generated.images,
-                                 model.adversarial.search)
+                                 model.adversarial)
   np.testing.assert_allclose(generated.start_gradient.numpy(), expected.numpy(),
                              rtol=1e-5, atol=1e-9)
   assert np.abs(expected.numpy()).max() > 0
@@ -207,7 +208,7 @@ def test_search_along_the_generator_loss_starts_from_its_own_gradient():
   np.testing.assert_allclose(handed_over * len(images), expected, rtol=1e-4,
                              atol=1e-6 * np.abs(expected).max())
   # It is not the divergence's gradient: the label and GAN terms count.
-  divergence_only = divergence_gradient(model.classifiers, start, model.adversarial.search)
+  divergence_only = divergence_gradient(model.classifiers, start, model.adversarial)
   assert np.mean(np.sign(divergence_only.numpy()) != np.sign(expected)) > 0.05
 
 
@@ -216,7 +217,7 @@ def test_search_along_the_generator_loss_lowers_it(steps):
   model = _acn(objective="generator_loss", search_steps=steps)
   images, labels = _batch(64)
   images, labels = tf.constant(images), tf.constant(labels)
-  divergent, _, _ = model.adversarial_phase(images, labels)
+  divergent, _ = model.adversarial_phase(images, labels)
   # Compare at the networks after Phase A, at x̃0 = x (WRC at alpha 0.1 is close).
   before = tf.reduce_mean(_generator_loss_by_hand(model, images, labels))
   after = tf.reduce_mean(_generator_loss_by_hand(model, divergent, labels))
@@ -238,12 +239,13 @@ def test_mask_from_the_update_is_the_training_mode_ensemble_prediction():
       np.mean([tf.nn.softmax(z).numpy() for z in logits], 0), -1)).astype(np.float32)
   assert 0 < expected_mask.sum() < 64
   labels = tf.constant(labels)
-  _, used_mask = updated.classifier_update(
-      tf.constant(images), labels, tf.constant(divergent),
-      lambda update_logits: label_mask(update_logits, labels))
-  reference.classifier_update(tf.constant(images), labels, tf.constant(divergent),
-                              tf.constant(expected_mask))
-  np.testing.assert_array_equal(used_mask.numpy(), expected_mask)
+  # No logits from the search: the update makes m from its own forward pass.
+  updated.classifier_update(tf.constant(images), labels,
+                            SearchResult(tf.constant(divergent), None))
+  # The reference is handed those training-mode logits, hence m = expected_mask.
+  reference.classifier_update(tf.constant(images), labels,
+                              SearchResult(tf.constant(divergent), logits))
+  assert float(updated.kept_fraction.result()) == pytest.approx(expected_mask.mean())
   for a, b in zip(updated.classifier_variables, reference.classifier_variables):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
 
@@ -261,7 +263,7 @@ def test_full_step_with_the_mask_from_the_update(steps):
 def test_generator_steps_raise_divergence_of_generated_examples():
   model = _acn(gan_weight=0.0, keep_label_weight=0.0, generator_lr=1e-2, wrc_alpha=0.3)
   images, labels = _batch(64)
-  settings = model.adversarial.search
+  settings = model.adversarial
 
   def generated_divergence():
     tf.random.set_seed(0)
@@ -284,11 +286,12 @@ def test_generator_with_the_default_settings_raises_div_within_a_few_steps():
   noise = tf.constant(np.random.default_rng(3).normal(size=(64, 8, 8, 4)), tf.float32)
 
   def ratio_after_steps(**overrides):
-    config = ExperimentConfig(name="test", dataset="digits", method="acn").replace(
+    config = ExperimentConfig.from_fields(name="test", dataset="digits", method="acn").replace(
         **overrides)
     info = DatasetInfo("test", NUM_CLASSES, IMAGE_SHAPE, 64, 0, 64, "test")
-    model = adversarial.build_adversarial_model(config, info, _classifiers())
-    model.compile(keras.optimizers.SGD(0.05), **adversarial.compile_arguments(config))
+    model = builders.build_adversarial_model(config, info, _classifiers())
+    model.compile(keras.optimizers.SGD(0.05), adversarial=config.adversarial,
+                **builders.phase_a_optimizers(config, with_discriminator=True))
     model(tf.zeros((1, *IMAGE_SHAPE)))
     model.build_optimizers()
     for _ in range(30):  # Classifiers that fit the batch agree on it, as trained ones do.
@@ -305,7 +308,7 @@ def test_generator_with_the_default_settings_raises_div_within_a_few_steps():
 
 
 def test_classifier_steps_lower_disagreement_on_fixed_divergent_examples():
-  model = _acn(classifier_lr=0.01)
+  model = _acn(classifier_lr=0.01, label_restrict=False)  # Every x̃ kept.
   images, labels = _batch(64)
   divergent = np.clip(images + np.random.default_rng(1).normal(scale=0.1, size=images.shape),
                       0, 1).astype(np.float32)
@@ -319,7 +322,7 @@ def test_classifier_steps_lower_disagreement_on_fixed_divergent_examples():
   before = disagreement()
   for _ in range(10):
     model.classifier_update(tf.constant(images), tf.constant(labels),
-                            tf.constant(divergent), tf.ones(64))
+                            SearchResult(tf.constant(divergent), None))
   assert disagreement() < 0.5 * before
 
 
@@ -327,7 +330,7 @@ def test_warmup_step_equals_dml_and_leaves_gan_untouched():
   acn = _acn()
   acn.adversarial_phase_active = False
   dml = CoDistillation(_classifiers())
-  dml.compile(keras.optimizers.SGD(0.05), settings=DistillationSettings())
+  dml.compile(keras.optimizers.SGD(0.05), distillation=DistillationConfig())
   dml(tf.zeros((1, *IMAGE_SHAPE)))
   dml.build_optimizers()
   for source, target in zip(acn.classifiers, dml.classifiers):

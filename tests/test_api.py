@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import api, config as config_lib, errors
+from acn_tf import api, config as config_lib, errors, experiments
 from acn_tf.adversarial import AdversarialCoDistillation, AdversarialWarmup
 from acn_tf.models import CoDistillation
 
@@ -54,11 +54,11 @@ def small_classifier(seed, classes=3, shape=(6, 6, 1)):
 def test_build_model_gives_each_method_the_configs_settings(method, model_type, kd_weight):
   config = api.config(method=method, learning_rate=0.2, lr_schedule="step",
                       lr_decay_epochs=(2,), epochs=3, temperature=2.0)
-  assert config.dataset == config_lib.PYTHON_DATASET and config.name == "python_api"
+  assert config.data.dataset == config_lib.PYTHON_DATASET and config.name == "python_api"
   model = api.build_model([small_classifier(0), small_classifier(1)], config,
                           steps_per_epoch=5)
   assert type(model) is model_type
-  assert model.settings.kd_weight == kd_weight and model.settings.temperature == 2.0
+  assert model.distillation.kd_weight == kd_weight and model.distillation.temperature == 2.0
   assert isinstance(model.optimizer, keras.optimizers.SGD)
   assert model.optimizer.nesterov and np.isclose(float(model.optimizer.momentum), 0.9)
   callbacks = api.callbacks(config)
@@ -67,7 +67,7 @@ def test_build_model_gives_each_method_the_configs_settings(method, model_type, 
   if method == "acn":  # Phase A's networks take the classifiers' images.
     assert model.generator.output_shape == (None, 6, 6, 1)
     assert model.generator_optimizer.learning_rate.numpy() == pytest.approx(
-        config.generator_learning_rate)
+        config.adversarial.generator_learning_rate)
   images = np.random.default_rng(0).uniform(size=(4, 6, 6, 1)).astype(np.float32)
   metrics = model.train_on_batch(images, np.array([0, 1, 2, 0]), return_dict=True)
   assert np.isfinite(metrics["loss"])
@@ -87,10 +87,10 @@ def test_the_learning_rate_schedule_follows_steps_per_epoch():
 
 def test_api_config_starts_from_a_named_experiment():
   config = api.config("cifar100", method="acn", name="mine")
-  paper = config_lib.get_experiment("cifar100")
-  assert config.name == "mine" and config.dataset == config_lib.PYTHON_DATASET
-  assert (config.learning_rate, config.lr_decay_epochs, config.epochs) == (
-      paper.learning_rate, paper.lr_decay_epochs, paper.epochs)
+  paper = experiments.get_experiment("cifar100")
+  assert config.name == "mine" and config.data.dataset == config_lib.PYTHON_DATASET
+  assert (config.optimization.learning_rate, config.optimization.lr_decay_epochs, config.optimization.epochs) == (
+      paper.optimization.learning_rate, paper.optimization.lr_decay_epochs, paper.optimization.epochs)
   with pytest.raises(errors.ConfigError, match="Unknown config key 'learning_rat'"):
     api.config(learning_rat=0.1)
   with pytest.raises(errors.ConfigError, match="Unknown experiment"):

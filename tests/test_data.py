@@ -18,8 +18,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from acn_tf import config
-from acn_tf import data
+from acn_tf import config, data
 
 REAL_FASHION_MNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 

@@ -13,10 +13,11 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from acn_tf import distribute, generators
-from acn_tf.adversarial import AdversarialCoDistillation, AdversarialSettings
-from acn_tf.models import CoDistillation, DistillationSettings
-from acn_tf.search import SearchSettings
+from acn_tf import discriminators, distribute
+from acn_tf.adversarial import AdversarialCoDistillation
+from acn_tf.config import DistillationConfig
+from acn_tf.models import CoDistillation
+from conftest import spec_phase_a
 
 IMAGE_SHAPE = (8, 8, 1)
 NUM_CLASSES = 5
@@ -46,7 +47,7 @@ def _dml(strategy):
   with strategy.scope():
     model = CoDistillation([_classifier(1, "c0"), _classifier(2, "c1")])
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-3),
-                  settings=DistillationSettings(temperature=2.0, kd_weight=1.0))
+                  distillation=DistillationConfig(temperature=2.0, kd_weight=1.0))
     model(tf.zeros((1, *IMAGE_SHAPE)))
     model.build_optimizers()
   return model
@@ -55,18 +56,17 @@ def _dml(strategy):
 def _acn(strategy, adv_normalization="batch", mask_source="search", objective="divergence"):
   with strategy.scope():
     keras.utils.set_random_seed(3)
-    discriminator = generators.build_discriminator(IMAGE_SHAPE, filters=4)
+    discriminator = discriminators.build_discriminator(IMAGE_SHAPE, filters=4)
     model = AdversarialCoDistillation([_classifier(1, "c0"), _classifier(2, "c1")],
                                       _generator(4), discriminator)
     model.compile(
         keras.optimizers.SGD(0.1, momentum=0.9),
         generator_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5),
         discriminator_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5),
-        settings=DistillationSettings(adv_normalization=adv_normalization),
-        adversarial=AdversarialSettings(
-            wrc_alpha=0.1, noise_channels=0,
-            search=SearchSettings(steps=2, step_size=0.01, epsilon=0.03,
-                                  mask_source=mask_source, objective=objective)))
+        distillation=DistillationConfig(adv_normalization=adv_normalization),
+        adversarial=spec_phase_a(
+            wrc_alpha=0.1, noise_channels=0, ras_steps=2, ras_step_size=0.01,
+            ras_epsilon=0.03, ras_mask_source=mask_source, ras_objective=objective))
     model(tf.zeros((1, *IMAGE_SHAPE)))
     model.build_optimizers()
   return model

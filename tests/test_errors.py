@@ -14,7 +14,6 @@ that the same command resumes, a checkpoint cut short falls back to the previous
 one, and every JSON file a run writes is strict JSON.
 """
 
-import dataclasses
 import gzip
 import importlib.util
 import io
@@ -35,8 +34,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import config as config_lib
-from acn_tf import data, errors, safety, strict_json, training
+from acn_tf import (command_line, config as config_lib, data, errors, experiments,
+                    safety, strict_json, training)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IS_ROOT = os.geteuid() == 0
@@ -95,7 +94,7 @@ def write_cifar10_folder(data_dir):
 def write_run_dir(model_dir, **changes):
   """An unfinished digits run: config.json and a history, as a killed run leaves them."""
   os.makedirs(model_dir)
-  config = config_lib.get_experiment("digits").replace(**changes)
+  config = experiments.get_experiment("digits").replace(**changes)
   strict_json.write(os.path.join(model_dir, "config.json"), config.to_dict())
   with open(os.path.join(model_dir, "history.csv"), "w") as handle:
     handle.write("epoch,loss\n0,1.5\n")
@@ -104,7 +103,7 @@ def write_run_dir(model_dir, **changes):
 def write_search_dir(model_dir):
   os.makedirs(os.path.join(model_dir, "tuner"))
   strict_json.write(os.path.join(model_dir, "search.json"),
-                    {"tuner": "random", "config": config_lib.get_experiment("digits").to_dict()})
+                    {"tuner": "random", "config": experiments.get_experiment("digits").to_dict()})
   strict_json.write(os.path.join(model_dir, "best_config.json"), {"learning_rate": 0.05})
 
 
@@ -125,7 +124,7 @@ class Env:
 
   def train(self, experiment="digits", overrides=(), config_file=None, data_dir=None):
     """What `run.py --mode=train` does, one epoch of one step if it ever got that far."""
-    config = config_lib.resolve_config(experiment, None, config_file,
+    config = command_line.resolve_config(experiment, None, config_file,
                                        ["epochs=1", "steps_per_epoch=1", *overrides])
     return training.train(config, self.model_dir, data_dir, verbose=0)
 
@@ -189,7 +188,7 @@ def override_zero_batch_size(env):
 
 @case(errors.ConfigError, "epochs must be > 0")
 def override_negative_epochs(env):
-  return lambda: config_lib.resolve_config("digits", overrides=["epochs=-3"])
+  return lambda: command_line.resolve_config("digits", overrides=["epochs=-3"])
 
 
 @case(errors.ConfigError, "momentum", "[0, 1]")
@@ -267,13 +266,13 @@ def override_search_space_infinite_bound(env):
 
 @case(errors.ConfigError, "epochs must be of type int", "'10'")
 def python_config_wrong_type(env):
-  return lambda: config_lib.ExperimentConfig(name="x", dataset="digits",
+  return lambda: config_lib.ExperimentConfig.from_fields(name="x", dataset="digits",
                                              epochs="10").validate()
 
 
 @case(errors.ConfigError, "learning_rate", "finite")
 def python_config_nan(env):
-  config = config_lib.ExperimentConfig(name="x", dataset="digits",
+  config = config_lib.ExperimentConfig.from_fields(name="x", dataset="digits",
                                        architectures=("small_cnn", "small_cnn"),
                                        learning_rate=float("nan"))
   return lambda: training.train(config, env.model_dir, verbose=0)
@@ -481,7 +480,7 @@ def model_dir_is_a_file(env):
 def model_dir_under_a_file(env):
   with open(env.model_dir, "w") as handle:
     handle.write("notes\n")
-  return lambda: training.train(config_lib.resolve_config("digits"),
+  return lambda: training.train(command_line.resolve_config("digits"),
                                 os.path.join(env.model_dir, "run"), verbose=0)
 
 
@@ -796,7 +795,7 @@ def test_strict_json_writes_null_for_non_finite_numbers(tmp_path):
 
 
 def test_results_json_is_strict_when_a_metric_is_nan(tmp_path):
-  config = config_lib.resolve_config("digits")
+  config = command_line.resolve_config("digits")
   model = types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=tf.Variable(7)))
   metrics = {"c0_top1": 0.5, "c0_top5": 0.9, "c1_top1": 0.5, "c1_top5": np.float32(0.9),
              "ensemble_top1": 0.5, "divergence": np.float32("nan"), "loss": float("inf")}
@@ -857,7 +856,7 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
   original_callbacks = training.training_callbacks
   monkeypatch.setattr(training, "training_callbacks",
                       lambda *args, **kwargs: original_callbacks(*args, **kwargs) + [poison])
-  config = config_lib.resolve_config("digits", overrides=settings)
+  config = command_line.resolve_config("digits", overrides=settings)
   with pytest.raises(errors.TrainingDivergedError) as raised:
     training.train(config, model_dir, verbose=0)
   message = str(raised.value)
@@ -884,7 +883,7 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
     applied.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
 
   monkeypatch.setattr(safety, "apply_learning_rates", recording_apply)
-  lower = config_lib.resolve_config("digits", overrides=settings + ["learning_rate=0.01"])
+  lower = command_line.resolve_config("digits", overrides=settings + ["learning_rate=0.01"])
   results = training.train(lower, model_dir, verbose=0)
   assert applied == [pytest.approx(0.01)]
   assert results["optimizer_iterations"] == {"classifiers": 3 * 2}
@@ -1032,7 +1031,7 @@ def test_the_backup_never_saves_non_finite_weights(tmp_path):
   backup_dir = str(tmp_path / "backup")
   model, backup, _ = _train_tiny(backup_dir, stop_at=2)
   before = snapshot(backup_dir)
-  config = config_lib.resolve_config("digits")
+  config = command_line.resolve_config("digits")
   guard = safety.TrainingGuard(config, backup, steps=2)
   guard.set_model(model)
   model.layers[0].kernel.assign(np.full((3, 2), np.inf, np.float32))
@@ -1059,7 +1058,7 @@ def test_every_json_the_project_writes_goes_through_strict_json():
 
 def test_search_json_is_strict(tmp_path):
   from acn_tf import tuning
-  config = config_lib.resolve_config("digits")
+  config = command_line.resolve_config("digits")
   tuning.check_same_search(str(tmp_path), "random", config)
   saved = _strict_json_files(str(tmp_path))["search.json"]
   assert saved["tuner"] == "random" and saved["config"]["learning_rate"] == 0.05
@@ -1089,7 +1088,7 @@ def test_a_backup_written_by_keras_itself_resumes(tmp_path):
 @pytest.mark.parametrize("has_discriminator", [True, False])
 def test_guard_watches_d_loss_only_when_there_is_a_discriminator(tmp_path, has_discriminator):
   """gan_weight = 0 (the no-GAN ablation) leaves d_loss NaN by design: not a divergence."""
-  config = config_lib.resolve_config("digits", method="acn")
+  config = command_line.resolve_config("digits", method="acn")
   model = keras.Model()
   model.adversarial_phase_active = True
   model.discriminator = keras.layers.Dense(1) if has_discriminator else None

@@ -1,5 +1,6 @@
 """Compiled, mixed-precision and deterministic execution of the training step."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import config as config_lib, training
+from acn_tf import builders, experiments
 from acn_tf.data import DatasetInfo
 
 import test_distribute  # The noise-free, batch-norm-free DML and ACN models.
@@ -24,6 +25,25 @@ def _compiled(build, jit_compile):
   return model
 
 
+def _train_step_xla_flags(model):
+  """{traced train step: its `_XlaMustCompile` attribute} after `fit`.
+
+  Keras 3 (keras/src/backend/tensorflow/trainer.py, `_make_function`) wraps the
+  step in `tf.function(one_step_on_data, jit_compile=self.jit_compile)`, called
+  from the `multi_step_on_iterator` tf.function that `model.train_function`
+  runs. TensorFlow records jit_compile in the step's FunctionDef as
+  `_XlaMustCompile` (true: XLA compiles it, or fails loudly; false: plain graph).
+  """
+  outer = inspect.getclosurevars(model.train_function).nonlocals["multi_step_on_iterator"]
+  flags = {}
+  for concrete in outer._list_all_concrete_functions():
+    for function in concrete.graph.as_graph_def().library.function:
+      if function.signature.name.startswith("__inference_one_step_on_data"):
+        attribute = function.attr.get("_XlaMustCompile")
+        flags[function.signature.name] = attribute is not None and attribute.b
+  return flags
+
+
 @pytest.mark.parametrize(
     "build", [test_distribute._dml, test_distribute._acn,
               test_distribute._acn_search_along_generator_loss],
@@ -34,17 +54,25 @@ def test_whole_train_step_under_xla_matches_plain_graph(build):
   plain.fit(test_distribute._data(), epochs=1, verbose=0, shuffle=False)
   xla.fit(test_distribute._data(), epochs=1, verbose=0, shuffle=False)
   assert xla.train_function is not None
+  # XLA really was on. Keras' `jit_compile` setter silently stores False when a
+  # layer has supports_jit=False (or op determinism is enabled): the flag must
+  # still be True after fit, and the step fit traced must carry XLA's mark.
+  assert plain.jit_compile is False
+  assert xla.jit_compile is True
+  plain_flags, xla_flags = _train_step_xla_flags(plain), _train_step_xla_flags(xla)
+  assert plain_flags and not any(plain_flags.values()), plain_flags
+  assert xla_flags and all(xla_flags.values()), xla_flags
   for a, b in zip(plain.weights, xla.weights):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
 
 
 def _digits_acn_model(precision, ras_objective="divergence"):
-  config = config_lib.get_experiment("digits").replace(
+  config = experiments.get_experiment("digits").replace(
       method="acn", mixed_precision=precision, adv_warmup_epochs=0,
       ras_objective=ras_objective)
   info = DatasetInfo("digits", 10, (8, 8, 1), 64, 0, 64, "synthetic")
   try:
-    return training.build_model(config, info, [0.5], [0.08], steps=2)
+    return builders.build_model(config, info, [0.5], [0.08], steps=2)
   finally:
     keras.mixed_precision.set_global_policy("float32")  # Never leak into other tests.
 
@@ -69,9 +97,9 @@ def test_mixed_precision_step_keeps_float32_losses_and_variables(precision, ras_
     assert np.isfinite(logs[key]), (key, logs)
   # The search's start gradient comes through the loss scale for generator_loss;
   # an overflowed scale (float16's first steps) must not put NaN in the images.
-  divergent, _, _ = model.adversarial_phase(tf.constant(images), tf.constant(labels))
+  divergent, _ = model.adversarial_phase(tf.constant(images), tf.constant(labels))
   assert np.all(np.isfinite(divergent.numpy()))
-  assert np.abs(divergent.numpy() - images).max() <= model.adversarial.search.epsilon + 1e-6
+  assert np.abs(divergent.numpy() - images).max() <= model.adversarial.search.ras_epsilon + 1e-6
 
 
 def test_deterministic_runs_give_identical_results(tmp_path):

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import backbones, data, generators
-from acn_tf.adversarial import AdversarialCoDistillation, AdversarialSettings
+from acn_tf import backbones, data, discriminators, generators
+from acn_tf.adversarial import AdversarialCoDistillation
 from acn_tf.export import ENSEMBLE_NAME, export_saved_models
 from acn_tf.models import CoDistillation
-from acn_tf.search import SearchSettings
+from conftest import spec_phase_a
 
 TRAIN_EXAMPLES = 64
 TEST_EXAMPLES = 100
@@ -232,15 +232,14 @@ def test_adversarial_codistillation_round_trips_through_keras_format(digits, tmp
   keras.utils.set_random_seed(3)
   generator = generators.build_generator(image_shape, noise_channels=2, filters=8,
                                          residual_blocks=1)
-  discriminator = generators.build_discriminator(image_shape, filters=8)
+  discriminator = discriminators.build_discriminator(image_shape, filters=8)
   model = AdversarialCoDistillation(_classifiers(digits, seeds=(4, 5)), generator,
                                     discriminator)
   model.compile(keras.optimizers.SGD(0.05),
                 generator_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),
                 discriminator_optimizer=keras.optimizers.Adam(1e-3, beta_1=0.5),
-                adversarial=AdversarialSettings(
-                    noise_channels=2, search=SearchSettings(steps=1, step_size=0.05,
-                                                            epsilon=0.1)))
+                adversarial=spec_phase_a(noise_channels=2, ras_steps=1, ras_step_size=0.05,
+                                         ras_epsilon=0.1))
   model(tf.zeros((1, *image_shape)))
   model.build_optimizers()
   _perturb([*model.classifiers, generator, discriminator], seed=0)

@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import adversarial, health
+from acn_tf import backbones, builders, health
 from acn_tf.config import ExperimentConfig
 from acn_tf.data import DatasetInfo
-from acn_tf import backbones
 
 IMAGE_SHAPE = (8, 8, 1)
 NUM_CLASSES = 5
@@ -27,15 +26,16 @@ def _js(p, q):
 
 @pytest.fixture(scope="module")
 def model():
-  config = ExperimentConfig(name="test", dataset="digits", method="acn",
+  config = ExperimentConfig.from_fields(name="test", dataset="digits", method="acn",
                             architectures=("small_cnn", "small_cnn"), generator_filters=8,
                             discriminator_filters=8, ras_epsilon=0.1, ras_step_size=0.05)
   info = DatasetInfo("test", NUM_CLASSES, IMAGE_SHAPE, 64, 0, 64, "test")
   classifiers = [backbones.build_classifier("small_cnn", IMAGE_SHAPE, NUM_CLASSES, [0.5],
                                             [0.08], name=f"c{i}", seed=i)
                  for i in range(2)]
-  acn = adversarial.build_adversarial_model(config, info, classifiers)
-  acn.compile(keras.optimizers.SGD(0.05), **adversarial.compile_arguments(config))
+  acn = builders.build_adversarial_model(config, info, classifiers)
+  acn.compile(keras.optimizers.SGD(0.05), adversarial=config.adversarial,
+                **builders.phase_a_optimizers(config, with_discriminator=True))
   acn(tf.zeros((1, *IMAGE_SHAPE)))
   acn.build_optimizers()
   rng = np.random.default_rng(0)

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from acn_tf import backbones, losses
-from acn_tf.models import CoDistillation, DistillationSettings
+from acn_tf.config import DistillationConfig
+from acn_tf.models import CoDistillation
 
 IMAGE_SHAPE = (8, 8, 1)
 NUM_CLASSES = 4
@@ -27,8 +28,8 @@ def _batch(size=32, seed=0):
 def _model(seeds, kd_weight, temperature=1.0, optimizer=None):
   model = CoDistillation([_classifier(seed, f"c{i}") for i, seed in enumerate(seeds)])
   optimizer = optimizer or keras.optimizers.SGD(0.05)
-  model.compile(optimizer, settings=DistillationSettings(temperature=temperature,
-                                                          kd_weight=kd_weight))
+  model.compile(optimizer, distillation=DistillationConfig(temperature=temperature,
+                                                              kd_weight=kd_weight))
   model(tf.zeros((1, *IMAGE_SHAPE)))
   model.build_optimizers()
   return model

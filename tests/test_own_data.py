@@ -16,7 +16,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from acn_tf import backbones, config as config_lib, data, errors, generators, training
+from acn_tf import (backbones, builders, command_line, config as config_lib, data,
+                    discriminators, errors, experiments, training)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -169,7 +170,7 @@ def test_folder_errors_name_the_folder_and_the_fix(tmp_path):
   corrupt = tmp_path / "corrupt"
   write_folder(str(corrupt), {"a": 2, "b": 2}, 4, 4, 1)
   (corrupt / "b" / "image01.png").write_bytes(b"not a png")
-  config = config_lib.ExperimentConfig(name="c", dataset=f"folder:{corrupt}", image_size=4,
+  config = config_lib.ExperimentConfig.from_fields(name="c", dataset=f"folder:{corrupt}", image_size=4,
                                        test_fraction=0.25, architectures=("small_cnn",),
                                        method="independent", epochs=1, batch_size=2)
   with pytest.raises(errors.DataFormatError, match="cannot be read"):
@@ -189,7 +190,7 @@ def test_folder_errors_name_the_folder_and_the_fix(tmp_path):
     ("imagenet:train", "tfds:NAME"),
 ])
 def test_malformed_datasets_are_config_errors(dataset, message):
-  config = config_lib.get_experiment("digits").replace(dataset=dataset)
+  config = experiments.get_experiment("digits").replace(dataset=dataset)
   with pytest.raises(errors.ConfigError, match=message) as raised:
     config.validate()
   assert "e.g." in str(raised.value)  # Every message shows a valid value.
@@ -209,7 +210,7 @@ def test_malformed_datasets_are_config_errors(dataset, message):
 ])
 def test_data_fields_are_checked_against_the_dataset(changes, message):
   with pytest.raises(errors.ConfigError, match=message):
-    config_lib.get_experiment("digits").replace(**changes).validate()
+    experiments.get_experiment("digits").replace(**changes).validate()
 
 
 def test_named_datasets_resize_and_change_channels(tmp_path):
@@ -360,7 +361,7 @@ def test_download_hosts_of_any_tfds_dataset_come_from_its_builder():
 @pytest.mark.parametrize("size, stages", [(8, 2), (28, 3), (32, 3), (64, 3), (96, 4),
                                           (224, 5)])
 def test_discriminator_stages_follow_the_image_size(size, stages):
-  discriminator = generators.build_discriminator((size, size, 3), filters=4)
+  discriminator = discriminators.build_discriminator((size, size, 3), filters=4)
   convolutions = [layer for layer in discriminator.layers
                   if layer.name.startswith("spectral_conv")]
   assert len(convolutions) == stages
@@ -374,17 +375,17 @@ def test_shapes_the_classifiers_cannot_take_are_config_errors():
   with pytest.raises(ValueError, match="positive"):
     backbones.check_image_shape((0, 8, 1))
   info = data.DatasetInfo("x", 2, (8, 0, 1), 1, 0, 1, "test")
-  config = config_lib.get_experiment("digits").replace(architectures=("small_cnn",),
+  config = experiments.get_experiment("digits").replace(architectures=("small_cnn",),
                                                        method="independent")
   with pytest.raises(errors.ConfigError, match="dataset=digits: Image shape"):
-    training.build_model(config, info, [0.5], [0.1], steps=1)
+    builders.build_model(config, info, [0.5], [0.1], steps=1)
 
 
 def test_acn_trains_on_96x96_rgb_images():
-  config = config_lib.get_experiment("digits").replace(method="acn", batch_size=4,
+  config = experiments.get_experiment("digits").replace(method="acn", batch_size=4,
                                                        epochs=1)
   info = data.DatasetInfo("x", 3, (96, 96, 3), 4, 0, 4, "test")
-  model = training.build_model(config, info, [0.5] * 3, [0.1] * 3, steps=1)
+  model = builders.build_model(config, info, [0.5] * 3, [0.1] * 3, steps=1)
   assert model.generator.output_shape == (None, 96, 96, 3)
   images = np.random.default_rng(0).uniform(size=(4, 96, 96, 3)).astype(np.float32)
   before = [weight.numpy().copy() for weight in model.generator.trainable_weights]
@@ -406,39 +407,39 @@ def test_a_config_file_alone_defines_an_experiment(tmp_path):
   path = write_json(tmp_path / "my_shapes.json", {
       "name": "shapes", "dataset": "folder:shapes/train", "test_fraction": 0.2,
       "image_size": 16, "epochs": 3})
-  config = config_lib.resolve_config(None, config_file=path, overrides=["seed=2"])
-  assert (config.name, config.dataset, config.epochs, config.seed) == (
+  config = command_line.resolve_config(None, config_file=path, overrides=["seed=2"])
+  assert (config.name, config.data.dataset, config.optimization.epochs, config.seed) == (
       "shapes", "folder:shapes/train", 3, 2)
-  defaults = config_lib.ExperimentConfig(name="shapes", dataset="folder:shapes/train")
-  assert config.learning_rate == defaults.learning_rate  # Not a registered experiment's.
+  defaults = config_lib.ExperimentConfig.from_fields(name="shapes", dataset="folder:shapes/train")
+  assert config.optimization.learning_rate == defaults.optimization.learning_rate  # Not a registered experiment's.
   unnamed = write_json(tmp_path / "my_shapes.json", {"dataset": "tfds:mnist"})
-  assert config_lib.resolve_config(None, config_file=unnamed).name == "my_shapes"
+  assert command_line.resolve_config(None, config_file=unnamed).name == "my_shapes"
   from_override = write_json(tmp_path / "lr.json", {"learning_rate": 0.01})
-  assert config_lib.resolve_config(None, config_file=from_override,
-                                   overrides=["dataset=cifar10"]).dataset == "cifar10"
+  assert command_line.resolve_config(None, config_file=from_override,
+                                   overrides=["dataset=cifar10"]).data.dataset == "cifar10"
 
 
 def test_a_config_file_over_a_named_experiment_may_rename_it(tmp_path):
   path = write_json(tmp_path / "tuned.json", {"name": "digits_tuned", "epochs": 4})
-  config = config_lib.resolve_config("digits", config_file=path)
-  assert config.name == "digits_tuned" and config.epochs == 4
-  assert config.learning_rate == config_lib.get_experiment("digits").learning_rate
+  config = command_line.resolve_config("digits", config_file=path)
+  assert config.name == "digits_tuned" and config.optimization.epochs == 4
+  assert config.optimization.learning_rate == experiments.get_experiment("digits").optimization.learning_rate
   kept = write_json(tmp_path / "epochs.json", {"epochs": 4})
-  assert config_lib.resolve_config("digits", config_file=kept).name == "digits"
+  assert command_line.resolve_config("digits", config_file=kept).name == "digits"
 
 
 def test_without_experiment_the_file_must_give_a_dataset(tmp_path):
   path = write_json(tmp_path / "nodata.json", {"name": "x", "epochs": 4})
   with pytest.raises(errors.ConfigError) as raised:
-    config_lib.resolve_config(None, config_file=path)
+    command_line.resolve_config(None, config_file=path)
   message = str(raised.value)
   assert f"--config_file={path} gives no dataset" in message
   assert '"dataset"' in message and "--experiment=NAME" in message
   with pytest.raises(errors.ConfigError, match="--experiment or --config_file is required"):
-    config_lib.resolve_config(None)
+    command_line.resolve_config(None)
   bad_name = write_json(tmp_path / "badname.json", {"name": 3, "dataset": "digits"})
   with pytest.raises(errors.ConfigError, match="name must be a non-empty string"):
-    config_lib.resolve_config(None, config_file=bad_name)
+    command_line.resolve_config(None, config_file=bad_name)
 
 
 # -- End to end: run.py on a folder, class names served by a plain TF client ------------

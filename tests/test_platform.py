@@ -18,7 +18,7 @@ _STEPS = r"""
 import sys
 import acn_tf
 import keras, numpy as np, tensorflow as tf
-from acn_tf import adversarial, platform, training
+from acn_tf import adversarial, builders, platform, training
 from acn_tf.config import ExperimentConfig
 from acn_tf.data import DatasetInfo
 tf.config.experimental.enable_op_determinism()
@@ -28,10 +28,10 @@ images = tf.constant(rng.random((32, 8, 8, 1), dtype=np.float32))
 labels = tf.constant(rng.integers(0, 5, 32))
 weights = {}
 for method in ("dml", "acn"):
-  config = ExperimentConfig(name="t", dataset="digits", method=method, batch_size=32,
+  config = ExperimentConfig.from_fields(name="t", dataset="digits", method=method, batch_size=32,
                             architectures=("small_cnn", "small_cnn"), epochs=1)
   keras.utils.set_random_seed(0)
-  model = training.build_model(config, info, [0.5], [0.08], steps=1)
+  model = builders.build_model(config, info, [0.5], [0.08], steps=1)
   model.train_on_batch(images, labels)
   for index, variable in enumerate(model.variables):
     weights[f"{method}/{index}/{variable.path}"] = variable.numpy()

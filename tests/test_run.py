@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from acn_tf import config as config_lib
+from acn_tf import command_line, config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--override=epochs=1", "--override=train_examples=256", "--verbose=0"]
@@ -112,27 +112,27 @@ def test_existing_model_dir_is_refused_not_clobbered(tmp_path):
 
 
 def test_config_overrides_are_typed():
-  config = config_lib.resolve_config(
+  config = command_line.resolve_config(
       "digits", "acn", overrides=["epochs=3", "ras_label_restrict=false",
                                   "architectures=resnet20,wrn16_2", "wrc_alpha=0",
                                   "lr_decay_epochs=2,3"])
-  assert config.epochs == 3 and config.ras_label_restrict is False
+  assert config.optimization.epochs == 3 and config.adversarial.search.ras_label_restrict is False
   assert config.architectures == ("resnet20", "wrn16_2")
-  assert config.wrc_alpha == 0.0 and isinstance(config.wrc_alpha, float)
-  assert config.lr_decay_epochs == (2, 3)
+  assert config.adversarial.wrc_alpha == 0.0 and isinstance(config.adversarial.wrc_alpha, float)
+  assert config.optimization.lr_decay_epochs == (2, 3)
   with pytest.raises(config_lib.ConfigError, match="expected bool"):
-    config_lib.resolve_config("digits", overrides=["nesterov=maybe"])
+    command_line.resolve_config("digits", overrides=["nesterov=maybe"])
   with pytest.raises(config_lib.ConfigError,
                      match="ras_mask_source='phase_b' is not one of search, update"):
-    config_lib.resolve_config("digits", overrides=["ras_mask_source=phase_b"])
+    command_line.resolve_config("digits", overrides=["ras_mask_source=phase_b"])
 
 
 def test_config_file_is_applied_before_overrides(tmp_path):
   path = tmp_path / "best.json"
   path.write_text(json.dumps({"name": "digits_tuned", "learning_rate": 0.01, "epochs": 4}))
-  config = config_lib.resolve_config("digits", config_file=str(path),
+  config = command_line.resolve_config("digits", config_file=str(path),
                                      overrides=["epochs=2"])
-  assert config.learning_rate == 0.01 and config.epochs == 2
+  assert config.optimization.learning_rate == 0.01 and config.optimization.epochs == 2
   assert config.name == "digits_tuned"  # The file's name names the run.
 
 

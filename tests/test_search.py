@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import backbones, generators, losses
-from acn_tf.search import (SearchSettings, compiled_search, divergence_gradient,
-                           group_divergence, restricted_adversarial_search)
+from acn_tf import backbones, discriminators, generators
+from acn_tf.search import (compiled_search, divergence_gradient, group_divergence,
+                           label_mask, restricted_adversarial_search)
+from conftest import spec_phase_a
 
 IMAGE_SHAPE = (8, 8, 1)
 
@@ -52,7 +53,7 @@ def test_generator_starts_at_the_identity_under_wrc():
 def test_generator_and_discriminator_accept_any_image_shape(shape):
   generator = generators.build_generator(shape, noise_channels=3, filters=4,
                                          residual_blocks=1)
-  discriminator = generators.build_discriminator(shape, filters=4)
+  discriminator = discriminators.build_discriminator(shape, filters=4)
   images = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
   noise = np.zeros((2, shape[0], shape[1], 3), np.float32)
   assert generator([images, noise]).shape == (2, *shape)
@@ -64,10 +65,8 @@ def test_search_stays_in_the_epsilon_ball_and_unit_range(classifiers, steps):
   images = _images()
   start = np.clip(images + np.random.default_rng(3).normal(scale=0.2, size=images.shape),
                   0, 1).astype(np.float32)
-  settings = SearchSettings(steps=steps, step_size=0.02, epsilon=0.03)
-  labels = np.zeros(32, np.int64)
-  divergent, _, _ = restricted_adversarial_search(classifiers, images, labels, start,
-                                                  settings)
+  settings = spec_phase_a(ras_steps=steps, ras_step_size=0.02, ras_epsilon=0.03)
+  divergent = restricted_adversarial_search(classifiers, images, start, settings).images
   divergent = divergent.numpy()
   assert np.max(np.abs(divergent - images)) <= 0.03 + 1e-6
   assert divergent.min() >= 0.0 and divergent.max() <= 1.0
@@ -77,9 +76,8 @@ def test_search_raises_divergence_from_its_start(classifiers):
   images = _images(64)
   start = np.clip(images + 0.01 * np.random.default_rng(4).normal(size=images.shape),
                   0, 1).astype(np.float32)
-  settings = SearchSettings(steps=3, step_size=0.02, epsilon=0.1)
-  divergent, _, _ = restricted_adversarial_search(classifiers, images,
-                                                  np.zeros(64, np.int64), start, settings)
+  settings = spec_phase_a(ras_steps=3, ras_step_size=0.02, ras_epsilon=0.1)
+  divergent, _ = restricted_adversarial_search(classifiers, images, start, settings)
   before = tf.reduce_mean(group_divergence(classifiers, start, settings)[0]).numpy()
   after = tf.reduce_mean(group_divergence(classifiers, divergent, settings)[0]).numpy()
   assert after > before * 1.05, (before, after)
@@ -88,37 +86,36 @@ def test_search_raises_divergence_from_its_start(classifiers):
 def test_search_with_zero_steps_returns_its_start(classifiers):
   images = _images()
   start = np.clip(images + 0.3, 0, 1).astype(np.float32)
-  divergent, _, _ = restricted_adversarial_search(
-      classifiers, images, np.zeros(32, np.int64), start, SearchSettings(steps=0))
+  divergent, _ = restricted_adversarial_search(classifiers, images, start,
+                                               spec_phase_a(ras_steps=0))
   np.testing.assert_array_equal(divergent.numpy(), start)
 
 
 def test_label_restriction_mask_matches_numpy_ensemble_argmax(classifiers):
   images = _images(64)
-  settings = SearchSettings(steps=1, step_size=0.02, epsilon=0.05)
+  settings = spec_phase_a(ras_steps=1, ras_step_size=0.02, ras_epsilon=0.05)
   logits = [c(images, training=False).numpy() for c in classifiers]
   # Labels agreeing with the ensemble on half the batch, so the mask is mixed.
   ensemble = np.mean([tf.nn.softmax(z).numpy() for z in logits], axis=0)
   labels = ensemble.argmax(-1)
   labels[::2] = (labels[::2] + 1) % 5
-  divergent, mask, _ = restricted_adversarial_search(classifiers, images, labels, images,
-                                                     settings)
+  divergent, logits_after = restricted_adversarial_search(classifiers, images, images,
+                                                          settings)
+  mask = label_mask(logits_after, labels)
   after = np.mean([tf.nn.softmax(c(divergent, training=False)).numpy()
                    for c in classifiers], axis=0)
   expected = (after.argmax(-1) == labels).astype(np.float32)
   np.testing.assert_array_equal(mask.numpy(), expected)
   assert 0 < expected.sum() < 64
-  unrestricted = restricted_adversarial_search(
-      classifiers, images, labels, images,
-      SearchSettings(steps=1, step_size=0.02, epsilon=0.05, label_restrict=False))[1]
+  unrestricted = label_mask(logits_after, labels, label_restrict=False)
   np.testing.assert_array_equal(unrestricted.numpy(), np.ones(64))
 
 
 def test_search_leaves_batch_norm_statistics_unchanged(classifiers):
   images = _images()
   before = [[v.numpy().copy() for v in c.non_trainable_variables] for c in classifiers]
-  search = compiled_search(classifiers, SearchSettings(steps=2, step_size=0.05,
-                                                       epsilon=0.1))
+  search = compiled_search(classifiers, spec_phase_a(ras_steps=2, ras_step_size=0.05,
+                                                       ras_epsilon=0.1))
   search(images, np.zeros(32, np.int64), np.clip(images + 0.05, 0, 1))
   for classifier, saved in zip(classifiers, before):
     assert saved, "the classifiers should have batch-norm statistics"
@@ -130,7 +127,7 @@ def test_search_under_xla_matches_plain_graph(classifiers):
   images = _images()
   start = np.clip(images + 0.02, 0, 1).astype(np.float32)
   labels = np.arange(32) % 5
-  settings = SearchSettings(steps=2, step_size=0.01, epsilon=0.04)
+  settings = spec_phase_a(ras_steps=2, ras_step_size=0.01, ras_epsilon=0.04)
   plain = compiled_search(classifiers, settings, jit_compile=False)(images, labels, start)
   xla = compiled_search(classifiers, settings, jit_compile=True)(images, labels, start)
   # Sign steps are discrete: identical up to the odd pixel whose gradient is ~0.
@@ -142,10 +139,10 @@ def test_search_under_xla_matches_plain_graph(classifiers):
 def test_divergence_gradient_of_an_example_does_not_depend_on_the_batch(classifiers):
   # Inference mode and a sum, not a mean: each example's step direction is its own.
   images = _images(8)
-  batch = divergence_gradient(classifiers, tf.constant(images), SearchSettings()).numpy()
+  batch = divergence_gradient(classifiers, tf.constant(images), spec_phase_a()).numpy()
   for b in (0, 5):
     alone = divergence_gradient(classifiers, tf.constant(images[b:b + 1]),
-                                SearchSettings()).numpy()
+                                spec_phase_a()).numpy()
     np.testing.assert_allclose(batch[b:b + 1], alone, rtol=1e-4, atol=1e-8)
   assert np.abs(batch).max() > 0
 
@@ -156,54 +153,55 @@ def test_search_given_its_start_gradient_and_logits_equals_computing_them(classi
   images = _images()
   start = np.clip(images + 0.02, 0, 1).astype(np.float32)
   labels = np.arange(32) % 5
-  settings = SearchSettings(steps=steps, step_size=0.01, epsilon=0.04)
-  computed = restricted_adversarial_search(classifiers, images, labels, start, settings)
+  settings = spec_phase_a(ras_steps=steps, ras_step_size=0.01, ras_epsilon=0.04)
+  computed = restricted_adversarial_search(classifiers, images, start, settings)
   gradient = divergence_gradient(classifiers, tf.constant(start), settings)
   logits = [c(start, training=False) for c in classifiers]
-  given = restricted_adversarial_search(classifiers, images, labels, start, settings,
+  given = restricted_adversarial_search(classifiers, images, start, settings,
                                         start_gradient=gradient, start_logits=logits)
-  np.testing.assert_array_equal(given[0].numpy(), computed[0].numpy())
-  np.testing.assert_array_equal(given[1].numpy(), computed[1].numpy())
-  for a, b in zip(given[2], computed[2]):
+  np.testing.assert_array_equal(given.images.numpy(), computed.images.numpy())
+  np.testing.assert_array_equal(label_mask(given.logits, labels).numpy(),
+                                label_mask(computed.logits, labels).numpy())
+  for a, b in zip(given.logits, computed.logits):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6)
 
 
-def test_mask_source_update_leaves_mask_to_the_update_unless_it_is_free(classifiers):
+def test_mask_source_update_leaves_the_logits_to_the_update_unless_they_are_free(
+    classifiers):
   images = _images()
   labels = np.arange(32) % 5
-  settings = SearchSettings(steps=1, step_size=0.01, epsilon=0.04, mask_source="update")
-  divergent, mask, logits = restricted_adversarial_search(classifiers, images, labels,
-                                                          images, settings)
-  assert mask is None and logits is None
+  settings = spec_phase_a(ras_steps=1, ras_step_size=0.01, ras_epsilon=0.04,
+                          ras_mask_source="update")
+  divergent, logits = restricted_adversarial_search(classifiers, images, images, settings)
+  assert logits is None
   reference = restricted_adversarial_search(
-      classifiers, images, labels, images, SearchSettings(steps=1, step_size=0.01,
-                                                          epsilon=0.04))
-  np.testing.assert_array_equal(divergent.numpy(), reference[0].numpy())
-  # K = 0 with the start's logits: the inference-mode mask costs nothing, so it is kept.
-  zero_steps = SearchSettings(steps=0, mask_source="update")
+      classifiers, images, images, spec_phase_a(ras_steps=1, ras_step_size=0.01,
+                                                ras_epsilon=0.04))
+  np.testing.assert_array_equal(divergent.numpy(), reference.images.numpy())
+  # K = 0 with the start's logits: the inference-mode logits cost nothing, so they are kept.
+  zero_steps = spec_phase_a(ras_steps=0, ras_mask_source="update")
   start_logits = [c(images, training=False) for c in classifiers]
-  _, mask, _ = restricted_adversarial_search(classifiers, images, labels, images,
-                                             zero_steps, start_logits=start_logits)
+  _, logits = restricted_adversarial_search(classifiers, images, images, zero_steps,
+                                            start_logits=start_logits)
   ensemble = np.mean([tf.nn.softmax(z).numpy() for z in start_logits], axis=0)
-  np.testing.assert_array_equal(mask.numpy(), (ensemble.argmax(-1) == labels))
+  np.testing.assert_array_equal(label_mask(logits, labels).numpy(),
+                                (ensemble.argmax(-1) == labels))
 
 
 def test_search_ascends_any_given_objective(classifiers):
   images = _images()
   start = np.clip(images + 0.02, 0, 1).astype(np.float32)
-  labels = np.arange(32) % 5
-  settings = SearchSettings(steps=1, step_size=0.01, epsilon=0.04, label_restrict=False)
+  settings = spec_phase_a(ras_steps=1, ras_step_size=0.01, ras_epsilon=0.04)
   # sum of (x - 0.5)^2 per example: its gradient 2 (x - 0.5) has the sign of x - 0.5.
   objective = lambda x: (tf.reduce_sum(tf.square(x - 0.5), axis=[1, 2, 3]), [x])
-  divergent, _, _ = restricted_adversarial_search(
-      classifiers, images, labels, start, settings, objective=objective)
+  divergent, _ = restricted_adversarial_search(classifiers, images, start, settings,
+                                               objective=objective)
   expected = np.clip(np.clip(start + 0.01 * np.sign(start - 0.5), images - 0.04,
                              images + 0.04), 0, 1)
   np.testing.assert_allclose(divergent.numpy(), expected, atol=1e-7)
 
 
 def test_generator_loss_objective_needs_the_model(classifiers):
-  settings = SearchSettings(objective="generator_loss")
+  settings = spec_phase_a(ras_objective="generator_loss")
   with pytest.raises(ValueError, match="model.search_objective"):
-    restricted_adversarial_search(classifiers, _images(), np.arange(32) % 5, _images(),
-                                  settings)
+    restricted_adversarial_search(classifiers, _images(), _images(), settings)

@@ -1,7 +1,6 @@
 """Tests of acn_tf.tuning: search-space parsing, a tiny ACN search, its resumption,
 its TensorBoard HParams runs, and training from the best_config.json it writes."""
 
-import dataclasses
 import json
 import os
 
@@ -14,17 +13,16 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2 as hparams_api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from acn_tf import config as config_lib
-from acn_tf import training, tuning
-from acn_tf.config import ConfigError, ExperimentConfig, SearchDimension
-from acn_tf.data import DatasetInfo
+from acn_tf import command_line, config as config_lib, search_space, training, tuning
+from acn_tf.config import ConfigError
+from acn_tf.search_space import SearchDimension
 
 TINY_ACN = ["epochs=1", "train_examples=256", "adv_warmup_epochs=0",
             "validation_fraction=0.2"]
 
 
 def _digits(method="acn", overrides=TINY_ACN):
-  return config_lib.resolve_config("digits", method, overrides=list(overrides))
+  return command_line.resolve_config("digits", method, overrides=list(overrides))
 
 
 # -- Search space parsing ------------------------------------------------------------
@@ -40,7 +38,7 @@ def _digits(method="acn", overrides=TINY_ACN):
     (" kd_weight = 0.5:2 ", SearchDimension("kd_weight", "linear", 0.5, 2.0)),
 ])
 def test_parses_each_spec_kind(entry, expected):
-  (dimension,) = config_lib.parse_search_space([entry])
+  (dimension,) = search_space.parse_search_space([entry])
   assert dimension == expected
   assert type(dimension.choices[0] if dimension.choices else dimension.low) is type(
       expected.choices[0] if expected.choices else expected.low)
@@ -70,21 +68,21 @@ def test_parses_each_spec_kind(entry, expected):
 ])
 def test_bad_entries_raise_clear_config_errors(entry, message):
   with pytest.raises(ConfigError, match="search_space entry") as error:
-    config_lib.parse_search_space([entry])
+    search_space.parse_search_space([entry])
   assert message in str(error.value)
   assert repr(entry) in str(error.value)
 
 
 def test_validate_checks_the_search_space():
   config = _digits()
-  assert config.search_space == config_lib.ExperimentConfig.search_space
+  assert config.tuning.search_space == config_lib.TuningConfig().search_space
   with pytest.raises(ConfigError, match="more than once"):
     config.replace(search_space=("kd_weight=0:1", "kd_weight=1:2")).validate()
   with pytest.raises(ConfigError, match="'wrc_alpa' is not a numeric config field"):
     _digits(overrides=["search_space=wrc_alpa=0.1:0.2"])
   # The override parser splits on commas, which is why choices use "|".
   overridden = _digits(overrides=["search_space=kd_weight=0.5:2,temperature=choice:1|4"])
-  assert overridden.search_space == ("kd_weight=0.5:2", "temperature=choice:1|4")
+  assert overridden.tuning.search_space == ("kd_weight=0.5:2", "temperature=choice:1|4")
 
 
 def test_search_config_is_checked_before_any_training():
@@ -95,7 +93,7 @@ def test_search_config_is_checked_before_any_training():
     tuning.prepare_search_config(_digits("dml").replace(search_space=("wrc_alpha=0:1",)))
   config, notes = tuning.prepare_search_config(
       _digits("independent", ["validation_fraction=0"]))
-  assert config.validation_fraction == tuning.DEFAULT_VALIDATION_FRACTION
+  assert config.data.validation_fraction == tuning.DEFAULT_VALIDATION_FRACTION
   assert "validation_fraction was 0" in notes[0]
   assert [dimension.field for dimension in tuning.search_dimensions(config)] == [
       "learning_rate"]
@@ -166,15 +164,15 @@ def test_search_writes_the_best_trials_full_config(search, tmp_path):
     written = json.load(handle)
   defaults = _digits()
   assert set(written) == set(defaults.to_dict())  # Config fields only, all of them.
-  best = config_lib.resolve_config("digits", config_file=path)
-  for dimension in config_lib.parse_search_space(defaults.search_space):
-    value = getattr(best, dimension.field)
+  best = command_line.resolve_config("digits", config_file=path)
+  for dimension in search_space.parse_search_space(defaults.tuning.search_space):
+    value = best.get(dimension.field)
     assert _within(dimension, value), (dimension, value)
     assert value == summary["best_values"][dimension.field]
     if dimension.kind in ("log", "linear"):
-      assert value != getattr(defaults, dimension.field)
+      assert value != defaults.get(dimension.field)
   searched = {dimension.field for dimension in tuning.search_dimensions(defaults)}
-  assert best.replace(**{field: getattr(defaults, field) for field in searched}) == defaults
+  assert best.replace(**{field: defaults.get(field) for field in searched}) == defaults
 
   results = training.train(best, str(tmp_path / "best_run"), verbose=0)
   assert os.path.exists(tmp_path / "best_run" / training.RESULTS_FILE)
@@ -292,40 +290,3 @@ def test_a_different_search_in_the_same_model_dir_is_refused(search):
                 model_dir, max_trials=2, verbose=0)
   with pytest.raises(ConfigError, match="tuner \\(saved 'random', now 'bayesian'\\)"):
     tuning.tune(_digits(), model_dir, tuner="bayesian", max_trials=2, verbose=0)
-
-
-# -- Which fields each method reads ---------------------------------------------------
-
-
-class _RecordingConfig:
-  """An ExperimentConfig that notes which of its fields are read."""
-
-  def __init__(self, config):
-    self._config = config
-    self.read = set()
-
-  def __getattr__(self, name):
-    if name in _FIELD_NAMES:
-      self.read.add(name)
-    return getattr(self._config, name)
-
-
-_FIELD_NAMES = frozenset(field.name for field in dataclasses.fields(ExperimentConfig))
-
-
-def _fields_read(method, model_dir):
-  config = _RecordingConfig(_digits(method))
-  info = DatasetInfo("digits", 10, (8, 8, 1), 64, 0, 64, "synthetic")
-  training.build_model(config, info, [0.5], [0.08], steps=2)
-  training.training_callbacks(config, str(model_dir), resuming=False, has_validation=False)
-  return config.read
-
-
-def test_adversarial_fields_are_the_ones_only_the_acn_reads(tmp_path):
-  only_acn = _fields_read("acn", tmp_path / "acn") - _fields_read("dml", tmp_path / "dml")
-  # DML builds its settings with the divergent-batch weights too, but never uses them.
-  divergent_batch = {name for name in _FIELD_NAMES if name.startswith("adv_")}
-  assert only_acn <= tuning.ADVERSARIAL_FIELDS, sorted(only_acn - tuning.ADVERSARIAL_FIELDS)
-  assert divergent_batch <= tuning.ADVERSARIAL_FIELDS
-  stale = tuning.ADVERSARIAL_FIELDS - only_acn - divergent_batch
-  assert not stale, sorted(stale)

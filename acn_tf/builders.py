@@ -1,0 +1,159 @@
+"""From a config to a compiled model: networks, optimizers, schedules, seeds.
+
+Everything here owns variables, so it runs inside the distribution strategy's
+scope; the caller (acn_tf/training.py, acn_tf/api.py, the tuner) chooses it.
+"""
+
+import keras
+import tensorflow as tf
+
+from acn_tf import backbones, data, discriminators, errors, generators
+from acn_tf.config import ExperimentConfig, OptimizationConfig
+from acn_tf.models import CoDistillation
+
+# Each network's initialisation seed is derived from the run's seed, so that the
+# classifiers start apart (DML needs that) and Phase A's networks differ from all.
+_SEEDS_PER_RUN = 1000
+_PHASE_A_OFFSET = _SEEDS_PER_RUN - 1
+
+
+def classifier_seed(seed: int, index: int) -> int:
+  """The initialisation seed of classifier `index` of a run with `seed`."""
+  return seed * _SEEDS_PER_RUN + index
+
+
+def phase_a_seed(seed: int) -> int:
+  """The seed Keras is set to before the generator and discriminator are built."""
+  return seed * _SEEDS_PER_RUN + _PHASE_A_OFFSET
+
+
+def use_xla(config: ExperimentConfig) -> bool:
+  """XLA is a GPU default: on this project's CPUs it measured slower (docs/KERAS_NOTES.md 5)."""
+  if config.runtime.jit_compile == "auto":
+    return bool(tf.config.list_physical_devices("GPU"))
+  return config.runtime.jit_compile == "true"
+
+
+def steps_per_epoch(config: ExperimentConfig, info: data.DatasetInfo) -> int:
+  if config.optimization.steps_per_epoch:
+    return config.optimization.steps_per_epoch
+  steps = info.num_train // config.data.batch_size
+  if steps == 0:
+    raise errors.ConfigError(
+        f"batch_size={config.data.batch_size} is larger than the {info.num_train} training "
+        "examples; lower batch_size (or raise train_examples).")
+  return steps
+
+
+def learning_rate_schedule(optimization: OptimizationConfig, steps: int):
+  """The classifiers' learning rate as a Keras schedule over optimizer steps."""
+  if optimization.lr_schedule == "constant":
+    return optimization.learning_rate
+  if optimization.lr_schedule == "cosine":
+    return keras.optimizers.schedules.CosineDecay(
+        optimization.learning_rate, decay_steps=max(1, optimization.epochs * steps))
+  boundaries = [epoch * steps for epoch in optimization.lr_decay_epochs]
+  values = [optimization.learning_rate * optimization.lr_decay_factor**k
+            for k in range(len(boundaries) + 1)]
+  return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def classifier_optimizer(optimization: OptimizationConfig,
+                         steps: int) -> keras.optimizers.Optimizer:
+  # Keras applies weight_decay as decoupled decay (w -= lr * wd * w), which for
+  # SGD equals L2 regularisation of the gradient up to the momentum buffer.
+  return keras.optimizers.SGD(
+      learning_rate=learning_rate_schedule(optimization, steps),
+      momentum=optimization.momentum, nesterov=optimization.nesterov,
+      weight_decay=optimization.weight_decay or None)
+
+
+def phase_a_optimizers(config: ExperimentConfig, with_discriminator: bool) -> dict:
+  """The generator's and the discriminator's Adam, as `compile()` takes them;
+  under mixed_float16 each is wrapped in a LossScaleOptimizer, since float16
+  gradients underflow."""
+  adversarial = config.adversarial
+
+  def adam(learning_rate):
+    optimizer = keras.optimizers.Adam(learning_rate, beta_1=adversarial.adversarial_beta_1)
+    if config.runtime.mixed_precision == "mixed_float16":
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+  return dict(generator_optimizer=adam(adversarial.generator_learning_rate),
+              discriminator_optimizer=(adam(adversarial.discriminator_learning_rate)
+                                       if with_discriminator else None))
+
+
+def build_classifiers(config: ExperimentConfig, info: data.DatasetInfo,
+                      channel_mean, channel_variance):
+  """n classifiers, each from its own seed so they start apart (DML needs that)."""
+  return [
+      backbones.build_classifier(
+          architecture, info.image_shape, info.num_classes, channel_mean,
+          channel_variance, name=f"classifier_{index}",
+          seed=classifier_seed(config.seed, index))
+      for index, architecture in enumerate(config.architectures)
+  ]
+
+
+def build_adversarial_model(config: ExperimentConfig, info: data.DatasetInfo, classifiers):
+  """The ACN model: a generator and (when gan_weight > 0) a discriminator for
+  `info`'s image shape around `classifiers`."""
+  from acn_tf.adversarial import AdversarialCoDistillation  # Only method=acn needs it.
+  adversarial = config.adversarial
+  keras.utils.set_random_seed(phase_a_seed(config.seed))
+  generator = generators.build_generator(
+      info.image_shape, adversarial.noise_channels, adversarial.generator_filters,
+      adversarial.generator_blocks)
+  discriminator = None
+  if adversarial.gan_weight > 0:
+    discriminator = discriminators.build_discriminator(
+        info.image_shape, adversarial.discriminator_filters, adversarial.spectral_norm)
+  return AdversarialCoDistillation(classifiers, generator, discriminator,
+                                   name="adversarial_codistillation")
+
+
+def set_execution_mode(config: ExperimentConfig) -> None:
+  """Global settings that must precede building: precision policy, determinism."""
+  precision = config.runtime.mixed_precision
+  keras.mixed_precision.set_global_policy("float32" if precision == "none" else precision)
+  if config.runtime.deterministic:
+    tf.config.experimental.enable_op_determinism()
+
+
+def build_model(config: ExperimentConfig, info: data.DatasetInfo, channel_mean,
+                channel_variance, steps: int) -> CoDistillation:
+  """The compiled training model of `config.method`, optimizers built.
+
+  Call inside the strategy's scope: everything here owns variables. Under
+  mixed_float16 Keras wraps the classifiers' optimizer in a LossScaleOptimizer
+  (compile's auto_scale_loss); `phase_a_optimizers` wraps the other two.
+  """
+  set_execution_mode(config)
+  try:
+    backbones.check_image_shape(info.image_shape)
+  except ValueError as error:
+    raise errors.ConfigError(f"dataset={config.data.dataset}: {error}") from None
+  classifiers = build_classifiers(config, info, channel_mean, channel_variance)
+  return assemble_model(config, classifiers, info, steps)
+
+
+def assemble_model(config: ExperimentConfig, classifiers, info: data.DatasetInfo,
+                   steps: int) -> CoDistillation:
+  """The compiled model of `config.method` around built `classifiers` ([0, 1] images
+  of `info.image_shape` in, logits out), optimizers built; `steps` per epoch set
+  the learning-rate schedule. The execution mode must already be set."""
+  optimizer = classifier_optimizer(config.optimization, steps)
+  if config.uses_adversarial_phase():
+    model = build_adversarial_model(config, info, classifiers)
+    model.compile(optimizer=optimizer, distillation=config.phase_b(),
+                  adversarial=config.adversarial, jit_compile=use_xla(config),
+                  **phase_a_optimizers(config, model.discriminator is not None))
+  else:
+    model = CoDistillation(classifiers, name="codistillation")
+    model.compile(optimizer=optimizer, distillation=config.phase_b(),
+                  jit_compile=use_xla(config))
+  model(tf.zeros((1, *info.image_shape)))
+  model.build_optimizers()
+  return model

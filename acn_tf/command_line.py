@@ -1,0 +1,109 @@
+"""From the command line to a config: overrides, config files, the registry.
+
+`resolve_config` is what `run.py` (and a test of it) calls: the named
+experiment, then a JSON config file, then --method, then `field=value`
+overrides, each checked against the schema of acn_tf/config.py.
+"""
+
+import json
+import os
+from typing import Any, Dict, Optional, Sequence
+
+from acn_tf.config import DATASET_HELP, ConfigError, ExperimentConfig, apply_overrides
+from acn_tf.experiments import experiment_names, get_experiment
+
+
+def parse_override_strings(items: Sequence[str]) -> Dict[str, str]:
+  """Parses ["key=value", ...] into a dict, rejecting malformed items."""
+  parsed = {}
+  for item in items:
+    key, separator, value = item.partition("=")
+    if not separator or not key.strip():
+      raise ConfigError(f"Override {item!r} is not of the form key=value "
+                        "(e.g. --override=epochs=10).")
+    parsed[key.strip()] = value.strip()
+  return parsed
+
+
+def load_config_file(path: str) -> Dict[str, Any]:
+  """Reads a JSON object of field values (e.g. a tuner's best_config.json).
+
+  Every way the file can be unusable is a ConfigError naming the flag and the file.
+  """
+  flag = f"--config_file={path}"
+  example = 'e.g. {"learning_rate": 0.05, "epochs": 30} or a search\'s best_config.json'
+  if not os.path.exists(path):
+    raise ConfigError(f"{flag}: no such file. Give the path of a JSON object of config "
+                      f"fields, {example}.")
+  if os.path.isdir(path):
+    raise ConfigError(f"{flag} is a directory, not a JSON file; give the file itself, "
+                      f"{example}.")
+  try:
+    with open(path, encoding="utf-8") as handle:
+      text = handle.read()
+  except UnicodeDecodeError:
+    raise ConfigError(f"{flag} is not a UTF-8 text file: expected a JSON object of config "
+                      f"fields, {example}.") from None
+  except OSError as error:
+    raise ConfigError(f"{flag} cannot be read ({error.strerror or error}); check that it "
+                      "is a readable file.") from None
+  try:
+    values = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise ConfigError(f"{flag} is not valid JSON ({error.msg}, line {error.lineno} column "
+                      f"{error.colno}); expected a JSON object of config fields, "
+                      f"{example}.") from None
+  if not isinstance(values, dict):
+    raise ConfigError(f"{flag} holds a JSON {type(values).__name__}, not an object of "
+                      f"config fields; expected {example}.")
+  return values
+
+
+def resolve_config(experiment: Optional[str],
+                   method: Optional[str] = None,
+                   config_file: Optional[str] = None,
+                   overrides: Sequence[str] = ()) -> ExperimentConfig:
+  """The base, then the config file, then --method, then overrides.
+
+  The base is the registered `experiment` when one is named; without it, the
+  config file is a whole experiment of its own: its fields over
+  ExperimentConfig's defaults, so it (or an override) must give `dataset`.
+  The file's `name` names the experiment (and the default model_dir); without
+  one, a named base keeps its name and a file alone is named after the file
+  (my_experiment.json: "my_experiment").
+  """
+  if not experiment and not config_file:
+    raise ConfigError(
+        "--experiment or --config_file is required: --experiment=NAME runs a registered "
+        f"experiment ({', '.join(experiment_names())}); --config_file=FILE.json runs the "
+        'experiment that file defines, e.g. {"name": "flowers", "dataset": '
+        '"folder:/data/flowers/train", "test_fraction": 0.2, "image_size": 64}.')
+  file_values: Dict[str, Any] = load_config_file(config_file) if config_file else {}
+  name = file_values.pop("name", None)
+  if name is not None and (not isinstance(name, str) or not name.strip()):
+    raise ConfigError(f"--config_file={config_file}: name must be a non-empty string, got "
+                      f"{name!r}.")
+  parsed_overrides = parse_override_strings(overrides)
+  if experiment:
+    config = get_experiment(experiment)
+  else:
+    if "dataset" not in file_values and "dataset" not in parsed_overrides:
+      raise ConfigError(
+          f"--config_file={config_file} gives no dataset, and no --experiment gives one: "
+          f'add "dataset": one of {DATASET_HELP}, to the file, or name a registered '
+          f"experiment as its base with --experiment=NAME ({', '.join(experiment_names())}).")
+    stem = os.path.splitext(os.path.basename(config_file))[0]
+    dataset = file_values.get("dataset", parsed_overrides.get("dataset"))
+    config = ExperimentConfig.from_fields(
+        name=stem, dataset=dataset if isinstance(dataset, str) else "")
+  if name is not None:
+    config = config.replace(name=name.strip())
+  if file_values:
+    try:
+      config = apply_overrides(config, file_values)
+    except ConfigError as error:
+      raise ConfigError(f"--config_file={config_file}: {error}") from None
+  if method:
+    config = apply_overrides(config, {"method": method})
+  config = apply_overrides(config, parsed_overrides)
+  return config.validate()

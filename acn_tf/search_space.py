@@ -1,0 +1,95 @@
+"""The grammar of `search_space` entries (`field=log:LOW:HIGH`, ...).
+
+Parsed here, without keras-tuner, so that `ExperimentConfig.validate()` checks a
+search space before any trial runs; acn_tf/tuning.py turns each dimension into a
+keras-tuner hyperparameter.
+"""
+
+import dataclasses
+import math
+from typing import Any, Sequence, Tuple
+
+from acn_tf import config
+from acn_tf.errors import ConfigError
+
+SEARCH_KINDS = ("log", "linear", "int", "choice")
+# Every trial must be scored on the same validation examples, carved with the
+# same seed, so the fields that shape the data splits are not searchable; nor
+# are those that shape the images (the channel statistics are computed once).
+UNSEARCHABLE_FIELDS = ("seed", "train_examples", "validation_fraction", "test_fraction",
+                       "image_size", "channels")
+_SPEC_HELP = ("expected field=SPEC with SPEC one of log:LOW:HIGH, LOW:HIGH, "
+              "int:LOW:HIGH or choice:A|B|C, e.g. learning_rate=log:0.01:0.2")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchDimension:
+  """One `search_space` entry: the field to tune and the values it may take."""
+
+  field: str
+  kind: str  # One of SEARCH_KINDS; "linear" and "log" sample floats.
+  low: float = 0.0
+  high: float = 0.0
+  choices: Tuple[Any, ...] = ()
+
+
+def parse_search_space(entries: Sequence[str]) -> Tuple[SearchDimension, ...]:
+  """Parses every entry; raises ConfigError naming the bad one and the fix."""
+  dimensions = tuple(parse_search_dimension(entry) for entry in entries)
+  fields = [dimension.field for dimension in dimensions]
+  repeated = sorted({field for field in fields if fields.count(field) > 1})
+  if repeated:
+    raise ConfigError(f"search_space names {', '.join(repeated)} more than once; "
+                      "give one entry per field.")
+  return dimensions
+
+
+def parse_search_dimension(entry: str) -> SearchDimension:
+  field, separator, spec = (part.strip() for part in entry.partition("="))
+  if not separator or not field or not spec:
+    raise ConfigError(f"search_space entry {entry!r}: {_SPEC_HELP}.")
+  kind = config.field_types().get(field)
+  if kind not in (int, float) or field == "name":
+    numeric = sorted(name for name, field_kind in config.field_types().items()
+                     if field_kind in (int, float) and name not in UNSEARCHABLE_FIELDS)
+    raise ConfigError(f"search_space entry {entry!r}: {field!r} is not a numeric config "
+                      f"field. Searchable fields: {', '.join(numeric)}.")
+  if field in UNSEARCHABLE_FIELDS:
+    raise ConfigError(f"search_space entry {entry!r}: {field} shapes the data splits or "
+                      "the images, which must be the same for every trial; set it with an "
+                      "override.")
+  try:
+    dimension = _parse_spec(field, kind, spec)
+  except ValueError as error:
+    raise ConfigError(f"search_space entry {entry!r}: {error}; {_SPEC_HELP}.") from None
+  return dimension
+
+
+def _parse_spec(field: str, kind: Any, spec: str) -> SearchDimension:
+  """Raises ValueError (with the reason) for a malformed or empty range."""
+  head, _, rest = spec.partition(":")
+  if head == "choice":
+    choices = tuple(config.parse_scalar(kind, value.strip()) for value in rest.split("|"))
+    if any(isinstance(choice, float) and not math.isfinite(choice) for choice in choices):
+      raise ValueError(f"choices must be finite numbers, got {rest}")
+    if len(choices) < 2 or len(set(choices)) != len(choices):
+      raise ValueError("choice needs at least two distinct values (one value is not "
+                       "a search: set it with an override)")
+    return SearchDimension(field, "choice", choices=choices)
+  search_kind = head if head in ("log", "int") else "linear"
+  bounds = rest.split(":") if search_kind != "linear" else spec.split(":")
+  if search_kind == "linear" and len(bounds) == 3:
+    raise ValueError(f"unknown kind {head!r}")
+  if len(bounds) != 2:
+    raise ValueError(f"{search_kind} needs exactly two bounds LOW:HIGH")
+  number = int if search_kind == "int" else float
+  low, high = (number(bound.strip()) for bound in bounds)
+  if not (math.isfinite(low) and math.isfinite(high)):
+    raise ValueError(f"bounds must be finite numbers, got {low} and {high}")
+  if kind is int and search_kind != "int":
+    raise ValueError(f"{field} is an integer field: use int:LOW:HIGH or choice")
+  if not low < high:
+    raise ValueError(f"LOW={low} must be below HIGH={high}")
+  if search_kind == "log" and low <= 0:
+    raise ValueError(f"log sampling needs LOW > 0, got {low}")
+  return SearchDimension(field, search_kind, low=low, high=high)

@@ -1,0 +1,131 @@
+"""The configuration schema: sections, names, defaults, checks, and which method
+reads which setting."""
+
+import dataclasses
+import json
+import typing
+
+import numpy as np
+import pytest
+
+from acn_tf import builders, config as config_lib, experiments
+from acn_tf.config import ConfigError, ExperimentConfig
+from acn_tf.data import DatasetInfo
+
+
+def _leaf_names(cls):
+  """Every non-section field name under `cls`, by walking the dataclasses."""
+  names = []
+  hints = typing.get_type_hints(cls)
+  for field in dataclasses.fields(cls):
+    kind = hints[field.name]
+    names.extend(_leaf_names(kind) if dataclasses.is_dataclass(kind) else [field.name])
+  return names
+
+
+def test_every_setting_has_one_name_across_the_sections():
+  names = _leaf_names(ExperimentConfig)
+  assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+  assert list(config_lib.FIELDS) == names
+
+
+def test_settings_are_set_and_read_by_name_whichever_section_holds_them():
+  config = ExperimentConfig.from_fields(name="x", dataset="digits", wrc_alpha=0.2,
+                                        ras_steps=3, epochs=7, temperature=4.0)
+  assert config.adversarial.wrc_alpha == 0.2 == config.get("wrc_alpha")
+  assert config.adversarial.search.ras_steps == 3
+  assert config.optimization.epochs == 7 and config.distillation.temperature == 4.0
+  changed = config.replace(ras_epsilon=0.05, adversarial_beta_1=0.9)
+  assert changed.adversarial.search.ras_epsilon == 0.05
+  assert changed.adversarial.search.ras_steps == 3  # The rest of the section stays.
+  assert changed.adversarial.adversarial_beta_1 == 0.9
+  # A whole section, then a setting inside it, in one call.
+  replaced = config.replace(adversarial=config_lib.AdversarialConfig(), ras_steps=5)
+  assert replaced.adversarial.wrc_alpha == config_lib.AdversarialConfig().wrc_alpha
+  assert replaced.adversarial.search.ras_steps == 5
+  with pytest.raises(ConfigError, match="Unknown config key 'wrc_alpa'"):
+    config.replace(wrc_alpa=0.1)
+
+
+def test_to_dict_is_flat_and_round_trips_through_json():
+  config = experiments.get_experiment("fashion_mnist_small").replace(method="acn",
+                                                                     ras_steps=2)
+  values = json.loads(json.dumps(config.to_dict()))
+  assert set(values) == set(config_lib.FIELDS)
+  assert values["ras_steps"] == 2 and values["architectures"] == ["resnet8", "resnet8"]
+  assert config_lib.config_from_dict(values) == config
+
+
+def test_a_saved_config_without_newer_settings_loads_with_their_defaults():
+  values = experiments.get_experiment("digits").to_dict()
+  for newer in ("image_size", "channels", "test_folder"):
+    del values[newer]
+  assert config_lib.config_from_dict(values) == experiments.get_experiment("digits")
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(epochs=0), "epochs must be > 0, got 0."),
+    (dict(weight_decay=-1.0), "weight_decay must be >= 0, got -1.0."),
+    (dict(validation_fraction=1.0), r"validation_fraction must be in \[0, 1\), got 1.0."),
+    (dict(momentum=1.5), r"momentum must be in \[0, 1\], got 1.5."),
+    (dict(wrc_alpha=2.0), "wrc_alpha must be in .* pixel units"),
+    (dict(channels=2), "channels=2 is not one of 1, 3, 0. 1 is grayscale"),
+    (dict(divergence="kl"), "divergence='kl' is not one of js, sym_kl"),
+    (dict(ras_mask_source="both"), "ras_mask_source='both' is not one of search, update"),
+    (dict(adversarial_beta_1=1.0), r"adversarial_beta_1 must be in \[0, 1\)"),
+    (dict(generator_updates=0), "generator_updates must be > 0"),
+])
+def test_each_declared_range_is_checked(change, message):
+  config = experiments.get_experiment("digits")
+  config.validate()
+  with pytest.raises(ConfigError, match=message):
+    config.replace(**change).validate()
+
+
+# -- Which settings each method reads -----------------------------------------------
+
+
+def _another_value(name: str, value):
+  """A valid value other than `value` for the setting `name`."""
+  choices = config_lib.FIELDS[name].metadata.get("choices")
+  if choices:
+    return next(choice for choice in choices if choice != value)
+  if isinstance(value, bool):
+    return not value
+  if isinstance(value, int):
+    return value + 1
+  if isinstance(value, float):
+    return value / 2 if value else 0.1
+  raise AssertionError(f"no other value for {name}={value!r}")
+
+
+def _weights_after_a_step(config):
+  info = DatasetInfo("digits", 10, (8, 8, 1), 64, 0, 64, "synthetic")
+  model = builders.build_model(config, info, [0.5], [0.08], steps=2)
+  rng = np.random.default_rng(0)
+  images = rng.random((32, 8, 8, 1), dtype=np.float32)
+  labels = rng.integers(0, 10, 32)
+  model.train_on_batch(images, labels)
+  return [v.numpy() for v in model.classifier_variables]
+
+
+@pytest.mark.parametrize("method", ["independent", "dml"])
+def test_settings_a_method_does_not_read_change_nothing_in_its_step(method):
+  """`fields_unused_by` (which the tuner leaves out of a search) is what the
+  step does: every such setting changed at once gives the same weights."""
+  base = experiments.get_experiment("digits").replace(method=method)
+  unused = config_lib.fields_unused_by(method)
+  assert {"wrc_alpha", "ras_steps", "adv_weight", "adv_normalization"} <= unused
+  assert ("kd_weight" in unused) == (method == "independent")
+  changed = base.replace(**{name: _another_value(name, base.get(name))
+                            for name in unused}).validate()
+  for before, after in zip(_weights_after_a_step(base), _weights_after_a_step(changed)):
+    np.testing.assert_array_equal(before, after)
+  # And a setting the method does read changes them (the comparison can fail).
+  read = base.replace(learning_rate=base.optimization.learning_rate / 2)
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(_weights_after_a_step(base), _weights_after_a_step(read)))
+
+
+def test_acn_reads_every_setting():
+  assert config_lib.fields_unused_by("acn") == frozenset()
