@@ -21,7 +21,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.hparams import api_pb2 as hparams_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
-from acn_tf import builders, data, strict_json, training
+from acn_tf import builders, data, run_dir, strict_json, training
 from acn_tf.config import ConfigError, ExperimentConfig, config_differences, fields_unused_by
 from acn_tf.search_space import SearchDimension, parse_search_space
 
@@ -32,7 +32,7 @@ BEST_CONFIG_FILE = "best_config.json"
 RESULTS_FILE = "tuning_results.json"
 SEARCH_FILE = "search.json"
 # TensorBoard's HParams dashboard: the search space at this root, a run per trial.
-HPARAMS_DIR = os.path.join(training.LOG_DIR, "hparams")
+HPARAMS_DIR = os.path.join(run_dir.LOG_DIR, "hparams")
 DEFAULT_VALIDATION_FRACTION = 0.1
 
 # -- Search space -----------------------------------------------------------------

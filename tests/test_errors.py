@@ -2,7 +2,7 @@
 
 The battery is table-driven: each case prepares its files, then makes the same
 calls a `run.py` mode makes (resolve_config + training.train, training.evaluate,
-training.export, training.check_search_dir), in-process. Every case asserts the
+training.export, run_dir.check_search_dir), in-process. Every case asserts the
 error type, that the message has no traceback and names the flag, field, file or
 path at fault, and that the model_dir is exactly as it was (files, sizes and
 modification times; a model_dir that did not exist still does not). A few cases
@@ -34,8 +34,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from acn_tf import run_dir
 from acn_tf import (command_line, config as config_lib, data, errors, experiments,
-                    safety, strict_json, training)
+                    safety, sources, strict_json, training)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IS_ROOT = os.geteuid() == 0
@@ -352,7 +353,7 @@ def data_dir_empty_while_the_default_place_has_the_data(env):
   # still be the only place data is read from.
   debian = os.path.join(env.tmp, "debian")
   write_fashion(debian)
-  env.monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", debian)
+  env.monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", debian)
   os.makedirs(env.data_dir)
   return lambda: env.train("fashion_mnist", data_dir=env.data_dir)
 
@@ -624,7 +625,7 @@ def export_search_dir(env):
 @case(errors.ModelDirError, "--model_dir={model_dir}", "holds a training run")
 def tune_into_a_training_run(env):
   write_run_dir(env.model_dir)
-  return lambda: training.check_search_dir(env.model_dir)
+  return lambda: run_dir.check_search_dir(env.model_dir)
 
 
 @case(errors.ModelDirError, "{model_dir}/search.json", "damaged")
@@ -632,13 +633,13 @@ def tune_damaged_search(env):
   write_search_dir(env.model_dir)
   with open(os.path.join(env.model_dir, "search.json"), "w") as handle:
     handle.write("{")
-  return lambda: training.check_search_dir(env.model_dir)
+  return lambda: run_dir.check_search_dir(env.model_dir)
 
 
 @case(errors.ModelDirError, "Cannot create --model_dir={model_dir}")
 def tune_model_dir_cannot_be_created(env):
   env.model_dir = "/sys/acn-tf-test-search" if IS_ROOT else "/proc/acn-tf-test-search"
-  return lambda: training.check_search_dir(env.model_dir)
+  return lambda: run_dir.check_search_dir(env.model_dir)
 
 
 def test_the_battery_is_large():
@@ -760,7 +761,7 @@ def test_user_errors_become_a_message_and_bugs_keep_their_traceback(run_module, 
 
 def test_tuning_markers_match_the_tuner():
   from acn_tf import tuning
-  assert training.TUNING_MARKERS == (tuning.SEARCH_FILE, tuning.TUNER_DIR)
+  assert run_dir.TUNING_MARKERS == (tuning.SEARCH_FILE, tuning.TUNER_DIR)
 
 
 # ---------------------------------------------------------------------------

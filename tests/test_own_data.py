@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from acn_tf import (backbones, builders, command_line, config as config_lib, data,
-                    discriminators, errors, experiments, training)
+                    discriminators, errors, experiments, sources, training)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -261,7 +261,7 @@ def test_cifar_class_names_come_with_the_files(tmp_path):
 
 
 def test_a_tfds_dataset_by_name_under_mock_data(monkeypatch):
-  monkeypatch.setattr(data, "check_download_host", lambda name: None)  # mock_data downloads.
+  monkeypatch.setattr(sources, "check_download_host", lambda name: None)  # mock_data downloads.
   with tfds.testing.mock_data(num_examples=12):
     splits = data.load_splits("tfds:svhn_cropped", None)
     gray = data.load_splits("tfds:svhn_cropped", None, image_size=16, channels=1)
@@ -323,7 +323,7 @@ def own_tfds_dir(tmp_path_factory):
 
 def test_a_tfds_dataset_prepared_in_data_dir(own_tfds_dir, monkeypatch):
   downloads = []
-  monkeypatch.setattr(data, "_download_and_prepare", downloads.append)
+  monkeypatch.setattr(sources, "_download_and_prepare", downloads.append)
   with pytest.raises(errors.ConfigError, match=r"no 'test' split \(its splits: train\)"):
     data.load_splits("tfds:own_shapes", own_tfds_dir, image_size=8)
   halves = dict(train_split="train[:75%]", test_split="train[75%:]")
@@ -350,9 +350,9 @@ def test_a_tfds_dataset_prepared_in_data_dir(own_tfds_dir, monkeypatch):
 
 
 def test_download_hosts_of_any_tfds_dataset_come_from_its_builder():
-  assert data._download_hosts("svhn_cropped") == ["ufldl.stanford.edu"]
-  assert data._download_hosts("cifar100") == ["www.cs.toronto.edu"]
-  assert data._download_hosts("digits") == []
+  assert sources._download_hosts("svhn_cropped") == ["ufldl.stanford.edu"]
+  assert sources._download_hosts("cifar100") == ["www.cs.toronto.edu"]
+  assert sources._download_hosts("digits") == []
 
 
 # -- Shapes --------------------------------------------------------------------------------

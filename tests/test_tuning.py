@@ -13,7 +13,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2 as hparams_api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from acn_tf import command_line, config as config_lib, search_space, training, tuning
+from acn_tf import (command_line, config as config_lib, run_dir, search_space, training,
+                    tuning)
 from acn_tf.config import ConfigError
 from acn_tf.search_space import SearchDimension
 
@@ -175,7 +176,7 @@ def test_search_writes_the_best_trials_full_config(search, tmp_path):
   assert best.replace(**{field: defaults.get(field) for field in searched}) == defaults
 
   results = training.train(best, str(tmp_path / "best_run"), verbose=0)
-  assert os.path.exists(tmp_path / "best_run" / training.RESULTS_FILE)
+  assert os.path.exists(tmp_path / "best_run" / run_dir.RESULTS_FILE)
   assert results["method"] == "acn" and results["config"] == best.to_dict()
 
 
