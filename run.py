@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from acn_tf import command_line, config as config_lib, errors  # noqa: E402
+from acn_tf import command_line, config as config_lib, errors, run_dir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Registered experiment name, e.g. digits, "
@@ -171,7 +171,7 @@ def _run() -> None:
   elif FLAGS.mode == "tune":
     config = _resolved_config()
     model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config) + "-tune")
-    training.check_search_dir(model_dir)
+    run_dir.check_search_dir(model_dir)
     from acn_tf import tuning
     summary = tuning.tune(config, model_dir, FLAGS.data_dir, tuner=FLAGS.tuner,
                           max_trials=FLAGS.max_trials, strategy=strategy,
@@ -183,7 +183,7 @@ def _run() -> None:
     model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config))
     results = training.train(config, model_dir, FLAGS.data_dir, strategy,
                              verbose=keras_verbosity(), export=FLAGS.export)
-    print(f"Wrote {os.path.join(model_dir, training.RESULTS_FILE)}")
+    print(f"Wrote {os.path.join(model_dir, run_dir.RESULTS_FILE)}")
     _print_summary(results)
 
 
