@@ -134,7 +134,8 @@ class OptimizationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DistillationConfig:
-  """Phase B: L_i = CE + kd_weight T² KL + adv_weight (T² KL + adv_ce_weight CE) on x̃."""
+  """Phase B: L_i = CE + kd_weight T² KL on x
+  + adv_weight (adv_kd_weight T² KL + adv_ce_weight CE) on x̃."""
 
   # `independent` is DML with the distillation term off: it reads neither.
   temperature: float = positive(1.0, methods=("dml", "acn"))
@@ -142,6 +143,10 @@ class DistillationConfig:
   # The divergent-batch terms: ACN only.
   adv_weight: float = non_negative(1.0, methods=("acn",))
   adv_ce_weight: float = non_negative(1.0, methods=("acn",))
+  # Weight of the peers' agreement (T² KL) on x̃; the spec's 1. At 0 the divergent
+  # batch only asks for its label: adversarial data augmentation guided by the
+  # classifiers' disagreement, which separates the two halves of the term.
+  adv_kd_weight: float = non_negative(1.0, methods=("acn",))
   # Averaging of the divergent-batch loss over the label mask m. "kept" (mean over
   # kept examples) is the spec's literal reading; it collapses training from
   # scratch (measured, see experiments/RESULTS.md), so the default is "batch":

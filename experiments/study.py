@@ -51,6 +51,8 @@ VARIANTS = {
     "acn_warmup_20": ("--method=acn", "--override=adv_warmup_epochs=20"),
     "acn_ball_0.05": ("--method=acn", "--override=ras_epsilon=0.05",
                       "--override=wrc_alpha=0.05"),
+    # x̃ with its label only, no agreement asked on it (adv_kd_weight=0).
+    "acn_adv_kd_0": ("--method=acn", "--override=adv_kd_weight=0"),
 }
 
 
