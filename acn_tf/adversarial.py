@@ -150,10 +150,9 @@ class AdversarialCoDistillation(CoDistillation):
     return label_mask(logits, labels, self.adversarial.search.ras_label_restrict)
 
   def divergent_batch_loss(self, divergent_logits, labels, keep_mask) -> tf.Tensor:
-    """adv_weight * Σ_i mean over m of (adv_kd_weight T² KL to the peers +
-    adv_ce_weight CE) on
-    x̃: "batch" divides the masked sum by the batch size, "kept" by the number
-    of kept examples (`adv_normalization`)."""
+    """adv_weight Σ_i mean over m of (adv_kd_weight T² KL to the peers +
+    adv_ce_weight CE) on x̃: "batch" divides the masked sum by the batch size,
+    "kept" by the number of kept examples (`adv_normalization`)."""
     distillation = self.distillation
     per_classifier = losses.codistillation_losses(
         divergent_logits, labels, distillation.temperature, distillation.adv_kd_weight,
