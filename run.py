@@ -46,7 +46,7 @@ flags.DEFINE_string("config_file", None, "JSON object of config fields (e.g. a t
 flags.DEFINE_enum("checkpoint", "final", ["final", "best"],
                   "--mode=eval: the final weights, or the best by validation ensemble "
                   "top-1 (needs validation_fraction > 0 when training).")
-flags.DEFINE_enum("tuner", "random", ["random", "bayesian", "hyperband"],
+flags.DEFINE_enum("tuner", "random", list(config_lib.TUNERS),
                   "--mode=tune: the keras-tuner algorithm.")
 flags.DEFINE_integer("max_trials", 10, "--mode=tune: trials in all (a re-run continues).")
 flags.DEFINE_enum("strategy", "auto", list(config_lib.STRATEGIES),

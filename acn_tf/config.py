@@ -49,6 +49,8 @@ MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 # Distribution strategies (acn_tf/distribute.py); listed here, where run.py can
 # read them without importing TensorFlow before its flags are parsed.
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+# keras-tuner's search algorithms (acn_tf/tuning.py), for the same reason.
+TUNERS = ("random", "bayesian", "hyperband")
 
 # A configuration value, override or config file is invalid; the message says how
 # to fix it. Defined in acn_tf/errors.py with the project's other error types.

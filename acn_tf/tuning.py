@@ -22,10 +22,10 @@ from tensorboard.plugins.hparams import api_pb2 as hparams_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
 from acn_tf import builders, data, run_dir, strict_json, training
-from acn_tf.config import ConfigError, ExperimentConfig, config_differences, fields_unused_by
+from acn_tf.config import (TUNERS, ConfigError, ExperimentConfig, config_differences,
+                           fields_unused_by)
 from acn_tf.search_space import SearchDimension, parse_search_space
 
-TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVE = kt.Objective("val_ensemble_top1", direction="max")
 TUNER_DIR = "tuner"
 BEST_CONFIG_FILE = "best_config.json"
