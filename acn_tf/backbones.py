@@ -30,6 +30,9 @@ def check_architecture_name(name: str) -> None:
     if (int(wide.group(1)) - 4) % 6 or int(wide.group(1)) < 10:
       raise ValueError(f"Architecture {name!r}: WRN depth must be 6n+4 "
                        "(wrn16_2, wrn28_10, ...).")
+    if int(wide.group(2)) < 1:
+      raise ValueError(f"Architecture {name!r}: the WRN width factor must be >= 1 "
+                       "(wrn16_1, wrn16_2, wrn28_10, ...).")
     return
   if name == "small_cnn":
     return

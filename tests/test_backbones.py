@@ -247,6 +247,7 @@ def test_grayscale_resnet8():
 @pytest.mark.parametrize("name,message", [
     ("resnet21", "6n\\+2"), ("resnet2", "6n\\+2"), ("resnet33", "6n\\+2"),
     ("wrn15_4", "6n\\+4"), ("wrn4_2", "6n\\+4"), ("wrn29_10", "6n\\+4"),
+    ("wrn16_0", "width factor must be >= 1"),
     ("vgg16", "Unknown architecture"), ("resnet", "Unknown architecture"),
     ("ResNet32", "Unknown architecture"), ("wrn28-10", "Unknown architecture"),
     ("wrn28", "Unknown architecture"), ("small-cnn", "Unknown architecture"),
