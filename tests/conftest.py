@@ -1,10 +1,21 @@
-"""Test set-up: quiet TensorFlow, and two logical CPU devices for strategy tests.
+"""Test set-up, and what several test files share.
 
-The logical devices must be configured before TensorFlow initialises its
-devices, so this runs at import time, before any test module touches tf.
+Set-up: quiet TensorFlow, and two logical CPU devices for strategy tests. The
+logical devices must be configured before TensorFlow initialises its devices,
+so this runs at import time, before any test module touches tf.
+
+Shared: Phase A's settings as the spec gives them; run.py run as a user runs it
+(a subprocess: exit status, stderr, TensorFlow's start-up) or in this process
+(its own `main`: the same flags, messages and exit status, without a second
+TensorFlow start-up); what a run's directory holds. Small networks and batches
+are in tests/tiny_models.py, fake dataset files in tests/dataset_files.py.
 """
 
+import importlib.util
+import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,7 +25,13 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
+import pytest  # noqa: E402
+
+from acn_tf import strict_json  # noqa: E402
 from acn_tf.config import AdversarialConfig, ExperimentConfig  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_PY = os.path.join(ROOT, "run.py")
 
 
 def spec_phase_a(**settings) -> AdversarialConfig:
@@ -25,3 +42,143 @@ def spec_phase_a(**settings) -> AdversarialConfig:
   spec = dict(divergence="js", divergence_temperature=1.0, keep_label_weight=1.0,
               divergence_weight=1.0, ras_epsilon=8.0 / 255.0, ras_mask_source="search")
   return ExperimentConfig.from_fields(**{**spec, **settings}).adversarial
+
+
+# -- run.py in a process of its own ---------------------------------------------------
+
+
+def subprocess_environment(**variables):
+  """os.environ with TensorFlow's C++ logging off, and `variables` on top."""
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **variables)
+
+
+def run_py(*arguments, cwd=ROOT, env=None, timeout=300):
+  """`python run.py ARGUMENTS`, waited for; a CompletedProcess with text output."""
+  return subprocess.run([sys.executable, RUN_PY, *arguments], cwd=cwd,
+                        env=env or subprocess_environment(), capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def start_run_py(*arguments, cwd=ROOT, env=None, output=subprocess.PIPE):
+  """`python run.py ARGUMENTS` started, not waited for (a Popen with text output)."""
+  return subprocess.Popen([sys.executable, RUN_PY, *arguments], cwd=cwd,
+                          env=env or subprocess_environment(), stdout=output,
+                          stderr=output, text=True)
+
+
+def run_py_together(*commands, timeout=300):
+  """Each of `commands` (a list of run.py arguments) in a process of its own, all
+  at once: most of a short run is TensorFlow's start-up on one core, so two
+  runs take little longer than one on this project's 2-core machines. Returns
+  their CompletedProcesses in order."""
+  processes = [start_run_py(*arguments) for arguments in commands]
+  completed = []
+  for process in processes:
+    stdout, stderr = process.communicate(timeout=timeout)
+    completed.append(subprocess.CompletedProcess(process.args, process.returncode,
+                                                 stdout, stderr))
+  return completed
+
+
+def error_lines(stderr):
+  """stderr without TensorFlow's start-up chatter (absl's pre-init warnings)."""
+  return [line for line in stderr.splitlines()
+          if line.startswith(("error:", "interrupted:", "Traceback"))]
+
+
+# -- run.py in this process -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def run_module():
+  """run.py as a module (its absl flags can be defined once per process)."""
+  spec = importlib.util.spec_from_file_location("acn_run_entry_point", RUN_PY)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture
+def run_py_here(run_module, capfd, monkeypatch, tmp_path):
+  """Runs run.py's `main` in this process as `absl.app.run` would, with `cwd`
+  (default: the test's tmp_path, where a default model_dir would go). Returns
+  what `run_py` returns: the exit status (SystemExit's code, 0 without one),
+  stdout and stderr (file descriptors 1 and 2, as a process's)."""
+  from absl import flags, logging
+
+  def run(*arguments, cwd=None):
+    monkeypatch.chdir(cwd or tmp_path)
+    capfd.readouterr()
+    verbosity = logging.get_verbosity()
+    flags.FLAGS.unparse_flags()
+    try:
+      argv = flags.FLAGS(["run.py", *arguments])
+      run_module.main(argv)
+      status = 0
+    except SystemExit as exit:
+      status = exit.code
+    finally:
+      flags.FLAGS.unparse_flags()
+      logging.set_verbosity(verbosity)
+    stdout, stderr = capfd.readouterr()
+    return subprocess.CompletedProcess(["run.py", *arguments], status, stdout, stderr)
+
+  return run
+
+
+def assert_one_error_line(completed, *culprits, status=2):
+  """Exit status `status`, no traceback, and stderr's only message is one
+  `error:` line naming every culprit. Returns that line."""
+  assert completed.returncode == status, completed.stderr[-3000:]
+  assert "Traceback" not in completed.stderr
+  lines = error_lines(completed.stderr)
+  assert len(lines) == 1 and lines[0].startswith("error: "), completed.stderr[-3000:]
+  for culprit in culprits:
+    assert culprit in lines[0], (culprit, lines[0])
+  return lines[0]
+
+
+# -- What a run's directory holds --------------------------------------------------------
+
+
+def snapshot(path, recursive=True):
+  """{relative path: (size, mtime_ns)} of everything under `path` (None if absent)."""
+  if not os.path.lexists(path):
+    return None
+  if not os.path.isdir(path):
+    status = os.lstat(path)
+    return {".": (status.st_size, status.st_mtime_ns)}
+  entries = {}
+  for root, directories, files in os.walk(path):
+    for name in directories + files:
+      full = os.path.join(root, name)
+      status = os.lstat(full)
+      entries[os.path.relpath(full, path)] = (
+          None if os.path.isdir(full) else status.st_size, status.st_mtime_ns)
+    if not recursive:
+      break
+  return entries
+
+
+def strict_json_files(model_dir):
+  """Parses every .json under model_dir with a parser that rejects NaN and Infinity."""
+  parsed = {}
+  for root, _, files in os.walk(model_dir):
+    for name in files:
+      if name.endswith(".json") or name.endswith(".json.bkp"):
+        path = os.path.join(root, name)
+        with open(path) as handle:
+          parsed[os.path.relpath(path, model_dir)] = strict_json.loads(handle.read())
+  return parsed
+
+
+def write_json(path, values):
+  """Writes `values` as JSON to `path` (a str or pathlib.Path); returns the path as a str."""
+  with open(path, "w") as handle:
+    json.dump(values, handle)
+  return str(path)
+
+
+def read_json(path):
+  with open(path) as handle:
+    return json.load(handle)

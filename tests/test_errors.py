@@ -5,8 +5,10 @@ calls a `run.py` mode makes (resolve_config + training.train, training.evaluate,
 training.export, run_dir.check_search_dir), in-process. Every case asserts the
 error type, that the message has no traceback and names the flag, field, file or
 path at fault, and that the model_dir is exactly as it was (files, sizes and
-modification times; a model_dir that did not exist still does not). A few cases
-run `run.py` itself, for the exit status and a stderr without traceback.
+modification times; a model_dir that did not exist still does not). Then run.py's
+own entry point with bad flags, in this process (its exit status and one error
+line), and for one config, one model_dir and one data error in a process of its
+own (the exit status, and a stderr without traceback or TensorFlow's chatter).
 
 Then: a diverged run stops within the epoch and keeps its last good checkpoint
 (and resumes from it with another learning rate), SIGTERM leaves a checkpoint
@@ -15,15 +17,11 @@ one, and every JSON file a run writes is strict JSON.
 """
 
 import gzip
-import importlib.util
 import io
 import json
 import os
 import pickle
 import signal
-import struct
-import subprocess
-import sys
 import tarfile
 import time
 import types
@@ -34,41 +32,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import run_dir
 from acn_tf import (command_line, config as config_lib, data, errors, experiments,
-                    safety, sources, strict_json, training)
+                    run_dir, safety, sources, strict_json, training)
+from conftest import (ROOT, assert_one_error_line, error_lines, run_py, snapshot,
+                      start_run_py, strict_json_files)
+from dataset_files import write_idx
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IS_ROOT = os.geteuid() == 0
 
 
 # ---------------------------------------------------------------------------
 # Helpers.
-
-
-def snapshot(path, recursive=True):
-  """{relative path: (size, mtime_ns)} of everything under `path` (None if absent)."""
-  if not os.path.lexists(path):
-    return None
-  if not os.path.isdir(path):
-    status = os.lstat(path)
-    return {".": (status.st_size, status.st_mtime_ns)}
-  entries = {}
-  for root, directories, files in os.walk(path):
-    for name in directories + files:
-      full = os.path.join(root, name)
-      status = os.lstat(full)
-      entries[os.path.relpath(full, path)] = (
-          None if os.path.isdir(full) else status.st_size, status.st_mtime_ns)
-    if not recursive:
-      break
-  return entries
-
-
-def write_idx(path, array, magic):
-  header = struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in array.shape)
-  with gzip.open(path, "wb") as handle:
-    handle.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
 def write_fashion(directory, num_train=12, num_test=5, image_size=28, labels=None):
@@ -77,9 +51,10 @@ def write_fashion(directory, num_train=12, num_test=5, image_size=28, labels=Non
   for prefix, count in (("train", num_train), ("t10k", num_test)):
     images = rng.integers(0, 256, (count, image_size, image_size), dtype=np.uint8)
     split_labels = np.arange(count) % 10 if labels is None else labels[:count]
-    write_idx(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz"), images, 0x803)
+    write_idx(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz"), images, 0x803,
+              compress=True)
     write_idx(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"),
-              np.asarray(split_labels, np.uint8), 0x801)
+              np.asarray(split_labels, np.uint8), 0x801, compress=True)
 
 
 def write_cifar10_folder(data_dir):
@@ -386,7 +361,7 @@ def fashion_images_of_the_wrong_shape(env):
 def fashion_labels_missing(env):
   write_fashion(env.data_dir)
   write_idx(os.path.join(env.data_dir, "t10k-labels-idx1-ubyte.gz"),
-            np.zeros(3, np.uint8), 0x801)
+            np.zeros(3, np.uint8), 0x801, compress=True)
   return lambda: env.train("fashion_mnist", data_dir=env.data_dir)
 
 
@@ -665,20 +640,7 @@ def test_bad_input_fails_with_one_message_before_any_work(tmp_path, monkeypatch,
 
 
 # ---------------------------------------------------------------------------
-# run.py: the exit status and a stderr without traceback.
-
-
-def run_py(*arguments, timeout=300):
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *arguments],
-                        cwd=ROOT, capture_output=True, text=True, env=environment,
-                        timeout=timeout)
-
-
-def _error_lines(stderr):
-  """stderr without TensorFlow's start-up chatter (absl's pre-init warnings)."""
-  return [line for line in stderr.splitlines()
-          if line.startswith(("error:", "interrupted:", "Traceback"))]
+# run.py: the exit status and one error line on stderr, without traceback.
 
 
 def _prepare_search(path):
@@ -693,45 +655,49 @@ def _prepare_file(path):
   path.write_text("notes\n")
 
 
-@pytest.mark.parametrize("arguments,prepare,culprit", [
-    (["--experiment=digits", "--override=learning_rate=nan"], None, "learning_rate"),
-    (["--experiment=fashion_mnist", "--data_dir={tmp}/nowhere"], None,
-     "--data_dir={tmp}/nowhere"),
-    (["--experiment=digits"], _prepare_file, "--model_dir={model_dir}"),
-    (["--mode=eval"], _prepare_search, "hyperparameter search"),
-    (["--mode=export", "--override=epochs=3"], _prepare_run, "--override"),
-    (["--experiment=digits", "--mode=tune"], _prepare_run, "holds a training run"),
-    (["--experiment=digits", "--override=dataset=folder:{tmp}/nowhere",
-      "--override=image_size=8", "--override=test_fraction=0.2"], None, "{tmp}/nowhere"),
-], ids=["nan_override", "missing_data_dir", "model_dir_is_a_file", "eval_search_dir",
-        "override_with_export", "tune_into_run", "missing_folder"])
-def test_run_py_reports_bad_input_in_one_line(tmp_path, arguments, prepare, culprit):
+RUN_PY_CASES = {
+    "nan_override": (["--experiment=digits", "--override=learning_rate=nan"], None,
+                     "learning_rate"),
+    "missing_data_dir": (["--experiment=fashion_mnist", "--data_dir={tmp}/nowhere"], None,
+                         "--data_dir={tmp}/nowhere"),
+    "model_dir_is_a_file": (["--experiment=digits"], _prepare_file, "--model_dir={model_dir}"),
+    "eval_search_dir": (["--mode=eval"], _prepare_search, "hyperparameter search"),
+    "override_with_export": (["--mode=export", "--override=epochs=3"], _prepare_run,
+                             "--override"),
+    "tune_into_run": (["--experiment=digits", "--mode=tune"], _prepare_run,
+                      "holds a training run"),
+    "missing_folder": (["--experiment=digits", "--override=dataset=folder:{tmp}/nowhere",
+                        "--override=image_size=8", "--override=test_fraction=0.2"], None,
+                       "{tmp}/nowhere"),
+}
+
+
+def _run_py_case(tmp_path, name, run):
+  """Prepares case `name` of RUN_PY_CASES, runs it with `run`, and checks exit
+  status 2, one error line naming the culprit, and a model_dir as it was."""
+  arguments, prepare, culprit = RUN_PY_CASES[name]
   model_dir = tmp_path / "run"
   if prepare is not None:
     prepare(model_dir)
   values = {"tmp": str(tmp_path), "model_dir": str(model_dir)}
   before = snapshot(str(model_dir))
-  completed = run_py(*[argument.format(**values) for argument in arguments],
-                     f"--model_dir={model_dir}", "--verbose=0")
-  assert completed.returncode == 2, completed.stderr[-3000:]
-  assert "Traceback" not in completed.stderr
-  lines = _error_lines(completed.stderr)
-  assert len(lines) == 1 and lines[0].startswith("error: "), completed.stderr[-3000:]
-  assert culprit.format(**values) in lines[0]
+  completed = run(*[argument.format(**values) for argument in arguments],
+                  f"--model_dir={model_dir}", "--verbose=0")
+  assert_one_error_line(completed, culprit.format(**values))
   assert snapshot(str(model_dir)) == before
 
 
-def _load_run_module():
-  spec = importlib.util.spec_from_file_location("acn_run_entry_point",
-                                                os.path.join(ROOT, "run.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+@pytest.mark.parametrize("name", sorted(RUN_PY_CASES))
+def test_run_py_reports_bad_input_in_one_line(tmp_path, run_py_here, name):
+  """run.py's main in this process: its flags, checks and messages."""
+  _run_py_case(tmp_path, name, run_py_here)
 
 
-@pytest.fixture(scope="module")
-def run_module():
-  return _load_run_module()
+@pytest.mark.parametrize("name", ["nan_override", "model_dir_is_a_file", "missing_data_dir"])
+def test_run_py_in_its_own_process_reports_bad_input_in_one_line(tmp_path, name):
+  """What only a process shows (its exit status, a stderr without TensorFlow's
+  start-up chatter or a traceback), for a config, a model_dir and a data error."""
+  _run_py_case(tmp_path, name, run_py)
 
 
 def test_user_errors_become_a_message_and_bugs_keep_their_traceback(run_module, capsys):
@@ -768,18 +734,6 @@ def test_tuning_markers_match_the_tuner():
 # A diverged run.
 
 
-def _strict_json_files(model_dir):
-  """Parses every .json under model_dir with a parser that rejects NaN and Infinity."""
-  parsed = {}
-  for root, _, files in os.walk(model_dir):
-    for name in files:
-      if name.endswith(".json") or name.endswith(".json.bkp"):
-        path = os.path.join(root, name)
-        with open(path) as handle:
-          parsed[os.path.relpath(path, model_dir)] = strict_json.loads(handle.read())
-  return parsed
-
-
 def test_strict_json_writes_null_for_non_finite_numbers(tmp_path):
   path = str(tmp_path / "values.json")
   strict_json.write(path, {"nan": float("nan"), "inf": np.float32("inf"),
@@ -803,21 +757,17 @@ def test_results_json_is_strict_when_a_metric_is_nan(tmp_path):
   info = data.DatasetInfo("digits", 10, (8, 8, 1), 10, 0, 10, "test")
   results = training._record(config, model, metrics, 0.1, None, info, str(tmp_path), 1.0)
   assert np.isnan(results["mean_divergence"])
-  written = _strict_json_files(str(tmp_path))["results.json"]
+  written = strict_json_files(str(tmp_path))["results.json"]
   assert written["mean_divergence"] is None and written["test_loss"] is None
   assert written["optimizer_iterations"] == {"classifiers": 7}
 
 
-def test_a_diverged_run_stops_within_the_epoch_and_writes_no_results(tmp_path):
+def test_a_diverged_run_stops_within_the_epoch_and_writes_no_results(tmp_path, run_py_here):
   model_dir = tmp_path / "run"
-  completed = run_py("--experiment=digits", "--override=epochs=1",
-                     "--override=learning_rate=1e6", f"--model_dir={model_dir}",
-                     "--verbose=0")
-  assert completed.returncode == 3, completed.stderr[-3000:]
-  assert "Traceback" not in completed.stderr
-  lines = _error_lines(completed.stderr)
-  assert len(lines) == 1, completed.stderr[-3000:]
-  message = lines[0]
+  completed = run_py_here("--experiment=digits", "--override=epochs=1",
+                          "--override=learning_rate=1e6", f"--model_dir={model_dir}",
+                          "--verbose=0")
+  message = assert_one_error_line(completed, status=3)
   assert message.startswith("error: Training diverged at epoch 1, step ")
   assert "of 22" in message
   assert "loss is nan" in message or "not finite" in message
@@ -825,7 +775,7 @@ def test_a_diverged_run_stops_within_the_epoch_and_writes_no_results(tmp_path):
   assert "no checkpoint had been written yet" in message
   for absent in ("results.json", "final.weights.h5", "export", "backup"):
     assert not (model_dir / absent).exists(), absent
-  record = _strict_json_files(str(model_dir))["diverged.json"]["divergences"]
+  record = strict_json_files(str(model_dir))["diverged.json"]["divergences"]
   assert len(record) == 1 and record[0]["epoch"] == 1 and record[0]["step"] < 22
 
 
@@ -865,7 +815,7 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
   assert f"the last good checkpoint, {backup_dir} (1 epoch done)" in message
   # The checkpoint of epoch 1 is untouched, loads, and matches its metadata.
   assert poison.backup_before is not None and snapshot(backup_dir) == poison.backup_before
-  metadata = _strict_json_files(model_dir)["backup/training_metadata.json"]
+  metadata = strict_json_files(model_dir)["backup/training_metadata.json"]
   assert metadata["epoch"] == 1 and metadata["steps_into_epoch"] == 0
   assert metadata["weights_sha256"] == safety._sha256(
       os.path.join(backup_dir, "latest.weights.h5"))
@@ -894,7 +844,7 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
   assert epochs == ["0", "1", "2"]  # Epoch 0 from the first run, then resumed at 1.
   assert strict_json.read(os.path.join(model_dir, "config.json"))["learning_rate"] == 0.01
   assert not os.path.exists(backup_dir)  # Removed once results.json is written.
-  _strict_json_files(model_dir)
+  strict_json_files(model_dir)
 
 
 # ---------------------------------------------------------------------------
@@ -902,37 +852,36 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
 
 
 def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
+  """Two real processes (the signal, then the same command again). 10 epochs of
+  8 DML steps: the signal comes 0.1 s after the first checkpoint, about one
+  epoch (measured: 0.1 s an epoch on 2 busy cores) of the nine still to run."""
   model_dir = str(tmp_path / "run")
-  epochs, steps = 40, 512 // 64
-  command = [sys.executable, os.path.join(ROOT, "run.py"), "--experiment=digits",
-             f"--model_dir={model_dir}", "--verbose=0", "--noexport",
+  epochs, steps = 10, 512 // 64
+  command = ["--experiment=digits", f"--model_dir={model_dir}", "--verbose=0", "--noexport",
              f"--override=epochs={epochs}", "--override=train_examples=512"]
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  process = subprocess.Popen(command, cwd=ROOT, env=environment, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  process = start_run_py(*command)
   metadata_path = os.path.join(model_dir, "backup", "training_metadata.json")
   deadline = time.time() + 240
   while (not os.path.exists(metadata_path) and process.poll() is None
          and time.time() < deadline):
-    time.sleep(0.05)
-  time.sleep(0.2)  # Somewhere in the next epoch.
+    time.sleep(0.02)
+  time.sleep(0.1)  # Somewhere in the next epoch.
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
   assert "Traceback" not in stderr
-  lines = _error_lines(stderr)
+  lines = error_lines(stderr)
   assert len(lines) == 1 and lines[0].startswith("interrupted: Interrupted by SIGTERM at ")
   assert "Run the same command again to resume" in lines[0]
   assert not os.path.exists(os.path.join(model_dir, "results.json"))
-  saved = _strict_json_files(model_dir)["backup/training_metadata.json"]
+  saved = strict_json_files(model_dir)["backup/training_metadata.json"]
   assert 1 <= saved["epoch"] < epochs and 0 <= saved["steps_into_epoch"] < steps
   assert saved["weights_sha256"] == safety._sha256(
       os.path.join(model_dir, "backup", "latest.weights.h5"))
 
-  completed = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True,
-                             text=True, timeout=300)
+  completed = run_py(*command)
   assert completed.returncode == 0, completed.stderr[-3000:]
-  results = _strict_json_files(model_dir)["results.json"]
+  results = strict_json_files(model_dir)["results.json"]
   # Resumed from the checkpoint, not from scratch: the optimizer kept its step count;
   # Keras restarts the interrupted epoch from the saved weights, so the steps of it
   # done before the signal are done twice.
@@ -1061,7 +1010,7 @@ def test_search_json_is_strict(tmp_path):
   from acn_tf import tuning
   config = command_line.resolve_config("digits")
   tuning.check_same_search(str(tmp_path), "random", config)
-  saved = _strict_json_files(str(tmp_path))["search.json"]
+  saved = strict_json_files(str(tmp_path))["search.json"]
   assert saved["tuner"] == "random" and saved["config"]["learning_rate"] == 0.05
   tuning.check_same_search(str(tmp_path), "random", config)  # Reads it back: the same search.
 
