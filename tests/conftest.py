@@ -182,3 +182,34 @@ def write_json(path, values):
 def read_json(path):
   with open(path) as handle:
     return json.load(handle)
+
+
+# -- Digits runs that several tests read ------------------------------------------------
+
+# Trained once per session by `digits_runs`, each with run.py as a user runs it:
+# "acn" (tests/test_records.py, tests/test_run.py: TensorBoard events, the best
+# checkpoint, a finished run refused), "dml" and "independent" (tests/test_run.py).
+DIGITS_RUNS = {
+    # Default log_every_steps (50), 5 steps an epoch: the epoch's last step is not
+    # a multiple of it, the case where Keras' own callback loses the epoch scalars.
+    "acn": ["--method=acn", "--override=epochs=2", "--override=train_examples=320",
+            "--override=adv_warmup_epochs=0", "--override=validation_fraction=0.2"],
+    "dml": ["--method=dml", "--override=epochs=1", "--override=train_examples=256"],
+    "independent": ["--method=independent", "--override=epochs=1",
+                    "--override=train_examples=256",
+                    "--override=architectures=small_cnn,small_cnn,resnet8"],
+}
+
+
+@pytest.fixture(scope="session")
+def digits_runs(tmp_path_factory):
+  """{name: model_dir} of the DIGITS_RUNS, trained together (no export: the
+  tests that need one make their own). Tests that change a run copy it first."""
+  root = tmp_path_factory.mktemp("digits_runs")
+  model_dirs = {name: str(root / name) for name in DIGITS_RUNS}
+  completed = run_py_together(*[
+      ["--experiment=digits", f"--model_dir={model_dirs[name]}", "--verbose=0", "--noexport",
+       *arguments] for name, arguments in DIGITS_RUNS.items()])
+  for name, process in zip(DIGITS_RUNS, completed):
+    assert process.returncode == 0, (name, process.stderr[-3000:])
+  return model_dirs

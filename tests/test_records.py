@@ -2,11 +2,10 @@
 
 import csv
 import glob
-import json
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import keras
@@ -14,19 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from acn_tf import strict_json
+from conftest import assert_one_error_line, read_json, run_py, snapshot, start_run_py
 
-
-def _command(model_dir, *overrides, method="acn"):
-  return [sys.executable, os.path.join(ROOT, "run.py"), "--experiment=digits",
-          f"--method={method}", f"--model_dir={model_dir}", "--verbose=0",
-          *[f"--override={item}" for item in overrides]]
-
-
-def _run(command):
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run(command, capture_output=True, text=True, env=environment,
-                        timeout=300, cwd=ROOT)
 
 
 def _event_values(directory):
@@ -44,14 +33,9 @@ def _event_values(directory):
 
 
 @pytest.fixture(scope="module")
-def acn_run(tmp_path_factory):
-  model_dir = str(tmp_path_factory.mktemp("records") / "run")
-  # Default log_every_steps (50), 5 steps an epoch: the epoch's last step is not
-  # a multiple of it, the case where Keras' own callback loses the epoch scalars.
-  completed = _run(_command(model_dir, "epochs=2", "train_examples=320",
-                            "adv_warmup_epochs=0", "validation_fraction=0.2"))
-  assert completed.returncode == 0, completed.stderr[-3000:]
-  return model_dir
+def acn_run(digits_runs):
+  """conftest.DIGITS_RUNS["acn"]: 2 epochs of 5 steps, validation, no warm-up."""
+  return digits_runs["acn"]
 
 
 def test_tensorboard_has_metrics_learning_rates_and_divergent_images(acn_run):
@@ -86,20 +70,19 @@ def test_epoch_scalars_are_written_whatever_the_batch_logging_frequency(tmp_path
   assert len(validation["epoch_accuracy"]) == 2
 
 
-def test_best_checkpoint_is_kept_and_evaluated(acn_run):
-  assert os.path.exists(os.path.join(acn_run, "checkpoints", "best.weights.h5"))
-  completed = _run([sys.executable, os.path.join(ROOT, "run.py"), "--mode=eval",
-                    f"--model_dir={acn_run}", "--checkpoint=best", "--verbose=0"])
+def test_best_checkpoint_is_kept_and_evaluated(acn_run, run_py_here, tmp_path):
+  model_dir = shutil.copytree(acn_run, tmp_path / "run")  # Evaluating rewrites results.json.
+  assert os.path.exists(os.path.join(model_dir, "checkpoints", "best.weights.h5"))
+  completed = run_py_here("--mode=eval", f"--model_dir={model_dir}", "--checkpoint=best",
+                          "--verbose=0")
   assert completed.returncode == 0, completed.stderr[-3000:]
-  with open(os.path.join(acn_run, "results.json")) as handle:
-    results = json.load(handle)
-  assert results["checkpoint"] == "best"
-  with open(os.path.join(acn_run, "history.csv")) as handle:
+  assert read_json(os.path.join(model_dir, "results.json"))["checkpoint"] == "best"
+  with open(os.path.join(model_dir, "history.csv")) as handle:
     best_validation = max(float(row["val_ensemble_top1"]) for row in csv.DictReader(handle))
   assert best_validation > 0
 
 
-def test_corrupted_weights_give_a_clear_error(acn_run, tmp_path):
+def test_corrupted_weights_give_a_clear_error(acn_run, run_py_here, tmp_path):
   corrupted = tmp_path / "run"
   os.makedirs(corrupted)
   for name in ("config.json", "final.weights.h5"):
@@ -108,39 +91,42 @@ def test_corrupted_weights_give_a_clear_error(acn_run, tmp_path):
     if name.endswith(".h5"):
       content = content[:len(content) // 3]  # A file cut short, as by a crash.
     (corrupted / name).write_bytes(content)
-  completed = _run([sys.executable, os.path.join(ROOT, "run.py"), "--mode=eval",
-                    f"--model_dir={corrupted}", "--verbose=0"])
-  assert completed.returncode != 0
-  assert "Cannot load weights from" in completed.stderr
-  assert "final.weights.h5" in completed.stderr
-  assert "Traceback" not in completed.stderr
+  completed = run_py_here("--mode=eval", f"--model_dir={corrupted}", "--verbose=0")
+  assert_one_error_line(completed, "Cannot load weights from", "final.weights.h5")
+
+
+def _saved_epoch(metadata):
+  """The epoch of the checkpoint in `metadata`, 0 while there is none."""
+  try:
+    return strict_json.read(metadata)["epoch"]
+  except (OSError, ValueError):
+    return 0
 
 
 def test_killed_run_resumes_with_every_optimizer_and_finishes_all_epochs(tmp_path):
+  """Killed after the checkpoint of epoch 2, the first with Phase A (epoch 1 is
+  the warm-up), so that every optimizer has taken steps when it is saved."""
   model_dir = str(tmp_path / "run")
-  epochs = 12
-  settings = (f"epochs={epochs}", "adv_warmup_epochs=1", "train_examples=512")
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  process = subprocess.Popen(_command(model_dir, *settings), cwd=ROOT, env=environment,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  epochs, steps = 4, 256 // 64
+  command = ["--experiment=digits", "--method=acn", f"--model_dir={model_dir}", "--verbose=0",
+             "--noexport", f"--override=epochs={epochs}", "--override=adv_warmup_epochs=1",
+             "--override=train_examples=256"]
+  process = start_run_py(*command, output=subprocess.DEVNULL)
   metadata = os.path.join(model_dir, "backup", "training_metadata.json")
   deadline = time.time() + 240
-  while not os.path.exists(metadata) and process.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
+  while _saved_epoch(metadata) < 2 and process.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert os.path.exists(metadata), "the run never wrote its first checkpoint"
   assert not os.path.exists(os.path.join(model_dir, "results.json")), \
       "the run finished before it was killed: make it longer"
-  with open(metadata) as handle:
-    resumed_from = json.load(handle)["epoch"]
-  assert 1 <= resumed_from < epochs
+  resumed_from = _saved_epoch(metadata)
+  assert 2 <= resumed_from < epochs
 
-  completed = _run(_command(model_dir, *settings))
+  completed = run_py(*command)
   assert completed.returncode == 0, completed.stderr[-3000:]
-  with open(os.path.join(model_dir, "results.json")) as handle:
-    results = json.load(handle)
-  steps = 512 // 64
+  results = read_json(os.path.join(model_dir, "results.json"))
   # Every optimizer's step counter came back: none restarted from zero.
   assert results["optimizer_iterations"] == {
       "classifiers": epochs * steps,
@@ -152,18 +138,22 @@ def test_killed_run_resumes_with_every_optimizer_and_finishes_all_epochs(tmp_pat
   assert set(recorded) >= set(range(resumed_from, epochs))
 
 
-def test_finished_run_is_not_resumed_and_other_config_is_refused(acn_run, tmp_path):
-  again = _run(_command(acn_run, "epochs=2", "train_examples=320", "adv_warmup_epochs=0",
-                        "validation_fraction=0.2"))
-  assert again.returncode != 0 and "already holds a finished run" in again.stderr
+def test_finished_run_is_not_resumed_and_other_config_is_refused(acn_run, run_py_here,
+                                                                  tmp_path):
+  settings = ["--experiment=digits", "--method=acn", "--verbose=0", "--override=epochs=2",
+              "--override=train_examples=320", "--override=adv_warmup_epochs=0",
+              "--override=validation_fraction=0.2"]
+  before = snapshot(acn_run)
+  again = run_py_here(*settings, f"--model_dir={acn_run}")
+  assert_one_error_line(again, "already holds a finished run")
+  assert snapshot(acn_run) == before
   unfinished = tmp_path / "unfinished"
   os.makedirs(unfinished)
   with open(os.path.join(acn_run, "config.json")) as handle:
     (unfinished / "config.json").write_text(handle.read())
-  other = _run(_command(str(unfinished), "epochs=3", "train_examples=320",
-                        "adv_warmup_epochs=0", "validation_fraction=0.2"))
-  assert other.returncode != 0
-  assert "epochs (saved 2, now 3)" in other.stderr
+  other = run_py_here(*settings, f"--model_dir={unfinished}", "--override=epochs=3")
+  assert_one_error_line(other, "epochs (saved 2, now 3)")
+  assert sorted(os.listdir(unfinished)) == ["config.json"]
 
 
 def test_best_recorded_reads_the_history_and_skips_missing_values(tmp_path):

@@ -1,31 +1,21 @@
-"""run.py end to end, in a subprocess, as a user runs it."""
+"""run.py end to end: trainings in a subprocess, as a user runs them; bad flags
+through run.py's own main in this process (the same exit status and message)."""
 
 import csv
-import json
 import os
-import subprocess
-import sys
+import shutil
 
 import pytest
 
 from acn_tf import command_line, config as config_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--override=epochs=1", "--override=train_examples=256", "--verbose=0"]
-
-
-def _run(*arguments, cwd=ROOT):
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *arguments],
-                        cwd=cwd, capture_output=True, text=True, env=environment,
-                        timeout=300)
+from conftest import (DIGITS_RUNS, assert_one_error_line, read_json, run_py_together,
+                      snapshot, write_json)
 
 
-def _check_results(model_dir, method, num_classifiers=2):
-  with open(os.path.join(model_dir, "results.json")) as handle:
-    results = json.load(handle)
+def _check_results(model_dir, method, num_classifiers=2, epochs=1):
+  results = read_json(os.path.join(model_dir, "results.json"))
   assert results["experiment"] == "digits" and results["method"] == method
-  assert results["epochs"] == 1
+  assert results["epochs"] == epochs
   assert len(results["classifiers"]) == num_classifiers
   for classifier in results["classifiers"]:
     assert 0.0 <= classifier["top1"] <= classifier["top5"] <= 1.0
@@ -35,37 +25,31 @@ def _check_results(model_dir, method, num_classifiers=2):
   assert results["num_test"] == 360
   with open(os.path.join(model_dir, "history.csv")) as handle:
     rows = list(csv.DictReader(handle))
-  assert len(rows) == 1 and "ensemble_top1" in rows[0]
+  assert len(rows) == epochs and "ensemble_top1" in rows[0]
   return results
 
 
 @pytest.mark.parametrize("method", ["dml", "acn"])
-def test_digits_trains_and_writes_results(tmp_path, method):
-  model_dir = str(tmp_path / method)
-  extra = ["--override=adv_warmup_epochs=0"] if method == "acn" else []
-  completed = _run("--experiment=digits", f"--method={method}", f"--model_dir={model_dir}",
-                   *TINY, *extra)
-  assert completed.returncode == 0, completed.stderr[-3000:]
-  results = _check_results(model_dir, method)
+def test_digits_trains_and_writes_results(digits_runs, run_py_here, tmp_path, method):
+  """The session's runs (conftest.DIGITS_RUNS: the ACN's without warm-up), then
+  --mode=eval of a copy of each."""
+  epochs = int(next(argument for argument in DIGITS_RUNS[method]
+                    if argument.startswith("--override=epochs=")).rsplit("=", 1)[1])
+  results = _check_results(digits_runs[method], method, epochs=epochs)
   if method == "acn":
-    with open(os.path.join(model_dir, "history.csv")) as handle:
+    with open(os.path.join(digits_runs[method], "history.csv")) as handle:
       row = next(csv.DictReader(handle))
     # Phase A ran (no warm-up): its metrics were recorded, not left at zero.
     assert float(row["g_loss"]) != 0.0 and 0.0 < float(row["kept_fraction"]) <= 1.0
-  evaluated = _run("--mode=eval", f"--model_dir={model_dir}", "--verbose=0")
+  model_dir = shutil.copytree(digits_runs[method], tmp_path / method)
+  evaluated = run_py_here("--mode=eval", f"--model_dir={model_dir}", "--verbose=0")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-  with open(os.path.join(model_dir, "results.json")) as handle:
-    again = json.load(handle)
+  again = read_json(os.path.join(model_dir, "results.json"))
   assert again["ensemble_top1"] == pytest.approx(results["ensemble_top1"], abs=1e-6)
 
 
-def test_independent_method_with_three_classifiers(tmp_path):
-  model_dir = str(tmp_path / "independent")
-  completed = _run("--experiment=digits", "--method=independent",
-                   f"--model_dir={model_dir}",
-                   "--override=architectures=small_cnn,small_cnn,resnet8", *TINY)
-  assert completed.returncode == 0, completed.stderr[-3000:]
-  results = _check_results(model_dir, "independent", num_classifiers=3)
+def test_independent_method_with_three_classifiers(digits_runs):
+  results = _check_results(digits_runs["independent"], "independent", num_classifiers=3)
   assert results["config"]["kd_weight"] == 1.0  # Kept, but switched off by the method.
 
 
@@ -83,32 +67,32 @@ def test_independent_method_with_three_classifiers(tmp_path):
      "needs at least 2 classifiers"),
     (["--mode=eval", "--model_dir=/nonexistent/run"], "holds no trained run"),
 ])
-def test_bad_input_gives_a_clear_error(arguments, expected):
-  completed = _run(*arguments)
-  assert completed.returncode != 0
-  assert expected in completed.stderr
-  assert "Traceback" not in completed.stderr
+def test_bad_input_gives_a_clear_error(run_py_here, tmp_path, arguments, expected):
+  completed = run_py_here(*arguments)
+  assert_one_error_line(completed, expected)
+  assert os.listdir(tmp_path) == []  # No default model_dir (runs/...) in the working dir.
 
 
-def test_missing_data_names_where_it_looked(tmp_path):
-  completed = _run("--experiment=cifar100", f"--data_dir={tmp_path}",
-                   f"--model_dir={tmp_path / 'run'}")
-  assert completed.returncode != 0
-  assert "Could not find the cifar100 dataset" in completed.stderr
+def test_missing_data_names_where_it_looked(run_py_here, tmp_path):
+  completed = run_py_here("--experiment=cifar100", f"--data_dir={tmp_path}",
+                          f"--model_dir={tmp_path / 'run'}")
+  assert_one_error_line(completed, "Could not find the cifar100 dataset")
   assert os.path.join(str(tmp_path), "cifar-100-python.tar.gz") in completed.stderr
   assert "download_and_prepare" in completed.stderr
-  assert "Traceback" not in completed.stderr
   assert not os.path.exists(tmp_path / "run"), "nothing is written before data is found"
 
 
-def test_existing_model_dir_is_refused_not_clobbered(tmp_path):
+def test_existing_model_dir_is_refused_not_clobbered(run_py_here, tmp_path):
   model_dir = tmp_path / "run"
   model_dir.mkdir()
   (model_dir / "results.json").write_text('{"keep": "me"}')
-  completed = _run("--experiment=digits", f"--model_dir={model_dir}", *TINY)
-  assert completed.returncode != 0
-  assert "already holds a finished run" in completed.stderr
+  before = snapshot(str(model_dir))
+  completed = run_py_here("--experiment=digits", f"--model_dir={model_dir}",
+                          "--override=epochs=1", "--override=train_examples=256",
+                          "--verbose=0")
+  assert_one_error_line(completed, "already holds a finished run")
   assert (model_dir / "results.json").read_text() == '{"keep": "me"}'
+  assert snapshot(str(model_dir)) == before
 
 
 def test_config_overrides_are_typed():
@@ -128,28 +112,29 @@ def test_config_overrides_are_typed():
 
 
 def test_config_file_is_applied_before_overrides(tmp_path):
-  path = tmp_path / "best.json"
-  path.write_text(json.dumps({"name": "digits_tuned", "learning_rate": 0.01, "epochs": 4}))
-  config = command_line.resolve_config("digits", config_file=str(path),
-                                     overrides=["epochs=2"])
+  path = write_json(tmp_path / "best.json",
+                    {"name": "digits_tuned", "learning_rate": 0.01, "epochs": 4})
+  config = command_line.resolve_config("digits", config_file=path, overrides=["epochs=2"])
   assert config.optimization.learning_rate == 0.01 and config.optimization.epochs == 2
   assert config.name == "digits_tuned"  # The file's name names the run.
 
 
 def test_default_output_is_keras_progress_and_the_projects_lines(tmp_path):
   """Output to a file: one line per epoch, no progress bar; the libraries' INFO
-  chatter (SavedModel export) only with absl's -v."""
-  arguments = ["--experiment=digits", "--override=epochs=2", "--override=train_examples=256"]
-  quiet = _run(*arguments, f"--model_dir={tmp_path / 'quiet'}")
+  chatter (SavedModel export) only with absl's -v. Two real processes (the
+  chatter of TensorFlow's start-up is a process's), run at once."""
+  arguments = ["--experiment=digits", "--override=epochs=2", "--override=train_examples=128"]
+  quiet, chatty = run_py_together(
+      [*arguments, f"--model_dir={tmp_path / 'quiet'}"],
+      [*arguments, f"--model_dir={tmp_path / 'chatty'}", "--verbosity=0"])
   assert quiet.returncode == 0, quiet.stderr[-3000:]
   lines = quiet.stdout.splitlines()
   assert lines[0] == "Epoch 1/2" and "Epoch 2/2" in lines
-  assert sum(line.startswith("4/4 - ") and "ensemble_top1" in line for line in lines) == 2
+  assert sum(line.startswith("2/2 - ") and "ensemble_top1" in line for line in lines) == 2
   assert "\r" not in quiet.stdout and "━" not in quiet.stdout  # No progress bar.
   assert lines[-1].startswith("digits dml: c0 top1")
   chatter = ("Assets written to", "Writing fingerprint", "Sharding callback duration",
              "oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard")
   assert not any(text in quiet.stderr for text in chatter), quiet.stderr[-3000:]
-  chatty = _run(*arguments, f"--model_dir={tmp_path / 'chatty'}", "--verbosity=0")
   assert chatty.returncode == 0, chatty.stderr[-3000:]
   assert "Assets written to" in chatty.stderr
