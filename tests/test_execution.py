@@ -1,10 +1,6 @@
 """Compiled, mixed-precision and deterministic execution of the training step."""
 
 import inspect
-import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -13,10 +9,9 @@ import tensorflow as tf
 
 from acn_tf import builders, experiments
 from acn_tf.data import DatasetInfo
-
-import test_distribute  # The noise-free, batch-norm-free DML and ACN models.
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import read_json, run_py_together
+from tiny_models import (exact_acn, exact_acn_search_along_generator_loss, exact_batches,
+                         exact_dml, random_batch)
 
 
 def _compiled(build, jit_compile):
@@ -45,14 +40,13 @@ def _train_step_xla_flags(model):
 
 
 @pytest.mark.parametrize(
-    "build", [test_distribute._dml, test_distribute._acn,
-              test_distribute._acn_search_along_generator_loss],
+    "build", [exact_dml, exact_acn, exact_acn_search_along_generator_loss],
     ids=["dml", "acn", "acn_search_along_generator_loss"])
 def test_whole_train_step_under_xla_matches_plain_graph(build):
   plain = _compiled(build, False)
   xla = _compiled(build, True)
-  plain.fit(test_distribute._data(), epochs=1, verbose=0, shuffle=False)
-  xla.fit(test_distribute._data(), epochs=1, verbose=0, shuffle=False)
+  plain.fit(exact_batches(), epochs=1, verbose=0, shuffle=False)
+  xla.fit(exact_batches(), epochs=1, verbose=0, shuffle=False)
   assert xla.train_function is not None
   # XLA really was on. Keras' `jit_compile` setter silently stores False when a
   # layer has supports_jit=False (or op determinism is enabled): the flag must
@@ -89,9 +83,7 @@ def test_mixed_precision_step_keeps_float32_losses_and_variables(precision, ras_
     for optimizer in (model.optimizer, model.generator_optimizer,
                       model.discriminator_optimizer):
       assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-  rng = np.random.default_rng(0)
-  images = rng.random((32, 8, 8, 1), dtype=np.float32)
-  labels = rng.integers(0, 10, 32)
+  images, labels = random_batch(32, num_classes=10)
   logs = model.train_on_batch(images, labels, return_dict=True)
   for key in ("loss", "g_loss", "d_loss", "divergence_search"):
     assert np.isfinite(logs[key]), (key, logs)
@@ -103,19 +95,14 @@ def test_mixed_precision_step_keeps_float32_losses_and_variables(precision, ras_
 
 
 def test_deterministic_runs_give_identical_results(tmp_path):
-  results = []
-  for attempt in range(2):
-    model_dir = tmp_path / f"run{attempt}"
-    completed = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "run.py"), "--experiment=digits",
-         "--method=acn", f"--model_dir={model_dir}", "--verbose=0", "--noexport",
-         "--override=epochs=2", "--override=adv_warmup_epochs=1",
-         "--override=train_examples=256", "--override=deterministic=true"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  """Two processes at once, each one epoch of 4 ACN steps (Phase A from the first)."""
+  commands = [["--experiment=digits", "--method=acn", f"--model_dir={tmp_path / name}",
+               "--verbose=0", "--noexport", "--override=epochs=1",
+               "--override=adv_warmup_epochs=0", "--override=train_examples=256",
+               "--override=deterministic=true"] for name in ("first", "second")]
+  for completed in run_py_together(*commands):
     assert completed.returncode == 0, completed.stderr[-3000:]
-    with open(model_dir / "results.json") as handle:
-      results.append(json.load(handle))
+  results = [read_json(tmp_path / name / "results.json") for name in ("first", "second")]
   for key in ("ensemble_top1", "mean_divergence", "test_loss"):
     assert results[0][key] == results[1][key], key
   assert results[0]["classifiers"] == results[1]["classifiers"]
@@ -125,9 +112,7 @@ def test_overflowed_float16_loss_scale_gives_no_search_step_not_nan():
   model = _digits_acn_model("mixed_float16", "generator_loss")
   # float16 holds up to 65504: this scale overflows the backward pass.
   model.generator_optimizer.dynamic_scale.assign(2.0**40)
-  rng = np.random.default_rng(0)
-  images = tf.constant(rng.random((32, 8, 8, 1), dtype=np.float32))
-  labels = tf.constant(rng.integers(0, 10, 32))
+  images, labels = (tf.constant(array) for array in random_batch(32, num_classes=10))
   generated = model.generator_update(images, labels)
   gradient = generated.start_gradient.numpy()
   assert np.all(np.isfinite(gradient))

@@ -1,0 +1,122 @@
+"""Small networks, batches and models that several test files build.
+
+- `small_cnns`: the project's `small_cnn` classifiers on 8x8 grayscale images.
+- `dense_classifier`: a Flatten + Dense classifier, for API and export checks.
+- `random_batch`: uniform images in [0, 1) and random labels, from a seed.
+- `exact_dml`, `exact_acn` (and its variants): DML and ACN models whose networks
+  have no batch norm and no noise channels, so that equal inputs give equal
+  outputs wherever they run: one replica or two (tests/test_distribute.py),
+  plain graph or XLA (tests/test_execution.py).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from acn_tf import backbones, discriminators
+from acn_tf.adversarial import AdversarialCoDistillation
+from acn_tf.config import DistillationConfig
+from acn_tf.models import CoDistillation
+from conftest import spec_phase_a
+
+IMAGE_SHAPE = (8, 8, 1)
+
+
+def small_cnns(seeds=(1, 2), num_classes=5, image_shape=IMAGE_SHAPE):
+  """One `small_cnn` per seed, named c0, c1, ..., normalising with mean 0.5 and
+  variance 0.08."""
+  return [backbones.build_classifier("small_cnn", image_shape, num_classes, [0.5], [0.08],
+                                     name=f"c{i}", seed=seed)
+          for i, seed in enumerate(seeds)]
+
+
+def dense_classifier(seed, classes=3, shape=(6, 6, 1)):
+  keras.utils.set_random_seed(seed)
+  return keras.Sequential([keras.Input(shape), keras.layers.Flatten(),
+                           keras.layers.Dense(classes)])
+
+
+def random_batch(size=32, num_classes=5, image_shape=IMAGE_SHAPE, seed=0):
+  """(float32 images in [0, 1), int64 labels) drawn from numpy's default_rng(seed)."""
+  rng = np.random.default_rng(seed)
+  images = rng.random((size, *image_shape), dtype=np.float32)
+  labels = rng.integers(0, num_classes, size)
+  return images, labels
+
+
+# -- Models whose outputs do not depend on where they run --------------------------------
+
+EXACT_CLASSES = 5
+GLOBAL_BATCH = 16
+
+
+def _exact_classifier(seed, name):
+  keras.utils.set_random_seed(seed)
+  images = keras.Input(IMAGE_SHAPE)
+  x = layers.Normalization(mean=[0.5], variance=[0.08])(images)
+  x = layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+  x = layers.GlobalAveragePooling2D()(x)
+  return keras.Model(images, layers.Dense(EXACT_CLASSES)(x), name=name)
+
+
+def _exact_generator(seed):
+  """No batch norm, no noise channels: equal inputs give equal outputs on every replica."""
+  keras.utils.set_random_seed(seed)
+  images = keras.Input(IMAGE_SHAPE)
+  noise = keras.Input((*IMAGE_SHAPE[:2], 0))
+  x = layers.Concatenate()([images, noise])
+  x = layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+  return keras.Model([images, noise], layers.Conv2D(1, 3, padding="same")(x))
+
+
+def exact_dml(strategy):
+  with strategy.scope():
+    model = CoDistillation([_exact_classifier(1, "c0"), _exact_classifier(2, "c1")])
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-3),
+                  distillation=DistillationConfig(temperature=2.0, kd_weight=1.0))
+    model(tf.zeros((1, *IMAGE_SHAPE)))
+    model.build_optimizers()
+  return model
+
+
+def exact_acn(strategy, adv_normalization="batch", mask_source="search",
+              objective="divergence"):
+  with strategy.scope():
+    keras.utils.set_random_seed(3)
+    discriminator = discriminators.build_discriminator(IMAGE_SHAPE, filters=4)
+    model = AdversarialCoDistillation(
+        [_exact_classifier(1, "c0"), _exact_classifier(2, "c1")], _exact_generator(4),
+        discriminator)
+    model.compile(
+        keras.optimizers.SGD(0.1, momentum=0.9),
+        generator_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5),
+        discriminator_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5),
+        distillation=DistillationConfig(adv_normalization=adv_normalization),
+        adversarial=spec_phase_a(
+            wrc_alpha=0.1, noise_channels=0, ras_steps=2, ras_step_size=0.01,
+            ras_epsilon=0.03, ras_mask_source=mask_source, ras_objective=objective))
+    model(tf.zeros((1, *IMAGE_SHAPE)))
+    model.build_optimizers()
+  return model
+
+
+def exact_acn_kept_mean(strategy):
+  """The masked mean over kept examples needs the global kept count (an all-reduce)."""
+  return exact_acn(strategy, adv_normalization="kept")
+
+
+def exact_acn_mask_from_update(strategy):
+  """The label mask made inside the classifier update, on each replica's batch."""
+  return exact_acn(strategy, mask_source="update")
+
+
+def exact_acn_search_along_generator_loss(strategy):
+  """The search's first step from the replica-scaled generator loss's gradient."""
+  return exact_acn(strategy, objective="generator_loss")
+
+
+def exact_batches(steps=2):
+  """`steps` batches of GLOBAL_BATCH examples for the exact models."""
+  images, labels = random_batch(GLOBAL_BATCH * steps, EXACT_CLASSES)
+  return tf.data.Dataset.from_tensor_slices((images, labels)).batch(GLOBAL_BATCH)
