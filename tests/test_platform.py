@@ -40,25 +40,37 @@ print(platform.onednn_enabled(), platform.os.environ.get(platform.ONEDNN_VARIABL
 """
 
 
-def _run_steps(tmp_path, name, onednn=None):
+def _start_steps(tmp_path, name, onednn=None):
+  """_STEPS in a process of its own, with TF_ENABLE_ONEDNN_OPTS unset or `onednn`;
+  returns a function that waits for it and gives (oneDNN on, the variable, weights)."""
   environment = {key: value for key, value in os.environ.items()
                  if key != "TF_ENABLE_ONEDNN_OPTS"}
   environment["TF_CPP_MIN_LOG_LEVEL"] = "2"
   if onednn is not None:
     environment["TF_ENABLE_ONEDNN_OPTS"] = onednn
   path = tmp_path / f"{name}.npz"
-  result = subprocess.run([sys.executable, "-c", _STEPS, str(path)], cwd=ROOT,
-                          env=environment, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  enabled, variable = result.stdout.split()[-2:]
-  return enabled == "True", variable, dict(np.load(path))
+  process = subprocess.Popen([sys.executable, "-c", _STEPS, str(path)], cwd=ROOT,
+                             env=environment, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+
+  def result():
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-2000:]
+    enabled, variable = stdout.split()[-2:]
+    return enabled == "True", variable, dict(np.load(path))
+
+  return result
 
 
 @pytest.mark.skipif(python_platform.machine().lower() not in ("x86_64", "amd64"),
                     reason="oneDNN's default is an x86 matter")
 def test_onednn_is_on_by_default_and_a_users_choice_wins(tmp_path):
-  on, on_variable, on_weights = _run_steps(tmp_path, "default")
-  off, off_variable, off_weights = _run_steps(tmp_path, "off", onednn="0")
+  """Three processes at once (most of each is TensorFlow's start-up on one core)."""
+  default = _start_steps(tmp_path, "default")
+  switched_off = _start_steps(tmp_path, "off", onednn="0")
+  default_again = _start_steps(tmp_path, "again")
+  on, on_variable, on_weights = default()
+  off, off_variable, off_weights = switched_off()
   assert (on, on_variable) == (True, "1")
   assert (off, off_variable) == (False, "0")
   # The same DML and ACN steps, to float tolerance (kernels sum in other orders).
@@ -69,7 +81,7 @@ def test_onednn_is_on_by_default_and_a_users_choice_wins(tmp_path):
     np.testing.assert_allclose(value, off_weights[name], rtol=1e-3, atol=1e-5,
                                err_msg=name)
   # With op determinism, oneDNN on twice gives the same numbers exactly.
-  _, _, again = _run_steps(tmp_path, "again")
+  _, _, again = default_again()
   for name, value in on_weights.items():
     np.testing.assert_array_equal(value, again[name], err_msg=name)
 
