@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import backbones, builders, discriminators, generators, losses, visualize
+from acn_tf import builders, discriminators, generators, losses, visualize
 from acn_tf.config import ExperimentConfig
 from acn_tf.data import DatasetInfo
 from acn_tf.adversarial import AdversarialCoDistillation, AdversarialWarmup
@@ -13,15 +13,9 @@ from acn_tf.config import DistillationConfig
 from acn_tf.models import CoDistillation
 from acn_tf.search import SearchResult, divergence_gradient, group_divergence
 from conftest import spec_phase_a
+from tiny_models import IMAGE_SHAPE, random_batch, small_cnns
 
-IMAGE_SHAPE = (8, 8, 1)
-NUM_CLASSES = 5
-
-
-def _classifiers(seeds=(1, 2)):
-  return [backbones.build_classifier("small_cnn", IMAGE_SHAPE, NUM_CLASSES, [0.5], [0.08],
-                                     name=f"c{i}", seed=seed)
-          for i, seed in enumerate(seeds)]
+NUM_CLASSES = 5  # tiny_models' default.
 
 
 def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1,
@@ -33,7 +27,7 @@ def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1
                                          residual_blocks=1)
   discriminator = (discriminators.build_discriminator(IMAGE_SHAPE, filters=8)
                    if gan_weight else None)
-  model = AdversarialCoDistillation(_classifiers(), generator, discriminator)
+  model = AdversarialCoDistillation(small_cnns(), generator, discriminator)
   model.compile(
       keras.optimizers.SGD(classifier_lr),
       generator_optimizer=keras.optimizers.Adam(generator_lr, beta_1=0.5),
@@ -48,12 +42,6 @@ def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1
   model(tf.zeros((1, *IMAGE_SHAPE)))
   model.build_optimizers()
   return model
-
-
-def _batch(size=32, seed=0):
-  rng = np.random.default_rng(seed)
-  return (rng.random((size, *IMAGE_SHAPE), dtype=np.float32),
-          rng.integers(0, NUM_CLASSES, size))
 
 
 def _snapshot(networks):
@@ -78,7 +66,7 @@ def _snapshot_trainable(networks, snapshot):
 
 def test_generator_step_moves_only_the_generator():
   model = _acn()
-  images, labels = _batch()
+  images, labels = random_batch()
   others = [*model.classifiers, model.discriminator]
   before_others = _snapshot(others)
   before_generator = _snapshot([model.generator])
@@ -89,7 +77,7 @@ def test_generator_step_moves_only_the_generator():
 
 def test_discriminator_step_moves_only_the_discriminator():
   model = _acn()
-  images, _ = _batch()
+  images, _ = random_batch()
   others = [*model.classifiers, model.generator]
   before_others = _snapshot(others)
   before_discriminator = _snapshot([model.discriminator])
@@ -100,7 +88,7 @@ def test_discriminator_step_moves_only_the_discriminator():
 
 def test_classifier_step_leaves_generator_and_discriminator_unchanged():
   model = _acn()
-  images, labels = _batch()
+  images, labels = random_batch()
   players = [model.generator, model.discriminator]
   before_players = _snapshot(players)
   before_classifiers = _snapshot(model.classifiers)
@@ -113,7 +101,7 @@ def test_classifier_step_leaves_generator_and_discriminator_unchanged():
 
 def test_full_step_updates_every_player_and_reports_phase_a_metrics():
   model = _acn()
-  images, labels = _batch()
+  images, labels = random_batch()
   before = {name: _snapshot([network]) for name, network in
             (("g", model.generator), ("d", model.discriminator),
              ("c0", model.classifiers[0]), ("c1", model.classifiers[1]))}
@@ -132,7 +120,7 @@ def test_full_step_updates_every_player_and_reports_phase_a_metrics():
 
 def test_generator_update_hands_the_search_its_start_gradient_and_logits():
   model = _acn()
-  images, labels = _batch()
+  images, labels = random_batch()
   generated = model.generator_update(tf.constant(images), tf.constant(labels))
   # The classifiers did not move, so a separate pass at x̃0 is the reference.
   expected = divergence_gradient(model.classifiers, generated.images,
@@ -162,7 +150,7 @@ def _generator_loss_by_hand(model, generated, labels):
 @pytest.mark.parametrize("divergence", ["total_variation", "logit_l1"])
 def test_generator_loss_weighs_the_chosen_divergence(divergence):
   model = _acn(divergence=divergence, divergence_weight=3.0)
-  images, labels = _batch()
+  images, labels = random_batch()
   per_example, divergence_value, logits = model.generator_loss(tf.constant(images),
                                                                tf.constant(labels))
   z = [c(images, training=False).numpy() for c in model.classifiers]
@@ -184,7 +172,7 @@ def test_generator_loss_weighs_the_chosen_divergence(divergence):
 
 def test_metrics_report_the_specs_js_whatever_phase_a_maximises():
   model = _acn(divergence="logit_l1")
-  images, labels = _batch()
+  images, labels = random_batch()
   generated = model.generator_update(tf.constant(images), tf.constant(labels))
   expected = losses.reported_divergence(generated.logits).numpy().mean()
   assert model.generated_divergence.result().numpy() == pytest.approx(expected, rel=1e-5)
@@ -194,7 +182,7 @@ def test_metrics_report_the_specs_js_whatever_phase_a_maximises():
 
 def test_search_along_the_generator_loss_starts_from_its_own_gradient():
   model = _acn(objective="generator_loss")
-  images, labels = _batch()
+  images, labels = random_batch()
   generated = model.generator_update(tf.constant(images), tf.constant(labels))
   # Classifiers and discriminator did not move: differentiate -L_g at x̃0 directly.
   start = generated.images
@@ -215,7 +203,7 @@ def test_search_along_the_generator_loss_starts_from_its_own_gradient():
 @pytest.mark.parametrize("steps", [1, 2])
 def test_search_along_the_generator_loss_lowers_it(steps):
   model = _acn(objective="generator_loss", search_steps=steps)
-  images, labels = _batch(64)
+  images, labels = random_batch(64)
   images, labels = tf.constant(images), tf.constant(labels)
   divergent, _ = model.adversarial_phase(images, labels)
   # Compare at the networks after Phase A, at x̃0 = x (WRC at alpha 0.1 is close).
@@ -229,7 +217,7 @@ def test_search_along_the_generator_loss_lowers_it(steps):
 
 def test_mask_from_the_update_is_the_training_mode_ensemble_prediction():
   updated, reference = _acn(), _acn()
-  images, labels = _batch(64)
+  images, labels = random_batch(64)
   divergent = np.clip(images + 0.05, 0, 1).astype(np.float32)
   # Training mode: the logits of the update's own forward pass (batch statistics).
   logits = [c(divergent, training=True) for c in reference.classifiers]
@@ -253,7 +241,7 @@ def test_mask_from_the_update_is_the_training_mode_ensemble_prediction():
 @pytest.mark.parametrize("steps", [0, 2])
 def test_full_step_with_the_mask_from_the_update(steps):
   model = _acn(search_steps=steps, mask_source="update")
-  images, labels = _batch()
+  images, labels = random_batch()
   logs = model.train_on_batch(images, labels, return_dict=True)
   assert 0.0 <= logs["kept_fraction"] <= 1.0
   assert np.isfinite(logs["divergence_search"]) and logs["divergence_search"] > 0
@@ -262,7 +250,7 @@ def test_full_step_with_the_mask_from_the_update(steps):
 
 def test_generator_steps_raise_divergence_of_generated_examples():
   model = _acn(gan_weight=0.0, keep_label_weight=0.0, generator_lr=1e-2, wrc_alpha=0.3)
-  images, labels = _batch(64)
+  images, labels = random_batch(64)
   settings = model.adversarial
 
   def generated_divergence():
@@ -284,14 +272,14 @@ def test_generator_with_the_default_settings_raises_div_within_a_few_steps():
   steps leave Div(x̃0) at Div(x). Each update runs as a tf.function, as in
   training (eager updates took 5 times as long). Measured: Div(x̃0) / Div(x)
   about 2.4 against 1.09 after 100 steps (1.35 and 1.10 after 50: too few)."""
-  images, labels = (tf.constant(array) for array in _batch(64))
+  images, labels = (tf.constant(array) for array in random_batch(64))
   noise = tf.constant(np.random.default_rng(3).normal(size=(64, 8, 8, 4)), tf.float32)
 
   def ratio_after_steps(**overrides):
     config = ExperimentConfig.from_fields(name="test", dataset="digits", method="acn").replace(
         **overrides)
     info = DatasetInfo("test", NUM_CLASSES, IMAGE_SHAPE, 64, 0, 64, "test")
-    model = builders.build_adversarial_model(config, info, _classifiers())
+    model = builders.build_adversarial_model(config, info, small_cnns())
     model.compile(keras.optimizers.SGD(0.05), adversarial=config.adversarial,
                 **builders.phase_a_optimizers(config, with_discriminator=True))
     model(tf.zeros((1, *IMAGE_SHAPE)))
@@ -320,7 +308,7 @@ def test_generator_with_the_default_settings_raises_div_within_a_few_steps():
 
 def test_classifier_steps_lower_disagreement_on_fixed_divergent_examples():
   model = _acn(classifier_lr=0.01, label_restrict=False)  # Every x̃ kept.
-  images, labels = _batch(64)
+  images, labels = random_batch(64)
   divergent = np.clip(images + np.random.default_rng(1).normal(scale=0.1, size=images.shape),
                       0, 1).astype(np.float32)
 
@@ -340,7 +328,7 @@ def test_classifier_steps_lower_disagreement_on_fixed_divergent_examples():
 def test_warmup_step_equals_dml_and_leaves_gan_untouched():
   acn = _acn()
   acn.adversarial_phase_active = False
-  dml = CoDistillation(_classifiers())
+  dml = CoDistillation(small_cnns())
   dml.compile(keras.optimizers.SGD(0.05), distillation=DistillationConfig())
   dml(tf.zeros((1, *IMAGE_SHAPE)))
   dml.build_optimizers()
@@ -348,7 +336,7 @@ def test_warmup_step_equals_dml_and_leaves_gan_untouched():
     target.set_weights(source.get_weights())
   players = [acn.generator, acn.discriminator]
   before_players = _snapshot(players)
-  images, labels = _batch()
+  images, labels = random_batch()
   logs = acn.train_on_batch(images, labels, return_dict=True)
   dml.train_on_batch(images, labels)
   # Phase A did not run: its metrics have no value yet (NaN, not a measured 0).
@@ -364,7 +352,7 @@ def test_warmup_step_equals_dml_and_leaves_gan_untouched():
 
 def test_warmup_callback_switches_phase_a_on_after_warmup_epochs():
   model = _acn()
-  images, labels = _batch(64)
+  images, labels = random_batch(64)
   seen = []
 
   class Record(keras.callbacks.Callback):
@@ -382,7 +370,7 @@ def test_warmup_callback_switches_phase_a_on_after_warmup_epochs():
 def test_no_gan_ablation_has_no_discriminator():
   model = _acn(gan_weight=0.0)
   assert model.discriminator is None
-  images, labels = _batch()
+  images, labels = random_batch()
   logs = model.train_on_batch(images, labels, return_dict=True)
   assert np.isfinite(logs["g_loss"])
   with pytest.raises(ValueError, match="discriminator_optimizer"):
@@ -393,7 +381,7 @@ def test_no_gan_ablation_has_no_discriminator():
 @pytest.mark.parametrize("objective", ["divergence", "generator_loss"])
 def test_divergent_examples_picture_matches_the_classifiers(objective):
   model = _acn(objective=objective, search_steps=2, mask_source="update")
-  images, labels = _batch(8)
+  images, labels = random_batch(8)
   examples = visualize.divergent_examples(model, images, labels)
   assert np.abs(examples.searched - examples.generated).max() > 0
   assert np.abs(examples.searched - images).max() <= 0.1 + 1e-6

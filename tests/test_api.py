@@ -11,6 +11,7 @@ import tensorflow as tf
 from acn_tf import api, config as config_lib, errors, experiments
 from acn_tf.adversarial import AdversarialCoDistillation, AdversarialWarmup
 from acn_tf.models import CoDistillation
+from tiny_models import dense_classifier
 
 
 def example_code():
@@ -42,12 +43,6 @@ def test_the_documented_example_runs_as_written(tmp_path, monkeypatch, capsys):
   assert agreement > 0.5
 
 
-def small_classifier(seed, classes=3, shape=(6, 6, 1)):
-  keras.utils.set_random_seed(seed)
-  return keras.Sequential([keras.Input(shape), keras.layers.Flatten(),
-                           keras.layers.Dense(classes)])
-
-
 @pytest.mark.parametrize("method, model_type, kd_weight", [
     ("independent", CoDistillation, 0.0), ("dml", CoDistillation, 1.0),
     ("acn", AdversarialCoDistillation, 1.0)])
@@ -55,7 +50,7 @@ def test_build_model_gives_each_method_the_configs_settings(method, model_type, 
   config = api.config(method=method, learning_rate=0.2, lr_schedule="step",
                       lr_decay_epochs=(2,), epochs=3, temperature=2.0)
   assert config.data.dataset == config_lib.PYTHON_DATASET and config.name == "python_api"
-  model = api.build_model([small_classifier(0), small_classifier(1)], config,
+  model = api.build_model([dense_classifier(0), dense_classifier(1)], config,
                           steps_per_epoch=5)
   assert type(model) is model_type
   assert model.distillation.kd_weight == kd_weight and model.distillation.temperature == 2.0
@@ -76,7 +71,7 @@ def test_build_model_gives_each_method_the_configs_settings(method, model_type, 
 def test_the_learning_rate_schedule_follows_steps_per_epoch():
   config = api.config(method="dml", learning_rate=0.2, lr_schedule="step",
                       lr_decay_epochs=(2,), lr_decay_factor=0.1)
-  model = api.build_model([small_classifier(0), small_classifier(1)], config,
+  model = api.build_model([dense_classifier(0), dense_classifier(1)], config,
                           steps_per_epoch=5)
   optimizer = model.optimizer  # Its learning_rate is the schedule's at `iterations`.
   optimizer.iterations.assign(9)
@@ -100,18 +95,18 @@ def test_api_config_starts_from_a_named_experiment():
 def test_build_model_rejects_what_cannot_work_together():
   config = api.config(method="dml")
   with pytest.raises(errors.ConfigError, match="two classifiers or more"):
-    api.build_model([small_classifier(0)], config, steps_per_epoch=5)
+    api.build_model([dense_classifier(0)], config, steps_per_epoch=5)
   with pytest.raises(errors.ConfigError, match="different numbers of classes"):
-    api.build_model([small_classifier(0), small_classifier(1, classes=4)], config, 5)
+    api.build_model([dense_classifier(0), dense_classifier(1, classes=4)], config, 5)
   with pytest.raises(errors.ConfigError, match="different image shapes"):
-    api.build_model([small_classifier(0), small_classifier(1, shape=(5, 5, 1))], config, 5)
+    api.build_model([dense_classifier(0), dense_classifier(1, shape=(5, 5, 1))], config, 5)
   with pytest.raises(errors.ConfigError, match="steps_per_epoch must be >= 1"):
-    api.build_model([small_classifier(0), small_classifier(1)], config, 0)
+    api.build_model([dense_classifier(0), dense_classifier(1)], config, 0)
   with pytest.raises(errors.ConfigError, match="keras.Model"):
     api.build_model(["resnet32", "resnet32"], config, 5)
   bfloat16 = api.config(method="dml", mixed_precision="mixed_bfloat16")
   with pytest.raises(errors.ConfigError, match="set_global_policy\\('mixed_bfloat16'\\)"):
-    api.build_model([small_classifier(0), small_classifier(1)], bfloat16, 5)
+    api.build_model([dense_classifier(0), dense_classifier(1)], bfloat16, 5)
 
 
 def test_run_py_cannot_load_the_python_dataset():

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, subprocess_environment
 
 
 def test_benchmark_script_reports_medians_and_ratios():
@@ -17,7 +17,7 @@ def test_benchmark_script_reports_medians_and_ratios():
        "--configurations=single,dml,acn_k1_mask_search", "--override=generator_filters=4",
        "--override=discriminator_filters=4"],
       capture_output=True, text=True, timeout=600,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+      env=subprocess_environment())
   assert completed.returncode == 0, completed.stderr[-3000:]
   results = json.loads(completed.stdout)
   for name in ("single", "dml", "acn_k1_mask_search"):

@@ -11,6 +11,7 @@ import pytest
 from acn_tf import builders, config as config_lib, experiments
 from acn_tf.config import ConfigError, ExperimentConfig
 from acn_tf.data import DatasetInfo
+from tiny_models import random_batch
 
 
 def _leaf_names(cls):
@@ -102,10 +103,7 @@ def _another_value(name: str, value):
 def _weights_after_a_step(config):
   info = DatasetInfo("digits", 10, (8, 8, 1), 64, 0, 64, "synthetic")
   model = builders.build_model(config, info, [0.5], [0.08], steps=2)
-  rng = np.random.default_rng(0)
-  images = rng.random((32, 8, 8, 1), dtype=np.float32)
-  labels = rng.integers(0, 10, 32)
-  model.train_on_batch(images, labels)
+  model.train_on_batch(*random_batch(32, num_classes=10))
   return [v.numpy() for v in model.classifier_variables]
 
 

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 from acn_tf import config
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A relative path that climbs out of its folder: dot-dot, slash, then a name.
 _CLIMBING_PATH = re.compile(r"(?:\.\./)+[\w.\-/]+")
 

@@ -21,7 +21,7 @@ from acn_tf import backbones, data, discriminators, generators
 from acn_tf.adversarial import AdversarialCoDistillation
 from acn_tf.export import ENSEMBLE_NAME, export_saved_models
 from acn_tf.models import CoDistillation
-from conftest import spec_phase_a
+from conftest import spec_phase_a, subprocess_environment
 
 TRAIN_EXAMPLES = 64
 TEST_EXAMPLES = 100
@@ -98,7 +98,7 @@ def served(exported, digits, tmp_path_factory):
   result = subprocess.run(
       [sys.executable, "-c", SERVING_CLIENT, export_dir, str(output_dir), *exported],
       cwd=output_dir, capture_output=True, text=True, timeout=120,
-      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+      env=subprocess_environment())
   assert result.returncode == 0, result.stderr[-3000:]
   return {name: {key: np.load(output_dir / f"{name}_{key}.npy")
                  for key in ("probabilities", "classes")}
@@ -149,7 +149,7 @@ def test_saved_model_cli_shows_the_serving_signature(exported):
     pytest.skip("saved_model_cli (installed with tensorflow) is not on this machine.")
   result = subprocess.run([cli, "show", "--dir", exported[ENSEMBLE_NAME], "--all"],
                           capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                          env=subprocess_environment())
   assert result.returncode == 0, result.stderr[-3000:]
   shown = result.stdout.lower()  # dtypes are printed as DT_UINT8, DT_INT64.
   for expected in ("serving_default", "images", "uint8", "probabilities", "classes",

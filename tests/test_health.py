@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import backbones, builders, health
+from acn_tf import builders, health
 from acn_tf.config import ExperimentConfig
 from acn_tf.data import DatasetInfo
+from tiny_models import IMAGE_SHAPE, random_batch, small_cnns
 
-IMAGE_SHAPE = (8, 8, 1)
-NUM_CLASSES = 5
+NUM_CLASSES = 5  # tiny_models' default.
 
 
 def _softmax(z):
@@ -30,17 +30,12 @@ def model():
                             architectures=("small_cnn", "small_cnn"), generator_filters=8,
                             discriminator_filters=8, ras_epsilon=0.1, ras_step_size=0.05)
   info = DatasetInfo("test", NUM_CLASSES, IMAGE_SHAPE, 64, 0, 64, "test")
-  classifiers = [backbones.build_classifier("small_cnn", IMAGE_SHAPE, NUM_CLASSES, [0.5],
-                                            [0.08], name=f"c{i}", seed=i)
-                 for i in range(2)]
-  acn = builders.build_adversarial_model(config, info, classifiers)
+  acn = builders.build_adversarial_model(config, info, small_cnns(seeds=(0, 1)))
   acn.compile(keras.optimizers.SGD(0.05), adversarial=config.adversarial,
                 **builders.phase_a_optimizers(config, with_discriminator=True))
   acn(tf.zeros((1, *IMAGE_SHAPE)))
   acn.build_optimizers()
-  rng = np.random.default_rng(0)
-  images = tf.constant(rng.random((48, *IMAGE_SHAPE), dtype=np.float32))
-  labels = tf.constant(rng.integers(0, NUM_CLASSES, 48))
+  images, labels = (tf.constant(array) for array in random_batch(48))
   for _ in range(5):  # A generator that has moved: x̃0 differs from x.
     acn.generator_update(images, labels)
   return acn

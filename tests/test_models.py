@@ -5,28 +5,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import backbones, losses
+from acn_tf import losses
 from acn_tf.config import DistillationConfig
 from acn_tf.models import CoDistillation
+from tiny_models import IMAGE_SHAPE, random_batch, small_cnns
 
-IMAGE_SHAPE = (8, 8, 1)
 NUM_CLASSES = 4
 
 
-def _classifier(seed, name="classifier"):
-  return backbones.build_classifier("small_cnn", IMAGE_SHAPE, NUM_CLASSES, [0.5], [0.08],
-                                    name=name, seed=seed)
-
-
-def _batch(size=32, seed=0):
-  rng = np.random.default_rng(seed)
-  images = rng.random((size, *IMAGE_SHAPE), dtype=np.float32)
-  labels = rng.integers(0, NUM_CLASSES, size)
-  return images, labels
+def _batch(size=32):
+  return random_batch(size, NUM_CLASSES)
 
 
 def _model(seeds, kd_weight, temperature=1.0, optimizer=None):
-  model = CoDistillation([_classifier(seed, f"c{i}") for i, seed in enumerate(seeds)])
+  model = CoDistillation(small_cnns(seeds, NUM_CLASSES))
   optimizer = optimizer or keras.optimizers.SGD(0.05)
   model.compile(optimizer, distillation=DistillationConfig(temperature=temperature,
                                                               kd_weight=kd_weight))
@@ -76,7 +68,7 @@ def test_kd_weight_zero_trains_classifiers_exactly_as_alone():
     for a, b in zip(trained_together, trained_alone):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   # And training did move them (the comparison above is not between two no-ops).
-  fresh = _classifier(3).get_weights()
+  fresh = small_cnns((3,), NUM_CLASSES)[0].get_weights()
   assert any(not np.allclose(a, b) for a, b in zip(fresh, alone[0].classifiers[0].get_weights()))
 
 

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,8 +17,8 @@ import tensorflow_datasets as tfds
 
 from acn_tf import (backbones, builders, command_line, config as config_lib, data,
                     discriminators, errors, experiments, sources, training)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import run_py, subprocess_environment, write_json
+from tiny_models import dense_classifier
 
 # ITU-R BT.601 luma, the weights of grayscale conversion.
 LUMA = np.array([0.2989, 0.5870, 0.1140])
@@ -398,11 +397,6 @@ def test_acn_trains_on_96x96_rgb_images():
 # -- Experiments defined by a JSON file --------------------------------------------------
 
 
-def write_json(path, values):
-  path.write_text(json.dumps(values))
-  return str(path)
-
-
 def test_a_config_file_alone_defines_an_experiment(tmp_path):
   path = write_json(tmp_path / "my_shapes.json", {
       "name": "shapes", "dataset": "folder:shapes/train", "test_fraction": 0.2,
@@ -469,11 +463,8 @@ def test_run_py_trains_an_experiment_file_on_a_folder_and_serves_class_names(tmp
       "epochs": 1, "batch_size": 4, "adv_warmup_epochs": 0, "augmentation": "crop_flip",
       "crop_padding": 1})
   model_dir = tmp_path / "run"
-  completed = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "run.py"), f"--config_file={experiment}",
-       f"--data_dir={tmp_path / 'data'}", f"--model_dir={model_dir}", "--verbose=0"],
-      cwd=str(tmp_path), capture_output=True, text=True, timeout=600,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  completed = run_py(f"--config_file={experiment}", f"--data_dir={tmp_path / 'data'}",
+                     f"--model_dir={model_dir}", "--verbose=0", cwd=str(tmp_path))
   assert completed.returncode == 0, completed.stderr[-3000:]
   results = json.loads((model_dir / "results.json").read_text())
   assert results["experiment"] == "shapes" and results["dataset"] == "folder:train"
@@ -485,7 +476,7 @@ def test_run_py_trains_an_experiment_file_on_a_folder_and_serves_class_names(tmp
   served = subprocess.run(
       [sys.executable, "-c", SERVING_CLIENT, str(model_dir / "export" / "ensemble"),
        str(tmp_path / "images.npy")], cwd=str(tmp_path), capture_output=True, text=True,
-      timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+      timeout=300, env=subprocess_environment())
   assert served.returncode == 0, served.stderr[-3000:]
   lines = dict(line.split(" ", 1) for line in served.stdout.splitlines()
                if line.split(" ", 1)[0] in ("names", "classes", "served"))
@@ -497,9 +488,7 @@ def test_run_py_trains_an_experiment_file_on_a_folder_and_serves_class_names(tmp
 def test_export_needs_one_class_name_per_class(tmp_path):
   from acn_tf.export import export_saved_models
   from acn_tf.models import CoDistillation
-  classifier = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
-                                 keras.layers.Dense(3)])
-  model = CoDistillation([classifier])
+  model = CoDistillation([dense_classifier(0, classes=3, shape=(4, 4, 1))])
   with pytest.raises(ValueError, match="2 class names for classifiers of 3 classes"):
     export_saved_models(model, str(tmp_path), class_names=["a", "b"])
   assert os.listdir(tmp_path) == []  # Refused before writing anything.

@@ -4,23 +4,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import backbones, discriminators, generators
+from acn_tf import discriminators, generators
 from acn_tf.search import (compiled_search, divergence_gradient, group_divergence,
                            label_mask, restricted_adversarial_search)
 from conftest import spec_phase_a
-
-IMAGE_SHAPE = (8, 8, 1)
+from tiny_models import IMAGE_SHAPE, random_batch, small_cnns
 
 
 @pytest.fixture(scope="module")
 def classifiers():
-  return [backbones.build_classifier("small_cnn", IMAGE_SHAPE, 5, [0.5], [0.08],
-                                     name=f"c{i}", seed=10 + i) for i in range(2)]
+  return small_cnns(seeds=(10, 11))
 
 
 def _images(size=32, seed=0):
-  rng = np.random.default_rng(seed)
-  return rng.random((size, *IMAGE_SHAPE), dtype=np.float32)
+  return random_batch(size, seed=seed)[0]
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.1, 0.5])

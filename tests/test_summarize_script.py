@@ -1,14 +1,14 @@
 """experiments/summarize.py: the tables RESULTS.md quotes, from run directories."""
 
-import json
 import os
 import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "experiments"))
+from conftest import ROOT, read_json, write_json
+
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
 import summarize  # noqa: E402
 
 
@@ -20,7 +20,7 @@ def _run(root, name, ensemble, divergence_search=None, kept=None, history=None):
   results = {"classifiers": [{"top1": ensemble - 0.01}, {"top1": ensemble - 0.03}],
              "ensemble_top1": ensemble, "mean_divergence": 0.004,
              "seconds_per_epoch": 10.0}
-  (model_dir / "results.json").write_text(json.dumps(results))
+  write_json(model_dir / "results.json", results)
   columns = ["epoch", "ensemble_top1", "val_ensemble_top1"]
   rows = [["0", "0.5", "NA"], ["1", str(ensemble), "NA"]]
   if divergence_search is not None:
@@ -74,14 +74,14 @@ def test_health_table_averages_the_test_split_figures(tmp_path):
   for seed, ratio in enumerate((3.0, 5.0)):
     _run(tmp_path, f"acn-seed{seed}", 0.75)
     path = tmp_path / f"acn-seed{seed}" / "results.json"
-    results = json.loads(path.read_text())
+    results = read_json(path)
     results["phase_a_health"] = {
         "divergence_real": 0.01, "divergence_generated": 0.01 * ratio,
         "divergence_searched": 0.05, "divergence_ratio_generated": ratio,
         "divergence_ratio_searched": 5.0, "kept_searched": 0.6,
         "discriminator_real_accuracy": None, "discriminator_fake_accuracy": None,
         "residual_linf": 0.1}
-    path.write_text(json.dumps(results))
+    write_json(path, results)
   _run(tmp_path, "dml-seed0", 0.74)
   rows = summarize.health_rows(summarize.load_runs(str(tmp_path)))
   assert len(rows) == 1 and rows[0][:2] == ["acn", "2"]
