@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 
 # One DML and one ACN step of tiny networks on a fixed batch; prints the oneDNN
 # state, then saves every weight after the steps to the .npz file given.
