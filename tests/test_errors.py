@@ -22,6 +22,7 @@ import json
 import os
 import pickle
 import signal
+import subprocess
 import tarfile
 import time
 import types
@@ -672,32 +673,56 @@ RUN_PY_CASES = {
 }
 
 
-def _run_py_case(tmp_path, name, run):
-  """Prepares case `name` of RUN_PY_CASES, runs it with `run`, and checks exit
-  status 2, one error line naming the culprit, and a model_dir as it was."""
+def _prepare_run_py_case(tmp_path, name):
+  """Prepares case `name` of RUN_PY_CASES in tmp_path; returns its run.py arguments
+  and a function that checks what run.py did: exit status 2, one error line naming
+  the culprit, and the model_dir as it was."""
   arguments, prepare, culprit = RUN_PY_CASES[name]
   model_dir = tmp_path / "run"
   if prepare is not None:
     prepare(model_dir)
   values = {"tmp": str(tmp_path), "model_dir": str(model_dir)}
   before = snapshot(str(model_dir))
-  completed = run(*[argument.format(**values) for argument in arguments],
-                  f"--model_dir={model_dir}", "--verbose=0")
-  assert_one_error_line(completed, culprit.format(**values))
-  assert snapshot(str(model_dir)) == before
+
+  def check(completed):
+    assert_one_error_line(completed, culprit.format(**values))
+    assert snapshot(str(model_dir)) == before
+
+  return ([argument.format(**values) for argument in arguments] +
+          [f"--model_dir={model_dir}", "--verbose=0"]), check
 
 
 @pytest.mark.parametrize("name", sorted(RUN_PY_CASES))
 def test_run_py_reports_bad_input_in_one_line(tmp_path, run_py_here, name):
   """run.py's main in this process: its flags, checks and messages."""
-  _run_py_case(tmp_path, name, run_py_here)
+  arguments, check = _prepare_run_py_case(tmp_path, name)
+  check(run_py_here(*arguments))
 
 
-@pytest.mark.parametrize("name", ["nan_override", "model_dir_is_a_file", "missing_data_dir"])
-def test_run_py_in_its_own_process_reports_bad_input_in_one_line(tmp_path, name):
+OWN_PROCESS_CASES = ("nan_override", "model_dir_is_a_file", "missing_data_dir")
+
+
+@pytest.fixture(scope="module")
+def own_process_cases(tmp_path_factory):
+  """The OWN_PROCESS_CASES prepared and started at once: {name: (process, check)}."""
+  started = {}
+  for name in OWN_PROCESS_CASES:
+    arguments, check = _prepare_run_py_case(tmp_path_factory.mktemp(name), name)
+    started[name] = (start_run_py(*arguments), check)
+  yield started
+  for process, _ in started.values():  # Any a deselected test left.
+    if process.poll() is None:
+      process.kill()
+      process.communicate()
+
+
+@pytest.mark.parametrize("name", OWN_PROCESS_CASES)
+def test_run_py_in_its_own_process_reports_bad_input_in_one_line(own_process_cases, name):
   """What only a process shows (its exit status, a stderr without TensorFlow's
   start-up chatter or a traceback), for a config, a model_dir and a data error."""
-  _run_py_case(tmp_path, name, run_py)
+  process, check = own_process_cases[name]
+  stdout, stderr = process.communicate(timeout=300)
+  check(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
 
 
 def test_user_errors_become_a_message_and_bugs_keep_their_traceback(run_module, capsys):
