@@ -11,11 +11,16 @@ TensorFlow start-up); what a run's directory holds. Small networks and batches
 are in tests/tiny_models.py, fake dataset files in tests/dataset_files.py.
 """
 
+import concurrent.futures
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
+import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -59,11 +64,12 @@ def run_py(*arguments, cwd=ROOT, env=None, timeout=300):
                         text=True, timeout=timeout)
 
 
-def start_run_py(*arguments, cwd=ROOT, env=None, output=subprocess.PIPE):
+def start_run_py(*arguments, cwd=ROOT, env=None, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE):
   """`python run.py ARGUMENTS` started, not waited for (a Popen with text output)."""
   return subprocess.Popen([sys.executable, RUN_PY, *arguments], cwd=cwd,
-                          env=env or subprocess_environment(), stdout=output,
-                          stderr=output, text=True)
+                          env=env or subprocess_environment(), stdout=stdout,
+                          stderr=stderr, text=True)
 
 
 def run_py_together(*commands, timeout=300):
@@ -184,11 +190,134 @@ def read_json(path):
     return json.load(handle)
 
 
+# -- Processes started as soon as the tests are collected --------------------------------
+
+_EARLY_RUNS = {}  # Fixture name: commands(directory) -> {run name: command}.
+_STARTED = {}  # Fixture name: (directory, {run name: (_BackgroundRun, future)}).
+_background = []  # The one thread that runs them, one at a time, once started.
+_starting = threading.Lock()  # A process is started, or the runs are cancelled, under it.
+
+
+class Command(typing.NamedTuple):
+  """A process other than run.py for `early_runs`: its argv, and its environment
+  (default: subprocess_environment())."""
+  argv: list
+  env: dict = None
+
+
+class FinishedRun(subprocess.CompletedProcess):
+  """A process of an `early_runs` fixture, with `directory`: DIRECTORY/RUN_NAME,
+  where its command writes by convention (a run.py run's --model_dir)."""
+
+  def __init__(self, args, returncode, stdout, stderr, directory):
+    super().__init__(args, returncode, stdout, stderr)
+    self.directory = directory
+
+  def succeeded(self):
+    """Its directory, once checked that the process exited with status 0."""
+    assert self.returncode == 0, self.stderr[-3000:]
+    return self.directory
+
+
+class _BackgroundRun:
+  """One process of the background thread, its output in files (pipes would fill
+  up before anybody reads them)."""
+
+  def __init__(self, command, directory, run):
+    self.command, self.directory = command, os.path.join(directory, run)
+    self.outputs = [os.path.join(directory, f"{run}.{stream}") for stream in ("out", "err")]
+    self.process, self.cancelled = None, False
+
+  def __call__(self):
+    with open(self.outputs[0], "w") as stdout, open(self.outputs[1], "w") as stderr:
+      with _starting:
+        if self.cancelled:
+          return
+        if isinstance(self.command, Command):
+          self.process = subprocess.Popen(
+              self.command.argv, cwd=ROOT, env=self.command.env or subprocess_environment(),
+              stdout=stdout, stderr=stderr, text=True)
+        else:
+          self.process = start_run_py(*self.command, stdout=stdout, stderr=stderr)
+      self.process.wait()
+
+  def finished(self, future):
+    future.result(timeout=900)
+    outputs = []
+    for path in self.outputs:
+      with open(path) as handle:
+        outputs.append(handle.read())
+    return FinishedRun(self.process.args, self.process.returncode, *outputs, self.directory)
+
+
+def early_runs(commands):
+  """Decorator of `commands(directory)`, which gives {run name: run.py arguments,
+  or a Command} writing under `directory`. Returns a session fixture, named as
+  `commands`, that gives {run name: FinishedRun} once every run has finished.
+
+  The processes start when the session's tests are collected, if a selected test
+  uses the fixture: one at a time, from a background thread, so that they use
+  the second core while the tests before their readers use the first (most of
+  these processes is TensorFlow's start-up and tracing, on one core). The
+  directory is removed at the end of the session."""
+  name = commands.__name__
+  _EARLY_RUNS[name] = commands
+
+  @pytest.fixture(scope="session", name=name)
+  def finished():
+    _, started = _STARTED[name] if name in _STARTED else _start(name)
+    return {run: background_run.finished(future)
+            for run, (background_run, future) in started.items()}
+
+  finished.__doc__ = commands.__doc__
+  return finished
+
+
+def _start(name):
+  if not _background:
+    _background.append(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+  directory = tempfile.mkdtemp(prefix=f"acn_tf_{name}_")
+  started = {}
+  for run, command in _EARLY_RUNS[name](directory).items():
+    background_run = _BackgroundRun(command, directory, run)
+    started[run] = background_run, _background[0].submit(background_run)
+  _STARTED[name] = directory, started
+  return _STARTED[name]
+
+
+def pytest_collection_finish(session):
+  if session.config.option.collectonly:
+    return
+  first_reader = {}  # Fixture name: index of the first selected test that uses it.
+  for index, item in enumerate(session.items):
+    for name in getattr(item, "fixturenames", ()):
+      if name in _EARLY_RUNS:
+        first_reader.setdefault(name, index)
+  for name in sorted(first_reader, key=first_reader.get):
+    _start(name)
+
+
+def pytest_sessionfinish(session):
+  with _starting:  # Runs whose readers were not run (or failed before waiting).
+    for _, started in _STARTED.values():
+      for background_run, future in started.values():
+        background_run.cancelled = True
+        future.cancel()
+        if background_run.process is not None and background_run.process.poll() is None:
+          background_run.process.kill()
+  for executor in _background:
+    executor.shutdown(wait=True)
+  for directory, _ in _STARTED.values():
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 # -- Digits runs that several tests read ------------------------------------------------
 
-# Trained once per session by `digits_runs`, each with run.py as a user runs it:
-# "acn" (tests/test_records.py, tests/test_run.py: TensorBoard events, the best
+# Trained once per session, each with run.py as a user runs it: "acn"
+# (tests/test_records.py, tests/test_run.py: TensorBoard events, the best
 # checkpoint, a finished run refused), "dml" and "independent" (tests/test_run.py).
+# No export: the tests that need one make their own. Tests that change a run
+# copy it first.
 DIGITS_RUNS = {
     # Default log_every_steps (50), 5 steps an epoch: the epoch's last step is not
     # a multiple of it, the case where Keras' own callback loses the epoch scalars.
@@ -201,15 +330,9 @@ DIGITS_RUNS = {
 }
 
 
-@pytest.fixture(scope="session")
-def digits_runs(tmp_path_factory):
-  """{name: model_dir} of the DIGITS_RUNS, trained together (no export: the
-  tests that need one make their own). Tests that change a run copy it first."""
-  root = tmp_path_factory.mktemp("digits_runs")
-  model_dirs = {name: str(root / name) for name in DIGITS_RUNS}
-  completed = run_py_together(*[
-      ["--experiment=digits", f"--model_dir={model_dirs[name]}", "--verbose=0", "--noexport",
-       *arguments] for name, arguments in DIGITS_RUNS.items()])
-  for name, process in zip(DIGITS_RUNS, completed):
-    assert process.returncode == 0, (name, process.stderr[-3000:])
-  return model_dirs
+@early_runs
+def digits_runs(directory):
+  """The DIGITS_RUNS: {name: FinishedRun}."""
+  return {name: ["--experiment=digits", f"--model_dir={os.path.join(directory, name)}",
+                 "--verbose=0", "--noexport", *arguments]
+          for name, arguments in DIGITS_RUNS.items()}

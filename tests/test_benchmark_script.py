@@ -4,21 +4,24 @@ it prints are not checked, only their bookkeeping)."""
 
 import json
 import os
-import subprocess
 import sys
 
-from conftest import ROOT, subprocess_environment
+from conftest import ROOT, Command, early_runs
 
 
-def test_benchmark_script_reports_medians_and_ratios():
-  completed = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), "--json",
-       "--architecture=small_cnn", "--batch_size=8", "--steps=1", "--repeats=3",
-       "--configurations=single,dml,acn_k1_mask_search", "--override=generator_filters=4",
-       "--override=discriminator_filters=4"],
-      capture_output=True, text=True, timeout=600,
-      env=subprocess_environment())
-  assert completed.returncode == 0, completed.stderr[-3000:]
+@early_runs
+def benchmark_run(directory):
+  """The script on three configurations, three rounds each."""
+  return {"json": Command([
+      sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), "--json",
+      "--architecture=small_cnn", "--batch_size=8", "--steps=1", "--repeats=3",
+      "--configurations=single,dml,acn_k1_mask_search", "--override=generator_filters=4",
+      "--override=discriminator_filters=4"])}
+
+
+def test_benchmark_script_reports_medians_and_ratios(benchmark_run):
+  completed = benchmark_run["json"]
+  completed.succeeded()
   results = json.loads(completed.stdout)
   for name in ("single", "dml", "acn_k1_mask_search"):
     rounds = results["rounds"][name]

@@ -20,9 +20,9 @@ import gzip
 import io
 import json
 import os
+import pathlib
 import pickle
 import signal
-import subprocess
 import tarfile
 import time
 import types
@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from acn_tf import (command_line, config as config_lib, data, errors, experiments,
                     run_dir, safety, sources, strict_json, training)
-from conftest import (ROOT, assert_one_error_line, error_lines, run_py, snapshot,
+from conftest import (ROOT, assert_one_error_line, early_runs, error_lines, run_py, snapshot,
                       start_run_py, strict_json_files)
 from dataset_files import write_idx
 
@@ -700,29 +700,25 @@ def test_run_py_reports_bad_input_in_one_line(tmp_path, run_py_here, name):
 
 
 OWN_PROCESS_CASES = ("nan_override", "model_dir_is_a_file", "missing_data_dir")
+_own_process_checks = {}  # Case name: its check, made when the case was prepared.
 
 
-@pytest.fixture(scope="module")
-def own_process_cases(tmp_path_factory):
-  """The OWN_PROCESS_CASES prepared and started at once: {name: (process, check)}."""
-  started = {}
+@early_runs
+def own_process_cases(directory):
+  """The OWN_PROCESS_CASES, each prepared in DIRECTORY/NAME."""
+  arguments = {}
   for name in OWN_PROCESS_CASES:
-    arguments, check = _prepare_run_py_case(tmp_path_factory.mktemp(name), name)
-    started[name] = (start_run_py(*arguments), check)
-  yield started
-  for process, _ in started.values():  # Any a deselected test left.
-    if process.poll() is None:
-      process.kill()
-      process.communicate()
+    case_directory = pathlib.Path(directory, name)
+    case_directory.mkdir()
+    arguments[name], _own_process_checks[name] = _prepare_run_py_case(case_directory, name)
+  return arguments
 
 
 @pytest.mark.parametrize("name", OWN_PROCESS_CASES)
 def test_run_py_in_its_own_process_reports_bad_input_in_one_line(own_process_cases, name):
   """What only a process shows (its exit status, a stderr without TensorFlow's
   start-up chatter or a traceback), for a config, a model_dir and a data error."""
-  process, check = own_process_cases[name]
-  stdout, stderr = process.communicate(timeout=300)
-  check(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+  _own_process_checks[name](own_process_cases[name])
 
 
 def test_user_errors_become_a_message_and_bugs_keep_their_traceback(run_module, capsys):

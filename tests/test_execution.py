@@ -1,6 +1,7 @@
 """Compiled, mixed-precision and deterministic execution of the training step."""
 
 import inspect
+import os
 
 import keras
 import numpy as np
@@ -9,7 +10,7 @@ import tensorflow as tf
 
 from acn_tf import builders, experiments
 from acn_tf.data import DatasetInfo
-from conftest import read_json, run_py_together
+from conftest import early_runs, read_json
 from tiny_models import (exact_acn, exact_acn_search_along_generator_loss, exact_batches,
                          exact_dml, random_batch)
 
@@ -94,15 +95,21 @@ def test_mixed_precision_step_keeps_float32_losses_and_variables(precision, ras_
   assert np.abs(divergent.numpy() - images).max() <= model.adversarial.search.ras_epsilon + 1e-6
 
 
-def test_deterministic_runs_give_identical_results(tmp_path):
-  """Two processes at once, each one epoch of 4 ACN steps (Phase A from the first)."""
-  commands = [["--experiment=digits", "--method=acn", f"--model_dir={tmp_path / name}",
-               "--verbose=0", "--noexport", "--override=epochs=1",
-               "--override=adv_warmup_epochs=0", "--override=train_examples=256",
-               "--override=deterministic=true"] for name in ("first", "second")]
-  for completed in run_py_together(*commands):
-    assert completed.returncode == 0, completed.stderr[-3000:]
-  results = [read_json(tmp_path / name / "results.json") for name in ("first", "second")]
+@early_runs
+def deterministic_runs(directory):
+  """The same command twice, each in a process of its own: one epoch of 4 ACN
+  steps (Phase A from the first) with op determinism."""
+  return {name: ["--experiment=digits", "--method=acn",
+                 f"--model_dir={os.path.join(directory, name)}", "--verbose=0", "--noexport",
+                 "--override=epochs=1", "--override=adv_warmup_epochs=0",
+                 "--override=train_examples=256", "--override=deterministic=true"]
+          for name in ("first", "second")}
+
+
+def test_deterministic_runs_give_identical_results(deterministic_runs):
+  results = [read_json(os.path.join(run.succeeded(), "results.json"))
+             for run in deterministic_runs.values()]
+  assert len(results) == 2
   for key in ("ensemble_top1", "mean_divergence", "test_loss"):
     assert results[0][key] == results[1][key], key
   assert results[0]["classifiers"] == results[1]["classifiers"]

@@ -7,6 +7,7 @@ test chose, so what the loaders return is checked against what was written.
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ import tensorflow_datasets as tfds
 
 from acn_tf import (backbones, builders, command_line, config as config_lib, data,
                     discriminators, errors, experiments, sources, training)
-from conftest import run_py, subprocess_environment, write_json
+from conftest import early_runs, subprocess_environment, write_json
 from tiny_models import dense_classifier
 
 # ITU-R BT.601 luma, the weights of grayscale conversion.
@@ -452,26 +453,35 @@ assert "acn_tf" not in sys.modules
 """
 
 
-def test_run_py_trains_an_experiment_file_on_a_folder_and_serves_class_names(tmp_path):
-  written = write_folder(str(tmp_path / "data" / "train"), {"circle": 6, "square": 6},
-                         8, 8, 3)
-  write_folder(str(tmp_path / "data" / "test"), {"circle": 2, "square": 2}, 8, 8, 3,
+@early_runs
+def folder_run(directory):
+  """run.py on an experiment file of its own: folders of 8x8 RGB shapes (two
+  classes, 12 training and 4 test images), one ACN epoch, with export; DIRECTORY/run
+  is its model_dir."""
+  root = pathlib.Path(directory)
+  write_folder(str(root / "data" / "train"), {"circle": 6, "square": 6}, 8, 8, 3)
+  write_folder(str(root / "data" / "test"), {"circle": 2, "square": 2}, 8, 8, 3,
                first_value=50)
-  experiment = write_json(tmp_path / "shapes.json", {
+  experiment = write_json(root / "shapes.json", {
       "name": "shapes", "dataset": "folder:train", "test_folder": "test",
       "image_size": 8, "architectures": ["small_cnn", "small_cnn"], "method": "acn",
       "epochs": 1, "batch_size": 4, "adv_warmup_epochs": 0, "augmentation": "crop_flip",
       "crop_padding": 1})
-  model_dir = tmp_path / "run"
-  completed = run_py(f"--config_file={experiment}", f"--data_dir={tmp_path / 'data'}",
-                     f"--model_dir={model_dir}", "--verbose=0", cwd=str(tmp_path))
-  assert completed.returncode == 0, completed.stderr[-3000:]
+  return {"run": [f"--config_file={experiment}", f"--data_dir={root / 'data'}",
+                  f"--model_dir={root / 'run'}", "--verbose=0"]}
+
+
+def test_run_py_trains_an_experiment_file_on_a_folder_and_serves_class_names(folder_run,
+                                                                            tmp_path):
+  model_dir = pathlib.Path(folder_run["run"].succeeded())
   results = json.loads((model_dir / "results.json").read_text())
   assert results["experiment"] == "shapes" and results["dataset"] == "folder:train"
   assert results["class_names"] == ["circle", "square"]
   assert results["image_shape"] == [8, 8, 3] and results["num_test"] == 4
 
-  images = np.concatenate([written["circle"][:2], written["square"][:2]])
+  train = model_dir.parent / "data" / "train"
+  images = np.stack([tf.io.decode_png(tf.io.read_file(str(train / name / f"image0{index}.png")))
+                     for name in ("circle", "square") for index in range(2)])
   np.save(tmp_path / "images.npy", images)
   served = subprocess.run(
       [sys.executable, "-c", SERVING_CLIENT, str(model_dir / "export" / "ensemble"),

@@ -4,13 +4,12 @@ and the machine facts results.json records."""
 import json
 import os
 import platform as python_platform
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import Command, early_runs
 
 # One DML and one ACN step of tiny networks on a fixed batch; prints the oneDNN
 # state, then saves every weight after the steps to the .npz file given.
@@ -40,37 +39,36 @@ print(platform.onednn_enabled(), platform.os.environ.get(platform.ONEDNN_VARIABL
 """
 
 
-def _start_steps(tmp_path, name, onednn=None):
-  """_STEPS in a process of its own, with TF_ENABLE_ONEDNN_OPTS unset or `onednn`;
-  returns a function that waits for it and gives (oneDNN on, the variable, weights)."""
+def _steps_environment(onednn=None):
   environment = {key: value for key, value in os.environ.items()
                  if key != "TF_ENABLE_ONEDNN_OPTS"}
   environment["TF_CPP_MIN_LOG_LEVEL"] = "2"
   if onednn is not None:
     environment["TF_ENABLE_ONEDNN_OPTS"] = onednn
-  path = tmp_path / f"{name}.npz"
-  process = subprocess.Popen([sys.executable, "-c", _STEPS, str(path)], cwd=ROOT,
-                             env=environment, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+  return environment
 
-  def result():
-    stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-2000:]
-    enabled, variable = stdout.split()[-2:]
-    return enabled == "True", variable, dict(np.load(path))
 
-  return result
+@early_runs
+def onednn_steps(directory):
+  """_STEPS in a process of its own each: TF_ENABLE_ONEDNN_OPTS unset ("default",
+  twice) or "0" ("off"); their weights in DIRECTORY/NAME.npz."""
+  return {name: Command([sys.executable, "-c", _STEPS, os.path.join(directory, f"{name}.npz")],
+                        _steps_environment(onednn))
+          for name, onednn in (("default", None), ("off", "0"), ("again", None))}
+
+
+def _steps_result(run):
+  """(oneDNN on, TF_ENABLE_ONEDNN_OPTS as the process saw it, weights after the steps)."""
+  assert run.returncode == 0, run.stderr[-2000:]
+  enabled, variable = run.stdout.split()[-2:]
+  return enabled == "True", variable, dict(np.load(f"{run.directory}.npz"))
 
 
 @pytest.mark.skipif(python_platform.machine().lower() not in ("x86_64", "amd64"),
                     reason="oneDNN's default is an x86 matter")
-def test_onednn_is_on_by_default_and_a_users_choice_wins(tmp_path):
-  """Three processes at once (most of each is TensorFlow's start-up on one core)."""
-  default = _start_steps(tmp_path, "default")
-  switched_off = _start_steps(tmp_path, "off", onednn="0")
-  default_again = _start_steps(tmp_path, "again")
-  on, on_variable, on_weights = default()
-  off, off_variable, off_weights = switched_off()
+def test_onednn_is_on_by_default_and_a_users_choice_wins(onednn_steps):
+  on, on_variable, on_weights = _steps_result(onednn_steps["default"])
+  off, off_variable, off_weights = _steps_result(onednn_steps["off"])
   assert (on, on_variable) == (True, "1")
   assert (off, off_variable) == (False, "0")
   # The same DML and ACN steps, to float tolerance (kernels sum in other orders).
@@ -81,7 +79,7 @@ def test_onednn_is_on_by_default_and_a_users_choice_wins(tmp_path):
     np.testing.assert_allclose(value, off_weights[name], rtol=1e-3, atol=1e-5,
                                err_msg=name)
   # With op determinism, oneDNN on twice gives the same numbers exactly.
-  _, _, again = default_again()
+  _, _, again = _steps_result(onednn_steps["again"])
   for name, value in on_weights.items():
     np.testing.assert_array_equal(value, again[name], err_msg=name)
 

@@ -35,7 +35,7 @@ def _event_values(directory):
 @pytest.fixture(scope="module")
 def acn_run(digits_runs):
   """conftest.DIGITS_RUNS["acn"]: 2 epochs of 5 steps, validation, no warm-up."""
-  return digits_runs["acn"]
+  return digits_runs["acn"].succeeded()
 
 
 def test_tensorboard_has_metrics_learning_rates_and_divergent_images(acn_run):
@@ -111,7 +111,8 @@ def test_killed_run_resumes_with_every_optimizer_and_finishes_all_epochs(tmp_pat
   command = ["--experiment=digits", "--method=acn", f"--model_dir={model_dir}", "--verbose=0",
              "--noexport", f"--override=epochs={epochs}", "--override=adv_warmup_epochs=1",
              "--override=train_examples=256"]
-  process = start_run_py(*command, output=subprocess.DEVNULL)
+  process = start_run_py(*command, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
   metadata = os.path.join(model_dir, "backup", "training_metadata.json")
   deadline = time.time() + 240
   while _saved_epoch(metadata) < 2 and process.poll() is None and time.time() < deadline:
