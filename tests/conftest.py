@@ -7,8 +7,10 @@ so this runs at import time, before any test module touches tf.
 Shared: Phase A's settings as the spec gives them; run.py run as a user runs it
 (a subprocess: exit status, stderr, TensorFlow's start-up) or in this process
 (its own `main`: the same flags, messages and exit status, without a second
-TensorFlow start-up); what a run's directory holds. Small networks and batches
-are in tests/tiny_models.py, fake dataset files in tests/dataset_files.py.
+TensorFlow start-up); processes started as soon as the tests are collected, for
+the tests that only read what they wrote (`early_runs`); the digits runs several
+test files read; what a run's directory holds. Small networks and batches are in
+tests/tiny_models.py, fake dataset files in tests/dataset_files.py.
 """
 
 import concurrent.futures
@@ -70,20 +72,6 @@ def start_run_py(*arguments, cwd=ROOT, env=None, stdout=subprocess.PIPE,
   return subprocess.Popen([sys.executable, RUN_PY, *arguments], cwd=cwd,
                           env=env or subprocess_environment(), stdout=stdout,
                           stderr=stderr, text=True)
-
-
-def run_py_together(*commands, timeout=300):
-  """Each of `commands` (a list of run.py arguments) in a process of its own, all
-  at once: most of a short run is TensorFlow's start-up on one core, so two
-  runs take little longer than one on this project's 2-core machines. Returns
-  their CompletedProcesses in order."""
-  processes = [start_run_py(*arguments) for arguments in commands]
-  completed = []
-  for process in processes:
-    stdout, stderr = process.communicate(timeout=timeout)
-    completed.append(subprocess.CompletedProcess(process.args, process.returncode,
-                                                 stdout, stderr))
-  return completed
 
 
 def error_lines(stderr):
