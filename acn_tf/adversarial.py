@@ -137,7 +137,7 @@ class AdversarialCoDistillation(CoDistillation):
       divergent_logits = self(divergent.images, training=True)
       mask_logits = divergent.logits if divergent.logits is not None else divergent_logits
       keep_mask = tf.stop_gradient(self.keep_mask(mask_logits, labels))
-      total += self.divergent_batch_loss(divergent_logits, labels, keep_mask)
+      total += self.divergent_batch_loss(divergent_logits, labels, keep_mask, logits)
       scaled_total = self.optimizer.scale_loss(total)
     self.apply_classifier_gradients(tape, scaled_total)
     self.update_classifier_metrics(logits, labels, per_classifier)
@@ -149,14 +149,22 @@ class AdversarialCoDistillation(CoDistillation):
     same x̃ (one pass of every classifier fewer; batch statistics of x̃)."""
     return label_mask(logits, labels, self.adversarial.search.ras_label_restrict)
 
-  def divergent_batch_loss(self, divergent_logits, labels, keep_mask) -> tf.Tensor:
+  def divergent_batch_loss(self, divergent_logits, labels, keep_mask,
+                           real_logits=None) -> tf.Tensor:
     """adv_weight Σ_i mean over m of (adv_kd_weight T² KL to the peers +
     adv_ce_weight CE) on x̃: "batch" divides the masked sum by the batch size,
-    "kept" by the number of kept examples (`adv_normalization`)."""
+    "kept" by the number of kept examples (`adv_normalization`). The peers'
+    predictions are on x̃, or with `adv_kd_target="real"` on the real batch
+    (`real_logits`, the example x̃ was made from at the same position)."""
     distillation = self.distillation
+    targets = None
+    if distillation.adv_kd_target == "real":
+      if real_logits is None:
+        raise ValueError('adv_kd_target="real" needs the real batch\'s logits.')
+      targets = real_logits
     per_classifier = losses.codistillation_losses(
         divergent_logits, labels, distillation.temperature, distillation.adv_kd_weight,
-        ce_weight=distillation.adv_ce_weight)
+        ce_weight=distillation.adv_ce_weight, target_logits=targets)
     if distillation.adv_normalization == "kept":
       terms = [losses.global_mean(loss, keep_mask) for loss in per_classifier]
     else:

@@ -42,6 +42,7 @@ AUGMENTATIONS = ("none", "crop", "crop_flip")
 LR_SCHEDULES = ("constant", "step", "cosine")
 DIVERGENCES = ("js", "sym_kl", "total_variation", "logit_l1")
 ADV_NORMALIZATIONS = ("batch", "kept")
+ADV_KD_TARGETS = ("divergent", "real")
 MASK_SOURCES = ("search", "update")
 RAS_OBJECTIVES = ("divergence", "generator_loss")
 JIT_COMPILE = ("auto", "true", "false")
@@ -149,6 +150,12 @@ class DistillationConfig:
   # batch only asks for its label: adversarial data augmentation guided by the
   # classifiers' disagreement, which separates the two halves of the term.
   adv_kd_weight: float = non_negative(1.0, methods=("acn",))
+  # What classifier i matches on x̃: its peers' predictions on x̃ itself (the
+  # spec's "divergent"), or on the real image x that x̃ was made from ("real"):
+  # x̃ keeps x's label, so this asks each classifier to predict on x̃ what its
+  # peers predict on x, a consistency term in place of agreement where the peers
+  # were made to disagree.
+  adv_kd_target: str = one_of("divergent", ADV_KD_TARGETS, methods=("acn",))
   # Averaging of the divergent-batch loss over the label mask m. "kept" (mean over
   # kept examples) is the spec's literal reading; it collapses training from
   # scratch (measured, see experiments/RESULTS.md), so the default is "batch":

@@ -106,15 +106,21 @@ def cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
       labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
 
 
-def peer_distillation(logits, temperature: float):
+def peer_distillation(logits, temperature: float, target_logits=None):
   """T^2 * mean_{j != i} KL(sg(p_j^T) || p_i^T) for each classifier i (the DML term).
 
   Returns a list of n per-example tensors. The stop-gradient on the peer makes the
   sum over i of these terms have, for each classifier's weights, exactly that
-  classifier's own gradient, so all classifiers can update in one step.
+  classifier's own gradient, so all classifiers can update in one step. With
+  `target_logits` the peers' p_j come from those logits (the same examples in
+  another form, e.g. the real images a divergent batch was made from).
   """
   probabilities = [tempered_probabilities(z, temperature) for z in logits]
-  targets = [tf.stop_gradient(p) for p in probabilities]
+  if target_logits is None:
+    targets = [tf.stop_gradient(p) for p in probabilities]
+  else:
+    targets = [tf.stop_gradient(tempered_probabilities(z, temperature))
+               for z in target_logits]
   count = len(logits)
   terms = []
   for i in range(count):
@@ -127,14 +133,15 @@ def peer_distillation(logits, temperature: float):
 
 
 def codistillation_losses(logits, labels, temperature: float, kd_weight: float,
-                          ce_weight: float = 1.0):
+                          ce_weight: float = 1.0, target_logits=None):
   """Phase B on one batch: ce_weight * CE(z_i, y) + kd_weight * DML term.
 
   On the real batch ce_weight = 1; on the divergent batch the spec weighs the
   terms as (KL term + adv_ce_weight * CE), i.e. kd_weight = 1, ce_weight =
-  adv_ce_weight. Returns a list of n per-example tensors [batch].
+  adv_ce_weight. `target_logits`: the peers' logits the DML term matches, if not
+  `logits` themselves. Returns a list of n per-example tensors [batch].
   """
-  distillation = peer_distillation(logits, temperature)
+  distillation = peer_distillation(logits, temperature, target_logits)
   return [ce_weight * cross_entropy(labels, z) + kd_weight * kd
           for z, kd in zip(logits, distillation)]
 

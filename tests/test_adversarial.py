@@ -400,27 +400,34 @@ def _softmax(z, temperature=1.0):
   return e / e.sum(-1, keepdims=True)
 
 
+@pytest.mark.parametrize("target", ["divergent", "real"])
 @pytest.mark.parametrize("normalization", ["batch", "kept"])
 @pytest.mark.parametrize("adv_weight, kd_weight, ce_weight", [
     (1.0, 1.0, 1.0), (0.5, 0.0, 1.0), (2.0, 1.0, 0.0), (1.0, 0.3, 0.7)])
-def test_divergent_batch_loss_matches_numpy(normalization, adv_weight, kd_weight, ce_weight):
-  """adv_weight Σ_i Σ_b m_b (adv_kd_weight T² mean_{j≠i} KL(p_j‖p_i) + adv_ce_weight CE_i)
-  divided by B ("batch") or by Σ m ("kept"), written out in numpy."""
+def test_divergent_batch_loss_matches_numpy(target, normalization, adv_weight, kd_weight,
+                                            ce_weight):
+  """adv_weight Σ_i Σ_b m_b (adv_kd_weight T² mean_{j≠i} KL(q_j‖p_i) + adv_ce_weight CE_i)
+  divided by B ("batch") or by Σ m ("kept"), written out in numpy; q_j is peer j's
+  prediction on x̃ ("divergent") or on the real batch ("real")."""
   model = _acn()
   model.distillation = DistillationConfig(
       temperature=2.0, adv_weight=adv_weight, adv_kd_weight=kd_weight,
-      adv_ce_weight=ce_weight, adv_normalization=normalization)
+      adv_ce_weight=ce_weight, adv_normalization=normalization, adv_kd_target=target)
   rng = np.random.default_rng(5)
   logits = [rng.normal(scale=2.0, size=(16, NUM_CLASSES)).astype(np.float32)
             for _ in range(3)]
+  real_logits = [rng.normal(scale=2.0, size=(16, NUM_CLASSES)).astype(np.float32)
+                 for _ in range(3)]
   labels = rng.integers(0, NUM_CLASSES, 16)
   mask = (rng.random(16) < 0.6).astype(np.float32)
   computed = model.divergent_batch_loss([tf.constant(z) for z in logits],
-                                        tf.constant(labels), tf.constant(mask))
+                                        tf.constant(labels), tf.constant(mask),
+                                        [tf.constant(z) for z in real_logits])
   soft = [_softmax(z, 2.0) for z in logits]
+  peers = soft if target == "divergent" else [_softmax(z, 2.0) for z in real_logits]
   total = 0.0
   for i, z in enumerate(logits):
-    kl = np.mean([np.sum(soft[j] * np.log(soft[j] / soft[i]), -1)
+    kl = np.mean([np.sum(peers[j] * np.log(peers[j] / soft[i]), -1)
                   for j in range(3) if j != i], axis=0)
     ce = -np.log(_softmax(z)[np.arange(16), labels])
     per_example = kd_weight * 4.0 * kl + ce_weight * ce
