@@ -12,6 +12,8 @@ from typing import Callable, Optional, Sequence, Tuple
 import keras
 from keras import layers
 
+from acn_tf.batch_norm import FusedBatchNormalization
+
 _RESNET_PATTERN = re.compile(r"^resnet(\d+)$")
 _WIDE_RESNET_PATTERN = re.compile(r"^wrn(\d+)_(\d+)$")
 _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
@@ -63,14 +65,15 @@ def _conv(filters: int, kernel_size: int, strides: int = 1, name: Optional[str] 
 def _basic_block(inputs, filters: int, strides: int, name: str):
   """Post-activation basic block of He et al. (2016), projection shortcut."""
   x = _conv(filters, 3, strides, name=f"{name}_conv1")(inputs)
-  x = layers.BatchNormalization(**_BATCH_NORM, name=f"{name}_bn1")(x)
+  x = FusedBatchNormalization(**_BATCH_NORM, name=f"{name}_bn1")(x)
   x = layers.ReLU(name=f"{name}_relu1")(x)
   x = _conv(filters, 3, name=f"{name}_conv2")(x)
-  x = layers.BatchNormalization(**_BATCH_NORM, name=f"{name}_bn2")(x)
+  x = FusedBatchNormalization(**_BATCH_NORM, name=f"{name}_bn2")(x)
   shortcut = inputs
   if strides != 1 or inputs.shape[-1] != filters:
     shortcut = _conv(filters, 1, strides, name=f"{name}_shortcut")(inputs)
-    shortcut = layers.BatchNormalization(**_BATCH_NORM, name=f"{name}_shortcut_bn")(shortcut)
+    shortcut = FusedBatchNormalization(**_BATCH_NORM,
+                                       name=f"{name}_shortcut_bn")(shortcut)
   x = layers.Add(name=f"{name}_add")([x, shortcut])
   return layers.ReLU(name=f"{name}_out")(x)
 
@@ -78,7 +81,7 @@ def _basic_block(inputs, filters: int, strides: int, name: str):
 def _resnet_features(x, depth: int):
   blocks_per_stage = (depth - 2) // 6
   x = _conv(16, 3, name="stem_conv")(x)
-  x = layers.BatchNormalization(**_BATCH_NORM, name="stem_bn")(x)
+  x = FusedBatchNormalization(**_BATCH_NORM, name="stem_bn")(x)
   x = layers.ReLU(name="stem_relu")(x)
   for stage, filters in enumerate((16, 32, 64)):
     for block in range(blocks_per_stage):
@@ -89,13 +92,13 @@ def _resnet_features(x, depth: int):
 
 def _wide_block(inputs, filters: int, strides: int, name: str):
   """Pre-activation wide block of Zagoruyko & Komodakis (2016)."""
-  x = layers.BatchNormalization(**_BATCH_NORM, name=f"{name}_bn1")(inputs)
+  x = FusedBatchNormalization(**_BATCH_NORM, name=f"{name}_bn1")(inputs)
   x = layers.ReLU(name=f"{name}_relu1")(x)
   shortcut = inputs
   if strides != 1 or inputs.shape[-1] != filters:
     shortcut = _conv(filters, 1, strides, name=f"{name}_shortcut")(x)
   x = _conv(filters, 3, strides, name=f"{name}_conv1")(x)
-  x = layers.BatchNormalization(**_BATCH_NORM, name=f"{name}_bn2")(x)
+  x = FusedBatchNormalization(**_BATCH_NORM, name=f"{name}_bn2")(x)
   x = layers.ReLU(name=f"{name}_relu2")(x)
   x = _conv(filters, 3, name=f"{name}_conv2")(x)
   return layers.Add(name=f"{name}_add")([x, shortcut])
@@ -108,7 +111,7 @@ def _wide_resnet_features(x, depth: int, width: int):
     for block in range(blocks_per_stage):
       strides = 2 if stage > 0 and block == 0 else 1
       x = _wide_block(x, filters, strides, name=f"stage{stage + 1}_block{block + 1}")
-  x = layers.BatchNormalization(**_BATCH_NORM, name="final_bn")(x)
+  x = FusedBatchNormalization(**_BATCH_NORM, name="final_bn")(x)
   return layers.ReLU(name="final_relu")(x)
 
 
@@ -116,7 +119,7 @@ def _small_cnn_features(x):
   """Two conv stages: fast enough for CPU smoke runs on tiny images."""
   for stage, filters in enumerate((32, 64)):
     x = _conv(filters, 3, name=f"conv{stage + 1}")(x)
-    x = layers.BatchNormalization(**_BATCH_NORM, name=f"bn{stage + 1}")(x)
+    x = FusedBatchNormalization(**_BATCH_NORM, name=f"bn{stage + 1}")(x)
     x = layers.ReLU(name=f"relu{stage + 1}")(x)
     if min(x.shape[1], x.shape[2]) >= 4:
       x = layers.MaxPooling2D(2, name=f"pool{stage + 1}")(x)

@@ -11,6 +11,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from acn_tf.batch_norm import FusedBatchNormalization
+
 
 def build_generator(image_shape: Tuple[int, int, int], noise_channels: int,
                     filters: int = 32, residual_blocks: int = 2,
@@ -36,12 +38,12 @@ def build_generator(image_shape: Tuple[int, int, int], noise_channels: int,
     y = _conv_bn_relu(x, width_filters, 3, 1, f"residual{block + 1}_a")
     y = layers.Conv2D(width_filters, 3, padding="same", use_bias=False,
                       name=f"residual{block + 1}_b_conv")(y)
-    y = layers.BatchNormalization(name=f"residual{block + 1}_b_bn")(y)
+    y = FusedBatchNormalization(name=f"residual{block + 1}_b_bn")(y)
     x = layers.Add(name=f"residual{block + 1}_add")([shortcut, y])
   if downsample:
     x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", use_bias=False,
                                name="decode1_conv")(x)
-    x = layers.BatchNormalization(name="decode1_bn")(x)
+    x = FusedBatchNormalization(name="decode1_bn")(x)
     x = layers.ReLU(name="decode1_relu")(x)
   residual = layers.Conv2D(channels, 3, padding="same", kernel_initializer="zeros",
                            name="residual_out", dtype="float32")(x)
@@ -51,7 +53,7 @@ def build_generator(image_shape: Tuple[int, int, int], noise_channels: int,
 def _conv_bn_relu(x, filters: int, kernel_size: int, strides: int, name: str):
   x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
                     use_bias=False, name=f"{name}_conv")(x)
-  x = layers.BatchNormalization(name=f"{name}_bn")(x)
+  x = FusedBatchNormalization(name=f"{name}_bn")(x)
   return layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -99,6 +99,29 @@ def test_classifier_step_leaves_generator_and_discriminator_unchanged():
   _assert_changed(model.classifiers, before_classifiers)
 
 
+def _classifier_weights_after_update(target, divergent):
+  model = _acn()
+  model.distillation = DistillationConfig(adv_kd_target=target, temperature=2.0)
+  images, labels = random_batch()
+  model.classifier_update(tf.constant(images), tf.constant(labels),
+                          SearchResult(tf.constant(divergent(images)), None))
+  return [w.numpy() for c in model.classifiers for w in c.trainable_weights]
+
+
+def test_classifier_update_matches_the_peers_on_the_real_batch_when_asked():
+  """With x̃ = x both targets are the same predictions, so the updates agree; with
+  x̃ ≠ x the update with `adv_kd_target="real"` is another one."""
+  same = lambda images: images
+  for a, b in zip(_classifier_weights_after_update("divergent", same),
+                  _classifier_weights_after_update("real", same)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  moved = lambda images: np.clip(1.0 - images, 0, 1).astype(np.float32)
+  differences = [np.abs(a - b).max() for a, b in zip(
+      _classifier_weights_after_update("divergent", moved),
+      _classifier_weights_after_update("real", moved))]
+  assert max(differences) > 1e-4
+
+
 def test_full_step_updates_every_player_and_reports_phase_a_metrics():
   model = _acn()
   images, labels = random_batch()
