@@ -1,6 +1,7 @@
 """Training-step throughput of one classifier, DML and ACN, and of the input pipeline.
 
   python experiments/benchmark.py [--steps=4] [--repeats=8] [--batch_size=128] [--json]
+      [--configurations=single,dml,...] [--profile_dir=DIR]
 
 CIFAR-shaped synthetic data (32x32x3, 100 classes), ResNet-32 classifiers, the
 cifar100 experiment's optimizers; one process. Every configuration is built and
@@ -8,9 +9,15 @@ warmed up first; then `--repeats` rounds each time `--steps` steps of every
 configuration in turn, so that a slow spell of the machine hits them alike.
 Reported: the median (and min, max) over rounds. Images per second count real
 training images (the global batch) per step.
+
+With --profile_dir, two steps of each configuration are then traced with
+TensorFlow's profiler (DIR/NAME; TensorBoard's profile tab) and the self-time per
+op type is printed, the largest first.
 """
 
 import argparse
+import collections
+import glob
 import json
 import os
 import statistics
@@ -79,6 +86,31 @@ class StepTimer:
     float(logs["loss"])  # Waits for the last step to finish.
     return steps * self.batch_size / (time.perf_counter() - start)
 
+  def profile(self, profile_dir: str, steps: int = 2) -> dict:
+    """Traces `steps` steps into `profile_dir`; op type -> self-time in ms."""
+    train_function = self.model.make_train_function()
+    float(train_function(self.iterator)["loss"])
+    tf.profiler.experimental.start(profile_dir)
+    for _ in range(steps):
+      logs = train_function(self.iterator)
+    float(logs["loss"])
+    tf.profiler.experimental.stop()
+    return op_type_self_times(profile_dir)
+
+
+def op_type_self_times(profile_dir: str) -> dict:
+  """Self-time (ms) per op type, read from the trace with TensorFlow's converter."""
+  from tensorflow.python.profiler.internal import _pywrap_profiler_plugin  # Internal.
+  path = sorted(glob.glob(os.path.join(profile_dir, "**", "*.xplane.pb"), recursive=True))[-1]
+  stats, _ = _pywrap_profiler_plugin.xspace_to_tools_data([path], "framework_op_stats", {})
+  table = json.loads(stats)[0]
+  columns = [column["id"] for column in table["cols"]]
+  totals = collections.Counter()
+  for row in table["rows"]:
+    values = dict(zip(columns, [cell.get("v") if cell else None for cell in row["c"]]))
+    totals[values["type"]] += values["total_self_time"] / 1000
+  return dict(totals.most_common())
+
 
 def pipeline_throughput(batch_size: int, batches: int) -> float:
   """Images per second of the cifar100 training pipeline (shuffle, crop, flip)."""
@@ -128,6 +160,8 @@ def main() -> None:
   parser.add_argument("--override", action="append", default=[],
                       help="key=value config override applied to every configuration.")
   parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+  parser.add_argument("--profile_dir", default=None,
+                      help="Also trace two steps of each configuration into DIR/NAME.")
   arguments = parser.parse_args()
 
   base = cifar_shaped_config(arguments.batch_size, arguments.override,
@@ -155,6 +189,10 @@ def main() -> None:
   results["machine"] = platform.machine_info()
   results["xla"] = builders.use_xla(base)
   results["overrides"] = arguments.override
+  if arguments.profile_dir:
+    results["op_self_time_ms"] = {
+        name: timer.profile(os.path.join(arguments.profile_dir, name))
+        for name, timer in timers.items()}
   if arguments.json:
     print(json.dumps(results, indent=2))
     return
@@ -164,6 +202,11 @@ def main() -> None:
   for key in ["input_pipeline", *ratios]:
     if key in results:
       print(f"{key:40s} {results[key]:8.2f}")
+  for name, self_times in results.get("op_self_time_ms", {}).items():
+    total = sum(self_times.values())
+    print(f"{name}: self-time per op type over 2 profiled steps (ms, share)")
+    for op_type, milliseconds in list(self_times.items())[:10]:
+      print(f"  {milliseconds:8.1f}  {100 * milliseconds / total:5.1f}%  {op_type}")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,6 @@ type is printed.
 """
 
 import argparse
-import collections
-import glob
-import json
 import os
 import statistics
 import time
@@ -32,7 +29,7 @@ from acn_tf.search import SearchResult, divergence_gradient, group_divergence  #
 # The same CIFAR-shaped set-up as the throughput benchmark (this script's folder
 # is on the import path when it runs).
 from benchmark import (IMAGE_SHAPE, NUM_CLASSES, cifar_shaped_config,  # noqa: E402
-                       synthetic_model)
+                       op_type_self_times, synthetic_model)
 
 
 def parts(model, images, labels) -> dict:
@@ -78,20 +75,6 @@ def median_milliseconds(function, repeats: int) -> float:
 
   call(), call()
   return statistics.median(call() for _ in range(repeats))
-
-
-def op_type_self_times(profile_dir: str) -> dict:
-  """Self-time (ms) per op type, read from the trace with TensorFlow's converter."""
-  from tensorflow.python.profiler.internal import _pywrap_profiler_plugin  # Internal.
-  path = sorted(glob.glob(os.path.join(profile_dir, "**", "*.xplane.pb"), recursive=True))[-1]
-  data, _ = _pywrap_profiler_plugin.xspace_to_tools_data([path], "framework_op_stats", {})
-  table = json.loads(data)[0]
-  columns = [column["id"] for column in table["cols"]]
-  totals = collections.Counter()
-  for row in table["rows"]:
-    values = dict(zip(columns, [cell.get("v") if cell else None for cell in row["c"]]))
-    totals[values["type"]] += values["total_self_time"] / 1000
-  return dict(totals.most_common())
 
 
 def main() -> None:

@@ -11,12 +11,13 @@ from conftest import ROOT, Command, early_runs
 
 @early_runs
 def benchmark_run(directory):
-  """The script on three configurations, three rounds each."""
+  """The script on three configurations, three rounds each, profiled."""
   return {"json": Command([
       sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), "--json",
       "--architecture=small_cnn", "--batch_size=8", "--steps=1", "--repeats=3",
       "--configurations=single,dml,acn_k1_mask_search", "--override=generator_filters=4",
-      "--override=discriminator_filters=4"])}
+      "--override=discriminator_filters=4",
+      f"--profile_dir={os.path.join(directory, 'profile')}"])}
 
 
 def test_benchmark_script_reports_medians_and_ratios(benchmark_run):
@@ -33,3 +34,14 @@ def test_benchmark_script_reports_medians_and_ratios(benchmark_run):
   assert "step_time_acn_k1_over_dml" not in results  # acn_k1 was not run.
   assert results["input_pipeline"] > 0
   assert results["overrides"] == ["generator_filters=4", "discriminator_filters=4"]
+
+
+def test_benchmark_script_profiles_each_configuration(benchmark_run):
+  """Self-times per op type, read from each configuration's trace, largest first,
+  that include the convolutions every configuration runs."""
+  results = json.loads(benchmark_run["json"].stdout)
+  for name in ("single", "dml", "acn_k1_mask_search"):
+    self_times = results["op_self_time_ms"][name]
+    assert list(self_times.values()) == sorted(self_times.values(), reverse=True)
+    assert min(self_times.values()) >= 0
+    assert any("Conv2D" in op_type for op_type in self_times)
