@@ -58,6 +58,11 @@ VARIANTS = {
     # with the default Phase A and with the spec's.
     "acn_kd_at_real": ("--method=acn", "--override=adv_kd_target=real"),
     "acn_spec_phase_a_kd_at_real": (*SPEC_PHASE_A, "--override=adv_kd_target=real"),
+    # Phase A options for the health target (Div(x̃0) / Div(x) >= 3 at the end):
+    # two generator updates per step, with and without the keep-the-label term.
+    "acn_generator_updates_2": ("--method=acn", "--override=generator_updates=2"),
+    "acn_keep_label_0_generator_updates_2": ("--method=acn", "--override=generator_updates=2",
+                                             "--override=keep_label_weight=0"),
 }
 
 
