@@ -2,7 +2,7 @@
 
 Keras 3's BatchNormalization computes the batch moments and the normalisation
 with separate element-wise ops (mean, squared difference, subtract, multiply,
-and their gradients). On CPU these were 30% of a ResNet-32 training step's op
+and their gradients). On CPU these were 41% of a ResNet-32 training step's op
 time; TensorFlow's FusedBatchNormV3 does the same in one op (oneDNN's kernel
 when oneDNN is on), and Grappler can fuse it with the following ReLU
 (experiments/BENCHMARKS.md). The layer computes what Keras' does, to float
