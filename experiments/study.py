@@ -63,6 +63,9 @@ VARIANTS = {
     "acn_generator_updates_2": ("--method=acn", "--override=generator_updates=2"),
     "acn_keep_label_0_generator_updates_2": ("--method=acn", "--override=generator_updates=2",
                                              "--override=keep_label_weight=0"),
+    # A larger budget for the generator and the search (WRC's alpha = the ball's epsilon).
+    "acn_budget_0.2": ("--method=acn", "--override=wrc_alpha=0.2",
+                       "--override=ras_epsilon=0.2"),
 }
 
 
