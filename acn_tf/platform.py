@@ -19,6 +19,10 @@ _X86 = ("x86_64", "amd64", "i386", "i686", "x86")
 # The instruction-set extensions that decide which CPU kernels TensorFlow runs.
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
               "amx_bf16", "amx_int8", "amx_tile")
+# Environment variables that change the speed of the same code: thread pools, and
+# oneDNN's instruction-set cap (how experiments/BENCHMARKS.md emulates AVX2).
+SPEED_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS",
+                   "ONEDNN_MAX_CPU_ISA")
 
 
 def prefer_onednn() -> bool:
@@ -68,6 +72,8 @@ def machine_info() -> Dict[str, Any]:
       "onednn_variable": os.environ.get(ONEDNN_VARIABLE),
       "intra_op_threads": threading.get_intra_op_parallelism_threads(),
       "inter_op_threads": threading.get_inter_op_parallelism_threads(),
+      "speed_variables": {name: os.environ[name] for name in SPEED_VARIABLES
+                          if name in os.environ},
       "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
       "tensorflow_version": tf.__version__,
       "keras_version": keras.__version__,

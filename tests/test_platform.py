@@ -84,9 +84,13 @@ def test_onednn_is_on_by_default_and_a_users_choice_wins(onednn_steps):
     np.testing.assert_array_equal(value, again[name], err_msg=name)
 
 
-def test_machine_info_names_cpu_isa_onednn_and_versions():
+def test_machine_info_names_cpu_isa_onednn_and_versions(monkeypatch):
   from acn_tf import platform
+  monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+  monkeypatch.delenv("TF_NUM_INTEROP_THREADS", raising=False)
   info = platform.machine_info()
+  assert info["speed_variables"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+  assert "TF_NUM_INTEROP_THREADS" not in info["speed_variables"]
   json.dumps(info)  # results.json must be able to hold it.
   assert info["onednn"] in (True, False)
   assert info["tensorflow_version"] and info["keras_version"]
