@@ -832,7 +832,11 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
   with pytest.raises(errors.TrainingDivergedError) as raised:
     training.train(config, model_dir, verbose=0)
   message = str(raised.value)
-  assert "epoch 2, step 2 of 2" in message and "loss is nan" in message
+  # Either check may see the poison first. With batch norm as TensorFlow's fused op
+  # that step's logged loss stayed finite here (not traced to a kernel) and the
+  # weights check named the poisoned kernel; either diagnosis is right.
+  assert "epoch 2, step 2 of 2" in message
+  assert "loss is nan" in message or "weights are not finite (conv1/kernel)" in message
   assert f"the last good checkpoint, {backup_dir} (1 epoch done)" in message
   # The checkpoint of epoch 1 is untouched, loads, and matches its metadata.
   assert poison.backup_before is not None and snapshot(backup_dir) == poison.backup_before
