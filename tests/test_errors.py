@@ -833,7 +833,7 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
     training.train(config, model_dir, verbose=0)
   message = str(raised.value)
   # Either check may see the poison first. With batch norm as TensorFlow's fused op
-  # that step's logged loss stayed finite here (not traced to a kernel) and the
+  # and oneDNN on, that step's logged loss stayed finite (oneDNN off: NaN) and the
   # weights check named the poisoned kernel; either diagnosis is right.
   assert "epoch 2, step 2 of 2" in message
   assert "loss is nan" in message or "weights are not finite (conv1/kernel)" in message
