@@ -32,6 +32,11 @@ class ModelDirError(UserError, RuntimeError):
   """The model_dir cannot be used as asked; the message says what to do instead."""
 
 
+class SearchFailedError(UserError, RuntimeError):
+  """No trial of a hyperparameter search completed; the message gives the last
+  trial's error, and tuning_results.json every trial's."""
+
+
 class TrainingDivergedError(UserError, FloatingPointError):
   """A loss or the weights became NaN or infinite; training stopped before saving them."""
 

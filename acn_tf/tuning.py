@@ -22,6 +22,7 @@ from tensorboard.plugins.hparams import api_pb2 as hparams_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
 from acn_tf import builders, data, run_dir, strict_json, training
+from acn_tf.errors import SearchFailedError
 from acn_tf.config import (TUNERS, ConfigError, ExperimentConfig, config_differences,
                            fields_unused_by)
 from acn_tf.search_space import SearchDimension, parse_search_space
@@ -363,30 +364,37 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
   check_same_search(model_dir, tuner, config)
   hypermodel = CoDistillationHyperModel(config, splits, strategy)
   search = make_tuner(tuner, hypermodel, model_dir, max_trials)
-  search.search(verbose=verbose)
+  try:
+    search.search(verbose=verbose)
+  except RuntimeError as error:
+    # keras-tuner's stop after too many failed trials in a row: a result to record.
+    if not str(error).startswith(_TOO_MANY_FAILURES):
+      raise
+    notes = [*notes, "The search stopped early: " + str(error).splitlines()[0]]
   return record_results(search, hypermodel, model_dir, tuner, notes)
+
+
+_TOO_MANY_FAILURES = "Number of consecutive failures"
 
 
 def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,
                    model_dir: str, tuner: str, notes: List[str]) -> Dict[str, Any]:
   """best_config.json holds config fields only, so --config_file accepts it;
-  the score and every trial go to tuning_results.json."""
+  the score and every trial go to tuning_results.json, also when no trial
+  completed (then SearchFailedError says so)."""
   trials = sorted(search.oracle.trials.values(), key=lambda trial: trial.trial_id)
   completed = [trial for trial in trials if trial.status == "COMPLETED"]
-  if not completed:
-    last_message = (trials[-1].message or "") if trials else ""
-    raise RuntimeError(f"No trial of the search in {model_dir} completed. Last "
-                       f"error:\n{last_message}")
-  best = search.oracle.get_best_trials(1)[0]
-  best_config = hypermodel.trial_config(best.hyperparameters)
-  strict_json.write(os.path.join(model_dir, BEST_CONFIG_FILE), best_config.to_dict())
+  best = search.oracle.get_best_trials(1)[0] if completed else None
+  if best is not None:
+    best_config = hypermodel.trial_config(best.hyperparameters)
+    strict_json.write(os.path.join(model_dir, BEST_CONFIG_FILE), best_config.to_dict())
   summary = {
       "tuner": tuner,
       "objective": OBJECTIVE.name,
-      "best_trial": best.trial_id,
-      "best_score": _score(best),
-      "best_values": _searched_values(best, hypermodel.dimensions),
-      "best_config_file": os.path.join(model_dir, BEST_CONFIG_FILE),
+      "best_trial": best and best.trial_id,
+      "best_score": best and _score(best),
+      "best_values": best and _searched_values(best, hypermodel.dimensions),
+      "best_config_file": best and os.path.join(model_dir, BEST_CONFIG_FILE),
       "hparams_logdir": os.path.join(model_dir, HPARAMS_DIR),
       "num_trials": len(trials),
       "num_completed": len(completed),
@@ -396,8 +404,22 @@ def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,
                   "message": trial.message}
                  for trial in trials],
   }
-  strict_json.write(os.path.join(model_dir, RESULTS_FILE), summary)
+  results_file = os.path.join(model_dir, RESULTS_FILE)
+  strict_json.write(results_file, summary)
+  if best is None:
+    raise SearchFailedError(
+        f"No trial of the search in {model_dir} completed ({len(trials)} failed). The "
+        f"last one failed with: {_last_error_line(trials)}\nEvery trial's error is in "
+        f"{results_file}. Fix its cause (often a search range that makes training "
+        "diverge, or a setting that does not fit the data), then run the same command "
+        "with a new --model_dir.")
   return summary
+
+
+def _last_error_line(trials) -> str:
+  """The exception line of the last failed trial's traceback."""
+  message = (trials[-1].message or "").strip() if trials else ""
+  return message.splitlines()[-1] if message else "(no message)"
 
 
 def _score(trial) -> Optional[float]:

@@ -13,8 +13,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2 as hparams_api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from acn_tf import (command_line, config as config_lib, run_dir, search_space, training,
-                    tuning)
+from acn_tf import (command_line, config as config_lib, errors, run_dir, search_space,
+                    training, tuning)
 from acn_tf.config import ConfigError
 from acn_tf.search_space import SearchDimension
 
@@ -291,3 +291,45 @@ def test_a_different_search_in_the_same_model_dir_is_refused(search):
                 model_dir, max_trials=2, verbose=0)
   with pytest.raises(ConfigError, match="tuner \\(saved 'random', now 'bayesian'\\)"):
     tuning.tune(_digits(), model_dir, tuner="bayesian", max_trials=2, verbose=0)
+
+
+def _failing_fit(monkeypatch, succeed_first: int):
+  """Makes every trial after the first `succeed_first` raise in fit."""
+  original = tuning.CoDistillationHyperModel.fit
+  calls = []
+
+  def fit(self, hp, model, *args, **kwargs):
+    calls.append(1)
+    if len(calls) > succeed_first:
+      raise ValueError(f"trial {len(calls)} exploded")
+    return original(self, hp, model, *args, **kwargs)
+
+  monkeypatch.setattr(tuning.CoDistillationHyperModel, "fit", fit)
+
+
+def test_a_search_without_a_completed_trial_is_a_clear_error(tmp_path, monkeypatch):
+  """keras-tuner stops after 3 failed trials in a row; the error names the last
+  trial's exception and where every trial's is, and that file is written."""
+  _failing_fit(monkeypatch, succeed_first=0)
+  model_dir = str(tmp_path / "tune")
+  with pytest.raises(errors.SearchFailedError) as raised:
+    tuning.tune(_digits(), model_dir, max_trials=5, verbose=0)
+  message = str(raised.value)
+  assert "No trial" in message and "(3 failed)" in message
+  assert "ValueError: trial 3 exploded" in message
+  with open(os.path.join(model_dir, tuning.RESULTS_FILE)) as handle:
+    recorded = json.load(handle)
+  assert recorded["num_completed"] == 0 and recorded["best_trial"] is None
+  assert [trial["status"] for trial in recorded["trials"]] == ["FAILED"] * 3
+  assert any("stopped early" in note for note in recorded["notes"])
+  assert not os.path.exists(os.path.join(model_dir, tuning.BEST_CONFIG_FILE))
+
+
+def test_a_search_stopped_by_failures_keeps_its_completed_trial(tmp_path, monkeypatch):
+  _failing_fit(monkeypatch, succeed_first=1)
+  model_dir = str(tmp_path / "tune")
+  summary = tuning.tune(_digits(), model_dir, max_trials=6, verbose=0)
+  assert [trial["status"] for trial in summary["trials"]] == ["COMPLETED"] + ["FAILED"] * 3
+  assert summary["best_trial"] == summary["trials"][0]["trial"]
+  assert any("stopped early" in note for note in summary["notes"])
+  assert os.path.exists(os.path.join(model_dir, tuning.BEST_CONFIG_FILE))
