@@ -66,6 +66,8 @@ VARIANTS = {
     # A larger budget for the generator and the search (WRC's alpha = the ball's epsilon).
     "acn_budget_0.2": ("--method=acn", "--override=wrc_alpha=0.2",
                        "--override=ras_epsilon=0.2"),
+    "acn_budget_0.2_adv_kd_0": ("--method=acn", "--override=wrc_alpha=0.2",
+                                "--override=ras_epsilon=0.2", "--override=adv_kd_weight=0"),
 }
 
 
