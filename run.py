@@ -154,6 +154,11 @@ def _load_tensorflow() -> None:
 
 
 def _run() -> None:
+  # A bad flag or config is reported before TensorFlow loads (seconds).
+  if FLAGS.mode in ("eval", "export"):
+    existing_model_dir = _existing_model_dir()
+  else:
+    config = _resolved_config()
   # Imports TensorFlow: only after the flags parsed, and after the CPU split.
   _load_tensorflow()
   from acn_tf import distribute
@@ -162,14 +167,13 @@ def _run() -> None:
 
   strategy = distribute.create_strategy(FLAGS.strategy)
   if FLAGS.mode == "eval":
-    results = training.evaluate(_existing_model_dir(), FLAGS.data_dir, strategy,
+    results = training.evaluate(existing_model_dir, FLAGS.data_dir, strategy,
                                 verbose=keras_verbosity(), checkpoint=FLAGS.checkpoint)
     _print_summary(results)
   elif FLAGS.mode == "export":
-    paths = training.export(_existing_model_dir(), FLAGS.data_dir, FLAGS.checkpoint)
+    paths = training.export(existing_model_dir, FLAGS.data_dir, FLAGS.checkpoint)
     print("Wrote " + ", ".join(paths.values()))
   elif FLAGS.mode == "tune":
-    config = _resolved_config()
     model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config) + "-tune")
     run_dir.check_search_dir(model_dir)
     from acn_tf import tuning
@@ -179,7 +183,6 @@ def _run() -> None:
     print(f"Best val_ensemble_top1 {summary.get('best_score')}; train it with "
           f"--config_file={os.path.join(model_dir, tuning.BEST_CONFIG_FILE)}")
   else:
-    config = _resolved_config()
     model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config))
     results = training.train(config, model_dir, FLAGS.data_dir, strategy,
                              verbose=keras_verbosity(), export=FLAGS.export)

@@ -6,40 +6,16 @@ adversarial search work in pixel space and their budgets are in pixel units.
 Any input size and channel count works: the heads use global average pooling.
 """
 
-import re
 from typing import Callable, Optional, Sequence, Tuple
 
 import keras
 from keras import layers
 
+from acn_tf.architectures import (RESNET_PATTERN, WIDE_RESNET_PATTERN,
+                                  check_architecture_name)
 from acn_tf.batch_norm import FusedBatchNormalization
 
-_RESNET_PATTERN = re.compile(r"^resnet(\d+)$")
-_WIDE_RESNET_PATTERN = re.compile(r"^wrn(\d+)_(\d+)$")
 _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
-
-
-def check_architecture_name(name: str) -> None:
-  """Raises ValueError for a name `build_classifier` would not understand."""
-  resnet = _RESNET_PATTERN.match(name)
-  if resnet:
-    if (int(resnet.group(1)) - 2) % 6 or int(resnet.group(1)) < 8:
-      raise ValueError(f"Architecture {name!r}: CIFAR ResNet depth must be 6n+2 "
-                       "(resnet8, resnet20, resnet32, resnet56, resnet110).")
-    return
-  wide = _WIDE_RESNET_PATTERN.match(name)
-  if wide:
-    if (int(wide.group(1)) - 4) % 6 or int(wide.group(1)) < 10:
-      raise ValueError(f"Architecture {name!r}: WRN depth must be 6n+4 "
-                       "(wrn16_2, wrn28_10, ...).")
-    if int(wide.group(2)) < 1:
-      raise ValueError(f"Architecture {name!r}: the WRN width factor must be >= 1 "
-                       "(wrn16_1, wrn16_2, wrn28_10, ...).")
-    return
-  if name == "small_cnn":
-    return
-  raise ValueError(f"Unknown architecture {name!r}. Use resnetD (D = 6n+2, e.g. "
-                   "resnet32), wrnD_K (e.g. wrn16_2, wrn28_10) or small_cnn.")
 
 
 def check_image_shape(image_shape) -> None:
@@ -128,10 +104,10 @@ def _small_cnn_features(x):
 
 def _features_builder(name: str) -> Callable:
   check_architecture_name(name)
-  resnet = _RESNET_PATTERN.match(name)
+  resnet = RESNET_PATTERN.match(name)
   if resnet:
     return lambda x: _resnet_features(x, int(resnet.group(1)))
-  wide = _WIDE_RESNET_PATTERN.match(name)
+  wide = WIDE_RESNET_PATTERN.match(name)
   if wide:
     return lambda x: _wide_resnet_features(x, int(wide.group(1)), int(wide.group(2)))
   return _small_cnn_features

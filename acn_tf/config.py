@@ -20,7 +20,7 @@ import re
 import typing
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from acn_tf import errors
+from acn_tf import architectures, errors
 
 METHODS = ("independent", "dml", "acn")
 # The datasets known by name; any other dataset is "tfds:NAME" or "folder:PATH".
@@ -345,10 +345,9 @@ class ExperimentConfig:
     _check_relations(self)
     from acn_tf import search_space  # Local import: the grammar reads this schema.
     search_space.parse_search_space(self.tuning.search_space)
-    from acn_tf import backbones  # Local import: backbones imports keras.
     for architecture in self.architectures:
       try:
-        backbones.check_architecture_name(architecture)
+        architectures.check_architecture_name(architecture)
       except ValueError as error:
         raise ConfigError(str(error)) from None
     return self

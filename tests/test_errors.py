@@ -23,6 +23,8 @@ import os
 import pathlib
 import pickle
 import signal
+import subprocess
+import sys
 import tarfile
 import time
 import types
@@ -719,6 +721,20 @@ def test_run_py_in_its_own_process_reports_bad_input_in_one_line(own_process_cas
   """What only a process shows (its exit status, a stderr without TensorFlow's
   start-up chatter or a traceback), for a config, a model_dir and a data error."""
   _own_process_checks[name](own_process_cases[name])
+
+
+def test_a_config_error_is_reported_before_tensorflow_loads():
+  """A misspelt setting costs a fraction of a second, not TensorFlow's start-up."""
+  script = ("import runpy, sys\n"
+            "sys.argv = ['run.py', '--experiment=digits', '--override=wrc_alpha=-1']\n"
+            "try:\n"
+            f"  runpy.run_path({os.path.join(ROOT, 'run.py')!r}, run_name='__main__')\n"
+            "except SystemExit as exit:\n"
+            "  print('exit', exit.code, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+  completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             timeout=120)
+  assert completed.stdout.split() == ["exit", "2", "False", "False"], completed.stderr
+  assert "wrc_alpha must be in [0, 1]" in completed.stderr
 
 
 def test_user_errors_become_a_message_and_bugs_keep_their_traceback(run_module, capsys):
