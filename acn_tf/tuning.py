@@ -22,9 +22,9 @@ from tensorboard.plugins.hparams import api_pb2 as hparams_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
 from acn_tf import builders, data, run_dir, strict_json, training
-from acn_tf.errors import SearchFailedError
 from acn_tf.config import (TUNERS, ConfigError, ExperimentConfig, config_differences,
                            fields_unused_by)
+from acn_tf.errors import SearchFailedError
 from acn_tf.search_space import SearchDimension, parse_search_space
 
 OBJECTIVE = kt.Objective("val_ensemble_top1", direction="max")
@@ -391,10 +391,10 @@ def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,
   summary = {
       "tuner": tuner,
       "objective": OBJECTIVE.name,
-      "best_trial": best and best.trial_id,
-      "best_score": best and _score(best),
-      "best_values": best and _searched_values(best, hypermodel.dimensions),
-      "best_config_file": best and os.path.join(model_dir, BEST_CONFIG_FILE),
+      "best_trial": best.trial_id if best else None,
+      "best_score": _score(best) if best else None,
+      "best_values": _searched_values(best, hypermodel.dimensions) if best else None,
+      "best_config_file": os.path.join(model_dir, BEST_CONFIG_FILE) if best else None,
       "hparams_logdir": os.path.join(model_dir, HPARAMS_DIR),
       "num_trials": len(trials),
       "num_completed": len(completed),
