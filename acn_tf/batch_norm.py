@@ -14,19 +14,25 @@ import keras
 import tensorflow as tf
 
 
+_FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
+
+
 @keras.saving.register_keras_serializable(package="acn_tf")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
   """keras.layers.BatchNormalization over the last axis of NHWC images, fused.
 
-  Keras' own computation is used wherever the fused op does not apply: other
-  ranks or axes, masks, batch renormalisation, synchronised moments, or a
-  `training` flag that is a tensor.
+  Only the batch-statistics (training) computation is fused; with the moving
+  statistics Keras' layer is a multiply and an add already, and the fused op's
+  gradient there has no deterministic GPU kernel (the search and the generator
+  take input gradients through classifiers in inference mode). Keras' own
+  computation is also used for other ranks, axes or dtypes, masks, batch
+  renormalisation, synchronised moments, or a `training` flag that is a tensor.
   """
 
   def _fused_applies(self, inputs, training, mask) -> bool:
-    return (len(inputs.shape) == 4 and self.axis in (-1, 3) and mask is None
-            and not self.renorm and not self.synchronized
-            and (training is None or isinstance(training, bool)))
+    return (training is True and self.trainable and len(inputs.shape) == 4
+            and self.axis in (-1, 3) and mask is None and not self.renorm
+            and not self.synchronized and tf.as_dtype(inputs.dtype) in _FUSED_DTYPES)
 
   def call(self, inputs, training=None, mask=None):
     if not self._fused_applies(inputs, training, mask):
@@ -34,11 +40,6 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     channels = inputs.shape[-1]
     scale = self.gamma if self.scale else tf.ones([channels], tf.float32)
     offset = self.beta if self.center else tf.zeros([channels], tf.float32)
-    if not (training and self.trainable):
-      outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-          inputs, scale, offset, mean=self.moving_mean, variance=self.moving_variance,
-          epsilon=self.epsilon, is_training=False)
-      return outputs
     outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
         inputs, scale, offset, epsilon=self.epsilon, is_training=True)
     # The op returns the unbiased batch variance; Keras' moving average uses the

@@ -1,9 +1,10 @@
 """FusedBatchNormalization against keras.layers.BatchNormalization, its reference.
 
 Both layers get the same weights and inputs; outputs, moving statistics and
-gradients must agree to float round-off, in training and inference mode, with
-and without scale and centre, under mixed bfloat16, and where the fused op does
-not apply (the layer then is Keras' own).
+gradients must agree to float round-off in training mode, with and without scale
+and centre, under mixed bfloat16 and float16, and to the bit where the fused op
+does not apply (inference mode, other ranks, a tensor flag, float64: the layer
+then is Keras' own).
 """
 
 import keras
@@ -77,38 +78,65 @@ def test_moving_statistics_by_hand():
 
 
 def test_inference_mode_uses_moving_statistics():
+  """Keras' own multiply and add (whose input gradient has a deterministic GPU
+  kernel, where the fused op's has none), checked by hand."""
   reference, fused = _pair((8, 5, 6, 4), epsilon=1e-3)
   images = _images()
-  np.testing.assert_allclose(fused(images, training=False), reference(images, training=False),
-                             atol=2e-5)
+  np.testing.assert_array_equal(fused(images, training=False),
+                                reference(images, training=False))
   gamma, beta, mean, variance = [w.numpy() for w in fused.weights]
   by_hand = gamma * (images.numpy() - mean) / np.sqrt(variance + 1e-3) + beta
   np.testing.assert_allclose(fused(images), by_hand, atol=2e-5)
-  assert "FusedBatchNormV3" in _op_types(fused, images, False)
+  assert "FusedBatchNormV3" not in _op_types(fused, images, False)
 
 
 def test_frozen_layer_does_not_update_statistics():
   """trainable=False: Keras' rule, moving statistics in training mode too."""
   reference, fused = _pair((8, 5, 6, 4))
   fused.trainable = reference.trainable = False
+  before = [w.numpy() for w in fused.weights]
   images = _images()
   np.testing.assert_allclose(fused(images, training=True),
                              reference(images, training=True), atol=2e-5)
-  np.testing.assert_allclose(fused.moving_mean, reference.moving_mean)
+  for start, now in zip(before, fused.weights):
+    np.testing.assert_array_equal(now, start)
 
 
-def test_mixed_bfloat16_matches_keras():
-  keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+def test_tensor_flag_and_float64_are_keras_own():
+  """Where the fused op does not apply, the layer is Keras' to the bit."""
+  reference, fused = _pair((8, 5, 6, 4))
+  images = _images()
+  flag = tf.constant(True)
+  np.testing.assert_array_equal(fused(images, training=flag),
+                                reference(images, training=flag))
+  assert "FusedBatchNormV3" not in _op_types(fused, images, flag)
+  keras.config.set_floatx("float64")
+  try:
+    reference, fused = _pair((8, 5, 6, 4), dtype="float64")
+    doubles = tf.cast(images, tf.float64)
+    np.testing.assert_array_equal(fused(doubles, training=True),
+                                  reference(doubles, training=True))
+  finally:
+    keras.config.set_floatx("float32")
+
+
+@pytest.mark.parametrize("policy, half", [("mixed_bfloat16", tf.bfloat16),
+                                          ("mixed_float16", tf.float16)])
+def test_mixed_precision_matches_keras(policy, half):
+  keras.mixed_precision.set_dtype_policy(policy)
   try:
     reference, fused = _pair((8, 5, 6, 4))
-    images = tf.cast(_images(), tf.bfloat16)
+    images = tf.cast(_images(), half)
     expected, computed = reference(images, training=True), fused(images, training=True)
+    assert "FusedBatchNormV3" in _op_types(fused, images, True)
   finally:
     keras.mixed_precision.set_dtype_policy("float32")
-  assert computed.dtype == expected.dtype == tf.bfloat16
+  assert computed.dtype == expected.dtype == half
   np.testing.assert_allclose(tf.cast(computed, tf.float32), tf.cast(expected, tf.float32),
                              atol=0.05)
+  assert fused.moving_mean.dtype == "float32"
   np.testing.assert_allclose(fused.moving_mean, reference.moving_mean, rtol=1e-5)
+  np.testing.assert_allclose(fused.moving_variance, reference.moving_variance, rtol=1e-4)
 
 
 def test_other_ranks_are_keras_own():
