@@ -6,14 +6,13 @@ and their gradients). On CPU these were 41% of a ResNet-32 training step's op
 time; TensorFlow's FusedBatchNormV3 does the same in one op (oneDNN's kernel
 when oneDNN is on), and Grappler can fuse it with the following ReLU
 (experiments/BENCHMARKS.md). This matters in training mode, where the batch's
-moments are computed; in inference mode the layer is Keras' own. The layer computes what Keras' does, to float
-round-off, and has the same weights under the same names, so checkpoints and
-weight files of either load into the other.
+moments are computed; in inference mode the layer is Keras' own. The layer
+computes what Keras' does, to float round-off, and has the same weights under
+the same names, so checkpoints and weight files of either load into the other.
 """
 
 import keras
 import tensorflow as tf
-
 
 _FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
 

@@ -116,11 +116,9 @@ def peer_distillation(logits, temperature: float, target_logits=None):
   another form, e.g. the real images a divergent batch was made from).
   """
   probabilities = [tempered_probabilities(z, temperature) for z in logits]
-  if target_logits is None:
-    targets = [tf.stop_gradient(p) for p in probabilities]
-  else:
-    targets = [tf.stop_gradient(tempered_probabilities(z, temperature))
-               for z in target_logits]
+  peers = probabilities if target_logits is None else [
+      tempered_probabilities(z, temperature) for z in target_logits]
+  targets = [tf.stop_gradient(p) for p in peers]
   count = len(logits)
   terms = []
   for i in range(count):

@@ -345,6 +345,10 @@ def check_same_search(model_dir: str, tuner: str, config: ExperimentConfig) -> N
         "command to continue that search, or choose a new --model_dir.")
 
 
+# How keras-tuner's error begins when it stops a search after failed trials in a row.
+_TOO_MANY_FAILURES = "Number of consecutive failures"
+
+
 def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = None,
          tuner: str = "random", max_trials: int = 10,
          strategy: Optional[tf.distribute.Strategy] = None,
@@ -372,9 +376,6 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
       raise
     notes = [*notes, "The search stopped early: " + str(error).splitlines()[0]]
   return record_results(search, hypermodel, model_dir, tuner, notes)
-
-
-_TOO_MANY_FAILURES = "Number of consecutive failures"
 
 
 def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,

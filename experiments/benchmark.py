@@ -75,11 +75,16 @@ class StepTimer:
     self.iterator = iter(batches)
     self.images_per_second(2)  # May trace again (another iterator type than fit's).
 
-  def images_per_second(self, steps: int) -> float:
-    """After one untimed step: switching between models costs a first step more
-    (oneDNN rebuilds primitives its cache dropped), which a training run pays once."""
+  def _warm_train_function(self):
+    """Keras' train function, after one untimed step: switching between models
+    costs a first step more (oneDNN rebuilds primitives its cache dropped), which
+    a training run pays once."""
     train_function = self.model.make_train_function()
     float(train_function(self.iterator)["loss"])
+    return train_function
+
+  def images_per_second(self, steps: int) -> float:
+    train_function = self._warm_train_function()
     start = time.perf_counter()
     for _ in range(steps):
       logs = train_function(self.iterator)
@@ -88,8 +93,7 @@ class StepTimer:
 
   def profile(self, profile_dir: str, steps: int = 2) -> dict:
     """Traces `steps` steps into `profile_dir`; op type -> self-time in ms."""
-    train_function = self.model.make_train_function()
-    float(train_function(self.iterator)["loss"])
+    train_function = self._warm_train_function()
     tf.profiler.experimental.start(profile_dir)
     for _ in range(steps):
       logs = train_function(self.iterator)
