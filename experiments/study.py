@@ -68,6 +68,14 @@ VARIANTS = {
                        "--override=ras_epsilon=0.2"),
     "acn_budget_0.2_adv_kd_0": ("--method=acn", "--override=wrc_alpha=0.2",
                                 "--override=ras_epsilon=0.2", "--override=adv_kd_weight=0"),
+    # How much of the agreement term on x̃ the health target leaves room for: a
+    # budget between 0.1 and 0.2 with the whole term, and 0.2 with a lighter term.
+    "acn_budget_0.15": ("--method=acn", "--override=wrc_alpha=0.15",
+                        "--override=ras_epsilon=0.15"),
+    "acn_budget_0.2_adv_kd_0.1": ("--method=acn", "--override=wrc_alpha=0.2",
+                                  "--override=ras_epsilon=0.2", "--override=adv_kd_weight=0.1"),
+    "acn_budget_0.2_adv_kd_0.3": ("--method=acn", "--override=wrc_alpha=0.2",
+                                  "--override=ras_epsilon=0.2", "--override=adv_kd_weight=0.3"),
 }
 
 
