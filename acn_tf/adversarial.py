@@ -25,6 +25,20 @@ class GeneratorPass(NamedTuple):
   start_gradient: Optional[tf.Tensor]
 
 
+class GeneratorLossTerms(NamedTuple):
+  """L_g at x̃0 in parts, per example: the divergence D the generator raises,
+  the other terms with their weights (None when every weight is zero), and
+  the classifiers' inference-mode logits."""
+  divergence: tf.Tensor
+  others: Optional[tf.Tensor]
+  logits: List[tf.Tensor]
+
+  def total(self, divergence_weight: float) -> tf.Tensor:
+    """L_g = -divergence_weight * D + the other terms."""
+    total = -divergence_weight * self.divergence
+    return total if self.others is None else total + self.others
+
+
 class InferenceExamples(NamedTuple):
   """x̃0 and x̃ of a batch with nothing trained, the inference-mode keep mask at x̃,
   and the classifiers' inference-mode logits at x, x̃0 and x̃."""
@@ -230,60 +244,83 @@ class AdversarialCoDistillation(CoDistillation):
     Phase A maximises (`divergence` at `divergence_temperature`), not
     necessarily the Div that metrics report. Classifiers and d run in inference
     mode: no batch-norm statistics move, and examples do not see each other."""
+    terms = self.generator_loss_terms(generated, labels)
+    return terms.total(self.adversarial.divergence_weight), terms.divergence, terms.logits
+
+  def generator_loss_terms(self, generated, labels) -> "GeneratorLossTerms":
+    """L_g's divergence D and the rest of it, per example (see generator_loss).
+    A term whose weight is zero is left out, not multiplied by zero: its
+    gradient would still be back-propagated through its network."""
     settings = self.adversarial
     divergence, logits = group_divergence(self.classifiers, generated, settings)
-    per_example = (-settings.divergence_weight * divergence + settings.keep_label_weight *
-                   losses.ensemble_cross_entropy(logits, labels))
+    others = []
+    if settings.keep_label_weight:
+      others.append(settings.keep_label_weight *
+                    losses.ensemble_cross_entropy(logits, labels))
     if self.discriminator is not None and settings.gan_weight:
       fake_logits = self.discriminator(generated, training=False)
-      per_example += settings.gan_weight * losses.generator_adversarial_loss(fake_logits)
-    return per_example, divergence, logits
+      others.append(settings.gan_weight * losses.generator_adversarial_loss(fake_logits))
+    return GeneratorLossTerms(divergence, tf.add_n(others) if others else None, logits)
 
   def generator_update(self, images, labels) -> GeneratorPass:
     """One step of g on the batch mean of L_g; only g's variables move. The same
     tape also gives the search its first gradient at x̃0 (`start_gradient`)."""
     variables = self.generator.trainable_variables
-    with tf.GradientTape(persistent=self.start_gradient_needs_second_pass()) as tape:
+    with tf.GradientTape(persistent=self.search_ascends_divergence()) as tape:
       start = self.generate(images, training=True)
-      per_example, divergence, logits = self.generator_loss(start, labels)
-      scaled_loss = self.generator_optimizer.scale_loss(losses.global_mean(per_example))
-      divergence_total = objective_total(divergence)
+      terms = self.generator_loss_terms(start, labels)
+      per_example = terms.total(self.adversarial.divergence_weight)
+      loss = losses.global_mean(per_example)
+      scaled_loss = self.generator_optimizer.scale_loss(loss)
     gradients, start_gradient = self.generator_gradients(
-        tape, scaled_loss, divergence_total, variables, start)
+        tape, loss, scaled_loss, terms, variables, start)
     self.generator_optimizer.apply(gradients, variables)
     self.generator_loss_tracker.update_state(losses.local_mean(per_example))
     self.generated_divergence.update_state(
-        tf.reduce_mean(losses.reported_divergence(logits)))
-    return GeneratorPass(tf.stop_gradient(start), [tf.stop_gradient(z) for z in logits],
+        tf.reduce_mean(losses.reported_divergence(terms.logits)))
+    return GeneratorPass(tf.stop_gradient(start), [tf.stop_gradient(z) for z in terms.logits],
                          start_gradient)
 
-  def start_gradient_needs_second_pass(self) -> bool:
-    """The search's first step ascends D (K > 0, `ras_objective="divergence"`):
-    a second gradient of the generator's tape, back through the classifiers."""
+  def search_ascends_divergence(self) -> bool:
+    """The search's first step ascends D (K > 0, `ras_objective="divergence"`),
+    whose gradient at x̃0 the generator update then computes as well."""
     search = self.adversarial.search
     return search.ras_steps > 0 and search.ras_objective == "divergence"
 
-  def generator_gradients(self, tape, scaled_loss, divergence_total, variables, start
+  def generator_gradients(self, tape, loss, scaled_loss, terms, variables, start
                           ) -> Tuple[List[tf.Tensor], Optional[tf.Tensor]]:
     """g's gradients, and the gradient the search's first step ascends at x̃0.
 
     Reusing the tape is exact: the classifiers are the same frozen networks the
-    search would run at x̃0. With K = 0 the search takes no step (None). With
-    `ras_objective="generator_loss"` the direction is -dL_g/dx̃0, which g's own
-    gradient passes through, so one backward pass gives both (only its sign is
-    used, so the positive factors 1/batch and the loss scale do not matter).
-    With the spec's "divergence" it is dΣD/dx̃0, a second backward pass.
+    search would run at x̃0. With K = 0 the search takes no step (None).
+
+    With `ras_objective="generator_loss"` the direction is -dL_g/dx̃0, which g's
+    own gradient passes through, so one backward pass gives both (only its sign
+    is used, so the positive factors 1/batch and the loss scale do not matter).
+
+    With the spec's "divergence" the search needs dΣD/dx̃0. g's gradient is
+    then assembled at x̃0 from it, dL_g/dx̃0 = (dL_g/dD) dD/dx̃0 + d(rest)/dx̃0,
+    and carried back through g alone: the classifiers are back-propagated
+    once for D and once more only if the label term is on (the rest's GAN term
+    goes through the discriminator only). Both parts carry the loss scale, so
+    float16 gradients keep its protection from underflow.
     """
     search = self.adversarial.search
     if search.ras_steps > 0 and search.ras_objective == "generator_loss":
       *gradients, loss_gradient = tape.gradient(scaled_loss, [*variables, start])
-      # An overflowed loss scale (float16) gives no step, not NaN images.
-      start_gradient = tf.where(tf.math.is_finite(loss_gradient), -loss_gradient, 0.0)
-      return gradients, start_gradient
-    gradients = tape.gradient(scaled_loss, variables)
-    if self.start_gradient_needs_second_pass():
-      return gradients, tape.gradient(divergence_total, start)
-    return gradients, None
+      return gradients, _finite_or_zero(-loss_gradient)
+    if not self.search_ascends_divergence():
+      return tape.gradient(scaled_loss, variables), None
+    # dΣD/dx̃0 times the loss scale: one backward pass through the classifiers.
+    scaled_ones = self.generator_optimizer.scale_loss(tf.ones_like(terms.divergence))
+    divergence_gradient = tape.gradient(terms.divergence, start, output_gradients=scaled_ones)
+    loss_per_divergence = tape.gradient(loss, terms.divergence)  # -w_D / batch, each example.
+    at_start = loss_per_divergence[:, None, None, None] * divergence_gradient
+    if terms.others is not None:
+      at_start += tape.gradient(terms.others, start,
+                                output_gradients=tape.gradient(scaled_loss, terms.others))
+    gradients = tape.gradient(start, variables, output_gradients=at_start)
+    return gradients, _finite_or_zero(divergence_gradient)
 
   def discriminator_update(self, images, start) -> None:
     """BCE(d(x), real) + BCE(d(sg(x̃0)), fake)."""
@@ -316,3 +353,9 @@ class AdversarialWarmup(keras.callbacks.Callback):
     if active != self.model.adversarial_phase_active:
       self.model.adversarial_phase_active = active
       self.model.make_train_function(force=True)
+
+
+def _finite_or_zero(gradient: tf.Tensor) -> tf.Tensor:
+  """The gradient where it is finite, 0 elsewhere: an overflowed float16 loss
+  scale makes the search take no step there rather than write NaN images."""
+  return tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))

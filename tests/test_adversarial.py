@@ -159,6 +159,51 @@ def test_generator_update_hands_the_search_its_start_gradient_and_logits():
       tf.constant(images), tf.constant(labels)).start_gradient is None
 
 
+def _traced_generator_gradients(model, images, labels, noise):
+  """The generator update's tape, and g's gradients as one plain backward pass
+  of the (scaled) batch loss computes them: the reference."""
+  variables = model.generator.trainable_variables
+  with tf.GradientTape(persistent=True) as tape:
+    start = model.generate(images, training=True, noise=noise)
+    terms = model.generator_loss_terms(start, labels)
+    loss = losses.global_mean(terms.total(model.adversarial.divergence_weight))
+    scaled_loss = model.generator_optimizer.scale_loss(loss)
+  reference = tape.gradient(scaled_loss, variables)
+  return tape, loss, scaled_loss, terms, variables, start, reference
+
+
+@pytest.mark.parametrize("keep_label_weight,gan_weight,loss_scale",
+                         [(1.0, 1.0, False), (0.0, 1.0, False), (0.0, 0.0, False),
+                          (0.3, 0.0, False), (0.0, 1.0, True)])
+def test_generator_gradients_assembled_at_the_start_equal_plain_backpropagation(
+    keep_label_weight, gan_weight, loss_scale):
+  model = _acn(keep_label_weight=keep_label_weight, gan_weight=gan_weight,
+               divergence_weight=3.0)
+  if loss_scale:
+    model.generator_optimizer = keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.Adam(2e-4), initial_scale=1024.0)
+    model.generator_optimizer.build(model.generator.trainable_variables)
+  # g must be off zero for its gradient to reach its inner layers.
+  for variable in model.generator.trainable_variables:
+    variable.assign(variable + 0.05 * tf.random.stateless_normal(variable.shape, (3, 4)))
+  images, labels = random_batch()
+  noise = tf.random.stateless_normal((len(images), *IMAGE_SHAPE[:2], 2), (1, 2))
+  tape, loss, scaled_loss, terms, variables, start, reference = _traced_generator_gradients(
+      model, tf.constant(images), tf.constant(labels), noise)
+  gradients, start_gradient = model.generator_gradients(
+      tape, loss, scaled_loss, terms, variables, start)
+  assert sum(float(tf.reduce_sum(tf.abs(g))) for g in reference) > 0
+  for got, expected, variable in zip(gradients, reference, variables):
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4,
+                               atol=1e-6 * np.abs(expected.numpy()).max(),
+                               err_msg=variable.path)
+  # The search's gradient: dΣD/dx̃0, times the loss scale when there is one.
+  expected_start = divergence_gradient(model.classifiers, start, model.adversarial)
+  scale = 1024.0 if loss_scale else 1.0
+  np.testing.assert_allclose(start_gradient.numpy(), scale * expected_start.numpy(),
+                             rtol=1e-4, atol=1e-6 * scale * np.abs(expected_start).max())
+
+
 def _generator_loss_by_hand(model, generated, labels):
   """L_g per example from its definition (docs/METHOD.md Phase A 2), n = 2, T = 1."""
   first, second = [tf.nn.softmax(c(generated, training=False)) for c in model.classifiers]
