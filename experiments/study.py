@@ -76,6 +76,14 @@ VARIANTS = {
                                   "--override=ras_epsilon=0.2", "--override=adv_kd_weight=0.1"),
     "acn_budget_0.2_adv_kd_0.3": ("--method=acn", "--override=wrc_alpha=0.2",
                                   "--override=ras_epsilon=0.2", "--override=adv_kd_weight=0.3"),
+    # The same without L_g's label term: the generator update then back-propagates
+    # through the classifiers once instead of twice (experiments/BENCHMARKS.md).
+    "acn_budget_0.2_adv_kd_0.1_keep_label_0": (
+        "--method=acn", "--override=wrc_alpha=0.2", "--override=ras_epsilon=0.2",
+        "--override=adv_kd_weight=0.1", "--override=keep_label_weight=0"),
+    "acn_budget_0.2_adv_kd_0_keep_label_0": (
+        "--method=acn", "--override=wrc_alpha=0.2", "--override=ras_epsilon=0.2",
+        "--override=adv_kd_weight=0", "--override=keep_label_weight=0"),
 }
 
 
