@@ -12,7 +12,7 @@ from acn_tf import generators, losses
 from acn_tf.config import AdversarialConfig, DistillationConfig
 from acn_tf.models import CoDistillation
 from acn_tf.search import (Objective, SearchResult, divergence_objective, group_divergence,
-                           label_mask, objective_total, restricted_adversarial_search)
+                           label_mask, restricted_adversarial_search)
 
 
 class GeneratorPass(NamedTuple):
@@ -247,7 +247,7 @@ class AdversarialCoDistillation(CoDistillation):
     terms = self.generator_loss_terms(generated, labels)
     return terms.total(self.adversarial.divergence_weight), terms.divergence, terms.logits
 
-  def generator_loss_terms(self, generated, labels) -> "GeneratorLossTerms":
+  def generator_loss_terms(self, generated, labels) -> GeneratorLossTerms:
     """L_g's divergence D and the rest of it, per example (see generator_loss).
     A term whose weight is zero is left out, not multiplied by zero: its
     gradient would still be back-propagated through its network."""
