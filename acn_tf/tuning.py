@@ -229,6 +229,10 @@ class HParamsLog:
     writer.close()
 
 
+# How keras-tuner's error begins when it stops a search after failed trials in a row.
+_TOO_MANY_FAILURES = "Number of consecutive failures"
+
+
 class _HParamsLogging:
   """Mixin for a keras-tuner tuner: the search's HParams experiment at its start,
   and each trial once keras-tuner has scored it (BaseTuner.on_trial_end)."""
@@ -242,7 +246,29 @@ class _HParamsLogging:
     self.hparams_log.write_config()
 
   def on_trial_end(self, trial):
-    super().on_trial_end(trial)  # The oracle scores the trial.
+    try:
+      super().on_trial_end(trial)  # The oracle scores the trial.
+    except RuntimeError as error:
+      if not str(error).startswith(_TOO_MANY_FAILURES):
+        raise
+      self._record_stopping_trial(trial)
+      self._log_trial(trial)
+      raise
+    self._log_trial(trial)
+
+  def _record_stopping_trial(self, trial) -> None:
+    """keras-tuner (1.4) raises its stop after failed trials in a row from inside
+    `Oracle.end_trial`, before it saves the trial that triggered it and lets it
+    go: that trial would stay RUNNING on disk and be run again by a resumed
+    search. The rest of `end_trial`, done here."""
+    oracle = self.oracle
+    for tuner_id, ongoing in list(oracle.ongoing_trials.items()):
+      if ongoing.trial_id == trial.trial_id:
+        oracle.ongoing_trials.pop(tuner_id)
+    oracle._save_trial(oracle.get_trial(trial.trial_id))  # pylint: disable=protected-access
+    self.save()
+
+  def _log_trial(self, trial) -> None:
     ended = self.oracle.get_trial(trial.trial_id)
     # An INVALID trial is to be run again; it ends as FAILED or COMPLETED.
     if ended.status in (kt.engine.trial.TrialStatus.COMPLETED,
@@ -343,10 +369,6 @@ def check_same_search(model_dir: str, tuner: str, config: ExperimentConfig) -> N
         f"--model_dir={model_dir} holds a search of another configuration; continuing "
         f"it needs the same one. Different: {'; '.join(differences)}. Run the original "
         "command to continue that search, or choose a new --model_dir.")
-
-
-# How keras-tuner's error begins when it stops a search after failed trials in a row.
-_TOO_MANY_FAILURES = "Number of consecutive failures"
 
 
 def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = None,

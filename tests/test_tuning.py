@@ -333,3 +333,17 @@ def test_a_search_stopped_by_failures_keeps_its_completed_trial(tmp_path, monkey
   assert summary["best_trial"] == summary["trials"][0]["trial"]
   assert any("stopped early" in note for note in summary["notes"])
   assert os.path.exists(os.path.join(model_dir, tuning.BEST_CONFIG_FILE))
+  # The trial that triggered the stop is on the HParams dashboard and saved as
+  # FAILED, like the others...
+  _, _, logged = _hparams_runs(model_dir)
+  assert {name: run[3] for name, run in logged.items()} == {
+      f"trial_{trial['trial']}": "STATUS_SUCCESS" if trial["status"] == "COMPLETED"
+      else "STATUS_FAILURE" for trial in summary["trials"]}
+  for trial in summary["trials"]:
+    with open(os.path.join(model_dir, tuning.TUNER_DIR, f"trial_{trial['trial']}",
+                           "trial.json")) as f:
+      assert json.load(f)["status"] == trial["status"]
+  # ...so running the command again starts a new trial rather than repeating it.
+  again = tuning.tune(_digits(), model_dir, max_trials=6, verbose=0)
+  assert again["trials"][:4] == summary["trials"]
+  assert len(again["trials"]) == 5 and again["trials"][4]["status"] == "FAILED"
