@@ -18,8 +18,8 @@ from acn_tf.search import (Objective, SearchResult, divergence_objective, group_
 class GeneratorPass(NamedTuple):
   """What one generator update computed at x̃0, with the generator's weights
   before the update and the classifiers frozen: x̃0, the classifiers'
-  inference-mode logits there, and the gradient of the search objective at x̃0
-  (a positive multiple of it for "generator_loss"; None when K = 0)."""
+  inference-mode logits there, and a positive multiple of the gradient of the
+  search objective at x̃0 (None when K = 0): the search uses only its sign."""
   images: tf.Tensor
   logits: List[tf.Tensor]
   start_gradient: Optional[tf.Tensor]
@@ -270,10 +270,12 @@ class AdversarialCoDistillation(CoDistillation):
       start = self.generate(images, training=True)
       terms = self.generator_loss_terms(start, labels)
       per_example = terms.total(self.adversarial.divergence_weight)
-      loss = losses.global_mean(per_example)
-      scaled_loss = self.generator_optimizer.scale_loss(loss)
+      scaled_loss = self.generator_optimizer.scale_loss(losses.global_mean(per_example))
+      # D's share of the loss before its weight, scaled like the loss.
+      scaled_divergence = self.generator_optimizer.scale_loss(
+          losses.global_mean(terms.divergence))
     gradients, start_gradient = self.generator_gradients(
-        tape, loss, scaled_loss, terms, variables, start)
+        tape, scaled_loss, scaled_divergence, terms, variables, start)
     self.generator_optimizer.apply(gradients, variables)
     self.generator_loss_tracker.update_state(losses.local_mean(per_example))
     self.generated_divergence.update_state(
@@ -287,8 +289,8 @@ class AdversarialCoDistillation(CoDistillation):
     search = self.adversarial.search
     return search.ras_steps > 0 and search.ras_objective == "divergence"
 
-  def generator_gradients(self, tape, loss, scaled_loss, terms, variables, start
-                          ) -> Tuple[List[tf.Tensor], Optional[tf.Tensor]]:
+  def generator_gradients(self, tape, scaled_loss, scaled_divergence, terms, variables,
+                          start) -> Tuple[List[tf.Tensor], Optional[tf.Tensor]]:
     """g's gradients, and the gradient the search's first step ascends at x̃0.
 
     Reusing the tape is exact: the classifiers are the same frozen networks the
@@ -298,12 +300,13 @@ class AdversarialCoDistillation(CoDistillation):
     own gradient passes through, so one backward pass gives both (only its sign
     is used, so the positive factors 1/batch and the loss scale do not matter).
 
-    With the spec's "divergence" the search needs dΣD/dx̃0. g's gradient is
-    then assembled at x̃0 from it, dL_g/dx̃0 = (dL_g/dD) dD/dx̃0 + d(rest)/dx̃0,
-    and carried back through g alone: the classifiers are back-propagated
-    once for D and once more only if the label term is on (the rest's GAN term
-    goes through the discriminator only). Both parts carry the loss scale, so
-    float16 gradients keep its protection from underflow.
+    With the spec's "divergence" the search needs dD/dx̃0 (per example). g's
+    gradient is then assembled at x̃0 from it, dL_g/dx̃0 = -divergence_weight
+    dD/dx̃0 + d(rest)/dx̃0, and carried back through g alone: the classifiers
+    are back-propagated once for D and once more only if the label term is on
+    (the GAN term goes through the discriminator only). Both parts are of the
+    batch mean, scaled like the loss, so float16 gradients keep the loss
+    scale's protection and overflow where plain back-propagation would.
     """
     search = self.adversarial.search
     if search.ras_steps > 0 and search.ras_objective == "generator_loss":
@@ -311,11 +314,11 @@ class AdversarialCoDistillation(CoDistillation):
       return gradients, _finite_or_zero(-loss_gradient)
     if not self.search_ascends_divergence():
       return tape.gradient(scaled_loss, variables), None
-    # dΣD/dx̃0 times the loss scale: one backward pass through the classifiers.
-    scaled_ones = self.generator_optimizer.scale_loss(tf.ones_like(terms.divergence))
-    divergence_gradient = tape.gradient(terms.divergence, start, output_gradients=scaled_ones)
-    loss_per_divergence = tape.gradient(loss, terms.divergence)  # -w_D / batch, each example.
-    at_start = loss_per_divergence[:, None, None, None] * divergence_gradient
+    # One backward pass through the classifiers, for the search and for g.
+    divergence_gradient = tape.gradient(scaled_divergence, start)
+    at_start = tf.zeros_like(start)
+    if self.adversarial.divergence_weight:
+      at_start -= self.adversarial.divergence_weight * divergence_gradient
     if terms.others is not None:
       at_start += tape.gradient(terms.others, start,
                                 output_gradients=tape.gradient(scaled_loss, terms.others))

@@ -260,7 +260,10 @@ class _HParamsLogging:
     """keras-tuner (1.4) raises its stop after failed trials in a row from inside
     `Oracle.end_trial`, before it saves the trial that triggered it and lets it
     go: that trial would stay RUNNING on disk and be run again by a resumed
-    search. The rest of `end_trial`, done here."""
+    search. Here the trial is saved and released as `end_trial` would; its
+    verbose summary line is not printed. A resumed search then stops again after
+    its first new trial, whatever that trial's status: keras-tuner counts the
+    failures in a row from the start of the search."""
     oracle = self.oracle
     for tuner_id, ongoing in list(oracle.ongoing_trials.items()):
       if ongoing.trial_id == trial.trial_id:

@@ -148,8 +148,9 @@ def test_generator_update_hands_the_search_its_start_gradient_and_logits():
   # The classifiers did not move, so a separate pass at x̃0 is the reference.
   expected = divergence_gradient(model.classifiers, generated.images,
                                  model.adversarial)
-  np.testing.assert_allclose(generated.start_gradient.numpy(), expected.numpy(),
-                             rtol=1e-5, atol=1e-9)
+  # The gradient of the batch mean of D: the sum's over the batch size.
+  np.testing.assert_allclose(generated.start_gradient.numpy() * len(images),
+                             expected.numpy(), rtol=1e-5, atol=1e-9)
   assert np.abs(expected.numpy()).max() > 0
   for logits, classifier in zip(generated.logits, model.classifiers):
     np.testing.assert_allclose(logits.numpy(),
@@ -166,19 +167,22 @@ def _traced_generator_gradients(model, images, labels, noise):
   with tf.GradientTape(persistent=True) as tape:
     start = model.generate(images, training=True, noise=noise)
     terms = model.generator_loss_terms(start, labels)
-    loss = losses.global_mean(terms.total(model.adversarial.divergence_weight))
-    scaled_loss = model.generator_optimizer.scale_loss(loss)
+    optimizer = model.generator_optimizer
+    scaled_loss = optimizer.scale_loss(
+        losses.global_mean(terms.total(model.adversarial.divergence_weight)))
+    scaled_divergence = optimizer.scale_loss(losses.global_mean(terms.divergence))
   reference = tape.gradient(scaled_loss, variables)
-  return tape, loss, scaled_loss, terms, variables, start, reference
+  return tape, scaled_loss, scaled_divergence, terms, variables, start, reference
 
 
-@pytest.mark.parametrize("keep_label_weight,gan_weight,loss_scale",
-                         [(1.0, 1.0, False), (0.0, 1.0, False), (0.0, 0.0, False),
-                          (0.3, 0.0, False), (0.0, 1.0, True)])
+@pytest.mark.parametrize("keep_label_weight,gan_weight,loss_scale,divergence_weight",
+                         [(1.0, 1.0, False, 3.0), (0.0, 1.0, False, 3.0),
+                          (0.0, 0.0, False, 3.0), (0.3, 0.0, False, 3.0),
+                          (0.0, 1.0, True, 3.0), (1.0, 1.0, False, 0.0)])
 def test_generator_gradients_assembled_at_the_start_equal_plain_backpropagation(
-    keep_label_weight, gan_weight, loss_scale):
+    keep_label_weight, gan_weight, loss_scale, divergence_weight):
   model = _acn(keep_label_weight=keep_label_weight, gan_weight=gan_weight,
-               divergence_weight=3.0)
+               divergence_weight=divergence_weight)
   if loss_scale:
     model.generator_optimizer = keras.optimizers.LossScaleOptimizer(
         keras.optimizers.Adam(2e-4), initial_scale=1024.0)
@@ -188,20 +192,20 @@ def test_generator_gradients_assembled_at_the_start_equal_plain_backpropagation(
     variable.assign(variable + 0.05 * tf.random.stateless_normal(variable.shape, (3, 4)))
   images, labels = random_batch()
   noise = tf.random.stateless_normal((len(images), *IMAGE_SHAPE[:2], 2), (1, 2))
-  tape, loss, scaled_loss, terms, variables, start, reference = _traced_generator_gradients(
-      model, tf.constant(images), tf.constant(labels), noise)
+  tape, scaled_loss, scaled_divergence, terms, variables, start, reference = (
+      _traced_generator_gradients(model, tf.constant(images), tf.constant(labels), noise))
   gradients, start_gradient = model.generator_gradients(
-      tape, loss, scaled_loss, terms, variables, start)
+      tape, scaled_loss, scaled_divergence, terms, variables, start)
   assert sum(float(tf.reduce_sum(tf.abs(g))) for g in reference) > 0
   for got, expected, variable in zip(gradients, reference, variables):
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4,
                                atol=1e-6 * np.abs(expected.numpy()).max(),
                                err_msg=variable.path)
-  # The search's gradient: dΣD/dx̃0, times the loss scale when there is one.
+  # The search's gradient: dΣD/dx̃0 over the batch size, times the loss scale.
   expected_start = divergence_gradient(model.classifiers, start, model.adversarial)
-  scale = 1024.0 if loss_scale else 1.0
-  np.testing.assert_allclose(start_gradient.numpy(), scale * expected_start.numpy(),
-                             rtol=1e-4, atol=1e-6 * scale * np.abs(expected_start).max())
+  factor = (1024.0 if loss_scale else 1.0) / len(images)
+  np.testing.assert_allclose(start_gradient.numpy(), factor * expected_start.numpy(),
+                             rtol=1e-4, atol=1e-6 * factor * np.abs(expected_start).max())
 
 
 def _generator_loss_by_hand(model, generated, labels):
