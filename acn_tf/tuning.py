@@ -229,8 +229,9 @@ class HParamsLog:
     writer.close()
 
 
-# How keras-tuner's error begins when it stops a search after failed trials in a row.
-_TOO_MANY_FAILURES = "Number of consecutive failures"
+def _stopped_for_failures(error: RuntimeError) -> bool:
+  """Whether `error` is keras-tuner's stop after failed trials in a row."""
+  return str(error).startswith("Number of consecutive failures")
 
 
 class _HParamsLogging:
@@ -249,7 +250,7 @@ class _HParamsLogging:
     try:
       super().on_trial_end(trial)  # The oracle scores the trial.
     except RuntimeError as error:
-      if not str(error).startswith(_TOO_MANY_FAILURES):
+      if not _stopped_for_failures(error):
         raise
       self._record_stopping_trial(trial)
       self._log_trial(trial)
@@ -396,8 +397,7 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
   try:
     search.search(verbose=verbose)
   except RuntimeError as error:
-    # keras-tuner's stop after too many failed trials in a row: a result to record.
-    if not str(error).startswith(_TOO_MANY_FAILURES):
+    if not _stopped_for_failures(error):  # That stop is a result to record.
       raise
     notes = [*notes, "The search stopped early: " + str(error).splitlines()[0]]
   return record_results(search, hypermodel, model_dir, tuner, notes)
