@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from acn_tf import generators, losses
+from acn_tf.folding import InferenceNetworks
 from acn_tf.config import AdversarialConfig, DistillationConfig
 from acn_tf.models import CoDistillation
 from acn_tf.search import (Objective, SearchResult, divergence_objective, group_divergence,
@@ -66,6 +67,7 @@ class AdversarialCoDistillation(CoDistillation):
     self.generator = generator
     self.discriminator = discriminator
     self.adversarial = AdversarialConfig()
+    self._inference_networks = InferenceNetworks(self.classifiers)
     self.adversarial_phase_active = True
     self.generator_loss_tracker = keras.metrics.Mean(name="g_loss")
     self.discriminator_loss_tracker = keras.metrics.Mean(name="d_loss")
@@ -201,30 +203,41 @@ class AdversarialCoDistillation(CoDistillation):
     the search from it, and the mask of a separate inference-mode pass whatever
     `ras_mask_source` training uses. What the health figures and pictures show."""
     images = tf.cast(images, tf.float32)
+    classifiers = self.phase_a_classifiers()
     generated = self.generate(images, training=False, noise=noise)
-    generated_logits = self(generated, training=False)
+    generated_logits = [classifier(generated, training=False) for classifier in classifiers]
     adversarial = dataclasses.replace(self.adversarial, search=dataclasses.replace(
         self.adversarial.search, ras_mask_source="search"))
     searched, searched_logits = restricted_adversarial_search(
-        self.classifiers, images, generated, adversarial, start_logits=generated_logits,
+        classifiers, images, generated, adversarial, start_logits=generated_logits,
         objective=self.search_objective(labels))
     keep_mask = label_mask(searched_logits, labels, adversarial.search.ras_label_restrict)
-    return InferenceExamples(generated, searched, keep_mask, self(images, training=False),
+    real_logits = [classifier(images, training=False) for classifier in classifiers]
+    return InferenceExamples(generated, searched, keep_mask, real_logits,
                              generated_logits, searched_logits)
 
   def search(self, images, labels, start: GeneratorPass) -> SearchResult:
     """x̃ = RAS(x̃0), starting from what the last generator update computed at
     x̃0: no classifier has moved since, so its logits and gradient are exact."""
     return restricted_adversarial_search(
-        self.classifiers, images, start.images, self.adversarial,
+        self.phase_a_classifiers(), images, start.images, self.adversarial,
         start_gradient=start.start_gradient, start_logits=start.logits,
         objective=self.search_objective(labels))
+
+  def phase_a_classifiers(self) -> List[keras.Model]:
+    """The classifiers as Phase A's inference passes run them: with each batch
+    norm folded into the convolution before it (acn_tf/folding.py; the same
+    function to round-off, fewer ops) unless `fold_batch_norm` is off. A method,
+    not a property: Keras saves the networks its attributes return."""
+    if self.adversarial.fold_batch_norm:
+      return self._inference_networks.folded
+    return self.classifiers
 
   def search_objective(self, labels) -> Objective:
     """What the search ascends, by `ras_objective`: D (the spec), or -L_g, the
     generator's own objective continued in pixel space."""
     if self.adversarial.search.ras_objective == "divergence":
-      return divergence_objective(self.classifiers, self.adversarial)
+      return divergence_objective(self.phase_a_classifiers(), self.adversarial)
 
     def negative_generator_loss(images):
       per_example, _, logits = self.generator_loss(images, labels)
@@ -252,7 +265,7 @@ class AdversarialCoDistillation(CoDistillation):
     A term whose weight is zero is left out, not multiplied by zero: its
     gradient would still be back-propagated through its network."""
     settings = self.adversarial
-    divergence, logits = group_divergence(self.classifiers, generated, settings)
+    divergence, logits = group_divergence(self.phase_a_classifiers(), generated, settings)
     others = []
     if settings.keep_label_weight:
       others.append(settings.keep_label_weight *

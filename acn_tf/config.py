@@ -236,6 +236,11 @@ class AdversarialConfig:
   discriminator_learning_rate: float = positive(2e-4)
   # Adam's beta_1 for both Phase A players.
   adversarial_beta_1: float = setting(0.5, low=0, high=1, high_open=True)
+  # Phase A's inference passes through the classifiers (the generator's loss,
+  # the search, the health figures) with each batch norm folded into the
+  # convolution before it (acn_tf/folding.py): the same function to float
+  # round-off, fewer ops (experiments/BENCHMARKS.md). Off: Keras' layers as built.
+  fold_batch_norm: bool = True
   search: SearchConfig = SearchConfig()
 
 

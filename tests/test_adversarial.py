@@ -146,13 +146,13 @@ def test_generator_update_hands_the_search_its_start_gradient_and_logits():
   images, labels = random_batch()
   generated = model.generator_update(tf.constant(images), tf.constant(labels))
   # The classifiers did not move, so a separate pass at x̃0 is the reference.
-  expected = divergence_gradient(model.classifiers, generated.images,
+  expected = divergence_gradient(model.phase_a_classifiers(), generated.images,
                                  model.adversarial)
   # The gradient of the batch mean of D: the sum's over the batch size.
   np.testing.assert_allclose(generated.start_gradient.numpy() * len(images),
                              expected.numpy(), rtol=1e-5, atol=1e-9)
   assert np.abs(expected.numpy()).max() > 0
-  for logits, classifier in zip(generated.logits, model.classifiers):
+  for logits, classifier in zip(generated.logits, model.phase_a_classifiers()):
     np.testing.assert_allclose(logits.numpy(),
                                classifier(generated.images, training=False).numpy(),
                                rtol=1e-5, atol=1e-6)
