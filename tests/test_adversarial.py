@@ -21,7 +21,7 @@ NUM_CLASSES = 5  # tiny_models' default.
 def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1,
          classifier_lr=0.05, search_steps=1, mask_source="search",
          objective="divergence", divergence="js", divergence_weight=1.0,
-         label_restrict=True):
+         label_restrict=True, fold_batch_norm=True):
   keras.utils.set_random_seed(7)
   generator = generators.build_generator(IMAGE_SHAPE, noise_channels=2, filters=8,
                                          residual_blocks=1)
@@ -38,7 +38,7 @@ def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1
           keep_label_weight=keep_label_weight, divergence_weight=divergence_weight,
           ras_steps=search_steps, ras_step_size=0.05, ras_epsilon=0.1,
           ras_mask_source=mask_source, ras_objective=objective, divergence=divergence,
-          ras_label_restrict=label_restrict))
+          ras_label_restrict=label_restrict, fold_batch_norm=fold_batch_norm))
   model(tf.zeros((1, *IMAGE_SHAPE)))
   model.build_optimizers()
   return model
@@ -139,6 +139,41 @@ def test_full_step_updates_every_player_and_reports_phase_a_metrics():
   assert model.generator_optimizer.iterations.numpy() == 1
   assert model.discriminator_optimizer.iterations.numpy() == 1
   assert model.optimizer.iterations.numpy() == 1
+
+
+def test_phase_a_with_folded_batch_norm_computes_what_keras_layers_do():
+  """fold_batch_norm on and off: the same generator step and search start (the
+  search's x̃ follows from the start gradient's sign)."""
+  results = []
+  for fold in (True, False):
+    model = _acn(fold_batch_norm=fold)
+    rng = np.random.default_rng(0)
+    for classifier in model.classifiers:  # Statistics a fold could get wrong.
+      for layer in classifier.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+          size = layer.moving_mean.shape[0]
+          layer.moving_mean.assign(0.3 * rng.normal(size=size))
+          layer.moving_variance.assign(0.5 + rng.random(size))
+          layer.gamma.assign(1.0 + 0.3 * rng.normal(size=size))
+          layer.beta.assign(0.2 * rng.normal(size=size))
+    images, labels = (tf.constant(t) for t in random_batch())
+    tf.random.set_seed(0)  # The same noise for both.
+    start = model.generator_update(images, labels)
+    results.append([start.images, start.start_gradient, *start.logits,
+                    *model.generator.trainable_variables])
+  assert results[0][1].numpy().any()
+  for folded, unfolded in zip(*results):
+    folded, unfolded = np.asarray(folded), np.asarray(unfolded)
+    np.testing.assert_allclose(folded, unfolded, atol=1e-5 * np.abs(unfolded).max())
+
+
+def test_the_acn_model_holds_each_variable_once():
+  """The folded networks share the classifiers' variables and are not tracked:
+  weights, checkpoints and saved files are those of the networks."""
+  model = _acn()
+  networks = [*model.classifiers, model.generator, model.discriminator]
+  assert sorted(v.path for v in model.weights) == sorted(
+      v.path for network in networks for v in network.weights)
 
 
 def test_generator_update_hands_the_search_its_start_gradient_and_logits():
