@@ -35,6 +35,7 @@ from benchmark import (IMAGE_SHAPE, NUM_CLASSES, cifar_shaped_config,  # noqa: E
 def parts(model, images, labels) -> dict:
   """name -> function of no arguments; each runs one part of an ACN step."""
   classifiers = model.classifiers
+  phase_a_classifiers = model.phase_a_classifiers()  # Batch norm folded, by default.
   settings = model.adversarial
 
   def generator_alone():
@@ -44,12 +45,12 @@ def parts(model, images, labels) -> dict:
     return tape.gradient(objective, model.generator.trainable_variables)
 
   return {
-      "classifiers forward, inference": lambda: group_divergence(classifiers, images,
-                                                                 settings)[0],
+      "classifiers forward, inference (Phase A)": lambda: group_divergence(
+          phase_a_classifiers, images, settings)[0],
       "classifiers forward, training": lambda: [c(images, training=True)
                                                 for c in classifiers],
-      "classifiers forward + input gradient": lambda: divergence_gradient(
-          classifiers, images, settings),
+      "classifiers forward + input gradient (Phase A)": lambda: divergence_gradient(
+          phase_a_classifiers, images, settings),
       "generator forward + backward": generator_alone,
       # Every output, or tf.function would prune the search's start gradient.
       "generator update (Phase A 1)": lambda: tuple(model.generator_update(images, labels)),
