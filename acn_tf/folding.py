@@ -71,7 +71,9 @@ def foldable_pairs(model: keras.Model) -> Dict[str, keras.layers.BatchNormalizat
   """Convolution name -> the batch norm that alone reads its output, for every
   pair of a functional model that folds exactly: a plain (ungrouped, linear,
   channels-last) Conv2D called once, whose output feeds one batch norm over its
-  channels and nothing else (not a model output). Empty for other models."""
+  channels and nothing else (not a model output). Empty for other models.
+  Reads Keras' graph through attributes it keeps private (`_nodes_by_depth`,
+  `_inbound_nodes`, `_keras_history`): tests/test_folding.py fails if they change."""
   nodes_by_depth = getattr(model, "_nodes_by_depth", None)
   if nodes_by_depth is None:  # Subclassed model: no graph to rewrite.
     return {}
