@@ -90,6 +90,10 @@ VARIANTS = {
     "acn_budget_0.2_adv_kd_0_keep_label_0": (
         "--method=acn", "--override=wrc_alpha=0.2", "--override=ras_epsilon=0.2",
         "--override=adv_kd_weight=0", "--override=keep_label_weight=0"),
+    # The spec's Phase A with a stronger search inside its 8/255 ball: three steps
+    # of 2/255, or one of 4/255 (its generator does nothing; RESULTS.md, "Eight seeds").
+    "acn_spec_phase_a_k3": (*SPEC_PHASE_A, "--override=ras_steps=3"),
+    "acn_spec_phase_a_step_4": (*SPEC_PHASE_A, f"--override=ras_step_size={4 / 255}"),
 }
 
 
