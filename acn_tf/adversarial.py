@@ -9,8 +9,8 @@ import keras
 import tensorflow as tf
 
 from acn_tf import generators, losses
-from acn_tf.folding import InferenceNetworks
 from acn_tf.config import AdversarialConfig, DistillationConfig
+from acn_tf.folding import InferenceNetworks
 from acn_tf.models import CoDistillation
 from acn_tf.search import (Objective, SearchResult, divergence_objective, group_divergence,
                            label_mask, restricted_adversarial_search)

@@ -35,19 +35,24 @@ class FoldedConvolution(keras.layers.Layer):
     self.batch_norm = batch_norm
 
   def folded_kernel_and_bias(self):
-    """W * s and (b - mu) * s + beta, in float32."""
+    """W * s and (b - mu) * s + beta, in the variables' dtype (float32 under
+    mixed precision)."""
     convolution, batch_norm = self.convolution, self.batch_norm
-    scale = tf.math.rsqrt(tf.cast(batch_norm.moving_variance, tf.float32)
-                          + batch_norm.epsilon)
+    dtype = convolution.variable_dtype
+
+    def read(variable):
+      return tf.cast(variable, dtype)
+
+    scale = tf.math.rsqrt(read(batch_norm.moving_variance) + batch_norm.epsilon)
     if batch_norm.scale:
-      scale *= tf.cast(batch_norm.gamma, tf.float32)
-    bias = -tf.cast(batch_norm.moving_mean, tf.float32)
+      scale *= read(batch_norm.gamma)
+    bias = -read(batch_norm.moving_mean)
     if convolution.use_bias:
-      bias += tf.cast(convolution.bias, tf.float32)
+      bias += read(convolution.bias)
     bias *= scale
     if batch_norm.center:
-      bias += tf.cast(batch_norm.beta, tf.float32)
-    return tf.cast(convolution.kernel, tf.float32) * scale, bias
+      bias += read(batch_norm.beta)
+    return read(convolution.kernel) * scale, bias
 
   def call(self, inputs, training=None, mask=None):
     del training, mask  # Inference only; a convolution carries no mask.
