@@ -228,7 +228,8 @@ class AdversarialCoDistillation(CoDistillation):
     """The classifiers as Phase A's inference passes run them: with each batch
     norm folded into the convolution before it (acn_tf/folding.py; the same
     function to round-off, fewer ops) unless `fold_batch_norm` is off. A method,
-    not a property: Keras saves the networks its attributes return."""
+    not a property: Keras saves the networks its attributes return
+    (docs/KERAS_NOTES.md 6)."""
     if self.adversarial.fold_batch_norm:
       return self._inference_networks.folded
     return self.classifiers
