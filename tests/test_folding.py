@@ -15,8 +15,8 @@ CLASSES = 7
 
 @pytest.fixture
 def float64_policy():
-  """Builds in float64, so that folded and unfolded agree to ~1e-12, not to float32
-  round-off (the logits layer stays float32: compared relative to their size)."""
+  """Builds in float64, so that folded and unfolded differ only by the round-off
+  of the logits layer, which stays float32 (compared relative to their size)."""
   keras.config.set_dtype_policy("float64")
   yield
   keras.config.set_dtype_policy("float32")
