@@ -13,7 +13,7 @@ from acn_tf.config import AdversarialConfig, DistillationConfig
 from acn_tf.folding import InferenceNetworks
 from acn_tf.models import CoDistillation
 from acn_tf.search import (Objective, SearchResult, divergence_objective, group_divergence,
-                           label_mask, restricted_adversarial_search)
+                           inference_logits, label_mask, restricted_adversarial_search)
 
 
 class GeneratorPass(NamedTuple):
@@ -205,16 +205,16 @@ class AdversarialCoDistillation(CoDistillation):
     images = tf.cast(images, tf.float32)
     classifiers = self.phase_a_classifiers()
     generated = self.generate(images, training=False, noise=noise)
-    generated_logits = [classifier(generated, training=False) for classifier in classifiers]
+    generated_logits = inference_logits(classifiers, generated)
     adversarial = dataclasses.replace(self.adversarial, search=dataclasses.replace(
         self.adversarial.search, ras_mask_source="search"))
     searched, searched_logits = restricted_adversarial_search(
         classifiers, images, generated, adversarial, start_logits=generated_logits,
         objective=self.search_objective(labels))
     keep_mask = label_mask(searched_logits, labels, adversarial.search.ras_label_restrict)
-    real_logits = [classifier(images, training=False) for classifier in classifiers]
-    return InferenceExamples(generated, searched, keep_mask, real_logits,
-                             generated_logits, searched_logits)
+    return InferenceExamples(generated, searched, keep_mask,
+                             inference_logits(classifiers, images), generated_logits,
+                             searched_logits)
 
   def search(self, images, labels, start: GeneratorPass) -> SearchResult:
     """x̃ = RAS(x̃0), starting from what the last generator update computed at

@@ -26,12 +26,17 @@ def project(candidates: tf.Tensor, images: tf.Tensor, epsilon: float) -> tf.Tens
   return tf.clip_by_value(candidates, 0.0, 1.0)
 
 
+def inference_logits(classifiers: Sequence[keras.Model], images: tf.Tensor) -> list:
+  """Every classifier's logits in inference mode: Phase A must not move
+  batch-norm statistics, and examples must not see each other."""
+  return [classifier(images, training=False) for classifier in classifiers]
+
+
 def group_divergence(classifiers: Sequence[keras.Model], images: tf.Tensor,
                      adversarial: AdversarialConfig) -> Tuple[tf.Tensor, list]:
   """Per-example D(x) of the group in inference mode (the divergence Phase A
   maximises, losses.divergence), and the logits."""
-  # training=False: the search must not move batch-norm statistics.
-  logits = [classifier(images, training=False) for classifier in classifiers]
+  logits = inference_logits(classifiers, images)
   return phase_a_divergence(logits, adversarial), logits
 
 
@@ -127,7 +132,7 @@ def restricted_adversarial_search(classifiers: Sequence[keras.Model], images: tf
   # After a step the start's logits no longer describe x̃.
   logits = list(start_logits) if search.ras_steps == 0 and start_logits is not None else None
   if logits is None and search.ras_mask_source == "search":
-    logits = [classifier(divergent, training=False) for classifier in classifiers]
+    logits = inference_logits(classifiers, divergent)
   return SearchResult(tf.stop_gradient(divergent), logits)
 
 
@@ -141,7 +146,7 @@ def compiled_search(classifiers: Sequence[keras.Model], adversarial: Adversarial
     divergent, logits = restricted_adversarial_search(classifiers, images, start,
                                                       adversarial)
     if logits is None:
-      logits = [classifier(divergent, training=False) for classifier in classifiers]
+      logits = inference_logits(classifiers, divergent)
     return divergent, label_mask(logits, labels, adversarial.search.ras_label_restrict)
 
   return search
