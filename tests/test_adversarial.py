@@ -13,7 +13,7 @@ from acn_tf.config import DistillationConfig
 from acn_tf.models import CoDistillation
 from acn_tf.search import SearchResult, divergence_gradient, group_divergence
 from conftest import spec_phase_a
-from tiny_models import IMAGE_SHAPE, random_batch, small_cnns
+from tiny_models import IMAGE_SHAPE, random_batch, randomise_batch_norms, small_cnns
 
 NUM_CLASSES = 5  # tiny_models' default.
 
@@ -147,15 +147,8 @@ def test_phase_a_with_folded_batch_norm_computes_what_keras_layers_do():
   results = []
   for fold in (True, False):
     model = _acn(fold_batch_norm=fold)
-    rng = np.random.default_rng(0)
-    for classifier in model.classifiers:  # Statistics a fold could get wrong.
-      for layer in classifier.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-          size = layer.moving_mean.shape[0]
-          layer.moving_mean.assign(0.3 * rng.normal(size=size))
-          layer.moving_variance.assign(0.5 + rng.random(size))
-          layer.gamma.assign(1.0 + 0.3 * rng.normal(size=size))
-          layer.beta.assign(0.2 * rng.normal(size=size))
+    for seed, classifier in enumerate(model.classifiers):
+      randomise_batch_norms(classifier, seed)  # Statistics a fold could get wrong.
     images, labels = (tf.constant(t) for t in random_batch())
     tf.random.set_seed(0)  # The same noise for both.
     start = model.generator_update(images, labels)

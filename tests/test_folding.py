@@ -8,7 +8,7 @@ from keras import layers
 
 from acn_tf import backbones
 from acn_tf.folding import FoldedConvolution, fold_batch_norm, foldable_pairs
-from tiny_models import IMAGE_SHAPE, random_batch
+from tiny_models import IMAGE_SHAPE, random_batch, randomise_batch_norms
 
 CLASSES = 7
 
@@ -20,19 +20,6 @@ def float64_policy():
   keras.config.set_dtype_policy("float64")
   yield
   keras.config.set_dtype_policy("float32")
-
-
-def _randomise_batch_norms(model, seed=0):
-  """Moving statistics, scales and shifts away from their initial 0 and 1, so a
-  wrong fold shows."""
-  rng = np.random.default_rng(seed)
-  for layer in model.layers:
-    if isinstance(layer, layers.BatchNormalization):
-      size = layer.moving_mean.shape[0]
-      layer.moving_mean.assign(0.3 * rng.normal(size=size))
-      layer.moving_variance.assign(0.5 + rng.random(size))
-      layer.gamma.assign(1.0 + 0.3 * rng.normal(size=size))
-      layer.beta.assign(0.2 * rng.normal(size=size))
 
 
 def _logits_and_input_gradient(network, images):
@@ -64,7 +51,7 @@ def test_folded_classifier_computes_the_inference_function(
     float64_policy, architecture, folded_count, batch_norm_count):
   model = backbones.build_classifier(architecture, (16, 16, 3), CLASSES, [0.5] * 3,
                                      [0.25] * 3, seed=0)
-  _randomise_batch_norms(model)
+  randomise_batch_norms(model)
   folded = fold_batch_norm(model)
   assert sum(isinstance(layer, layers.BatchNormalization)
              for layer in model.layers) == batch_norm_count
@@ -81,7 +68,7 @@ def test_folded_classifier_reads_the_classifiers_current_variables(float64_polic
   folded = fold_batch_norm(model)
   assert {id(v) for v in folded.weights} <= {id(v) for v in model.weights}
   # Training moves the classifier after the fold: the fold follows.
-  _randomise_batch_norms(model, seed=3)
+  randomise_batch_norms(model, seed=3)
   for layer in model.layers:
     if isinstance(layer, layers.Conv2D):
       layer.kernel.assign(layer.kernel * 1.5)
@@ -104,7 +91,7 @@ def test_only_exact_pairs_are_folded(float64_policy):
   x = layers.Dense(5, name="hidden")(x)
   x = layers.BatchNormalization(name="bn_dense")(x)
   model = keras.Model(images, layers.Dense(CLASSES, name="head")(x))
-  _randomise_batch_norms(model)
+  randomise_batch_norms(model)
   model.get_layer("biased").bias.assign(np.linspace(-1.0, 1.0, 6))
   assert {conv: bn.name for conv, bn in foldable_pairs(model).items()} == {
       "biased": "bn_biased"}

@@ -37,6 +37,20 @@ def dense_classifier(seed, classes=3, shape=(6, 6, 1)):
                            keras.layers.Dense(classes)])
 
 
+def randomise_batch_norms(model, seed=0):
+  """Moving statistics, scales and shifts of every batch norm of `model` away
+  from their initial 0 and 1 (numpy's default_rng(seed)), so that a computation
+  that mishandles any of them shows."""
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    if isinstance(layer, layers.BatchNormalization):
+      size = layer.moving_mean.shape[0]
+      layer.moving_mean.assign(0.3 * rng.normal(size=size))
+      layer.moving_variance.assign(0.5 + rng.random(size))
+      layer.gamma.assign(1.0 + 0.3 * rng.normal(size=size))
+      layer.beta.assign(0.2 * rng.normal(size=size))
+
+
 def random_batch(size=32, num_classes=5, image_shape=IMAGE_SHAPE, seed=0):
   """(float32 images in [0, 1), int64 labels) drawn from numpy's default_rng(seed)."""
   rng = np.random.default_rng(seed)
