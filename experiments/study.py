@@ -53,6 +53,8 @@ VARIANTS = {
     # label restriction keeps labels): more divergence on validation, less accuracy.
     "acn_keep_label_0": (*PREVIOUS_ACN, "--override=keep_label_weight=0"),
     "acn_spec_phase_a": SPEC_PHASE_A,
+    # The previous settings themselves: the budget 0.1 and agreement asked on x̃.
+    "acn_previous": PREVIOUS_ACN,
     # Phase B options screened on the validation split (RESULTS.md, "What Phase B
     # does with x̃"): each lowers what the divergent batch asks of the classifiers.
     "acn_adv_ce_0": (*PREVIOUS_ACN, "--override=adv_ce_weight=0"),
