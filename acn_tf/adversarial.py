@@ -130,14 +130,30 @@ class AdversarialCoDistillation(CoDistillation):
 
   def adversarial_phase(self, images, labels) -> SearchResult:
     """Phase A: generator update(s), discriminator update(s), then the search
-    from the last generator update's x̃0. Returns x̃, with no gradient to it."""
+    from the last generator update's x̃0. Returns x̃, with no gradient to it
+    (under the control `divergent_signs="random"`, x̃ with random signs)."""
     images = tf.cast(images, tf.float32)
     for _ in range(self.adversarial.generator_updates):
       start = self.generator_update(images, labels)
     if self.discriminator is not None:
       for _ in range(self.adversarial.discriminator_updates):
         self.discriminator_update(images, start.images)
-    return self.search(images, labels, start)
+    divergent = self.search(images, labels, start)
+    if self.adversarial.divergent_signs == "random":
+      return self.with_random_signs(images, divergent)
+    return divergent
+
+  def with_random_signs(self, images, divergent: SearchResult) -> SearchResult:
+    """The control: x + s |x̃ - x| with a random sign s per pixel. The search's
+    logits were at x̃, so they go: the mask's inference pass is made again at
+    the new images for `ras_mask_source="search"`, and for "update" Phase B's
+    own forward makes it, as always."""
+    negative = tf.random.uniform(tf.shape(images)) < 0.5
+    flipped = random_signs(images, divergent.images, negative)
+    logits = None
+    if self.adversarial.search.ras_mask_source == "search":
+      logits = inference_logits(self.phase_a_classifiers(), flipped)
+    return SearchResult(flipped, logits)
 
   # -- Phase B --------------------------------------------------------------------
 
@@ -370,6 +386,14 @@ class AdversarialWarmup(keras.callbacks.Callback):
     if active != self.model.adversarial_phase_active:
       self.model.adversarial_phase_active = active
       self.model.make_train_function(force=True)
+
+
+def random_signs(images: tf.Tensor, divergent: tf.Tensor, negative: tf.Tensor) -> tf.Tensor:
+  """clip01(x + s |x̃ - x|) with s = -1 where `negative`, +1 elsewhere: each
+  pixel moves as far as Phase A moved it, in a direction that is chance."""
+  size = tf.abs(divergent - images)
+  signs = tf.where(negative, -tf.ones_like(size), tf.ones_like(size))
+  return tf.clip_by_value(images + signs * size, 0.0, 1.0)
 
 
 def _finite_or_zero(gradient: tf.Tensor) -> tf.Tensor:

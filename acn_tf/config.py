@@ -45,6 +45,7 @@ ADV_NORMALIZATIONS = ("batch", "kept")
 ADV_KD_TARGETS = ("divergent", "real")
 MASK_SOURCES = ("search", "update")
 RAS_OBJECTIVES = ("divergence", "generator_loss")
+DIVERGENT_SIGNS = ("found", "random")
 JIT_COMPILE = ("auto", "true", "false")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 # Distribution strategies (acn_tf/distribute.py); listed here, where run.py can
@@ -241,6 +242,12 @@ class AdversarialConfig:
   # convolution before it (acn_tf/folding.py): the same function to float
   # round-off, fewer ops (experiments/BENCHMARKS.md). Off: Keras' layers as built.
   fold_batch_norm: bool = True
+  # A control, not part of the method: "random" hands Phase B x + s |x̃ - x| with
+  # each pixel's sign s drawn at random, the perturbation sizes Phase A found
+  # without the divergence-seeking direction (then clipped to [0, 1]); the label
+  # mask is made at those images. It asks whether what costs accuracy is the
+  # direction or the distance from x. "found": x̃ as Phase A made it.
+  divergent_signs: str = one_of("found", DIVERGENT_SIGNS)
   search: SearchConfig = SearchConfig()
 
 

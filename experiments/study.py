@@ -55,6 +55,9 @@ VARIANTS = {
     "acn_spec_phase_a": SPEC_PHASE_A,
     # The previous settings themselves: the budget 0.1 and agreement asked on x̃.
     "acn_previous": PREVIOUS_ACN,
+    # A control for the experiment's setting: Phase B gets x + s |x̃ - x| with a
+    # random sign s per pixel, the distances Phase A found without its direction.
+    "acn_random_signs": ("--method=acn", "--override=divergent_signs=random"),
     # Phase B options screened on the validation split (RESULTS.md, "What Phase B
     # does with x̃"): each lowers what the divergent batch asks of the classifiers.
     "acn_adv_ce_0": (*PREVIOUS_ACN, "--override=adv_ce_weight=0"),
