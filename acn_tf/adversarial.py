@@ -131,7 +131,7 @@ class AdversarialCoDistillation(CoDistillation):
   def adversarial_phase(self, images, labels) -> SearchResult:
     """Phase A: generator update(s), discriminator update(s), then the search
     from the last generator update's x̃0. Returns x̃, with no gradient to it
-    (under the control `divergent_signs="random"`, x̃ with random signs)."""
+    (or, under the controls `divergent_signs` and `divergent_sizes`, x̃ remade)."""
     images = tf.cast(images, tf.float32)
     for _ in range(self.adversarial.generator_updates):
       start = self.generator_update(images, labels)
@@ -139,21 +139,32 @@ class AdversarialCoDistillation(CoDistillation):
       for _ in range(self.adversarial.discriminator_updates):
         self.discriminator_update(images, start.images)
     divergent = self.search(images, labels, start)
-    if self.adversarial.divergent_signs == "random":
-      return self.with_random_signs(images, divergent)
-    return divergent
+    if (self.adversarial.divergent_signs, self.adversarial.divergent_sizes) == ("found",) * 2:
+      return divergent
+    return self.controlled_examples(images, divergent)
 
-  def with_random_signs(self, images, divergent: SearchResult) -> SearchResult:
-    """The control: x + s |x̃ - x| with a random sign s per pixel. The search's
-    logits were at x̃, so they go: the mask's inference pass is made again at
-    the new images for `ras_mask_source="search"`, and for "update" Phase B's
-    own forward makes it, as always."""
-    negative = tf.random.uniform(tf.shape(images)) < 0.5
-    flipped = random_signs(images, divergent.images, negative)
+  def controlled_examples(self, images, divergent: SearchResult) -> SearchResult:
+    """The controls: x + s d per pixel, with s Phase A's sign or a random one
+    (`divergent_signs`) and d Phase A's distance |x̃ - x| or the budget
+    `ras_epsilon` (`divergent_sizes`), clipped to [0, 1]. The search's logits
+    were at x̃, so they go: the mask's inference pass is made again at the new
+    images for `ras_mask_source="search"`; for "update" Phase B's own forward
+    makes it, as always."""
+    settings = self.adversarial
+    moved = divergent.images - images
+    if settings.divergent_signs == "found":
+      signs = tf.sign(moved)
+    else:
+      signs = tf.where(tf.random.uniform(tf.shape(images)) < 0.5, -1.0, 1.0)
+    if settings.divergent_sizes == "found":
+      sizes = tf.abs(moved)
+    else:
+      sizes = tf.fill(tf.shape(images), settings.search.ras_epsilon)
+    examples = moved_by(images, signs, sizes)
     logits = None
-    if self.adversarial.search.ras_mask_source == "search":
-      logits = inference_logits(self.phase_a_classifiers(), flipped)
-    return SearchResult(flipped, logits)
+    if settings.search.ras_mask_source == "search":
+      logits = inference_logits(self.phase_a_classifiers(), examples)
+    return SearchResult(examples, logits)
 
   # -- Phase B --------------------------------------------------------------------
 
@@ -388,12 +399,9 @@ class AdversarialWarmup(keras.callbacks.Callback):
       self.model.make_train_function(force=True)
 
 
-def random_signs(images: tf.Tensor, divergent: tf.Tensor, negative: tf.Tensor) -> tf.Tensor:
-  """clip01(x + s |x̃ - x|) with s = -1 where `negative`, +1 elsewhere: each
-  pixel moves as far as Phase A moved it, in a direction that is chance."""
-  size = tf.abs(divergent - images)
-  signs = tf.where(negative, -tf.ones_like(size), tf.ones_like(size))
-  return tf.clip_by_value(images + signs * size, 0.0, 1.0)
+def moved_by(images: tf.Tensor, signs: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
+  """clip01(x + signs * sizes), per pixel."""
+  return tf.clip_by_value(images + tf.cast(signs, images.dtype) * sizes, 0.0, 1.0)
 
 
 def _finite_or_zero(gradient: tf.Tensor) -> tf.Tensor:

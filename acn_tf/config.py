@@ -46,6 +46,7 @@ ADV_KD_TARGETS = ("divergent", "real")
 MASK_SOURCES = ("search", "update")
 RAS_OBJECTIVES = ("divergence", "generator_loss")
 DIVERGENT_SIGNS = ("found", "random")
+DIVERGENT_SIZES = ("found", "budget")
 JIT_COMPILE = ("auto", "true", "false")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 # Distribution strategies (acn_tf/distribute.py); listed here, where run.py can
@@ -242,12 +243,14 @@ class AdversarialConfig:
   # convolution before it (acn_tf/folding.py): the same function to float
   # round-off, fewer ops (experiments/BENCHMARKS.md). Off: Keras' layers as built.
   fold_batch_norm: bool = True
-  # A control, not part of the method: "random" hands Phase B x + s |x̃ - x| with
-  # each pixel's sign s drawn at random, the perturbation sizes Phase A found
-  # without the divergence-seeking direction (then clipped to [0, 1]); the label
-  # mask is made at those images. It asks whether what costs accuracy is the
-  # direction or the distance from x. "found": x̃ as Phase A made it.
+  # Two controls, not part of the method: Phase B gets x + s d per pixel (clipped
+  # to [0, 1]) instead of x̃, with s Phase A's sign ("found") or a random one
+  # ("random"), and d Phase A's distance |x̃ - x| ("found") or the budget
+  # ras_epsilon ("budget"); the label mask is made at those images. Random signs
+  # with found sizes keep how far Phase A moved each pixel and drop its direction;
+  # random signs at the budget are noise that needs no Phase A at all.
   divergent_signs: str = one_of("found", DIVERGENT_SIGNS)
+  divergent_sizes: str = one_of("found", DIVERGENT_SIZES)
   search: SearchConfig = SearchConfig()
 
 

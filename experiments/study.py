@@ -58,6 +58,10 @@ VARIANTS = {
     # A control for the experiment's setting: Phase B gets x + s |x̃ - x| with a
     # random sign s per pixel, the distances Phase A found without its direction.
     "acn_random_signs": ("--method=acn", "--override=divergent_signs=random"),
+    # Noise: every pixel moved by the budget (0.2 here) with a random sign; Phase A
+    # runs (for its health figures) but shapes nothing Phase B sees.
+    "acn_noise_budget": ("--method=acn", "--override=divergent_signs=random",
+                         "--override=divergent_sizes=budget"),
     # Phase B options screened on the validation split (RESULTS.md, "What Phase B
     # does with x̃"): each lowers what the divergent batch asks of the classifiers.
     "acn_adv_ce_0": (*PREVIOUS_ACN, "--override=adv_ce_weight=0"),

@@ -8,7 +8,7 @@ import tensorflow as tf
 from acn_tf import builders, discriminators, generators, losses, visualize
 from acn_tf.config import ExperimentConfig
 from acn_tf.data import DatasetInfo
-from acn_tf.adversarial import AdversarialCoDistillation, AdversarialWarmup, random_signs
+from acn_tf.adversarial import AdversarialCoDistillation, AdversarialWarmup, moved_by
 from acn_tf.config import DistillationConfig
 from acn_tf.models import CoDistillation
 from acn_tf.search import SearchResult, divergence_gradient, group_divergence
@@ -21,7 +21,8 @@ NUM_CLASSES = 5  # tiny_models' default.
 def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1,
          classifier_lr=0.05, search_steps=1, mask_source="search",
          objective="divergence", divergence="js", divergence_weight=1.0,
-         label_restrict=True, fold_batch_norm=True, divergent_signs="found"):
+         label_restrict=True, fold_batch_norm=True, divergent_signs="found",
+         divergent_sizes="found"):
   keras.utils.set_random_seed(7)
   generator = generators.build_generator(IMAGE_SHAPE, noise_channels=2, filters=8,
                                          residual_blocks=1)
@@ -39,7 +40,7 @@ def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1
           ras_steps=search_steps, ras_step_size=0.05, ras_epsilon=0.1,
           ras_mask_source=mask_source, ras_objective=objective, divergence=divergence,
           ras_label_restrict=label_restrict, fold_batch_norm=fold_batch_norm,
-          divergent_signs=divergent_signs))
+          divergent_signs=divergent_signs, divergent_sizes=divergent_sizes))
   model(tf.zeros((1, *IMAGE_SHAPE)))
   model.build_optimizers()
   return model
@@ -349,33 +350,41 @@ def test_full_step_with_the_mask_from_the_update(steps):
   assert model.optimizer.iterations.numpy() == 1
 
 
-def test_random_signs_matches_numpy():
+def test_moved_by_matches_numpy():
   rng = np.random.default_rng(3)
   images = rng.random((16, *IMAGE_SHAPE)).astype(np.float32)
-  found = np.clip(images + rng.uniform(-0.2, 0.2, images.shape), 0, 1).astype(np.float32)
-  negative = rng.random(images.shape) < 0.5
-  expected = np.clip(images + np.where(negative, -1.0, 1.0) * np.abs(found - images), 0, 1)
-  np.testing.assert_allclose(random_signs(images, found, negative).numpy(), expected,
-                             rtol=0, atol=1e-7)
+  signs = rng.choice([-1.0, 0.0, 1.0], images.shape).astype(np.float32)
+  sizes = rng.uniform(0, 0.3, images.shape).astype(np.float32)
+  np.testing.assert_allclose(moved_by(images, signs, sizes).numpy(),
+                             np.clip(images + signs * sizes, 0, 1), rtol=0, atol=1e-7)
+
+
+def _controlled(signs, sizes, mask_source="update"):
+  """The control's examples for x̃ = x ± 0.05 per pixel (signs from numpy; half
+  the budget ras_epsilon = 0.1), with search logits that must not survive."""
+  model = _acn(mask_source=mask_source, divergent_signs=signs, divergent_sizes=sizes)
+  rng = np.random.default_rng(4)
+  images = rng.random((64, *IMAGE_SHAPE)).astype(np.float32)
+  found = np.clip(images + rng.choice([-0.05, 0.05], images.shape), 0, 1).astype(np.float32)
+  search_logits = [tf.zeros((64, NUM_CLASSES)) for _ in model.classifiers]
+  result = model.controlled_examples(tf.constant(images),
+                                     SearchResult(tf.constant(found), search_logits))
+  # Pixels no clip can reach: x ± ras_epsilon stays inside [0, 1].
+  epsilon = model.adversarial.search.ras_epsilon
+  inside = (images >= epsilon) & (images <= 1 - epsilon)
+  return model, images, found, result, inside
 
 
 @pytest.mark.parametrize("mask_source", ["search", "update"])
 def test_random_sign_control_keeps_each_pixels_distance_not_its_direction(mask_source):
-  model = _acn(mask_source=mask_source, divergent_signs="random")
-  rng = np.random.default_rng(4)
-  images = rng.random((64, *IMAGE_SHAPE)).astype(np.float32)
-  found = np.clip(images + rng.choice([-0.1, 0.1], images.shape), 0, 1).astype(np.float32)
-  search_logits = [tf.zeros((64, NUM_CLASSES)) for _ in model.classifiers]
-  result = model.with_random_signs(tf.constant(images),
-                                   SearchResult(tf.constant(found), search_logits))
+  model, images, found, result, inside = _controlled("random", "found", mask_source)
   moved = result.images.numpy() - images
   assert 0.0 <= result.images.numpy().min() and result.images.numpy().max() <= 1.0
   assert np.all(np.abs(moved) <= np.abs(found - images) + 1e-6)
   # Where no clip can act, each pixel moves exactly as far as Phase A moved it...
-  inside = (images >= 0.1) & (images <= 0.9)
-  np.testing.assert_allclose(np.abs(moved[inside]), 0.1, atol=1e-6)
-  # ...in the direction Phase A chose for about half of them (8,192 pixels here:
-  # a fair coin lands within 0.45-0.55 but for a chance below 1e-18).
+  np.testing.assert_allclose(np.abs(moved[inside]), 0.05, atol=1e-6)
+  # ...in the direction Phase A chose for about half of them (thousands of pixels:
+  # a fair coin lands within 0.45-0.55 but for a chance below 1e-9).
   same = np.mean(np.sign(moved[inside]) == np.sign((found - images)[inside]))
   assert 0.45 < same < 0.55
   # The search's logits were at x̃: gone, or made again at the new images.
@@ -388,8 +397,25 @@ def test_random_sign_control_keeps_each_pixels_distance_not_its_direction(mask_s
                                  rtol=1e-4, atol=1e-5)
 
 
-def test_full_step_with_the_random_sign_control():
-  model = _acn(mask_source="update", divergent_signs="random")
+def test_noise_control_moves_every_pixel_by_the_budget_at_random():
+  model, images, found, result, inside = _controlled("random", "budget")
+  moved = result.images.numpy() - images
+  epsilon = model.adversarial.search.ras_epsilon
+  np.testing.assert_allclose(np.abs(moved[inside]), epsilon, atol=1e-6)
+  same = np.mean(np.sign(moved[inside]) == np.sign((found - images)[inside]))
+  assert 0.45 < same < 0.55
+
+
+def test_budget_control_with_found_signs_takes_phase_as_direction_to_the_budget():
+  model, images, found, result, _ = _controlled("found", "budget")
+  epsilon = model.adversarial.search.ras_epsilon
+  expected = np.clip(images + np.sign(found - images) * epsilon, 0, 1)
+  np.testing.assert_allclose(result.images.numpy(), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("signs,sizes", [("random", "found"), ("random", "budget")])
+def test_full_step_with_a_control(signs, sizes):
+  model = _acn(mask_source="update", divergent_signs=signs, divergent_sizes=sizes)
   images, labels = random_batch()
   logs = model.train_on_batch(images, labels, return_dict=True)
   assert 0.0 <= logs["kept_fraction"] <= 1.0 and np.isfinite(logs["divergence_search"])
