@@ -62,6 +62,11 @@ VARIANTS = {
     # runs (for its health figures) but shapes nothing Phase B sees.
     "acn_noise_budget": ("--method=acn", "--override=divergent_signs=random",
                          "--override=divergent_sizes=budget"),
+    # The same noise at 0.13, the mean distance |x̃0 - x| of acn_random_signs'
+    # generators on test images (the budget only sets the noise: Phase A's output
+    # reaches only the health figures).
+    "acn_noise_0.13": ("--method=acn", "--override=divergent_signs=random",
+                       "--override=divergent_sizes=budget", "--override=ras_epsilon=0.13"),
     # Phase B options screened on the validation split (RESULTS.md, "What Phase B
     # does with x̃"): each lowers what the divergent batch asks of the classifiers.
     "acn_adv_ce_0": (*PREVIOUS_ACN, "--override=adv_ce_weight=0"),
