@@ -383,8 +383,8 @@ def test_random_sign_control_keeps_each_pixels_distance_not_its_direction(mask_s
   assert np.all(np.abs(moved) <= np.abs(found - images) + 1e-6)
   # Where no clip can act, each pixel moves exactly as far as Phase A moved it...
   np.testing.assert_allclose(np.abs(moved[inside]), 0.05, atol=1e-6)
-  # ...in the direction Phase A chose for about half of them (thousands of pixels:
-  # a fair coin lands within 0.45-0.55 but for a chance below 1e-9).
+  # ...in the direction Phase A chose for about half of them (about 3,300 pixels:
+  # a fair coin lands outside 0.45-0.55 with a chance of about 1e-8; seeded).
   same = np.mean(np.sign(moved[inside]) == np.sign((found - images)[inside]))
   assert 0.45 < same < 0.55
   # The search's logits were at x̃: gone, or made again at the new images.
@@ -406,7 +406,7 @@ def test_noise_control_moves_every_pixel_by_the_budget_at_random():
   assert 0.45 < same < 0.55
 
 
-def test_budget_control_with_found_signs_takes_phase_as_direction_to_the_budget():
+def test_budget_control_with_found_signs_takes_phase_a_direction_to_the_budget():
   model, images, found, result, _ = _controlled("found", "budget")
   epsilon = model.adversarial.search.ras_epsilon
   expected = np.clip(images + np.sign(found - images) * epsilon, 0, 1)
