@@ -21,7 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from acn_tf import command_line, config as config_lib, errors, run_dir  # noqa: E402
+from acn_tf import errors  # noqa: E402
+from acn_tf.config import command_line, schema as config_lib  # noqa: E402
+from acn_tf.run import run_dir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Registered experiment name, e.g. digits, "
@@ -116,7 +118,7 @@ def _check_flags() -> None:
 def _writable_model_dir(model_dir: str) -> str:
   """Under multi-worker training only the chief writes into model_dir; the other
   workers write into a scratch directory of their own, removed at exit."""
-  from acn_tf import distribute
+  from acn_tf.run import distribute
   if distribute.is_chief():
     return model_dir
   scratch = tempfile.mkdtemp(prefix="acn_tf_worker_")
@@ -161,9 +163,10 @@ def _run() -> None:
     config = _resolved_config()
   # Imports TensorFlow: only after the flags parsed, and after the CPU split.
   _load_tensorflow()
-  from acn_tf import distribute
+  from acn_tf.run import distribute
   distribute.split_cpu(FLAGS.cpu_devices)
-  from acn_tf import data, training  # noqa: F401  (data: before the strategy's devices)
+  from acn_tf.data import pipeline  # noqa: F401  (data: before the strategy's devices)
+  from acn_tf.run import training  # noqa: F401  (data: before the strategy's devices)
 
   strategy = distribute.create_strategy(FLAGS.strategy)
   if FLAGS.mode == "eval":
@@ -176,7 +179,7 @@ def _run() -> None:
   elif FLAGS.mode == "tune":
     model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config) + "-tune")
     run_dir.check_search_dir(model_dir)
-    from acn_tf import tuning
+    from acn_tf.run import tuning
     summary = tuning.tune(config, model_dir, FLAGS.data_dir, tuner=FLAGS.tuner,
                           max_trials=FLAGS.max_trials, strategy=strategy,
                           verbose=keras_verbosity())

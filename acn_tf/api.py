@@ -4,7 +4,7 @@ on your own tf.data pipeline.
 `config()` takes a registered experiment's settings (or the defaults) with your
 changes; `build_model()` puts the co-distillation model of `config.method`
 around your classifiers and compiles it with the config's optimizers, exactly as
-`run.py` does (acn_tf/training.py); you call `fit` and `evaluate` on your own
+`run.py` does (acn_tf/run/training.py); you call `fit` and `evaluate` on your own
 batches of (float32 images in [0, 1], integer labels), with `callbacks()`, and
 `export_saved_models()` writes the SavedModels `run.py` writes. Your classifiers
 take [0, 1] images of one fixed (height, width, channels) and return logits
@@ -43,12 +43,16 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import keras
 
-from acn_tf import backbones, builders, config as config_lib, data, errors, experiments
-from acn_tf.config import ExperimentConfig
-from acn_tf.export import _common_image_shape
+from acn_tf import errors
+from acn_tf.config import schema as config_lib, registry
+from acn_tf.data import pipeline
+from acn_tf.networks import backbones
+from acn_tf.run import builders
+from acn_tf.config.schema import ExperimentConfig
+from acn_tf.run.export import _common_image_shape
 # Re-exported: the SavedModels run.py writes, for the model build_model returns.
-from acn_tf.export import export_saved_models  # noqa: F401
-from acn_tf.models import CoDistillation
+from acn_tf.run.export import export_saved_models  # noqa: F401
+from acn_tf.method.codistillation import CoDistillation
 
 __all__ = ["config", "build_model", "callbacks", "export_saved_models"]
 
@@ -62,7 +66,7 @@ def config(base: Optional[str] = None, **fields: Any) -> ExperimentConfig:
   pipeline) unless given.
   """
   if base:
-    settings = experiments.get_experiment(base)
+    settings = registry.get_experiment(base)
   else:
     settings = ExperimentConfig.from_fields(name="python_api", dataset=config_lib.PYTHON_DATASET)
   settings = settings.replace(dataset=config_lib.PYTHON_DATASET)
@@ -108,9 +112,9 @@ def build_model(classifiers: Sequence[keras.Model], config: ExperimentConfig,
         f"keras.mixed_precision.set_global_policy({policy!r}) before building your "
         "classifiers, or change mixed_precision.")
   builders.set_execution_mode(config)
-  info = data.DatasetInfo(name=config.data.dataset, num_classes=num_classes,
-                          image_shape=image_shape, num_train=0, num_validation=0,
-                          num_test=0, source="the caller's tf.data pipeline (acn_tf.api)")
+  info = pipeline.DatasetInfo(name=config.data.dataset, num_classes=num_classes,
+                              image_shape=image_shape, num_train=0, num_validation=0,
+                              num_test=0, source="the caller's tf.data pipeline (acn_tf.api)")
   return builders.assemble_model(config, classifiers, info, steps_per_epoch)
 
 
@@ -119,7 +123,7 @@ def callbacks(config: ExperimentConfig) -> List[keras.callbacks.Callback]:
   and for ACN the switch from DML to ACN after `adv_warmup_epochs`."""
   needed: List[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
   if config.uses_adversarial_phase():
-    from acn_tf import adversarial
+    from acn_tf.method import adversarial
     needed.append(adversarial.AdversarialWarmup(config.adversarial.adv_warmup_epochs))
   return needed
 

@@ -29,9 +29,11 @@ import acn_tf  # noqa: E402,F401  (before TensorFlow: its oneDNN default)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from acn_tf import (builders, command_line, config as config_lib, data,  # noqa: E402
-                    experiments, platform)
-from acn_tf.data import DatasetInfo  # noqa: E402
+from acn_tf import platform
+from acn_tf.config import command_line, schema as config_lib, registry
+from acn_tf.data import pipeline
+from acn_tf.run import builders
+from acn_tf.data.pipeline import DatasetInfo  # noqa: E402
 
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 100
@@ -47,7 +49,7 @@ def _synthetic(count: int, seed: int = 0):
 def cifar_shaped_config(batch_size: int, overrides=(), **changes):
   """The cifar100 experiment at `batch_size`, Phase A from the first step, no
   augmentation; then `changes`, then "key=value" `overrides` (they win)."""
-  config = experiments.get_experiment("cifar100").replace(
+  config = registry.get_experiment("cifar100").replace(
       batch_size=batch_size, adv_warmup_epochs=0, augmentation="none", **changes)
   return config_lib.apply_overrides(config, command_line.parse_override_strings(overrides))
 
@@ -68,9 +70,9 @@ class StepTimer:
   def __init__(self, config, warmup: int):
     self.batch_size = config.data.batch_size
     self.model = synthetic_model(config)
-    batches = data.make_pipeline(_synthetic(config.data.batch_size * 4),
-                                 batch_size=config.data.batch_size,
-                                 training=False).cache().repeat()
+    batches = pipeline.make_pipeline(_synthetic(config.data.batch_size * 4),
+                                     batch_size=config.data.batch_size,
+                                     training=False).cache().repeat()
     self.model.fit(batches, epochs=1, steps_per_epoch=warmup, verbose=0, shuffle=False)
     self.iterator = iter(batches)
     self.images_per_second(2)  # May trace again (another iterator type than fit's).
@@ -118,9 +120,9 @@ def op_type_self_times(profile_dir: str) -> dict:
 
 def pipeline_throughput(batch_size: int, batches: int) -> float:
   """Images per second of the cifar100 training pipeline (shuffle, crop, flip)."""
-  pipeline = data.make_pipeline(_synthetic(10_000), batch_size=batch_size, training=True,
-                                augmentation="crop_flip", crop_padding=4, seed=0).repeat()
-  iterator = iter(pipeline)
+  batched = pipeline.make_pipeline(_synthetic(10_000), batch_size=batch_size, training=True,
+                                   augmentation="crop_flip", crop_padding=4, seed=0).repeat()
+  iterator = iter(batched)
   for _ in range(5):
     next(iterator)
   start = time.perf_counter()

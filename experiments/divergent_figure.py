@@ -18,14 +18,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from acn_tf import data, training, visualize  # noqa: E402
+from acn_tf.data import pipeline  # noqa: E402
+from acn_tf.run import training, visualize  # noqa: E402
 
 ROW_TITLES = ("real x", "generated x̃0", "searched x̃", "0.5 + 5 (x̃ - x)")
 
 
 def _first_examples(dataset, count):
   images, labels = next(iter(dataset.batch(count)))
-  return data.pixels_to_unit_range(images).numpy(), labels.numpy()
+  return pipeline.pixels_to_unit_range(images).numpy(), labels.numpy()
 
 
 def draw(examples: visualize.DivergentExamples, labels, path: str) -> None:

@@ -8,7 +8,7 @@ classifiers are loaded and never updated; for each variant (NAME:FIELD=VALUE,...
 overrides of RUN's config, method set to acn) a fresh generator and
 discriminator play Phase A (the model's own `adversarial_phase`: generator
 update(s), discriminator update(s), search) on RUN's training batches. The
-health figures (acn_tf/health.py) are measured on RUN's validation images, never
+health figures (acn_tf/method/health.py) are measured on RUN's validation images, never
 the test split, before and every `--report_every` steps; the per-example
 gradient norm of each generator-loss term at x̃0 = x comes first. Settings
 chosen with this script are chosen on validation data.
@@ -23,7 +23,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from acn_tf import (command_line, config as config_lib, health, losses, training)  # noqa: E402
+from acn_tf.config import command_line, schema as config_lib  # noqa: E402
+from acn_tf.method import health, losses  # noqa: E402
+from acn_tf.run import training  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 

@@ -3,7 +3,7 @@
   pip install torch   # Not a dependency of acn-tf: this script alone needs it.
   python experiments/pytorch_reference.py [--steps=10] [--repeats=3] [--json]
 
-The network mirrors `acn_tf.backbones` resnet32: input normalisation, a 16-filter
+The network mirrors `acn_tf.networks.backbones` resnet32: input normalisation, a 16-filter
 stem, three stages of five post-activation basic blocks (16, 32, 64 filters,
 1x1 projection shortcuts where the shape changes), global average pooling and a
 100-way linear head; batch norm momentum 0.1 (Keras' 0.9) and epsilon 1e-5. One

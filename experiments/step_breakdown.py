@@ -25,7 +25,7 @@ import acn_tf  # noqa: E402,F401  (before TensorFlow: its oneDNN default)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from acn_tf.search import SearchResult, divergence_gradient, group_divergence  # noqa: E402
+from acn_tf.method.search import SearchResult, divergence_gradient, group_divergence  # noqa: E402
 # The same CIFAR-shaped set-up as the throughput benchmark (this script's folder
 # is on the import path when it runs).
 from benchmark import (IMAGE_SHAPE, NUM_CLASSES, cifar_shaped_config,  # noqa: E402

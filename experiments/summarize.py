@@ -8,7 +8,7 @@ Each PATH is a folder of model_dirs named VARIANT-seedS (as experiments/study.py
 makes them) or a model_dir itself (its variant: its name without -seedS); every
 run of a variant is one seed of its row. Further tables: each variant's
 difference to the baseline against the pooled seed spread; Phase A's health on
-the test split after training (results.json, acn_tf/health.py); the ACN
+the test split after training (results.json, acn_tf/method/health.py); the ACN
 variants' Phase A training metrics of the last epoch (history.csv). `--chart`
 draws mean ± std bars of ensemble and mean classifier top-1 per variant;
 `--curves` the runs' training curves from history.csv, a colour per variant: each

@@ -35,7 +35,7 @@ tf.config.set_logical_device_configuration(
 import pytest  # noqa: E402
 
 from acn_tf import strict_json  # noqa: E402
-from acn_tf.config import AdversarialConfig, ExperimentConfig  # noqa: E402
+from acn_tf.config.schema import AdversarialConfig, ExperimentConfig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PY = os.path.join(ROOT, "run.py")

@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import builders, discriminators, generators, losses, visualize
-from acn_tf.config import ExperimentConfig
-from acn_tf.data import DatasetInfo
-from acn_tf.adversarial import AdversarialCoDistillation, AdversarialWarmup, moved_by
-from acn_tf.config import DistillationConfig
-from acn_tf.models import CoDistillation
-from acn_tf.search import SearchResult, divergence_gradient, group_divergence
+from acn_tf.method import losses
+from acn_tf.networks import discriminators, generators
+from acn_tf.run import builders, visualize
+from acn_tf.config.schema import ExperimentConfig
+from acn_tf.data.pipeline import DatasetInfo
+from acn_tf.method.adversarial import AdversarialCoDistillation, AdversarialWarmup, moved_by
+from acn_tf.config.schema import DistillationConfig
+from acn_tf.method.codistillation import CoDistillation
+from acn_tf.method.search import SearchResult, divergence_gradient, group_divergence
 from conftest import spec_phase_a
 from tiny_models import IMAGE_SHAPE, random_batch, randomise_batch_norms, small_cnns
 

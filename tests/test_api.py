@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import api, config as config_lib, errors, experiments
-from acn_tf.adversarial import AdversarialCoDistillation, AdversarialWarmup
-from acn_tf.models import CoDistillation
+from acn_tf import api, errors
+from acn_tf.config import schema as config_lib, registry
+from acn_tf.method.adversarial import AdversarialCoDistillation, AdversarialWarmup
+from acn_tf.method.codistillation import CoDistillation
 from tiny_models import dense_classifier
 
 
@@ -82,7 +83,7 @@ def test_the_learning_rate_schedule_follows_steps_per_epoch():
 
 def test_api_config_starts_from_a_named_experiment():
   config = api.config("cifar100", method="acn", name="mine")
-  paper = experiments.get_experiment("cifar100")
+  paper = registry.get_experiment("cifar100")
   assert config.name == "mine" and config.data.dataset == config_lib.PYTHON_DATASET
   assert (config.optimization.learning_rate, config.optimization.lr_decay_epochs, config.optimization.epochs) == (
       paper.optimization.learning_rate, paper.optimization.lr_decay_epochs, paper.optimization.epochs)
@@ -110,6 +111,6 @@ def test_build_model_rejects_what_cannot_work_together():
 
 
 def test_run_py_cannot_load_the_python_dataset():
-  from acn_tf import data
+  from acn_tf.data import pipeline
   with pytest.raises(errors.ConfigError, match="your own tf.data pipeline"):
-    data.load_splits(config_lib.PYTHON_DATASET, None)
+    pipeline.load_splits(config_lib.PYTHON_DATASET, None)

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import pytest
 
-from acn_tf import backbones
+from acn_tf.networks import backbones
 
 CIFAR = (32, 32, 3)
 

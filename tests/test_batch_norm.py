@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import backbones
-from acn_tf.batch_norm import FusedBatchNormalization
+from acn_tf.networks import backbones
+from acn_tf.networks.batch_norm import FusedBatchNormalization
 
 
 def _pair(shape, **kwargs):

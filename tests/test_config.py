@@ -8,9 +8,10 @@ import typing
 import numpy as np
 import pytest
 
-from acn_tf import builders, config as config_lib, experiments
-from acn_tf.config import ConfigError, ExperimentConfig
-from acn_tf.data import DatasetInfo
+from acn_tf.config import schema as config_lib, registry
+from acn_tf.run import builders
+from acn_tf.config.schema import ConfigError, ExperimentConfig
+from acn_tf.data.pipeline import DatasetInfo
 from tiny_models import random_batch
 
 
@@ -49,7 +50,7 @@ def test_settings_are_set_and_read_by_name_whichever_section_holds_them():
 
 
 def test_to_dict_is_flat_and_round_trips_through_json():
-  config = experiments.get_experiment("fashion_mnist_small").replace(method="acn",
+  config = registry.get_experiment("fashion_mnist_small").replace(method="acn",
                                                                      ras_steps=2)
   values = json.loads(json.dumps(config.to_dict()))
   assert set(values) == set(config_lib.FIELDS)
@@ -58,10 +59,10 @@ def test_to_dict_is_flat_and_round_trips_through_json():
 
 
 def test_a_saved_config_without_newer_settings_loads_with_their_defaults():
-  values = experiments.get_experiment("digits").to_dict()
+  values = registry.get_experiment("digits").to_dict()
   for newer in ("image_size", "channels", "test_folder"):
     del values[newer]
-  assert config_lib.config_from_dict(values) == experiments.get_experiment("digits")
+  assert config_lib.config_from_dict(values) == registry.get_experiment("digits")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -77,7 +78,7 @@ def test_a_saved_config_without_newer_settings_loads_with_their_defaults():
     (dict(generator_updates=0), "generator_updates must be > 0"),
 ])
 def test_each_declared_range_is_checked(change, message):
-  config = experiments.get_experiment("digits")
+  config = registry.get_experiment("digits")
   config.validate()
   with pytest.raises(ConfigError, match=message):
     config.replace(**change).validate()
@@ -111,7 +112,7 @@ def _weights_after_a_step(config):
 def test_settings_a_method_does_not_read_change_nothing_in_its_step(method):
   """`fields_unused_by` (which the tuner leaves out of a search) is what the
   step does: every such setting changed at once gives the same weights."""
-  base = experiments.get_experiment("digits").replace(method=method)
+  base = registry.get_experiment("digits").replace(method=method)
   unused = config_lib.fields_unused_by(method)
   assert {"wrc_alpha", "ras_steps", "adv_weight", "adv_normalization"} <= unused
   assert ("kd_weight" in unused) == (method == "independent")

@@ -1,4 +1,4 @@
-"""Tests of acn_tf.data against references computed here, independently of the library:
+"""Tests of acn_tf.data.pipeline against references computed here, independently of the library:
 the data_dir check, validation carve-out, input pipelines, pixel scaling and the
 channel statistics.
 
@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from acn_tf import data, errors, sources
+from acn_tf import errors
+from acn_tf.data import pipeline, sources
 from dataset_files import index_of, indexed_images, to_numpy, write_fake_fashion_mnist
 
 
@@ -27,7 +28,7 @@ def test_a_data_dir_that_is_not_a_directory_is_an_error(tmp_path, kind):
     path.write_text("")
   with pytest.raises(errors.DataNotFoundError, match="does not exist" if kind == "missing"
                      else "not a directory") as raised:
-    data.load_splits("digits", str(path))
+    pipeline.load_splits("digits", str(path))
   assert f"--data_dir={path}" in str(raised.value)
 
 
@@ -40,14 +41,14 @@ def test_cifar100_pipeline_under_tfds_mock_data(tmp_path, monkeypatch):
   monkeypatch.setattr(sources, "check_download_host", lambda name: None)
   with tfds.testing.mock_data(num_examples=20):
     # No --data_dir: mock_data stands in for tfds' download into its default place.
-    splits = data.load_splits("cifar100", None)
+    splits = pipeline.load_splits("cifar100", None)
     assert "tfds" in splits.info.source
     assert (splits.info.num_train, splits.info.num_test) == (20, 20)
 
     def first_batch(seed):
-      pipeline = data.make_pipeline(splits.train, batch_size=8, training=True,
-                                    augmentation="crop_flip", seed=seed)
-      return next(pipeline.as_numpy_iterator())
+      batched = pipeline.make_pipeline(splits.train, batch_size=8, training=True,
+                                       augmentation="crop_flip", seed=seed)
+      return next(batched.as_numpy_iterator())
 
     images, labels = first_batch(seed=1)
     assert images.shape == (8, 32, 32, 3) and images.dtype == np.float32
@@ -59,7 +60,7 @@ def test_cifar100_pipeline_under_tfds_mock_data(tmp_path, monkeypatch):
     np.testing.assert_array_equal(labels, same_labels)
     other_images, _ = first_batch(seed=2)
     assert not np.array_equal(images, other_images)
-    evaluation = data.make_pipeline(splits.test, batch_size=8, training=False)
+    evaluation = pipeline.make_pipeline(splits.test, batch_size=8, training=False)
     assert [len(batch_labels) for _, batch_labels in evaluation.as_numpy_iterator()] == [8, 8, 4]
 
 
@@ -80,9 +81,9 @@ def window_offsets(padded, target):
 
 def augmented_examples(augmentation, padding, seed=3):
   images, dataset = small_dataset()
-  pipeline = data.make_pipeline(dataset, batch_size=len(images), training=True,
-                                augmentation=augmentation, crop_padding=padding, seed=seed)
-  outputs, labels = next(pipeline.as_numpy_iterator())
+  batched = pipeline.make_pipeline(dataset, batch_size=len(images), training=True,
+                                   augmentation=augmentation, crop_padding=padding, seed=seed)
+  outputs, labels = next(batched.as_numpy_iterator())
   # Exact: every output pixel is k / 255 for an integer k.
   return images, np.round(outputs * 255.0).astype(np.uint8), labels
 
@@ -114,40 +115,40 @@ def test_crop_flip_is_a_window_or_its_mirror():
 
 def test_training_pipeline_is_seeded_and_reshuffles_every_epoch():
   _, dataset = small_dataset()
-  pipeline = data.make_pipeline(dataset, batch_size=16, training=True, seed=4)
-  first_epoch = [labels for _, labels in pipeline.as_numpy_iterator()]
-  second_epoch = [labels for _, labels in pipeline.as_numpy_iterator()]
+  batched = pipeline.make_pipeline(dataset, batch_size=16, training=True, seed=4)
+  first_epoch = [labels for _, labels in batched.as_numpy_iterator()]
+  second_epoch = [labels for _, labels in batched.as_numpy_iterator()]
   assert sorted(first_epoch[0]) == list(range(16))
   assert not np.array_equal(first_epoch[0], second_epoch[0])
-  repeated = data.make_pipeline(dataset, batch_size=16, training=True, seed=4)
+  repeated = pipeline.make_pipeline(dataset, batch_size=16, training=True, seed=4)
   np.testing.assert_array_equal(next(repeated.as_numpy_iterator())[1], first_epoch[0])
 
 
 def test_evaluation_pipeline_keeps_order_values_and_remainder():
   images, dataset = small_dataset(count=12)
-  pipeline = data.make_pipeline(dataset, batch_size=5, training=False,
-                                augmentation="crop_flip")
-  batches = list(pipeline.as_numpy_iterator())
+  batched = pipeline.make_pipeline(dataset, batch_size=5, training=False,
+                                   augmentation="crop_flip")
+  batches = list(batched.as_numpy_iterator())
   assert [len(labels) for _, labels in batches] == [5, 5, 2]
   outputs = np.concatenate([batch_images for batch_images, _ in batches])
   np.testing.assert_allclose(outputs, images.astype(np.float32) / 255.0, rtol=0, atol=1e-7)
   np.testing.assert_array_equal(np.concatenate([labels for _, labels in batches]),
                                 np.arange(12))
-  dropped = data.make_pipeline(dataset, batch_size=5, training=True)
+  dropped = pipeline.make_pipeline(dataset, batch_size=5, training=True)
   assert [len(labels) for _, labels in dropped.as_numpy_iterator()] == [5, 5]
 
 
 def test_make_pipeline_rejects_unknown_augmentation():
   _, dataset = small_dataset()
   with pytest.raises(ValueError, match="crop_flip"):
-    data.make_pipeline(dataset, batch_size=4, training=True, augmentation="cutout")
+    pipeline.make_pipeline(dataset, batch_size=4, training=True, augmentation="cutout")
 
 # ---------------------------------------------------------------------------
 # Validation carve-out, names.
 
 
 def carve(tmp_path, **kwargs):
-  splits = data.load_splits("fashion_mnist", str(tmp_path), **kwargs)
+  splits = pipeline.load_splits("fashion_mnist", str(tmp_path), **kwargs)
   train_ids = [index_of(image) for image, _ in splits.train.as_numpy_iterator()]
   validation_ids = ([index_of(image) for image, _ in splits.validation.as_numpy_iterator()]
                     if splits.validation is not None else [])
@@ -187,7 +188,7 @@ def test_train_examples_limit_applies_after_carve_out(tmp_path):
 
 def test_unknown_dataset_lists_valid_names():
   with pytest.raises(ValueError) as raised:
-    data.load_splits("mnist", None)
+    pipeline.load_splits("mnist", None)
   for name in ("digits", "fashion_mnist", "cifar10", "cifar100"):
     assert name in str(raised.value)
 
@@ -198,11 +199,11 @@ def test_unknown_dataset_lists_valid_names():
 
 def test_pixels_to_unit_range_divides_every_byte_by_255():
   pixels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
-  scaled = data.pixels_to_unit_range(tf.constant(pixels))
+  scaled = pipeline.pixels_to_unit_range(tf.constant(pixels))
   assert scaled.dtype == tf.float32
   np.testing.assert_array_equal(scaled.numpy(), pixels.astype(np.float32) / np.float32(255.0))
   assert scaled.numpy().min() == 0.0 and scaled.numpy().max() == 1.0
-  in_float64 = data.pixels_to_unit_range(tf.constant(pixels), tf.float64)
+  in_float64 = pipeline.pixels_to_unit_range(tf.constant(pixels), tf.float64)
   np.testing.assert_array_equal(in_float64.numpy(), pixels.astype(np.float64) / 255.0)
 
 
@@ -211,17 +212,17 @@ def test_channel_statistics_matches_numpy():
   images = rng.integers(0, 256, size=(30, 5, 4, 3), dtype=np.uint8)
   images[..., 2] //= 4  # Channels with clearly different statistics.
   dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(30, np.int64)))
-  mean, variance = data.channel_statistics(dataset)
+  mean, variance = pipeline.channel_statistics(dataset)
   scaled = images.astype(np.float64) / 255.0
   np.testing.assert_allclose(mean, scaled.mean(axis=(0, 1, 2)), rtol=1e-10)
   np.testing.assert_allclose(variance, scaled.var(axis=(0, 1, 2)), rtol=1e-8)
-  mean_of_first, _ = data.channel_statistics(dataset, max_examples=7)
+  mean_of_first, _ = pipeline.channel_statistics(dataset, max_examples=7)
   np.testing.assert_allclose(mean_of_first, scaled[:7].mean(axis=(0, 1, 2)), rtol=1e-10)
 
 
 def test_channel_statistics_takes_float_images_as_already_in_unit_range():
   images = np.random.default_rng(10).uniform(size=(9, 3, 3, 2)).astype(np.float32)
-  mean, variance = data.channel_statistics(tf.data.Dataset.from_tensor_slices(images))
+  mean, variance = pipeline.channel_statistics(tf.data.Dataset.from_tensor_slices(images))
   pixels = images.astype(np.float64)
   np.testing.assert_allclose(mean, pixels.mean(axis=(0, 1, 2)), rtol=1e-10)
   np.testing.assert_allclose(variance, pixels.var(axis=(0, 1, 2)), rtol=1e-8)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import distribute
+from acn_tf.run import distribute
 from tiny_models import (exact_acn, exact_acn_kept_mean, exact_acn_mask_from_update,
                          exact_acn_search_along_generator_loss, exact_batches, exact_dml)
 

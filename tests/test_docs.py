@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from acn_tf import config
+from acn_tf.config import schema
 from conftest import ROOT
 
 # A relative path that climbs out of its folder: dot-dot, slash, then a name.
@@ -41,7 +41,7 @@ def test_no_tracked_file_points_outside_the_repository():
 def test_method_document_names_every_method_setting():
   with open(os.path.join(ROOT, "docs", "METHOD.md"), encoding="utf-8") as handle:
     method = handle.read()
-  fields = config.fields_unused_by("dml") | config.fields_unused_by("independent")
+  fields = schema.fields_unused_by("dml") | schema.fields_unused_by("independent")
   missing = sorted(field for field in fields if f"`{field}`" not in method)
   assert not missing, f"docs/METHOD.md does not name {missing}"
 

@@ -35,8 +35,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import (command_line, config as config_lib, data, errors, experiments,
-                    run_dir, safety, sources, strict_json, training)
+from acn_tf import errors, strict_json
+from acn_tf.config import command_line, schema as config_lib, registry
+from acn_tf.data import pipeline, sources
+from acn_tf.run import run_dir, safety, training
 from conftest import (ROOT, assert_one_error_line, early_runs, error_lines, run_py, snapshot,
                       start_run_py, strict_json_files)
 from dataset_files import write_idx
@@ -73,7 +75,7 @@ def write_cifar10_folder(data_dir):
 def write_run_dir(model_dir, **changes):
   """An unfinished digits run: config.json and a history, as a killed run leaves them."""
   os.makedirs(model_dir)
-  config = experiments.get_experiment("digits").replace(**changes)
+  config = registry.get_experiment("digits").replace(**changes)
   strict_json.write(os.path.join(model_dir, "config.json"), config.to_dict())
   with open(os.path.join(model_dir, "history.csv"), "w") as handle:
     handle.write("epoch,loss\n0,1.5\n")
@@ -82,7 +84,7 @@ def write_run_dir(model_dir, **changes):
 def write_search_dir(model_dir):
   os.makedirs(os.path.join(model_dir, "tuner"))
   strict_json.write(os.path.join(model_dir, "search.json"),
-                    {"tuner": "random", "config": experiments.get_experiment("digits").to_dict()})
+                    {"tuner": "random", "config": registry.get_experiment("digits").to_dict()})
   strict_json.write(os.path.join(model_dir, "best_config.json"), {"learning_rate": 0.05})
 
 
@@ -763,7 +765,7 @@ def test_user_errors_become_a_message_and_bugs_keep_their_traceback(run_module, 
 
 
 def test_tuning_markers_match_the_tuner():
-  from acn_tf import tuning
+  from acn_tf.run import tuning
   assert run_dir.TUNING_MARKERS == (tuning.SEARCH_FILE, tuning.TUNER_DIR)
 
 
@@ -791,7 +793,7 @@ def test_results_json_is_strict_when_a_metric_is_nan(tmp_path):
   model = types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=tf.Variable(7)))
   metrics = {"c0_top1": 0.5, "c0_top5": 0.9, "c1_top1": 0.5, "c1_top5": np.float32(0.9),
              "ensemble_top1": 0.5, "divergence": np.float32("nan"), "loss": float("inf")}
-  info = data.DatasetInfo("digits", 10, (8, 8, 1), 10, 0, 10, "test")
+  info = pipeline.DatasetInfo("digits", 10, (8, 8, 1), 10, 0, 10, "test")
   results = training._record(config, model, metrics, 0.1, None, info, str(tmp_path), 1.0)
   assert np.isnan(results["mean_divergence"])
   written = strict_json_files(str(tmp_path))["results.json"]
@@ -1048,7 +1050,7 @@ def test_every_json_the_project_writes_goes_through_strict_json():
 
 
 def test_search_json_is_strict(tmp_path):
-  from acn_tf import tuning
+  from acn_tf.run import tuning
   config = command_line.resolve_config("digits")
   tuning.check_same_search(str(tmp_path), "random", config)
   saved = strict_json_files(str(tmp_path))["search.json"]

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import builders, experiments
-from acn_tf.data import DatasetInfo
+from acn_tf.config import registry
+from acn_tf.run import builders
+from acn_tf.data.pipeline import DatasetInfo
 from conftest import early_runs, read_json
 from tiny_models import (exact_acn, exact_acn_search_along_generator_loss, exact_batches,
                          exact_dml, random_batch)
@@ -62,7 +63,7 @@ def test_whole_train_step_under_xla_matches_plain_graph(build):
 
 
 def _digits_acn_model(precision, ras_objective="divergence"):
-  config = experiments.get_experiment("digits").replace(
+  config = registry.get_experiment("digits").replace(
       method="acn", mixed_precision=precision, adv_warmup_epochs=0,
       ras_objective=ras_objective)
   info = DatasetInfo("digits", 10, (8, 8, 1), 64, 0, 64, "synthetic")

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import backbones, data, discriminators, generators
-from acn_tf.adversarial import AdversarialCoDistillation
-from acn_tf.export import ENSEMBLE_NAME, export_saved_models
-from acn_tf.models import CoDistillation
+from acn_tf.data import pipeline
+from acn_tf.networks import backbones, discriminators, generators
+from acn_tf.method.adversarial import AdversarialCoDistillation
+from acn_tf.run.export import ENSEMBLE_NAME, export_saved_models
+from acn_tf.method.codistillation import CoDistillation
 from conftest import spec_phase_a, subprocess_environment
 
 TRAIN_EXAMPLES = 64
@@ -48,10 +49,10 @@ assert "acn_tf" not in sys.modules, "loading an export imported acn_tf"
 @pytest.fixture(scope="module")
 def digits():
   """uint8 train and test images of the real scikit-learn digits, with labels."""
-  splits = data.load_splits("digits", None)
+  splits = pipeline.load_splits("digits", None)
   train_images, train_labels = next(splits.train.batch(TRAIN_EXAMPLES).as_numpy_iterator())
   test_images, _ = next(splits.test.batch(TEST_EXAMPLES).as_numpy_iterator())
-  mean, variance = data.channel_statistics(splits.train)
+  mean, variance = pipeline.channel_statistics(splits.train)
   return dict(train_images=train_images, train_labels=train_labels,
               test_images=test_images, info=splits.info, mean=mean, variance=variance)
 

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from acn_tf import backbones
-from acn_tf.folding import FoldedConvolution, fold_batch_norm, foldable_pairs
+from acn_tf.networks import backbones
+from acn_tf.networks.folding import FoldedConvolution, fold_batch_norm, foldable_pairs
 from tiny_models import IMAGE_SHAPE, random_batch, randomise_batch_norms
 
 CLASSES = 7
@@ -40,7 +40,7 @@ def _assert_same_function(model, folded, images):
                              atol=1e-6 * np.abs(expected_gradient).max())
 
 
-# Folded batch norms, counted by hand from acn_tf/backbones.py: every batch norm of
+# Folded batch norms, counted by hand from acn_tf/networks/backbones.py: every batch norm of
 # the post-activation ResNet-20 (stem, 2 per block, the 2 projection shortcuts'),
 # both of the small CNN's; of WRN-16-2's 13 only those right after a convolution:
 # bn2 of each of the 6 blocks and the first block's bn1 (right after the stem);

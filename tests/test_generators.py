@@ -1,10 +1,10 @@
 """Phase A's networks: the generator with its Weakly Residual Connection
-(acn_tf/generators.py) and the discriminator (acn_tf/discriminators.py)."""
+(acn_tf/networks/generators.py) and the discriminator (acn_tf/networks/discriminators.py)."""
 
 import numpy as np
 import pytest
 
-from acn_tf import discriminators, generators
+from acn_tf.networks import discriminators, generators
 from tiny_models import IMAGE_SHAPE, random_batch
 
 

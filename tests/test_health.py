@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import builders, health
-from acn_tf.config import ExperimentConfig
-from acn_tf.data import DatasetInfo
+from acn_tf.method import health
+from acn_tf.run import builders
+from acn_tf.config.schema import ExperimentConfig
+from acn_tf.data.pipeline import DatasetInfo
 from tiny_models import IMAGE_SHAPE, random_batch, small_cnns
 
 NUM_CLASSES = 5  # tiny_models' default.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import losses
+from acn_tf.method import losses
 
 
 def _softmax(logits, temperature=1.0):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import losses
-from acn_tf.config import DistillationConfig
-from acn_tf.models import CoDistillation
+from acn_tf.method import losses
+from acn_tf.config.schema import DistillationConfig
+from acn_tf.method.codistillation import CoDistillation
 from tiny_models import IMAGE_SHAPE, random_batch, small_cnns
 
 NUM_CLASSES = 4

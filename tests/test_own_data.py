@@ -16,8 +16,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from acn_tf import (backbones, builders, command_line, config as config_lib, data,
-                    discriminators, errors, experiments, sources, training)
+from acn_tf import errors
+from acn_tf.config import command_line, schema as config_lib, registry
+from acn_tf.data import pipeline, sources
+from acn_tf.networks import backbones, discriminators
+from acn_tf.run import builders, training
 from conftest import early_runs, subprocess_environment, write_json
 from tiny_models import dense_classifier
 
@@ -73,8 +76,8 @@ def test_folder_with_a_test_folder_reads_every_image_with_its_class(tmp_path):
   train = write_folder(str(tmp_path / "train"), classes, 6, 6, 3)
   test = write_folder(str(tmp_path / "test"), {"cat": 1, "dog": 1, "emu": 2}, 6, 6, 3,
                       first_value=100)
-  splits = data.load_splits("folder:train", str(tmp_path), image_size=6,
-                            test_folder="test")
+  splits = pipeline.load_splits("folder:train", str(tmp_path), image_size=6,
+                                test_folder="test")
   info = splits.info
   assert info.class_names == ("cat", "dog", "emu") and info.num_classes == 3
   assert info.image_shape == (6, 6, 3)
@@ -96,8 +99,8 @@ def test_folder_carves_a_fixed_test_split_and_resizes_grayscale(tmp_path):
   folder = f"folder:{tmp_path / 'digits'}"
 
   def load(seed, **kwargs):
-    return data.load_splits(folder, None, image_size=5, channels=1, test_fraction=0.25,
-                            seed=seed, **kwargs)
+    return pipeline.load_splits(folder, None, image_size=5, channels=1, test_fraction=0.25,
+                                seed=seed, **kwargs)
 
   splits = load(seed=0)
   assert splits.info.image_shape == (5, 5, 1)
@@ -116,8 +119,8 @@ def test_folder_carves_a_fixed_test_split_and_resizes_grayscale(tmp_path):
 
 def test_folder_reads_rgb_as_grayscale_and_grayscale_as_rgb(tmp_path):
   written = write_folder(str(tmp_path / "colour"), {"x": 2, "y": 2}, 4, 4, 3)
-  splits = data.load_splits(f"folder:{tmp_path / 'colour'}", None, image_size=4,
-                            channels=1, test_fraction=0.5)
+  splits = pipeline.load_splits(f"folder:{tmp_path / 'colour'}", None, image_size=4,
+                                channels=1, test_fraction=0.5)
   expected = {label: sorted(np.round(images[:, 0, 0] @ LUMA).astype(int))
               for label, images in enumerate(written[name] for name in ("x", "y"))}
   got = {0: [], 1: []}
@@ -127,8 +130,8 @@ def test_folder_reads_rgb_as_grayscale_and_grayscale_as_rgb(tmp_path):
   for label in (0, 1):
     np.testing.assert_allclose(sorted(got[label]), expected[label], atol=1)
   write_folder(str(tmp_path / "gray"), {"x": 1, "y": 1}, 4, 4, 1)
-  rgb = data.load_splits(f"folder:{tmp_path / 'gray'}", None, image_size=4,
-                         test_fraction=0.5)  # channels=0: a folder is read as RGB.
+  rgb = pipeline.load_splits(f"folder:{tmp_path / 'gray'}", None, image_size=4,
+                             test_fraction=0.5)  # channels=0: a folder is read as RGB.
   image, _ = next(rgb.train.as_numpy_iterator())
   assert image.shape == (4, 4, 3) and image[0, 0, 0] == image[0, 0, 1] == image[0, 0, 2]
 
@@ -136,12 +139,12 @@ def test_folder_reads_rgb_as_grayscale_and_grayscale_as_rgb(tmp_path):
 def test_train_examples_of_a_folder_is_a_sample_of_every_class(tmp_path):
   # Keras lists a folder class by class: the first 6 would all be of class "a".
   write_folder(str(tmp_path / "f"), {"a": 8, "b": 8}, 4, 4, 1)
-  splits = data.load_splits(f"folder:{tmp_path / 'f'}", None, image_size=4,
-                            test_fraction=0.25, train_examples=6)
+  splits = pipeline.load_splits(f"folder:{tmp_path / 'f'}", None, image_size=4,
+                                test_fraction=0.25, train_examples=6)
   labels = [label for _, label in examples(splits.train)]
   assert len(labels) == 6 and set(labels) == {0, 1}
-  again = data.load_splits(f"folder:{tmp_path / 'f'}", None, image_size=4,
-                           test_fraction=0.25, train_examples=6, seed=3)
+  again = pipeline.load_splits(f"folder:{tmp_path / 'f'}", None, image_size=4,
+                               test_fraction=0.25, train_examples=6, seed=3)
   assert [key(i) for i, _ in examples(again.train)] == [key(i) for i, _ in
                                                        examples(splits.train)]
 
@@ -149,24 +152,24 @@ def test_train_examples_of_a_folder_is_a_sample_of_every_class(tmp_path):
 def test_folder_errors_name_the_folder_and_the_fix(tmp_path):
   missing = tmp_path / "missing"
   with pytest.raises(errors.DataNotFoundError, match="does not exist") as raised:
-    data.load_splits(f"folder:{missing}", None, image_size=4, test_fraction=0.5)
+    pipeline.load_splits(f"folder:{missing}", None, image_size=4, test_fraction=0.5)
   assert str(missing) in str(raised.value)
   write_folder(str(tmp_path / "one"), {"only": 3}, 4, 4, 1)
   with pytest.raises(errors.DataFormatError, match="only 1 class sub-folder"):
-    data.load_splits(f"folder:{tmp_path / 'one'}", None, image_size=4, test_fraction=0.5)
+    pipeline.load_splits(f"folder:{tmp_path / 'one'}", None, image_size=4, test_fraction=0.5)
   write_folder(str(tmp_path / "gap"), {"a": 2, "b": 2}, 4, 4, 1)
   os.makedirs(tmp_path / "gap" / "c")
   with pytest.raises(errors.DataFormatError, match="without images: c"):
-    data.load_splits(f"folder:{tmp_path / 'gap'}", None, image_size=4, test_fraction=0.5)
+    pipeline.load_splits(f"folder:{tmp_path / 'gap'}", None, image_size=4, test_fraction=0.5)
   (tmp_path / "flat").mkdir()
   write_png(str(tmp_path / "flat" / "loose.png"), np.zeros((4, 4, 1)))
   with pytest.raises(errors.DataFormatError, match="no images in the class sub-folders"):
-    data.load_splits(f"folder:{tmp_path / 'flat'}", None, image_size=4, test_fraction=0.5)
+    pipeline.load_splits(f"folder:{tmp_path / 'flat'}", None, image_size=4, test_fraction=0.5)
   write_folder(str(tmp_path / "ab"), {"a": 2, "b": 2}, 4, 4, 1)
   write_folder(str(tmp_path / "test"), {"a": 1, "z": 1}, 4, 4, 1)
   with pytest.raises(errors.DataFormatError, match=r"\(a, z\) are not those of .*\(a, b\)"):
-    data.load_splits(f"folder:{tmp_path / 'ab'}", None, image_size=4,
-                     test_folder=str(tmp_path / "test"))
+    pipeline.load_splits(f"folder:{tmp_path / 'ab'}", None, image_size=4,
+                         test_folder=str(tmp_path / "test"))
   corrupt = tmp_path / "corrupt"
   write_folder(str(corrupt), {"a": 2, "b": 2}, 4, 4, 1)
   (corrupt / "b" / "image01.png").write_bytes(b"not a png")
@@ -190,7 +193,7 @@ def test_folder_errors_name_the_folder_and_the_fix(tmp_path):
     ("imagenet:train", "tfds:NAME"),
 ])
 def test_malformed_datasets_are_config_errors(dataset, message):
-  config = experiments.get_experiment("digits").replace(dataset=dataset)
+  config = registry.get_experiment("digits").replace(dataset=dataset)
   with pytest.raises(errors.ConfigError, match=message) as raised:
     config.validate()
   assert "e.g." in str(raised.value)  # Every message shows a valid value.
@@ -210,12 +213,12 @@ def test_malformed_datasets_are_config_errors(dataset, message):
 ])
 def test_data_fields_are_checked_against_the_dataset(changes, message):
   with pytest.raises(errors.ConfigError, match=message):
-    experiments.get_experiment("digits").replace(**changes).validate()
+    registry.get_experiment("digits").replace(**changes).validate()
 
 
 def test_named_datasets_resize_and_change_channels(tmp_path):
-  plain = data.load_splits("digits", None)
-  bigger = data.load_splits("digits", None, image_size=16, channels=3)
+  plain = pipeline.load_splits("digits", None)
+  bigger = pipeline.load_splits("digits", None, image_size=16, channels=3)
   assert bigger.info.image_shape == (16, 16, 3) and bigger.info.num_train == 1437
   assert bigger.info.class_names == tuple(str(digit) for digit in range(10))
   image, label = next(bigger.test.as_numpy_iterator())
@@ -240,21 +243,21 @@ def write_cifar100(folder, meta_names=None):
 def test_cifar_class_names_come_with_the_files(tmp_path):
   names = [f"class{index}".encode() for index in range(100)]
   write_cifar100(tmp_path / "with" / "cifar-100-python", names)
-  splits = data.load_splits("cifar100", str(tmp_path / "with"))
+  splits = pipeline.load_splits("cifar100", str(tmp_path / "with"))
   assert splits.info.class_names == tuple(f"class{index}" for index in range(100))
   import tarfile
   (tmp_path / "tarball").mkdir()
   with tarfile.open(tmp_path / "tarball" / "cifar-100-python.tar.gz", "w:gz") as archive:
     archive.add(tmp_path / "with" / "cifar-100-python", arcname="cifar-100-python")
-  from_tarball = data.load_splits("cifar100", str(tmp_path / "tarball"))
+  from_tarball = pipeline.load_splits("cifar100", str(tmp_path / "tarball"))
   assert "tarball" in from_tarball.info.source
   assert from_tarball.info.class_names == splits.info.class_names
   write_cifar100(tmp_path / "without" / "cifar-100-python")
-  unnamed = data.load_splits("cifar100", str(tmp_path / "without"))
+  unnamed = pipeline.load_splits("cifar100", str(tmp_path / "without"))
   assert unnamed.info.class_names == tuple(str(index) for index in range(100))
   write_cifar100(tmp_path / "short" / "cifar-100-python", names[:20])
   with pytest.raises(errors.DataFormatError, match="names 20 classes, expected 100"):
-    data.load_splits("cifar100", str(tmp_path / "short"))
+    pipeline.load_splits("cifar100", str(tmp_path / "short"))
 
 
 # -- tensorflow-datasets by name ---------------------------------------------------------
@@ -263,8 +266,8 @@ def test_cifar_class_names_come_with_the_files(tmp_path):
 def test_a_tfds_dataset_by_name_under_mock_data(monkeypatch):
   monkeypatch.setattr(sources, "check_download_host", lambda name: None)  # mock_data downloads.
   with tfds.testing.mock_data(num_examples=12):
-    splits = data.load_splits("tfds:svhn_cropped", None)
-    gray = data.load_splits("tfds:svhn_cropped", None, image_size=16, channels=1)
+    splits = pipeline.load_splits("tfds:svhn_cropped", None)
+    gray = pipeline.load_splits("tfds:svhn_cropped", None, image_size=16, channels=1)
   info = splits.info
   assert info.image_shape == (32, 32, 3) and info.num_classes == 10
   assert (info.num_train, info.num_test) == (12, 12)
@@ -276,19 +279,19 @@ def test_a_tfds_dataset_by_name_under_mock_data(monkeypatch):
   # Same examples: the gray 16x16 image's mean is the luma of the colour one's mean.
   np.testing.assert_allclose(small.mean(axis=(1, 2, 3)), colour.mean(axis=(1, 2)) @ LUMA,
                              atol=1.5)
-  pipeline = data.make_pipeline(gray.train, batch_size=4, training=True,
-                                augmentation="crop_flip", crop_padding=2)
-  images, labels = next(pipeline.as_numpy_iterator())
+  batched = pipeline.make_pipeline(gray.train, batch_size=4, training=True,
+                                   augmentation="crop_flip", crop_padding=2)
+  images, labels = next(batched.as_numpy_iterator())
   assert images.shape == (4, 16, 16, 1) and labels.shape == (4,)
 
 
 def test_unknown_and_non_image_tfds_names_are_config_errors():
   with pytest.raises(errors.ConfigError, match="no dataset 'mnsit'. Did you mean tfds:mnist"):
-    data.load_splits("tfds:mnsit", None)
+    pipeline.load_splits("tfds:mnsit", None)
   with pytest.raises(errors.ConfigError, match="not an image-classification dataset"):
-    data.load_splits("tfds:imdb_reviews", None)
+    pipeline.load_splits("tfds:imdb_reviews", None)
   with pytest.raises(errors.ConfigError, match="cannot make its builder"):
-    data.load_splits("tfds:mnist/no_such_config", None)
+    pipeline.load_splits("tfds:mnist/no_such_config", None)
 
 
 class OwnShapes(tfds.core.GeneratorBasedBuilder):
@@ -325,15 +328,15 @@ def test_a_tfds_dataset_prepared_in_data_dir(own_tfds_dir, monkeypatch):
   downloads = []
   monkeypatch.setattr(sources, "_download_and_prepare", downloads.append)
   with pytest.raises(errors.ConfigError, match=r"no 'test' split \(its splits: train\)"):
-    data.load_splits("tfds:own_shapes", own_tfds_dir, image_size=8)
+    pipeline.load_splits("tfds:own_shapes", own_tfds_dir, image_size=8)
   halves = dict(train_split="train[:75%]", test_split="train[75%:]")
   with pytest.raises(errors.ConfigError, match=r"images of varying size \(None, None, 3\)"):
-    data.load_splits("tfds:own_shapes", own_tfds_dir, **halves)
+    pipeline.load_splits("tfds:own_shapes", own_tfds_dir, **halves)
   with pytest.raises(errors.ConfigError,
                      match=r"train_split='nope' is not one of its splits \(train\)"):
-    data.load_splits("tfds:own_shapes", own_tfds_dir, image_size=8, train_split="nope",
-                     test_split="train")
-  splits = data.load_splits("tfds:own_shapes", own_tfds_dir, image_size=8, **halves)
+    pipeline.load_splits("tfds:own_shapes", own_tfds_dir, image_size=8, train_split="nope",
+                         test_split="train")
+  splits = pipeline.load_splits("tfds:own_shapes", own_tfds_dir, image_size=8, **halves)
   info = splits.info
   assert info.class_names == ("circle", "square") and info.image_shape == (8, 8, 3)
   assert (info.num_train, info.num_test) == (6, 2)
@@ -344,7 +347,7 @@ def test_a_tfds_dataset_prepared_in_data_dir(own_tfds_dir, monkeypatch):
     assert np.all(image == image[0, 0, 0])  # A one-colour image of any size, resized.
   # --data_dir is the only place looked in: what is not prepared there is an error.
   with pytest.raises(errors.DataNotFoundError) as raised:
-    data.load_splits("tfds:mnist", own_tfds_dir)
+    pipeline.load_splits("tfds:mnist", own_tfds_dir)
   assert f"--data_dir={own_tfds_dir}" in str(raised.value)
   assert "download_and_prepare()" in str(raised.value) and downloads == []
 
@@ -374,17 +377,17 @@ def test_shapes_the_classifiers_cannot_take_are_config_errors():
     backbones.check_image_shape((None, None, 3))
   with pytest.raises(ValueError, match="positive"):
     backbones.check_image_shape((0, 8, 1))
-  info = data.DatasetInfo("x", 2, (8, 0, 1), 1, 0, 1, "test")
-  config = experiments.get_experiment("digits").replace(architectures=("small_cnn",),
+  info = pipeline.DatasetInfo("x", 2, (8, 0, 1), 1, 0, 1, "test")
+  config = registry.get_experiment("digits").replace(architectures=("small_cnn",),
                                                        method="independent")
   with pytest.raises(errors.ConfigError, match="dataset=digits: Image shape"):
     builders.build_model(config, info, [0.5], [0.1], steps=1)
 
 
 def test_acn_trains_on_96x96_rgb_images():
-  config = experiments.get_experiment("digits").replace(method="acn", batch_size=4,
+  config = registry.get_experiment("digits").replace(method="acn", batch_size=4,
                                                        epochs=1)
-  info = data.DatasetInfo("x", 3, (96, 96, 3), 4, 0, 4, "test")
+  info = pipeline.DatasetInfo("x", 3, (96, 96, 3), 4, 0, 4, "test")
   model = builders.build_model(config, info, [0.5] * 3, [0.1] * 3, steps=1)
   assert model.generator.output_shape == (None, 96, 96, 3)
   images = np.random.default_rng(0).uniform(size=(4, 96, 96, 3)).astype(np.float32)
@@ -418,7 +421,7 @@ def test_a_config_file_over_a_named_experiment_may_rename_it(tmp_path):
   path = write_json(tmp_path / "tuned.json", {"name": "digits_tuned", "epochs": 4})
   config = command_line.resolve_config("digits", config_file=path)
   assert config.name == "digits_tuned" and config.optimization.epochs == 4
-  assert config.optimization.learning_rate == experiments.get_experiment("digits").optimization.learning_rate
+  assert config.optimization.learning_rate == registry.get_experiment("digits").optimization.learning_rate
   kept = write_json(tmp_path / "epochs.json", {"epochs": 4})
   assert command_line.resolve_config("digits", config_file=kept).name == "digits"
 
@@ -496,8 +499,8 @@ def test_run_py_trains_an_experiment_file_on_a_folder_and_serves_class_names(fol
 
 
 def test_export_needs_one_class_name_per_class(tmp_path):
-  from acn_tf.export import export_saved_models
-  from acn_tf.models import CoDistillation
+  from acn_tf.run.export import export_saved_models
+  from acn_tf.method.codistillation import CoDistillation
   model = CoDistillation([dense_classifier(0, classes=3, shape=(4, 4, 1))])
   with pytest.raises(ValueError, match="2 class names for classifiers of 3 classes"):
     export_saved_models(model, str(tmp_path), class_names=["a", "b"])

@@ -17,9 +17,10 @@ _STEPS = r"""
 import sys
 import acn_tf
 import keras, numpy as np, tensorflow as tf
-from acn_tf import adversarial, builders, platform, training
-from acn_tf.config import ExperimentConfig
-from acn_tf.data import DatasetInfo
+from acn_tf import platform
+from acn_tf.config.schema import ExperimentConfig
+from acn_tf.data.pipeline import DatasetInfo
+from acn_tf.run import builders
 tf.config.experimental.enable_op_determinism()
 info = DatasetInfo("test", 5, (8, 8, 1), 32, 0, 32, "test")
 rng = np.random.default_rng(0)

@@ -55,7 +55,7 @@ def test_tensorboard_has_metrics_learning_rates_and_divergent_images(acn_run):
 
 
 def test_epoch_scalars_are_written_whatever_the_batch_logging_frequency(tmp_path):
-  from acn_tf import callbacks
+  from acn_tf.run import callbacks
   model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
   model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
   data = (np.zeros((28, 3), np.float32), np.zeros(28, np.int64))
@@ -158,7 +158,7 @@ def test_finished_run_is_not_resumed_and_other_config_is_refused(acn_run, run_py
 
 
 def test_best_recorded_reads_the_history_and_skips_missing_values(tmp_path):
-  from acn_tf import training
+  from acn_tf.run import training
   path = tmp_path / "history.csv"
   path.write_text("epoch,val_ensemble_top1\n0,0.5\n1,NA\n2,0.75\n3,0.7\n")
   assert training.best_recorded(str(path), "val_ensemble_top1") == 0.75

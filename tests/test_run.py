@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from acn_tf import command_line, config as config_lib
+from acn_tf.config import command_line, schema as config_lib
 from conftest import (DIGITS_RUNS, assert_one_error_line, early_runs, read_json, snapshot,
                       write_json)
 

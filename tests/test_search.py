@@ -1,11 +1,11 @@
-"""Restricted Adversarial Search (acn_tf/search.py)."""
+"""Restricted Adversarial Search (acn_tf/method/search.py)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf.search import (compiled_search, divergence_gradient, group_divergence,
-                           label_mask, restricted_adversarial_search)
+from acn_tf.method.search import (compiled_search, divergence_gradient, group_divergence,
+                                  label_mask, restricted_adversarial_search)
 from conftest import spec_phase_a
 from tiny_models import random_batch, small_cnns
 

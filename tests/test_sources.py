@@ -1,4 +1,4 @@
-"""Tests of acn_tf.sources against references computed here, independently of the library.
+"""Tests of acn_tf.data.sources against references computed here, independently of the library.
 
 Fake datasets are tiny files written by the tests in the official formats (idx,
 CIFAR python pickles); every image encodes its own index so that what the readers
@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from acn_tf import data, errors, sources
+from acn_tf import errors
+from acn_tf.data import pipeline, sources
 from dataset_files import indexed_images, to_numpy, write_fake_fashion_mnist, write_idx
 
 REAL_FASHION_MNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
@@ -91,7 +92,7 @@ def test_read_idx_rejects_truncated_file(tmp_path):
 def test_fashion_mnist_loads_idx_files_from_data_dir(tmp_path):
   train_images, train_labels, test_images, test_labels = write_fake_fashion_mnist(
       str(tmp_path), num_train=12, num_test=5, compress_test=False)
-  splits = data.load_splits("fashion_mnist", str(tmp_path))
+  splits = pipeline.load_splits("fashion_mnist", str(tmp_path))
   info = splits.info
   assert (info.num_train, info.num_validation, info.num_test) == (12, 0, 5)
   assert info.image_shape == (28, 28, 1) and info.num_classes == 10
@@ -126,7 +127,7 @@ def test_fashion_mnist_missing_everywhere_names_every_place(tmp_path, monkeypatc
   debian_dir = str(tmp_path / "no-debian-package")
   monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", debian_dir)
   with pytest.raises(errors.DataNotFoundError) as raised:
-    data.load_splits("fashion_mnist", None)
+    pipeline.load_splits("fashion_mnist", None)
   message = str(raised.value)
   assert isinstance(raised.value, FileNotFoundError)
   assert "--data_dir: not given" in message
@@ -150,21 +151,21 @@ def test_an_explicit_data_dir_is_the_only_place_looked_in(tmp_path, monkeypatch)
   data_dir = tmp_path / "empty_data_dir"
   data_dir.mkdir()
   with pytest.raises(errors.DataNotFoundError) as raised:
-    data.load_splits("fashion_mnist", str(data_dir))
+    pipeline.load_splits("fashion_mnist", str(data_dir))
   message = str(raised.value)
   assert f"Could not find the fashion_mnist dataset in --data_dir={data_dir}" in message
   assert "train-images-idx3-ubyte.gz" in message and "t10k-labels-idx1-ubyte.gz" in message
   assert f'data_dir="{data_dir}").download_and_prepare()' in message
   assert str(debian_dir) not in message and downloads == []
   # Without --data_dir the same Debian copy is found.
-  assert str(debian_dir) in data.load_splits("fashion_mnist", None).info.source
+  assert str(debian_dir) in pipeline.load_splits("fashion_mnist", None).info.source
 
 
 @pytest.mark.skipif(not os.path.exists(REAL_FASHION_MNIST),
                     reason=f"{REAL_FASHION_MNIST} absent (apt-get install dataset-fashion-mnist)")
 def test_real_fashion_mnist_from_debian_package(tfds_default_dir):
   # tfds_default_dir keeps tfds away from any prepared copy in ~/tensorflow_datasets.
-  splits = data.load_splits("fashion_mnist", None)
+  splits = pipeline.load_splits("fashion_mnist", None)
   info = splits.info
   assert (info.num_train, info.num_test) == (60000, 10000)
   assert info.image_shape == (28, 28, 1)
@@ -205,7 +206,7 @@ def test_cifar100_reads_official_python_tarball(tmp_path):
   with tarfile.open(data_dir / "cifar-100-python.tar.gz", "w:gz") as archive:
     archive.add(source_dir, arcname="cifar-100-python")
 
-  splits = data.load_splits("cifar100", str(data_dir))
+  splits = pipeline.load_splits("cifar100", str(data_dir))
   assert splits.info.num_classes == 100 and splits.info.image_shape == (32, 32, 3)
   assert (splits.info.num_train, splits.info.num_test) == (6, 3)
   assert "cifar-100-python.tar.gz" in splits.info.source
@@ -228,7 +229,7 @@ def test_cifar10_reads_extracted_folder(tmp_path):
     chosen = images[2 * position:2 * position + 2]
     with open(folder / name, "wb") as handle:
       pickle.dump({b"data": cifar_rows(chosen), b"labels": [position, 9 - position]}, handle)
-  splits = data.load_splits("cifar10", str(tmp_path))
+  splits = pipeline.load_splits("cifar10", str(tmp_path))
   assert (splits.info.num_train, splits.info.num_test) == (10, 2)
   train_images, train_labels = to_numpy(splits.train)
   np.testing.assert_array_equal(train_images, images[:10])
@@ -239,7 +240,7 @@ def test_cifar10_reads_extracted_folder(tmp_path):
 
 def test_cifar_missing_raises_with_instructions(tmp_path, no_tfds_download):
   with pytest.raises(errors.DataNotFoundError) as raised:
-    data.load_splits("cifar100", str(tmp_path))
+    pipeline.load_splits("cifar100", str(tmp_path))
   message = str(raised.value)
   assert os.path.join(str(tmp_path), "cifar-100-python.tar.gz") in message
   assert os.path.join(str(tmp_path), "cifar-100-python") in message
@@ -251,7 +252,7 @@ def test_cifar_missing_raises_with_instructions(tmp_path, no_tfds_download):
 def test_cifar_missing_without_data_dir_reports_the_download(no_tfds_download,
                                                              tfds_default_dir):
   with pytest.raises(errors.DataNotFoundError) as raised:
-    data.load_splits("cifar100", None)
+    pipeline.load_splits("cifar100", None)
   message = str(raised.value)
   assert "download_and_prepare()" in message and "network disabled in tests" in message
 
@@ -261,7 +262,7 @@ def test_cifar_missing_without_data_dir_reports_the_download(no_tfds_download,
 
 
 def test_digits_fixed_split():
-  splits = data.load_splits("digits", None)
+  splits = pipeline.load_splits("digits", None)
   info = splits.info
   assert (info.num_train, info.num_test, info.num_classes) == (1437, 360, 10)
   assert info.image_shape == (8, 8, 1)
@@ -276,7 +277,7 @@ def test_digits_fixed_split():
   counts = np.bincount(test_labels, minlength=10)
   assert counts.min() >= 35 and counts.max() <= 37
   assert set(np.unique(train_labels)) == set(range(10))
-  again_images, _ = to_numpy(data.load_splits("digits", None).test)
+  again_images, _ = to_numpy(pipeline.load_splits("digits", None).test)
   np.testing.assert_array_equal(again_images, test_images)
 
 
@@ -300,6 +301,6 @@ def test_looking_for_a_tfds_copy_that_is_not_there_does_not_warn(tfds_default_di
   """tfds warns that a version folder has no dataset_info.json when asked whether an
   unprepared dataset is prepared; the lookup then goes on, so the warning is noise."""
   with caplog.at_level(logging.WARNING):
-    splits = data.load_splits("fashion_mnist", None, train_examples=10)
+    splits = pipeline.load_splits("fashion_mnist", None, train_examples=10)
   assert splits.info.num_train == 10 and sources.DEBIAN_FASHION_MNIST_DIR in splits.info.source
   assert "dataset_info.json" not in caplog.text

@@ -1,4 +1,4 @@
-"""Tests of acn_tf.tuning: search-space parsing, a tiny ACN search, its resumption,
+"""Tests of acn_tf.run.tuning: search-space parsing, a tiny ACN search, its resumption,
 its TensorBoard HParams runs, and training from the best_config.json it writes."""
 
 import json
@@ -13,10 +13,11 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import api_pb2 as hparams_api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from acn_tf import (command_line, config as config_lib, errors, run_dir, search_space,
-                    training, tuning)
-from acn_tf.config import ConfigError
-from acn_tf.search_space import SearchDimension
+from acn_tf import errors
+from acn_tf.config import command_line, schema as config_lib, search_space
+from acn_tf.run import run_dir, training, tuning
+from acn_tf.config.schema import ConfigError
+from acn_tf.config.search_space import SearchDimension
 
 TINY_ACN = ["epochs=1", "train_examples=256", "adv_warmup_epochs=0",
             "validation_fraction=0.2"]

@@ -14,10 +14,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from acn_tf import backbones, discriminators
-from acn_tf.adversarial import AdversarialCoDistillation
-from acn_tf.config import DistillationConfig
-from acn_tf.models import CoDistillation
+from acn_tf.networks import backbones, discriminators
+from acn_tf.method.adversarial import AdversarialCoDistillation
+from acn_tf.config.schema import DistillationConfig
+from acn_tf.method.codistillation import CoDistillation
 from conftest import spec_phase_a
 
 IMAGE_SHAPE = (8, 8, 1)

@@ -14,9 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from acn_tf import (builders, callbacks as acn_callbacks, data, errors, platform, run_dir,
-                    safety, strict_json)
-from acn_tf.config import ExperimentConfig
+from acn_tf import errors, platform, strict_json
+from acn_tf.data import pipeline
+from acn_tf.run import builders, callbacks as acn_callbacks, run_dir, safety
+from acn_tf.config.schema import ExperimentConfig
 
 # -- Building blocks -------------------------------------------------------------
 
@@ -47,7 +48,7 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
   probe = preview_batch[0] if preview_batch is not None else None
   callbacks = [safety.TrainingGuard(config, backup, steps, probe_images=probe), backup]
   if config.uses_adversarial_phase():
-    from acn_tf import health
+    from acn_tf.method import health
     callbacks.append(health.PhaseAHealth(health_batches, seed=config.seed))
   callbacks += [
       keras.callbacks.CSVLogger(os.path.join(model_dir, run_dir.HISTORY_FILE), append=resuming),
@@ -65,7 +66,7 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
         mode="max", save_best_only=True, save_weights_only=True,
         initial_value_threshold=best_so_far))
   if config.uses_adversarial_phase():
-    from acn_tf import adversarial
+    from acn_tf.method import adversarial
     callbacks.append(adversarial.AdversarialWarmup(config.adversarial.adv_warmup_epochs))
     if preview_batch is not None:
       callbacks.append(acn_callbacks.DivergentExamplesSummary(
@@ -90,22 +91,22 @@ def best_recorded(history_path: str, metric: str) -> Optional[float]:
 # -- Train and evaluate --------------------------------------------------------------
 
 
-def load_data(config: ExperimentConfig, data_dir: Optional[str]) -> data.DataSplits:
-  return data.load_config_splits(config, data_dir)
+def load_data(config: ExperimentConfig, data_dir: Optional[str]) -> pipeline.DataSplits:
+  return pipeline.load_config_splits(config, data_dir)
 
 
-def make_pipelines(config: ExperimentConfig, splits: data.DataSplits):
+def make_pipelines(config: ExperimentConfig, splits: pipeline.DataSplits):
   """(train, validation or None, test) batched pipelines for `config`."""
-  train = data.make_pipeline(splits.train, batch_size=config.data.batch_size, training=True,
-                             augmentation=config.data.augmentation,
-                             crop_padding=config.data.crop_padding, seed=config.seed)
+  train = pipeline.make_pipeline(splits.train, batch_size=config.data.batch_size, training=True,
+                                 augmentation=config.data.augmentation,
+                                 crop_padding=config.data.crop_padding, seed=config.seed)
   if config.optimization.steps_per_epoch:
     train = train.repeat()
   validation = None
   if splits.validation is not None:
-    validation = data.make_pipeline(splits.validation, batch_size=config.data.batch_size,
-                                    training=False)
-  test = data.make_pipeline(splits.test, batch_size=config.data.batch_size, training=False)
+    validation = pipeline.make_pipeline(splits.validation, batch_size=config.data.batch_size,
+                                        training=False)
+  test = pipeline.make_pipeline(splits.test, batch_size=config.data.batch_size, training=False)
   return train, validation, test
 
 
@@ -124,11 +125,11 @@ def health_batches(held_out: tf.data.Dataset):
   return batches
 
 
-def channel_statistics(config: ExperimentConfig, splits: data.DataSplits):
+def channel_statistics(config: ExperimentConfig, splits: pipeline.DataSplits):
   """The training split's channel mean and variance. Reading it decodes a folder's
   images, so a damaged image file shows here, as a DataFormatError."""
   try:
-    return data.channel_statistics(splits.train)
+    return pipeline.channel_statistics(splits.train)
   except tf.errors.InvalidArgumentError as error:  # An image file that cannot be decoded.
     raise errors.DataFormatError(
         f"dataset={config.data.dataset}: an image of the training split cannot be read "
@@ -169,7 +170,7 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   model, steps = build_for_splits(config, splits, strategy, statistics)
   train_data, validation_data, test_data = make_pipelines(config, splits)
   preview = next(iter(splits.train.batch(8).map(
-      lambda images, labels: (data.pixels_to_unit_range(images), labels))))
+      lambda images, labels: (pipeline.pixels_to_unit_range(images), labels))))
   held_out = validation_data if validation_data is not None else test_data
   callbacks = training_callbacks(config, model_dir, resuming, validation_data is not None,
                                  (preview[0].numpy(), preview[1].numpy()),
@@ -195,7 +196,7 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
     raise
   model.save_weights(os.path.join(model_dir, run_dir.WEIGHTS_FILE))
   if export:
-    from acn_tf import export as export_lib
+    from acn_tf.run import export as export_lib
     export_lib.export_saved_models(model, os.path.join(model_dir, run_dir.EXPORT_DIR),
                                    class_names=splits.info.class_names)
   results = _record(config, model, metrics, evaluation_seconds, test_data, splits.info,
@@ -242,7 +243,7 @@ def export(model_dir: str, data_dir: Optional[str] = None,
            checkpoint: str = "final") -> Dict[str, str]:
   """SavedModels (each classifier and the ensemble) of a trained run, under
   MODEL_DIR/export (MODEL_DIR/export_best for the best checkpoint)."""
-  from acn_tf import export as export_lib
+  from acn_tf.run import export as export_lib
   _, model, splits = restore_run(model_dir, data_dir, checkpoint=checkpoint)
   target = run_dir.EXPORT_DIR if checkpoint == "final" else f"{run_dir.EXPORT_DIR}_{checkpoint}"
   try:
@@ -316,7 +317,7 @@ def _record(config, model, metrics, evaluation_seconds, test_data, info, model_d
       "config": config.to_dict(),
   }
   if config.uses_adversarial_phase():
-    from acn_tf import health
+    from acn_tf.method import health
     results["phase_a_health"] = health.measure(model, test_data, seed=config.seed)
   divergences = run_dir.read_divergences(model_dir)
   if divergences:  # The run resumed from a checkpoint before it diverged.

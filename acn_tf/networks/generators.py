@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from acn_tf.batch_norm import FusedBatchNormalization
+from acn_tf.networks.batch_norm import FusedBatchNormalization
 
 
 def build_generator(image_shape: Tuple[int, int, int], noise_channels: int,

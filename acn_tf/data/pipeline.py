@@ -1,6 +1,6 @@
 """The datasets a run trains on: loaded splits, validation carve-out, input pipelines.
 
-`load_splits` is the entry point: it reads a dataset through acn_tf/sources.py
+`load_splits` is the entry point: it reads a dataset through acn_tf/data/sources.py
 (a named dataset, `tfds:NAME` or `folder:PATH`), resizes it (`image_size`) and
 turns it grayscale or RGB (`channels`), and carves validation data out of the
 training split. An explicit `data_dir` that does not exist is an error before
@@ -21,7 +21,8 @@ from typing import Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from acn_tf import config as config_lib, sources
+from acn_tf.config import schema as config_lib
+from acn_tf.data import sources
 from acn_tf.errors import ConfigError, DataFormatError, DataNotFoundError
 
 # The test split carved from a folder (test_fraction) and the sample that

@@ -11,7 +11,8 @@ import tempfile
 from typing import Any, Dict, List
 
 from acn_tf import errors, strict_json
-from acn_tf.config import ExperimentConfig, config_differences, config_from_dict, differing_fields
+from acn_tf.config.schema import (ExperimentConfig, config_differences, config_from_dict,
+                                  differing_fields)
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -24,7 +25,7 @@ EXPORT_DIR = "export"
 CHECKPOINTS = {"final": WEIGHTS_FILE, "best": BEST_WEIGHTS_FILE}
 # Written when training diverged: what, where, and the settings it resumed with.
 DIVERGED_FILE = "diverged.json"
-# What a hyperparameter search leaves in its model_dir (acn_tf/tuning.py's
+# What a hyperparameter search leaves in its model_dir (acn_tf/run/tuning.py's
 # SEARCH_FILE and TUNER_DIR; tests/test_errors.py checks they agree).
 TUNING_MARKERS = ("search.json", "tuner")
 # The fields a run that diverged may change when it resumes from its last good

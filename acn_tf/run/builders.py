@@ -1,15 +1,17 @@
 """From a config to a compiled model: networks, optimizers, schedules, seeds.
 
 Everything here owns variables, so it runs inside the distribution strategy's
-scope; the caller (acn_tf/training.py, acn_tf/api.py, the tuner) chooses it.
+scope; the caller (acn_tf/run/training.py, acn_tf/api.py, the tuner) chooses it.
 """
 
 import keras
 import tensorflow as tf
 
-from acn_tf import backbones, data, discriminators, errors, generators
-from acn_tf.config import ExperimentConfig, OptimizationConfig
-from acn_tf.models import CoDistillation
+from acn_tf import errors
+from acn_tf.data import pipeline
+from acn_tf.networks import backbones, discriminators, generators
+from acn_tf.config.schema import ExperimentConfig, OptimizationConfig
+from acn_tf.method.codistillation import CoDistillation
 
 # Each network's initialisation seed is derived from the run's seed, so that the
 # classifiers start apart (DML needs that) and Phase A's networks differ from all.
@@ -34,7 +36,7 @@ def use_xla(config: ExperimentConfig) -> bool:
   return config.runtime.jit_compile == "true"
 
 
-def steps_per_epoch(config: ExperimentConfig, info: data.DatasetInfo) -> int:
+def steps_per_epoch(config: ExperimentConfig, info: pipeline.DatasetInfo) -> int:
   if config.optimization.steps_per_epoch:
     return config.optimization.steps_per_epoch
   steps = info.num_train // config.data.batch_size
@@ -85,7 +87,7 @@ def phase_a_optimizers(config: ExperimentConfig, with_discriminator: bool) -> di
                                        if with_discriminator else None))
 
 
-def build_classifiers(config: ExperimentConfig, info: data.DatasetInfo,
+def build_classifiers(config: ExperimentConfig, info: pipeline.DatasetInfo,
                       channel_mean, channel_variance):
   """n classifiers, each from its own seed so they start apart (DML needs that)."""
   return [
@@ -97,10 +99,10 @@ def build_classifiers(config: ExperimentConfig, info: data.DatasetInfo,
   ]
 
 
-def build_adversarial_model(config: ExperimentConfig, info: data.DatasetInfo, classifiers):
+def build_adversarial_model(config: ExperimentConfig, info: pipeline.DatasetInfo, classifiers):
   """The ACN model: a generator and (when gan_weight > 0) a discriminator for
   `info`'s image shape around `classifiers`."""
-  from acn_tf.adversarial import AdversarialCoDistillation  # Only method=acn needs it.
+  from acn_tf.method.adversarial import AdversarialCoDistillation  # Only method=acn needs it.
   adversarial = config.adversarial
   keras.utils.set_random_seed(phase_a_seed(config.seed))
   generator = generators.build_generator(
@@ -122,7 +124,7 @@ def set_execution_mode(config: ExperimentConfig) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def build_model(config: ExperimentConfig, info: data.DatasetInfo, channel_mean,
+def build_model(config: ExperimentConfig, info: pipeline.DatasetInfo, channel_mean,
                 channel_variance, steps: int) -> CoDistillation:
   """The compiled training model of `config.method`, optimizers built.
 
@@ -139,7 +141,7 @@ def build_model(config: ExperimentConfig, info: data.DatasetInfo, channel_mean,
   return assemble_model(config, classifiers, info, steps)
 
 
-def assemble_model(config: ExperimentConfig, classifiers, info: data.DatasetInfo,
+def assemble_model(config: ExperimentConfig, classifiers, info: pipeline.DatasetInfo,
                    steps: int) -> CoDistillation:
   """The compiled model of `config.method` around built `classifiers` ([0, 1] images
   of `info.image_shape` in, logits out), optimizers built; `steps` per epoch set

@@ -12,8 +12,8 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
-from acn_tf import losses
-from acn_tf.config import AdversarialConfig
+from acn_tf.method import losses
+from acn_tf.config.schema import AdversarialConfig
 
 
 # Images -> (per-example value the search ascends, inference-mode logits there).

@@ -2,15 +2,15 @@
 
 `resolve_config` is what `run.py` (and a test of it) calls: the named
 experiment, then a JSON config file, then --method, then `field=value`
-overrides, each checked against the schema of acn_tf/config.py.
+overrides, each checked against the schema of acn_tf/config/schema.py.
 """
 
 import json
 import os
 from typing import Any, Dict, Optional, Sequence
 
-from acn_tf.config import DATASET_HELP, ConfigError, ExperimentConfig, apply_overrides
-from acn_tf.experiments import experiment_names, get_experiment
+from acn_tf.config.schema import DATASET_HELP, ConfigError, ExperimentConfig, apply_overrides
+from acn_tf.config.registry import experiment_names, get_experiment
 
 
 def parse_override_strings(items: Sequence[str]) -> Dict[str, str]:

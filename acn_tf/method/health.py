@@ -16,8 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from acn_tf import losses
-from acn_tf.search import label_mask
+from acn_tf.method import losses
+from acn_tf.method.search import label_mask
 
 # Sums over examples, accumulated over batches; `summarize` turns them into means.
 _SUMS = ("examples", "divergence_real", "divergence_generated", "divergence_searched",

@@ -1,7 +1,7 @@
 """Distribution strategies, created once by the entry point.
 
 Everything that owns variables (models, optimizers, metrics) is then built
-inside `strategy.scope()` by acn_tf/training.py, and Keras distributes the data.
+inside `strategy.scope()` by acn_tf/run/training.py, and Keras distributes the data.
 """
 
 import json
@@ -10,7 +10,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from acn_tf.config import STRATEGIES
+from acn_tf.config.schema import STRATEGIES
 from acn_tf.errors import ConfigError
 
 

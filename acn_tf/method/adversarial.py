@@ -8,12 +8,14 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
-from acn_tf import generators, losses
-from acn_tf.config import AdversarialConfig, DistillationConfig
-from acn_tf.folding import InferenceNetworks
-from acn_tf.models import CoDistillation
-from acn_tf.search import (Objective, SearchResult, divergence_objective, group_divergence,
-                           inference_logits, label_mask, restricted_adversarial_search)
+from acn_tf.method import losses
+from acn_tf.networks import generators
+from acn_tf.config.schema import AdversarialConfig, DistillationConfig
+from acn_tf.networks.folding import InferenceNetworks
+from acn_tf.method.codistillation import CoDistillation
+from acn_tf.method.search import (Objective, SearchResult, divergence_objective,
+                                  group_divergence, inference_logits, label_mask,
+                                  restricted_adversarial_search)
 
 
 class GeneratorPass(NamedTuple):
@@ -253,7 +255,7 @@ class AdversarialCoDistillation(CoDistillation):
 
   def phase_a_classifiers(self) -> List[keras.Model]:
     """The classifiers as Phase A's inference passes run them: with each batch
-    norm folded into the convolution before it (acn_tf/folding.py; the same
+    norm folded into the convolution before it (acn_tf/networks/folding.py; the same
     function to round-off, fewer ops) unless `fold_batch_norm` is off. A method,
     not a property: Keras saves the networks its attributes return
     (docs/KERAS_NOTES.md 6)."""

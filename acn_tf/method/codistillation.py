@@ -2,7 +2,7 @@
 
 `CoDistillation` trains n classifiers on labels plus each other's predictions.
 Its `train_step` is Phase B on the real batch; `AdversarialCoDistillation`
-(acn_tf/adversarial.py) runs Phase A first and passes its divergent examples to
+(acn_tf/method/adversarial.py) runs Phase A first and passes its divergent examples to
 the same classifier update, so every method shares one code path.
 """
 
@@ -11,8 +11,8 @@ from typing import Dict, List, Sequence
 import keras
 import tensorflow as tf
 
-from acn_tf import losses
-from acn_tf.config import DistillationConfig
+from acn_tf.method import losses
+from acn_tf.config.schema import DistillationConfig
 
 
 @keras.saving.register_keras_serializable(package="acn_tf")

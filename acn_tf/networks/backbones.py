@@ -11,9 +11,9 @@ from typing import Callable, Optional, Sequence, Tuple
 import keras
 from keras import layers
 
-from acn_tf.architectures import (RESNET_PATTERN, WIDE_RESNET_PATTERN,
-                                  check_architecture_name)
-from acn_tf.batch_norm import FusedBatchNormalization
+from acn_tf.networks.architecture_names import (RESNET_PATTERN, WIDE_RESNET_PATTERN,
+                                                check_architecture_name)
+from acn_tf.networks.batch_norm import FusedBatchNormalization
 
 _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
 

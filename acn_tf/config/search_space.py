@@ -1,7 +1,7 @@
 """The grammar of `search_space` entries (`field=log:LOW:HIGH`, ...).
 
 Parsed here, without keras-tuner, so that `ExperimentConfig.validate()` checks a
-search space before any trial runs; acn_tf/tuning.py turns each dimension into a
+search space before any trial runs; acn_tf/run/tuning.py turns each dimension into a
 keras-tuner hyperparameter.
 """
 
@@ -9,7 +9,7 @@ import dataclasses
 import math
 from typing import Any, Sequence, Tuple
 
-from acn_tf import config
+from acn_tf.config import schema
 from acn_tf.errors import ConfigError
 
 SEARCH_KINDS = ("log", "linear", "int", "choice")
@@ -48,9 +48,9 @@ def parse_search_dimension(entry: str) -> SearchDimension:
   field, separator, spec = (part.strip() for part in entry.partition("="))
   if not separator or not field or not spec:
     raise ConfigError(f"search_space entry {entry!r}: {_SPEC_HELP}.")
-  kind = config.field_types().get(field)
+  kind = schema.field_types().get(field)
   if kind not in (int, float) or field == "name":
-    numeric = sorted(name for name, field_kind in config.field_types().items()
+    numeric = sorted(name for name, field_kind in schema.field_types().items()
                      if field_kind in (int, float) and name not in UNSEARCHABLE_FIELDS)
     raise ConfigError(f"search_space entry {entry!r}: {field!r} is not a numeric config "
                       f"field. Searchable fields: {', '.join(numeric)}.")
@@ -69,7 +69,7 @@ def _parse_spec(field: str, kind: Any, spec: str) -> SearchDimension:
   """Raises ValueError (with the reason) for a malformed or empty range."""
   head, _, rest = spec.partition(":")
   if head == "choice":
-    choices = tuple(config.parse_scalar(kind, value.strip()) for value in rest.split("|"))
+    choices = tuple(schema.parse_scalar(kind, value.strip()) for value in rest.split("|"))
     if any(isinstance(choice, float) and not math.isfinite(choice) for choice in choices):
       raise ValueError(f"choices must be finite numbers, got {rest}")
     if len(choices) < 2 or len(set(choices)) != len(choices):

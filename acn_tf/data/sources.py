@@ -20,7 +20,7 @@ one sub-folder of images per class, read by Keras' image_dataset_from_directory
 (a relative PATH is taken from --data_dir when one is given).
 
 Each source gives the official train/test splits as they are stored (`RawSplits`);
-acn_tf/data.py carves validation data out of them, resizes them and batches them.
+acn_tf/data/pipeline.py carves validation data out of them, resizes them and batches them.
 """
 
 import dataclasses

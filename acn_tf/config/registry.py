@@ -7,7 +7,7 @@ real benchmark on which methods and ablations are compared on CPU.
 
 from typing import Callable, Dict, Tuple
 
-from acn_tf.config import ConfigError, ExperimentConfig
+from acn_tf.config.schema import ConfigError, ExperimentConfig
 
 _REGISTRY: Dict[str, Callable[[], ExperimentConfig]] = {}
 

@@ -11,7 +11,7 @@ Each has a single `serving_default` signature:
           class_names    string  [batch]           the name of that class
 
 The signature takes uint8 pixels and divides by 255 itself with the training
-pipeline's function (data.pixels_to_unit_range), so clients never need to know that
+pipeline's function (pipeline.pixels_to_unit_range), so clients never need to know that
 the classifiers expect [0, 1] floats; normalisation is already inside the classifiers.
 Images must have the training images' size and channels (after `image_size`
 and `channels`): resize them before calling. `class_names` are the dataset's
@@ -42,7 +42,8 @@ from typing import Dict, List, Optional, Sequence
 import keras
 import tensorflow as tf
 
-from acn_tf import data, losses
+from acn_tf.data import pipeline
+from acn_tf.method import losses
 
 ENSEMBLE_NAME = "ensemble"
 SIGNATURE_NAME = "serving_default"
@@ -105,7 +106,7 @@ class ServingModule(tf.Module):
 def serving_outputs(classifiers: Sequence[keras.Model],
                     images: tf.Tensor) -> Dict[str, tf.Tensor]:
   """The signature's outputs; pixels scaled as in the training pipeline."""
-  pixels = data.pixels_to_unit_range(images)
+  pixels = pipeline.pixels_to_unit_range(images)
   logits = [classifier(pixels, training=False) for classifier in classifiers]
   probabilities = losses.ensemble_probabilities(logits)
   return {"probabilities": probabilities,

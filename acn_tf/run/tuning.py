@@ -1,6 +1,6 @@
 """Hyperparameter search with keras-tuner (`run.py --mode=tune`).
 
-The search space is the config's `search_space` (parsed in acn_tf/config.py);
+The search space is the config's `search_space` (parsed in acn_tf/config/schema.py);
 each trial is the base config with the sampled fields replaced, trained by the
 same `build_model` and `fit` as a normal run and scored on the validation split
 carved from the training data, so the test split stays unseen. The search lives
@@ -21,11 +21,13 @@ from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.hparams import api_pb2 as hparams_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
-from acn_tf import builders, data, run_dir, strict_json, training
-from acn_tf.config import (TUNERS, ConfigError, ExperimentConfig, config_differences,
-                           fields_unused_by)
+from acn_tf import strict_json
+from acn_tf.data import pipeline
+from acn_tf.run import builders, run_dir, training
+from acn_tf.config.schema import (TUNERS, ConfigError, ExperimentConfig, config_differences,
+                                  fields_unused_by)
 from acn_tf.errors import SearchFailedError
-from acn_tf.search_space import SearchDimension, parse_search_space
+from acn_tf.config.search_space import SearchDimension, parse_search_space
 
 OBJECTIVE = kt.Objective("val_ensemble_top1", direction="max")
 TUNER_DIR = "tuner"
@@ -99,7 +101,7 @@ class CoDistillationHyperModel(kt.HyperModel):
   pipelines are made per trial, because batch_size may be among the sampled fields.
   """
 
-  def __init__(self, base_config: ExperimentConfig, splits: data.DataSplits,
+  def __init__(self, base_config: ExperimentConfig, splits: pipeline.DataSplits,
                strategy: Optional[tf.distribute.Strategy] = None):
     super().__init__(name="codistillation")
     if splits.validation is None:
@@ -109,7 +111,7 @@ class CoDistillationHyperModel(kt.HyperModel):
     self.splits = splits
     self.strategy = strategy or tf.distribute.get_strategy()
     self.dimensions = search_dimensions(base_config)
-    self.channel_mean, self.channel_variance = data.channel_statistics(splits.train)
+    self.channel_mean, self.channel_variance = pipeline.channel_statistics(splits.train)
 
   def trial_config(self, hp: kt.HyperParameters) -> ExperimentConfig:
     return trial_config(self.base_config, hp, self.dimensions)
@@ -147,7 +149,7 @@ def trial_callbacks(config: ExperimentConfig) -> List[keras.callbacks.Callback]:
   beyond keras-tuner's trial folder and the HParams summary (HParamsLog)."""
   if not config.uses_adversarial_phase():
     return []
-  from acn_tf import adversarial
+  from acn_tf.method import adversarial
   return [adversarial.AdversarialWarmup(config.adversarial.adv_warmup_epochs)]
 
 

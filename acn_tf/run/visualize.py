@@ -1,6 +1,6 @@
 """What an ACN makes of real images: x, x̃0, x̃ and their difference, as arrays.
 
-Shared by the TensorBoard image summary (acn_tf/callbacks.py) and the figure
+Shared by the TensorBoard image summary (acn_tf/run/callbacks.py) and the figure
 script (experiments/divergent_figure.py), so both show the same computation.
 """
 

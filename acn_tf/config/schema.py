@@ -9,8 +9,8 @@ docs/METHOD.md use (`--override=wrc_alpha=0.05` sets
 `config.adversarial.wrc_alpha`). Ranges and choices are declared on the fields
 themselves; `validate()` reads them from there.
 
-Only `run.py` reads flags; `acn_tf/overrides.py` turns them into a config and
-`acn_tf/experiments.py` holds the named experiments.
+Only `run.py` reads flags; `acn_tf/config/command_line.py` turns them into a config and
+`acn_tf/config/registry.py` holds the named experiments.
 """
 
 import dataclasses
@@ -20,7 +20,8 @@ import re
 import typing
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from acn_tf import architectures, errors
+from acn_tf import errors
+from acn_tf.networks import architecture_names
 
 METHODS = ("independent", "dml", "acn")
 # The datasets known by name; any other dataset is "tfds:NAME" or "folder:PATH".
@@ -49,10 +50,10 @@ DIVERGENT_SIGNS = ("found", "random")
 DIVERGENT_SIZES = ("found", "budget")
 JIT_COMPILE = ("auto", "true", "false")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
-# Distribution strategies (acn_tf/distribute.py); listed here, where run.py can
+# Distribution strategies (acn_tf/run/distribute.py); listed here, where run.py can
 # read them without importing TensorFlow before its flags are parsed.
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-# keras-tuner's search algorithms (acn_tf/tuning.py), for the same reason.
+# keras-tuner's search algorithms (acn_tf/run/tuning.py), for the same reason.
 TUNERS = ("random", "bayesian", "hyperband")
 
 # A configuration value, override or config file is invalid; the message says how
@@ -240,7 +241,7 @@ class AdversarialConfig:
   adversarial_beta_1: float = setting(0.5, low=0, high=1, high_open=True)
   # Phase A's inference passes through the classifiers (the generator's loss,
   # the search, the health figures) with each batch norm folded into the
-  # convolution before it (acn_tf/folding.py): the same function to float
+  # convolution before it (acn_tf/networks/folding.py): the same function to float
   # round-off, fewer ops (experiments/BENCHMARKS.md). Off: Keras' layers as built.
   fold_batch_norm: bool = True
   # Two controls, not part of the method: Phase B gets x + s d per pixel (clipped
@@ -358,11 +359,11 @@ class ExperimentConfig:
       raise ConfigError("name is empty: give the experiment a name.")
     _check_data(self.data)
     _check_relations(self)
-    from acn_tf import search_space  # Local import: the grammar reads this schema.
+    from acn_tf.config import search_space  # Local import: the grammar reads this schema.
     search_space.parse_search_space(self.tuning.search_space)
     for architecture in self.architectures:
       try:
-        architectures.check_architecture_name(architecture)
+        architecture_names.check_architecture_name(architecture)
       except ValueError as error:
         raise ConfigError(str(error)) from None
     return self

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from acn_tf import visualize
+from acn_tf.run import visualize
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):

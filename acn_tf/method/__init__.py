@@ -1,0 +1,5 @@
+"""The method of docs/METHOD.md: its losses, the Restricted Adversarial Search,
+the co-distillation model (Phase B; independent and DML) and the adversarial
+co-distillation model (Phase A before Phase B), and Phase A's health figures.
+Start reading at codistillation.py, then adversarial.py.
+"""
