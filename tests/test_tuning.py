@@ -15,9 +15,9 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from acn_tf import errors
 from acn_tf.config import command_line, schema as config_lib, search_space
-from acn_tf.run import run_dir, training, tuning
 from acn_tf.config.schema import ConfigError
 from acn_tf.config.search_space import SearchDimension
+from acn_tf.run import run_dir, training, tuning
 
 TINY_ACN = ["epochs=1", "train_examples=256", "adv_warmup_epochs=0",
             "validation_fraction=0.2"]
@@ -40,7 +40,7 @@ def _digits(method="acn", overrides=TINY_ACN):
     (" kd_weight = 0.5:2 ", SearchDimension("kd_weight", "linear", 0.5, 2.0)),
 ])
 def test_parses_each_spec_kind(entry, expected):
-  (dimension,) = search_space.parse_search_space([entry])
+  (dimension,) = search_space.parse_search_space([entry], config_lib.field_types())
   assert dimension == expected
   assert type(dimension.choices[0] if dimension.choices else dimension.low) is type(
       expected.choices[0] if expected.choices else expected.low)
@@ -70,7 +70,7 @@ def test_parses_each_spec_kind(entry, expected):
 ])
 def test_bad_entries_raise_clear_config_errors(entry, message):
   with pytest.raises(ConfigError, match="search_space entry") as error:
-    search_space.parse_search_space([entry])
+    search_space.parse_search_space([entry], config_lib.field_types())
   assert message in str(error.value)
   assert repr(entry) in str(error.value)
 
@@ -167,7 +167,8 @@ def test_search_writes_the_best_trials_full_config(search, tmp_path):
   defaults = _digits()
   assert set(written) == set(defaults.to_dict())  # Config fields only, all of them.
   best = command_line.resolve_config("digits", config_file=path)
-  for dimension in search_space.parse_search_space(defaults.tuning.search_space):
+  for dimension in search_space.parse_search_space(defaults.tuning.search_space,
+                                                   config_lib.field_types()):
     value = best.get(dimension.field)
     assert _within(dimension, value), (dimension, value)
     assert value == summary["best_values"][dimension.field]

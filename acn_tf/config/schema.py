@@ -21,6 +21,7 @@ import typing
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from acn_tf import errors
+from acn_tf.config import scalars, search_space
 from acn_tf.networks import architecture_names
 
 METHODS = ("independent", "dml", "acn")
@@ -359,8 +360,7 @@ class ExperimentConfig:
       raise ConfigError("name is empty: give the experiment a name.")
     _check_data(self.data)
     _check_relations(self)
-    from acn_tf.config import search_space  # Local import: the grammar reads this schema.
-    search_space.parse_search_space(self.tuning.search_space)
+    search_space.parse_search_space(self.tuning.search_space, field_types())
     for architecture in self.architectures:
       try:
         architecture_names.check_architecture_name(architecture)
@@ -584,27 +584,6 @@ def parse_dataset(dataset: str) -> Tuple[str, str]:
 # Typed values: overrides and config files, checked against the schema.
 
 
-def parse_bool(text: str) -> bool:
-  lowered = text.strip().lower()
-  if lowered in ("true", "1", "yes"):
-    return True
-  if lowered in ("false", "0", "no"):
-    return False
-  raise ValueError(f"{text!r} is not a boolean (true/false)")
-
-
-def parse_scalar(kind: Any, text: str) -> Any:
-  if kind is bool:
-    return parse_bool(text)
-  if kind is int:
-    return int(text)
-  if kind is float:
-    return float(text)
-  if kind is str:
-    return text
-  raise TypeError(f"unsupported field type {kind}")
-
-
 def _coerce(key: str, kind: Any, value: Any) -> Any:
   """Converts `value` (a string or a JSON value) to the field's declared type."""
   origin = typing.get_origin(kind)
@@ -617,7 +596,7 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
         items = list(value)
       return tuple(_coerce(key, element, item) for item in items)
     if isinstance(value, str):
-      return parse_scalar(kind, value)
+      return scalars.parse_scalar(kind, value)
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
       return float(value)
     if kind is int and isinstance(value, int) and not isinstance(value, bool):

@@ -7,9 +7,9 @@ keras-tuner hyperparameter.
 
 import dataclasses
 import math
-from typing import Any, Sequence, Tuple
+from typing import Any, Mapping, Sequence, Tuple
 
-from acn_tf.config import schema
+from acn_tf.config import scalars
 from acn_tf.errors import ConfigError
 
 SEARCH_KINDS = ("log", "linear", "int", "choice")
@@ -33,9 +33,11 @@ class SearchDimension:
   choices: Tuple[Any, ...] = ()
 
 
-def parse_search_space(entries: Sequence[str]) -> Tuple[SearchDimension, ...]:
-  """Parses every entry; raises ConfigError naming the bad one and the fix."""
-  dimensions = tuple(parse_search_dimension(entry) for entry in entries)
+def parse_search_space(entries: Sequence[str],
+                       field_types: Mapping[str, Any]) -> Tuple[SearchDimension, ...]:
+  """Parses every entry against `field_types` (the schema's `field_types()`: every
+  setting's name and type); raises ConfigError naming the bad one and the fix."""
+  dimensions = tuple(parse_search_dimension(entry, field_types) for entry in entries)
   fields = [dimension.field for dimension in dimensions]
   repeated = sorted({field for field in fields if fields.count(field) > 1})
   if repeated:
@@ -44,13 +46,13 @@ def parse_search_space(entries: Sequence[str]) -> Tuple[SearchDimension, ...]:
   return dimensions
 
 
-def parse_search_dimension(entry: str) -> SearchDimension:
+def parse_search_dimension(entry: str, field_types: Mapping[str, Any]) -> SearchDimension:
   field, separator, spec = (part.strip() for part in entry.partition("="))
   if not separator or not field or not spec:
     raise ConfigError(f"search_space entry {entry!r}: {_SPEC_HELP}.")
-  kind = schema.field_types().get(field)
+  kind = field_types.get(field)
   if kind not in (int, float) or field == "name":
-    numeric = sorted(name for name, field_kind in schema.field_types().items()
+    numeric = sorted(name for name, field_kind in field_types.items()
                      if field_kind in (int, float) and name not in UNSEARCHABLE_FIELDS)
     raise ConfigError(f"search_space entry {entry!r}: {field!r} is not a numeric config "
                       f"field. Searchable fields: {', '.join(numeric)}.")
@@ -69,7 +71,7 @@ def _parse_spec(field: str, kind: Any, spec: str) -> SearchDimension:
   """Raises ValueError (with the reason) for a malformed or empty range."""
   head, _, rest = spec.partition(":")
   if head == "choice":
-    choices = tuple(schema.parse_scalar(kind, value.strip()) for value in rest.split("|"))
+    choices = tuple(scalars.parse_scalar(kind, value.strip()) for value in rest.split("|"))
     if any(isinstance(choice, float) and not math.isfinite(choice) for choice in choices):
       raise ValueError(f"choices must be finite numbers, got {rest}")
     if len(choices) < 2 or len(set(choices)) != len(choices):

@@ -22,12 +22,12 @@ from tensorboard.plugins.hparams import api_pb2 as hparams_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
 from acn_tf import strict_json
-from acn_tf.data import pipeline
-from acn_tf.run import builders, run_dir, training
 from acn_tf.config.schema import (TUNERS, ConfigError, ExperimentConfig, config_differences,
-                                  fields_unused_by)
-from acn_tf.errors import SearchFailedError
+                                  field_types, fields_unused_by)
 from acn_tf.config.search_space import SearchDimension, parse_search_space
+from acn_tf.data import pipeline
+from acn_tf.errors import SearchFailedError
+from acn_tf.run import builders, run_dir, training
 
 OBJECTIVE = kt.Objective("val_ensemble_top1", direction="max")
 TUNER_DIR = "tuner"
@@ -44,8 +44,8 @@ DEFAULT_VALIDATION_FRACTION = 0.1
 def search_dimensions(config: ExperimentConfig) -> Tuple[SearchDimension, ...]:
   """The search_space entries that `config.method` uses."""
   ignored = fields_unused_by(config.method)
-  return tuple(dimension for dimension in parse_search_space(config.tuning.search_space)
-               if dimension.field not in ignored)
+  dimensions = parse_search_space(config.tuning.search_space, field_types())
+  return tuple(dimension for dimension in dimensions if dimension.field not in ignored)
 
 
 def sample(hp: kt.HyperParameters, dimension: SearchDimension) -> Any:
@@ -341,7 +341,7 @@ def prepare_search_config(config: ExperimentConfig) -> Tuple[ExperimentConfig, L
                  f"{DEFAULT_VALIDATION_FRACTION:.0%} of the training split, carved out "
                  "of it (the test split is never used).")
   ignored = sorted(dimension.field
-                   for dimension in parse_search_space(config.tuning.search_space)
+                   for dimension in parse_search_space(config.tuning.search_space, field_types())
                    if dimension.field in fields_unused_by(config.method))
   if ignored:
     notes.append(f"method={config.method} does not use {', '.join(ignored)}: "
