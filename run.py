@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from acn_tf import errors  # noqa: E402
-from acn_tf.config import command_line, schema as config_lib  # noqa: E402
+from acn_tf.config import command_line, presets, schema as config_lib  # noqa: E402
 from acn_tf.run import run_dir  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -31,6 +31,10 @@ flags.DEFINE_string("experiment", None, "Registered experiment name, e.g. digits
                     "file's fields change. Optional when --config_file defines a dataset.")
 flags.DEFINE_enum("method", None, list(config_lib.METHODS),
                   "Training method; default: the experiment's.")
+flags.DEFINE_enum("preset", None, list(presets.preset_names()),
+                  "Named settings applied after the experiment and --config_file, before "
+                  "--method and --override (acn_tf/config/presets.py), e.g. "
+                  "divergence_seeking: ACN's Phase A tuned for divergence, which lost to DML.")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "tune"],
                   "train: fit, evaluate on the test split, export; eval: evaluate the "
                   "run in --model_dir; export: write its SavedModels; tune: "
@@ -87,12 +91,13 @@ def _resolved_config():
   if FLAGS.deterministic is not None:
     overrides.append(f"deterministic={FLAGS.deterministic}")
   return command_line.resolve_config(FLAGS.experiment, FLAGS.method, FLAGS.config_file,
-                                   overrides)
+                                     overrides, FLAGS.preset)
 
 
 # Flags that change the config: with --mode=eval or export the run's own
 # config.json is used, so giving them would be silently ignored.
-_CONFIG_FLAGS = ("method", "override", "config_file", "mixed_precision", "deterministic")
+_CONFIG_FLAGS = ("method", "preset", "override", "config_file", "mixed_precision",
+                 "deterministic")
 
 
 def _existing_model_dir() -> str:

@@ -1,16 +1,17 @@
 """From the command line to a config: overrides, config files, the registry.
 
 `resolve_config` is what `run.py` (and a test of it) calls: the named
-experiment, then a JSON config file, then --method, then `field=value`
-overrides, each checked against the schema of acn_tf/config/schema.py.
+experiment, then a JSON config file, then a preset, then --method, then
+`field=value` overrides, each checked against the schema of acn_tf/config/schema.py.
 """
 
 import json
 import os
 from typing import Any, Dict, Optional, Sequence
 
-from acn_tf.config.schema import DATASET_HELP, ConfigError, ExperimentConfig, apply_overrides
+from acn_tf.config.presets import get_preset
 from acn_tf.config.registry import experiment_names, get_experiment
+from acn_tf.config.schema import DATASET_HELP, ConfigError, ExperimentConfig, apply_overrides
 
 
 def parse_override_strings(items: Sequence[str]) -> Dict[str, str]:
@@ -62,8 +63,10 @@ def load_config_file(path: str) -> Dict[str, Any]:
 def resolve_config(experiment: Optional[str],
                    method: Optional[str] = None,
                    config_file: Optional[str] = None,
-                   overrides: Sequence[str] = ()) -> ExperimentConfig:
-  """The base, then the config file, then --method, then overrides.
+                   overrides: Sequence[str] = (),
+                   preset: Optional[str] = None) -> ExperimentConfig:
+  """The base, then the config file, then the preset (acn_tf/config/presets.py),
+  then --method, then overrides.
 
   The base is the registered `experiment` when one is named; without it, the
   config file is a whole experiment of its own: its fields over
@@ -103,6 +106,8 @@ def resolve_config(experiment: Optional[str],
       config = apply_overrides(config, file_values)
     except ConfigError as error:
       raise ConfigError(f"--config_file={config_file}: {error}") from None
+  if preset:
+    config = apply_overrides(config, get_preset(preset))
   if method:
     config = apply_overrides(config, {"method": method})
   config = apply_overrides(config, parsed_overrides)
