@@ -51,11 +51,12 @@ def test_readme_links_the_method_document():
     assert "docs/METHOD.md" in handle.read()
 
 
-def test_readme_python_api_example_is_the_one_the_tests_run():
-  """tests/test_api.py runs acn_tf/api.py's docstring example; README shows the same."""
+def test_python_api_page_example_is_the_one_the_tests_run():
+  """tests/test_api.py runs acn_tf/api.py's docstring example; docs/PYTHON_API.md shows it."""
   def python_blocks(path):
     with open(os.path.join(ROOT, path), encoding="utf-8") as handle:
       return [block.strip() for block in re.findall(r"```python\n(.*?)```", handle.read(),
                                                      re.S)]
   api_example, = python_blocks(os.path.join("acn_tf", "api.py"))
-  assert api_example in python_blocks("README.md")
+  assert api_example in python_blocks(os.path.join("docs", "PYTHON_API.md"))
+
