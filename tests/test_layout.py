@@ -1,6 +1,6 @@
 """The package's layout stays true: imports point down the layers, never in a circle.
 
-Layers, highest first (README "Layout"):
+Layers, highest first (README.md, "Layout"):
 
   acn_tf/api.py                   the Python API, over everything
   acn_tf/run/                     run machinery

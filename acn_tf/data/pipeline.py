@@ -159,7 +159,7 @@ def check_data_dir(data_dir: Optional[str]) -> None:
     raise DataNotFoundError(
         f"--data_dir={data_dir} does not exist. Give the directory that holds the "
         "dataset's files, or leave --data_dir out to look in the default places "
-        "(README, 'Where the data comes from').")
+        "(docs/DATA.md, 'Where the data comes from').")
   if not os.path.isdir(data_dir):
     raise DataNotFoundError(f"--data_dir={data_dir} is a file, not a directory. Give the "
                             "directory that holds the dataset's files.")

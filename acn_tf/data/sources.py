@@ -305,8 +305,8 @@ def _not_in_data_dir_message(dataset: str, data_dir: str, looked: Sequence[str],
   lines += [f"  - {place}" for place in looked]
   lines.append("To fix, any one of:")
   lines += [f"  - {option}" for option in how_to_get]
-  lines.append("  - leave --data_dir out to look in the default places (README, 'Where "
-               "the data comes from')")
+  lines.append("  - leave --data_dir out to look in the default places (docs/DATA.md, "
+               "'Where the data comes from')")
   return "\n".join(lines)
 
 

@@ -54,8 +54,8 @@ def create_strategy(name: str) -> tf.distribute.Strategy:
         _mirrored_devices(), cross_device_ops=tf.distribute.ReductionToOneDevice())
   if "TF_CONFIG" not in os.environ:
     raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                      "(cluster and task of this worker); see README, 'Several devices "
-                      "and machines'.")
+                      "(cluster and task of this worker); see docs/DISTRIBUTION.md, "
+                      "'Several devices and machines'.")
   _tf_config()  # Fails with a clear message on a malformed TF_CONFIG.
   return tf.distribute.MultiWorkerMirroredStrategy()
 
