@@ -3,11 +3,15 @@
 `resolve_config` is what `run.py` (and a test of it) calls: the named
 experiment, then a JSON config file, then --method, then `field=value`
 overrides, each checked against the schema of acn_tf/config/schema.py.
+`resolve_for_run` is the same for a command about a trained run (--mode=eval,
+export), whose own config is the base when the command names none, and
+`field_origin` says which flag gave a field its value, for the messages that
+name the flag at fault.
 """
 
 import json
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from acn_tf.config.schema import DATASET_HELP, ConfigError, ExperimentConfig, apply_overrides
 from acn_tf.config.registry import experiment_names, get_experiment
@@ -107,3 +111,47 @@ def resolve_config(experiment: Optional[str],
     config = apply_overrides(config, {"method": method})
   config = apply_overrides(config, parsed_overrides)
   return config.validate()
+
+
+
+def resolve_for_run(run: ExperimentConfig,
+                    experiment: Optional[str],
+                    method: Optional[str] = None,
+                    config_file: Optional[str] = None,
+                    overrides: Sequence[str] = ()) -> ExperimentConfig:
+  """The config a command describes for the trained run whose config is `run`.
+
+  With --experiment or --config_file the command names its base, and the config
+  is resolve_config's, as when it trained; without either (`--mode=eval
+  --model_dir=M --method=acn`), the base is the run's own config and --method
+  and the overrides are applied over it.
+  """
+  if experiment or config_file:
+    return resolve_config(experiment, method, config_file, overrides)
+  config = run
+  if method:
+    config = apply_overrides(config, {"method": method})
+  return apply_overrides(config, parse_override_strings(overrides)).validate()
+
+
+def field_origin(field: str, *, experiment: Optional[str], method: Optional[str],
+                 config_file: Optional[str], set_by: Mapping[str, str]) -> str:
+  """The flag that gave `field` its value in resolve_config, as the user typed it.
+
+  `set_by` maps the fields the overrides set to their flags (--override=KEY=VALUE,
+  or a shorthand such as --mixed_precision=...), which are applied last. Then
+  --method, then the config file's own fields (and the name a file without
+  --experiment takes from its file name), then the experiment's value; a field
+  that none of them sets keeps the default of a --config_file without
+  --experiment.
+  """
+  if field in set_by:
+    return set_by[field]
+  if field == "method" and method:
+    return f"--method={method}"
+  if config_file and (field in load_config_file(config_file)
+                      or (field == "name" and not experiment)):
+    return f"--config_file={config_file}"
+  if experiment:
+    return f"--experiment={experiment}"
+  return f"--config_file={config_file}"
