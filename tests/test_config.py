@@ -49,6 +49,41 @@ def test_settings_are_set_and_read_by_name_whichever_section_holds_them():
     config.replace(wrc_alpa=0.1)
 
 
+# A typo and the keys a reader would pick as meant (the suggestions are difflib's,
+# compared here with what a person expects), or () where no key is near.
+_TYPOS = [("wieght_decay", ("weight_decay",)), ("epoch", ("epochs",)),
+          ("batchsize", ("batch_size",)), ("temprature", ("temperature",
+                                                         "divergence_temperature")),
+          ("lr", ())]
+
+
+@pytest.mark.parametrize("typo, meant", _TYPOS)
+def test_an_unknown_key_names_the_nearest_valid_ones_then_all(tmp_path, typo, meant):
+  config = registry.get_experiment("digits")
+  expected = (f"Unknown config key {typo!r}; did you mean " +
+              " or ".join(repr(key) for key in meant) + "? Valid keys: " if meant else
+              f"Unknown config key {typo!r}. Valid keys: ")
+  from acn_tf.config import command_line
+  config_file = tmp_path / "typo.json"
+  config_file.write_text(json.dumps({typo: 1}))
+  raisers = [lambda: command_line.resolve_config("digits", overrides=[f"{typo}=1"]),
+             lambda: command_line.resolve_config("digits", config_file=str(config_file)),
+             lambda: config.replace(**{typo: 1}),  # The Python API's way in.
+             lambda: config.get(typo)]
+  for raiser in raisers:
+    with pytest.raises(ConfigError) as raised:
+      raiser()
+    message = str(raised.value)
+    assert expected in message, message
+    listed = message.split("Valid keys: ")[1].rstrip(".").split(", ")
+    assert set(listed) >= set(config_lib.FIELDS) - {"name"}  # The full list stays.
+  values = dict(config.to_dict(), **{typo: 1})
+  with pytest.raises(ConfigError) as raised:  # A run's config.json.
+    config_lib.config_from_dict(values)
+  assert str(raised.value) == f"unknown config fields {typo!r}" + (
+      "; did you mean " + " or ".join(map(repr, meant)) + "?" if meant else "")
+
+
 def test_to_dict_is_flat_and_round_trips_through_json():
   config = registry.get_experiment("fashion_mnist_small").replace(method="acn",
                                                                      ras_steps=2)

@@ -62,7 +62,8 @@ def test_independent_method_with_three_classifiers(digits_runs):
     (["--experiment=imagenet"], "Unknown experiment 'imagenet'. Known experiments: "
      "cifar10, cifar100, digits, fashion_mnist"),
     (["--experiment=digits", "--override=learning_rat=0.1"],
-     "Unknown config key 'learning_rat'. Valid keys:"),
+     "Unknown config key 'learning_rat'; did you mean 'learning_rate', "
+     "'generator_learning_rate' or 'discriminator_learning_rate'? Valid keys:"),
     (["--experiment=digits", "--override=epochs=ten"], "Override epochs: expected int"),
     (["--experiment=digits", "--override=epochs"], "is not of the form key=value"),
     (["--experiment=digits", "--override=batch_size=0"], "batch_size must be > 0"),
