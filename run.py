@@ -31,10 +31,10 @@ flags.DEFINE_string("experiment", None, "Registered experiment name, e.g. digits
                     "file's fields change. Optional when --config_file defines a dataset.")
 flags.DEFINE_enum("method", None, list(config_lib.METHODS),
                   "Training method; default: the experiment's.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "tune"],
-                  "train: fit, evaluate on the test split, export; eval: evaluate the "
-                  "run in --model_dir; export: write its SavedModels; tune: "
-                  "keras-tuner search over the config's search_space.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "tune", "config"],
+                  "train: fit, test, export; eval/export: test/export the run in "
+                  "--model_dir; tune: keras-tuner search over search_space; config: "
+                  "print the resolved config (JSON) and exit.")
 flags.DEFINE_string("model_dir", None, "Directory for everything the run writes. "
                     "Default: runs/EXPERIMENT-METHOD-seedSEED.")
 flags.DEFINE_string("data_dir", None, "Where datasets are looked for (tensorflow-datasets "
@@ -212,7 +212,24 @@ def _load_tensorflow() -> None:
           print(line, file=sys.stderr)
 
 
+def _command_config():
+  """The config the command describes: its flags' (resolve_config) when they name
+  a base or no --model_dir is given; else the run's in --model_dir, with --method
+  and the overrides over it (the stored config itself when none is given)."""
+  if not (FLAGS.experiment or FLAGS.config_file or FLAGS.model_dir):
+    raise config_lib.ConfigError(
+        "--mode=config prints the config of a command: give it --experiment=NAME, "
+        "--config_file=FILE or --model_dir of a run (and any other flags).")
+  if FLAGS.experiment or FLAGS.config_file or not FLAGS.model_dir:
+    return _resolved_config()
+  return command_line.resolve_for_run(run_dir.run_config(FLAGS.model_dir), None,
+                                      FLAGS.method, None, _overrides())
+
+
 def _run() -> None:
+  if FLAGS.mode == "config":  # No TensorFlow, no data, nothing written.
+    print(strict_json.dumps(_command_config().to_dict()))
+    return
   # A bad flag or config is reported before TensorFlow loads (seconds).
   if FLAGS.mode in ("eval", "export"):
     existing_model_dir = _existing_model_dir()

@@ -2,15 +2,19 @@
 through run.py's own main in this process (the same exit status and message)."""
 
 import csv
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from acn_tf.config import command_line, schema as config_lib
+from acn_tf import strict_json
+from acn_tf.config import command_line, registry, schema as config_lib
 from acn_tf.run import run_dir
-from conftest import (DIGITS_RUNS, assert_one_error_line, early_runs, read_json, snapshot,
-                      write_json)
+from conftest import (DIGITS_RUNS, RUN_PY, assert_one_error_line, early_runs, read_json,
+                      snapshot, subprocess_environment, write_json)
 
 
 def _check_results(model_dir, method, num_classifiers=2, epochs=1):
@@ -50,6 +54,10 @@ def test_digits_trains_and_writes_results(digits_runs, run_py_here, tmp_path, me
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   again = read_json(os.path.join(model_dir, "results.json"))
   assert again["ensemble_top1"] == pytest.approx(results["ensemble_top1"], abs=1e-6)
+  # --mode=config of the training command prints what training wrote to config.json.
+  printed = run_py_here("--experiment=digits", *DIGITS_RUNS[method], "--mode=config")
+  with open(os.path.join(trained, "config.json")) as handle:
+    assert printed.stdout == handle.read()
 
 
 def test_independent_method_with_three_classifiers(digits_runs):
@@ -118,7 +126,7 @@ def _trained_run(tmp_path, file_fields=None):
   config = command_line.resolve_config("digits", "acn", config_file if file_fields else None,
                                        ["epochs=2", "log_every_steps=7",
                                         "mixed_precision=mixed_bfloat16"])
-  write_json(model_dir / "config.json", config.to_dict())
+  strict_json.write(str(model_dir / "config.json"), config.to_dict())  # As training does.
   return str(model_dir), config_file
 
 
@@ -194,6 +202,55 @@ def test_eval_compares_a_config_files_fields(run_py_here, tmp_path):
                         "architectures=['resnet32', 'resnet32'], ",
                         "conflicts with the run's stored method='acn', "
                         "architectures=['small_cnn', 'small_cnn'], ")
+
+
+# -- --mode=config ---------------------------------------------------------------------
+
+
+def test_mode_config_prints_the_resolved_config(run_py_here, tmp_path):
+  completed = run_py_here("--mode=config", "--experiment=digits", "--method=acn",
+                          "--override=epochs=3", "--override=architectures=resnet8,resnet8",
+                          "--override=wrc_alpha=0.05", "--mixed_precision=mixed_bfloat16")
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  # The second way to the same config: the registry's, changed in Python.
+  expected = registry.get_experiment("digits").replace(
+      method="acn", epochs=3, architectures=("resnet8", "resnet8"), wrc_alpha=0.05,
+      mixed_precision="mixed_bfloat16").to_dict()
+  printed = strict_json.loads(completed.stdout)
+  assert printed == strict_json.loads(strict_json.dumps(expected))
+  assert list(printed) == list(config_lib.FIELDS)  # The schema's order, as config.json.
+  assert os.listdir(tmp_path) == []  # Nothing written (the working directory).
+  bad = run_py_here("--mode=config", "--experiment=digits", "--override=wieght_decay=0")
+  assert_one_error_line(bad, "did you mean 'weight_decay'")
+  assert bad.stdout == ""
+
+
+def test_mode_config_of_a_stored_run_prints_its_config(run_py_here, tmp_path):
+  model_dir, _ = _trained_run(tmp_path)
+  with open(os.path.join(model_dir, "config.json")) as handle:
+    stored = handle.read()
+  completed = run_py_here("--mode=config", f"--model_dir={model_dir}")
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  assert completed.stdout == stored
+  # Other flags over it: what --mode=eval with them would compare.
+  reseeded = run_py_here("--mode=config", f"--model_dir={model_dir}", "--override=seed=3")
+  assert strict_json.loads(reseeded.stdout) == dict(json.loads(stored), seed=3)
+  assert_one_error_line(run_py_here("--mode=config"), "--mode=config", "--model_dir")
+
+
+def test_mode_config_loads_no_tensorflow(tmp_path):
+  """A process of its own: python -X importtime lists every module imported."""
+  completed = subprocess.run(
+      [sys.executable, "-X", "importtime", RUN_PY, "--mode=config", "--experiment=digits"],
+      cwd=tmp_path, env=subprocess_environment(), capture_output=True, text=True,
+      timeout=120)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  imported = [line.rsplit("|", 1)[-1].strip() for line in completed.stderr.splitlines()
+              if line.startswith("import time:")]
+  assert "absl.flags" in imported or "absl" in imported  # The listing is read right.
+  assert not [name for name in imported if name.split(".")[0] in ("tensorflow", "keras")]
+  assert strict_json.loads(completed.stdout)["name"] == "digits"
+  assert os.listdir(tmp_path) == []
 
 
 def test_the_training_only_fields_are_fields():
