@@ -117,8 +117,8 @@ _MAX_SHOWN = 6
 
 def _conflict_message(model_dir, run, config, fields) -> str:
   """One clause per flag at fault: the values it gives, and the run's."""
-  stored = strict_json.loads(strict_json.dumps(run.to_dict()))
-  given = strict_json.loads(strict_json.dumps(config.to_dict()))
+  stored = strict_json.to_strict(run.to_dict())
+  given = strict_json.to_strict(config.to_dict())
   set_by = _override_flags()
   fields_of = {}
   for field in fields:

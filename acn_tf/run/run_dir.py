@@ -229,7 +229,7 @@ def conflicting_fields(run: ExperimentConfig, config: ExperimentConfig) -> List[
   """The fields where `config` (what a command describes) differs from a trained
   run's config `run` in a way that matters to eval and export, in the schema's
   order (name, method, architectures, dataset, ... first)."""
-  stored = strict_json.loads(strict_json.dumps(run.to_dict()))
+  stored = strict_json.to_strict(run.to_dict())
   differing = set(differing_fields(stored, config)) - set(TRAINING_ONLY_FIELDS)
   return [field for field in FIELDS if field in differing]
 
