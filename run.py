@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from acn_tf import errors  # noqa: E402
+from acn_tf import errors, strict_json  # noqa: E402
 from acn_tf.config import command_line, presets, schema as config_lib  # noqa: E402
 from acn_tf.run import run_dir  # noqa: E402
 
@@ -35,10 +35,10 @@ flags.DEFINE_enum("preset", None, list(presets.preset_names()),
                   "Named settings applied after the experiment and --config_file, before "
                   "--method and --override (acn_tf/config/presets.py), e.g. "
                   "divergence_seeking: ACN's Phase A tuned for divergence, which lost to DML.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "tune"],
-                  "train: fit, evaluate on the test split, export; eval: evaluate the "
-                  "run in --model_dir; export: write its SavedModels; tune: "
-                  "keras-tuner search over the config's search_space.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "export", "tune", "config"],
+                  "train: fit, test, export; eval/export: test/export the run in "
+                  "--model_dir; tune: keras-tuner search over search_space; config: "
+                  "print the resolved config (JSON) and exit.")
 flags.DEFINE_string("model_dir", None, "Directory for everything the run writes. "
                     "Default: runs/EXPERIMENT-METHOD-seedSEED.")
 flags.DEFINE_string("data_dir", None, "Where datasets are looked for (tensorflow-datasets "
@@ -84,31 +84,87 @@ def _print_summary(results) -> None:
         f"{results['wall_seconds']:.1f} s")
 
 
-def _resolved_config():
+def _overrides():
+  """--override's items, then the shorthand flags' (which win)."""
   overrides = list(FLAGS.override)
   if FLAGS.mixed_precision is not None:
     overrides.append(f"mixed_precision={FLAGS.mixed_precision}")
   if FLAGS.deterministic is not None:
     overrides.append(f"deterministic={FLAGS.deterministic}")
+  return overrides
+
+
+def _override_flags():
+  """{field: the flag that set it}, in _overrides' order (the last one wins)."""
+  set_by = {}
+  for item in FLAGS.override:
+    set_by[item.partition("=")[0].strip()] = f"--override={item}"
+  if FLAGS.mixed_precision is not None:
+    set_by["mixed_precision"] = f"--mixed_precision={FLAGS.mixed_precision}"
+  if FLAGS.deterministic is not None:
+    set_by["deterministic"] = "--deterministic" if FLAGS.deterministic else "--nodeterministic"
+  return set_by
+
+
+def _resolved_config():
   return command_line.resolve_config(FLAGS.experiment, FLAGS.method, FLAGS.config_file,
-                                     overrides, FLAGS.preset)
+                                     _overrides(), FLAGS.preset)
 
 
-# Flags that change the config: with --mode=eval or export the run's own
-# config.json is used, so giving them would be silently ignored.
-_CONFIG_FLAGS = ("method", "preset", "override", "config_file", "mixed_precision",
-                 "deterministic")
+# Flags that describe a config; with --mode=eval or export they must agree with
+# the config the run in --model_dir was trained with.
+_CONFIG_FLAGS = ("experiment", "method", "preset", "override", "config_file",
+                 "mixed_precision", "deterministic")
+# Fields shown per flag in a conflict: the message stays one screen.
+_MAX_SHOWN = 6
+
+
+def _conflict_message(model_dir, run, config, fields) -> str:
+  """One clause per flag at fault: the values it gives, and the run's."""
+  stored = strict_json.to_strict(run.to_dict())
+  given = strict_json.to_strict(config.to_dict())
+  set_by = _override_flags()
+  fields_of = {}
+  for field in fields:
+    origin = command_line.field_origin(field, experiment=FLAGS.experiment,
+                                       method=FLAGS.method, config_file=FLAGS.config_file,
+                                       set_by=set_by, preset=FLAGS.preset)
+    fields_of.setdefault(origin, []).append(field)
+  clauses = []
+  for origin, names in fields_of.items():
+    more = f" and {len(names) - _MAX_SHOWN} more" if len(names) > _MAX_SHOWN else ""
+
+    def shown(values):
+      return ", ".join(f"{name}={values[name]!r}" for name in names[:_MAX_SHOWN]) + more
+
+    # A flag that is one field's value (--method=dml) is not repeated; a base
+    # (--experiment, --config_file) says which of its values conflict.
+    direct = origin == f"--method={FLAGS.method}" or origin in set_by.values()
+    clauses.append(f"{origin}{'' if direct else f' (its {shown(given)})'} conflicts with "
+                   f"the run's stored {shown(stored)}")
+  path = os.path.join(model_dir, run_dir.CONFIG_FILE)
+  return (f"{'; '.join(clauses)} in {path}; drop the flag{'s' if len(clauses) > 1 else ''} "
+          f"or use another --model_dir (--mode={FLAGS.mode} restores the run with the config "
+          "it was trained with).")
 
 
 def _existing_model_dir() -> str:
+  """--model_dir of a trained run, once the config flags given agree with its config.
+
+  Retyping the training command with another --mode is the habit, so the flags
+  may be given; each field they describe is compared with the run's config.json
+  (run_dir.conflicting_fields, which lets pass the fields eval and export never
+  read), and a conflict is refused rather than silently not applied.
+  """
   if not FLAGS.model_dir:
     raise config_lib.ConfigError(f"--mode={FLAGS.mode} needs --model_dir of a trained run.")
-  given = [f"--{name}" for name in _CONFIG_FLAGS if FLAGS[name].present]
-  if given:
-    raise config_lib.ConfigError(
-        f"{', '.join(given)} cannot be used with --mode={FLAGS.mode}: the run is "
-        f"restored with the config it was trained with ({FLAGS.model_dir}/config.json). "
-        "Drop them, or train a new run with them.")
+  if any(FLAGS[name].present for name in _CONFIG_FLAGS):
+    run = run_dir.run_config(FLAGS.model_dir)
+    config = command_line.resolve_for_run(run, FLAGS.experiment, FLAGS.method,
+                                          FLAGS.config_file, _overrides(), FLAGS.preset)
+    fields = run_dir.conflicting_fields(run, config)
+    if fields:
+      raise config_lib.ConfigError(_conflict_message(FLAGS.model_dir, run, config, fields))
   return FLAGS.model_dir
 
 
@@ -160,7 +216,24 @@ def _load_tensorflow() -> None:
           print(line, file=sys.stderr)
 
 
+def _command_config():
+  """The config the command describes: its flags' (resolve_config) when they name
+  a base or no --model_dir is given; else the run's in --model_dir, with --method
+  and the overrides over it (the stored config itself when none is given)."""
+  if not (FLAGS.experiment or FLAGS.config_file or FLAGS.model_dir):
+    raise config_lib.ConfigError(
+        "--mode=config prints the config of a command: give it --experiment=NAME, "
+        "--config_file=FILE or --model_dir of a run (and any other flags).")
+  if FLAGS.experiment or FLAGS.config_file or not FLAGS.model_dir:
+    return _resolved_config()
+  return command_line.resolve_for_run(run_dir.run_config(FLAGS.model_dir), None,
+                                      FLAGS.method, None, _overrides(), FLAGS.preset)
+
+
 def _run() -> None:
+  if FLAGS.mode == "config":  # No TensorFlow, no data, nothing written.
+    print(strict_json.dumps(_command_config().to_dict()))
+    return
   # A bad flag or config is reported before TensorFlow loads (seconds).
   if FLAGS.mode in ("eval", "export"):
     existing_model_dir = _existing_model_dir()

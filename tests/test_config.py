@@ -8,7 +8,7 @@ import typing
 import numpy as np
 import pytest
 
-from acn_tf.config import schema as config_lib, registry
+from acn_tf.config import command_line, presets, registry, schema as config_lib
 from acn_tf.run import builders
 from acn_tf.config.schema import ConfigError, ExperimentConfig
 from acn_tf.data.pipeline import DatasetInfo
@@ -47,6 +47,41 @@ def test_settings_are_set_and_read_by_name_whichever_section_holds_them():
   assert replaced.adversarial.search.ras_steps == 5
   with pytest.raises(ConfigError, match="Unknown config key 'wrc_alpa'"):
     config.replace(wrc_alpa=0.1)
+
+
+# A typo and the keys a reader would pick as meant (the suggestions are difflib's,
+# compared here with what a person expects), or () where no key is near.
+_TYPOS = [("wieght_decay", ("weight_decay",)), ("epoch", ("epochs",)),
+          ("batchsize", ("batch_size",)), ("temprature", ("temperature",
+                                                         "divergence_temperature")),
+          ("lr", ())]
+
+
+@pytest.mark.parametrize("typo, meant", _TYPOS)
+def test_an_unknown_key_names_the_nearest_valid_ones_then_all(tmp_path, typo, meant):
+  config = registry.get_experiment("digits")
+  expected = (f"Unknown config key {typo!r}; did you mean " +
+              " or ".join(repr(key) for key in meant) + "? Valid keys: " if meant else
+              f"Unknown config key {typo!r}. Valid keys: ")
+  from acn_tf.config import command_line
+  config_file = tmp_path / "typo.json"
+  config_file.write_text(json.dumps({typo: 1}))
+  raisers = [lambda: command_line.resolve_config("digits", overrides=[f"{typo}=1"]),
+             lambda: command_line.resolve_config("digits", config_file=str(config_file)),
+             lambda: config.replace(**{typo: 1}),  # The Python API's way in.
+             lambda: config.get(typo)]
+  for raiser in raisers:
+    with pytest.raises(ConfigError) as raised:
+      raiser()
+    message = str(raised.value)
+    assert expected in message, message
+    listed = message.split("Valid keys: ")[1].rstrip(".").split(", ")
+    assert set(listed) >= set(config_lib.FIELDS) - {"name"}  # The full list stays.
+  values = dict(config.to_dict(), **{typo: 1})
+  with pytest.raises(ConfigError) as raised:  # A run's config.json.
+    config_lib.config_from_dict(values)
+  assert str(raised.value) == f"unknown config fields {typo!r}" + (
+      "; did you mean " + " or ".join(map(repr, meant)) + "?" if meant else "")
 
 
 def test_to_dict_is_flat_and_round_trips_through_json():
@@ -128,3 +163,25 @@ def test_settings_a_method_does_not_read_change_nothing_in_its_step(method):
 
 def test_acn_reads_every_setting():
   assert config_lib.fields_unused_by("acn") == frozenset()
+
+
+def test_a_preset_comes_after_the_experiment_and_before_method_and_overrides():
+  preset = presets.get_preset("divergence_seeking")
+  config = command_line.resolve_config("fashion_mnist_small", "acn", None,
+                                       ["ras_epsilon=0.1"], "divergence_seeking")
+  expected = registry.get_experiment("fashion_mnist_small").replace(
+      method="acn", **{**preset, "ras_epsilon": 0.1})
+  assert config == expected
+  assert config.adversarial.divergence == "total_variation"  # The preset's, not the default.
+  with pytest.raises(ConfigError, match="Unknown preset 'nope'. Known presets: "
+                     "divergence_seeking"):
+    command_line.resolve_config("digits", preset="nope")
+
+
+@pytest.mark.parametrize("experiment", registry.experiment_names())
+@pytest.mark.parametrize("name", presets.preset_names())
+def test_every_preset_gives_its_values_to_every_experiment(name, experiment):
+  preset = presets.get_preset(name)
+  assert set(preset) <= set(config_lib.field_types())
+  config = command_line.resolve_config(experiment, "acn", preset=name).to_dict()
+  assert {field: config[field] for field in preset} == dict(preset)

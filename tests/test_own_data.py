@@ -8,6 +8,7 @@ test chose, so what the loaders return is checked against what was written.
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -176,9 +177,47 @@ def test_folder_errors_name_the_folder_and_the_fix(tmp_path):
   config = config_lib.ExperimentConfig.from_fields(name="c", dataset=f"folder:{corrupt}", image_size=4,
                                        test_fraction=0.25, architectures=("small_cnn",),
                                        method="independent", epochs=1, batch_size=2)
-  with pytest.raises(errors.DataFormatError, match="cannot be read"):
+  with pytest.raises(errors.DataFormatError, match="1 of 4 image files cannot be decoded: "
+                     + re.escape(str(corrupt / "b" / "image01.png"))):
     training.train(config, str(tmp_path / "run"), verbose=0)
   assert not (tmp_path / "run").exists()  # Found before anything was written.
+
+
+def test_a_damaged_image_is_named_when_the_folder_is_read(tmp_path):
+  """Among good PNGs, a truncated one, garbage, an empty file: each is named
+  by its path (and only they are) before anything decodes the splits."""
+  train, test = tmp_path / "train", tmp_path / "test"
+  write_folder(str(train), {"a": 12, "b": 12}, 8, 8, 3)
+  write_folder(str(test), {"a": 3, "b": 3}, 8, 8, 3)
+  good = (train / "a" / "image03.png").read_bytes()
+  damaged = {train / "a" / "image05.png": good[:len(good) // 2],  # Truncated.
+             train / "b" / "image00.png": b"\x89PNG garbage"}
+  for path, content in damaged.items():
+    path.write_bytes(content)
+
+  def error_of(**kwargs):
+    with pytest.raises(errors.DataFormatError) as raised:
+      pipeline.load_splits(f"folder:{train}", None, image_size=8, **kwargs)
+    return str(raised.value)
+
+  for channels in (1, 3):  # The decode Keras will use: grayscale or RGB.
+    message = error_of(test_fraction=0.25, channels=channels)
+    assert f"dataset=folder:{train}: 2 of 24 image files cannot be decoded" in message
+    named = set(re.findall(r"(/\S+\.png) \(", message))
+    assert named == {str(path) for path in damaged}, message
+    assert len(message.splitlines()) == 1 and len(message) < 600
+  # A test folder's file too, when it is read, not after training.
+  for path in damaged:
+    path.write_bytes(good)
+  (test / "b" / "image02.png").write_bytes(b"")
+  message = error_of(test_folder=str(test))
+  assert message.startswith(f"test_folder={test}: 1 of 6 image files cannot be decoded: "
+                            f"{test / 'b' / 'image02.png'} (")
+  # Many: the first few named, the rest counted.
+  for index in range(12):
+    (train / "b" / f"image{index:02d}.png").write_bytes(b"")
+  message = error_of(test_folder=str(test))
+  assert "12 of 24 image files" in message and "and 9 more" in message
 
 
 # -- The dataset schema and the data fields ------------------------------------------------

@@ -49,7 +49,8 @@ def test_parses_each_spec_kind(entry, expected):
 @pytest.mark.parametrize("entry,message", [
     ("learning_rate", "expected field=SPEC"),
     ("learning_rate=", "expected field=SPEC"),
-    ("learning_rat=log:0.01:0.2", "'learning_rat' is not a numeric config field. "
+    ("learning_rat=log:0.01:0.2", "'learning_rat' is not a config field; did you mean "
+     "'learning_rate', 'generator_learning_rate' or 'discriminator_learning_rate'? "
      "Searchable fields: "),
     ("method=choice:dml|acn", "'method' is not a numeric config field"),
     ("nesterov=choice:0|1", "'nesterov' is not a numeric config field"),
@@ -80,7 +81,7 @@ def test_validate_checks_the_search_space():
   assert config.tuning.search_space == config_lib.TuningConfig().search_space
   with pytest.raises(ConfigError, match="more than once"):
     config.replace(search_space=("kd_weight=0:1", "kd_weight=1:2")).validate()
-  with pytest.raises(ConfigError, match="'wrc_alpa' is not a numeric config field"):
+  with pytest.raises(ConfigError, match="'wrc_alpa' is not a config field; did you mean 'wrc_alpha'"):
     _digits(overrides=["search_space=wrc_alpa=0.1:0.2"])
   # The override parser splits on commas, which is why choices use "|".
   overridden = _digits(overrides=["search_space=kd_weight=0.5:2,temperature=choice:1|4"])

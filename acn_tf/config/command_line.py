@@ -1,13 +1,18 @@
 """From the command line to a config: overrides, config files, the registry.
 
 `resolve_config` is what `run.py` (and a test of it) calls: the named
-experiment, then a JSON config file, then a preset, then --method, then
-`field=value` overrides, each checked against the schema of acn_tf/config/schema.py.
+experiment, then a JSON config file, then a preset (acn_tf/config/presets.py),
+then --method, then `field=value` overrides, each checked against the schema of
+acn_tf/config/schema.py.
+`resolve_for_run` is the same for a command about a trained run (--mode=eval,
+export), whose own config is the base when the command names none, and
+`field_origin` says which flag gave a field its value, for the messages that
+name the flag at fault.
 """
 
 import json
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from acn_tf.config.presets import get_preset
 from acn_tf.config.registry import experiment_names, get_experiment
@@ -65,8 +70,7 @@ def resolve_config(experiment: Optional[str],
                    config_file: Optional[str] = None,
                    overrides: Sequence[str] = (),
                    preset: Optional[str] = None) -> ExperimentConfig:
-  """The base, then the config file, then the preset (acn_tf/config/presets.py),
-  then --method, then overrides.
+  """The base, then the config file, then the preset, then --method, then overrides.
 
   The base is the registered `experiment` when one is named; without it, the
   config file is a whole experiment of its own: its fields over
@@ -112,3 +116,53 @@ def resolve_config(experiment: Optional[str],
     config = apply_overrides(config, {"method": method})
   config = apply_overrides(config, parsed_overrides)
   return config.validate()
+
+
+
+def resolve_for_run(run: ExperimentConfig,
+                    experiment: Optional[str],
+                    method: Optional[str] = None,
+                    config_file: Optional[str] = None,
+                    overrides: Sequence[str] = (),
+                    preset: Optional[str] = None) -> ExperimentConfig:
+  """The config a command describes for the trained run whose config is `run`.
+
+  With --experiment or --config_file the command names its base, and the config
+  is resolve_config's, as when it trained; without either (`--mode=eval
+  --model_dir=M --method=acn`), the base is the run's own config and --method
+  and the overrides are applied over it.
+  """
+  if experiment or config_file:
+    return resolve_config(experiment, method, config_file, overrides, preset)
+  config = run
+  if preset:
+    config = apply_overrides(config, get_preset(preset))
+  if method:
+    config = apply_overrides(config, {"method": method})
+  return apply_overrides(config, parse_override_strings(overrides)).validate()
+
+
+def field_origin(field: str, *, experiment: Optional[str], method: Optional[str],
+                 config_file: Optional[str], set_by: Mapping[str, str],
+                 preset: Optional[str] = None) -> str:
+  """The flag that gave `field` its value in resolve_config, as the user typed it.
+
+  `set_by` maps the fields the overrides set to their flags (--override=KEY=VALUE,
+  or a shorthand such as --mixed_precision=...), which are applied last. Then
+  --method, then the preset's fields, then the config file's own fields (and the name a file without
+  --experiment takes from its file name), then the experiment's value; a field
+  that none of them sets keeps the default of a --config_file without
+  --experiment.
+  """
+  if field in set_by:
+    return set_by[field]
+  if field == "method" and method:
+    return f"--method={method}"
+  if preset and field in get_preset(preset):
+    return f"--preset={preset}"
+  if config_file and (field in load_config_file(config_file)
+                      or (field == "name" and not experiment)):
+    return f"--config_file={config_file}"
+  if experiment:
+    return f"--experiment={experiment}"
+  return f"--config_file={config_file}"

@@ -14,6 +14,7 @@ Only `run.py` reads flags; `acn_tf/config/command_line.py` turns them into a con
 """
 
 import dataclasses
+import difflib
 import json
 import math
 import re
@@ -424,10 +425,26 @@ def field_types() -> Dict[str, Any]:
   return {name: field.kind for name, field in FIELDS.items()}
 
 
+def did_you_mean(name: str, candidates: Sequence[str]) -> str:
+  """"; did you mean 'X'?" with the candidates nearest to a misspelt `name`
+  (difflib's ratio, its default cutoff), or "" when none is near."""
+  close = difflib.get_close_matches(name, list(candidates), n=3)
+  if not close:
+    return ""
+  quoted = [repr(match) for match in close]
+  listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+  return f"; did you mean {listed}?"
+
+
+def unknown_key_message(key: str, valid: Sequence[str]) -> str:
+  """The nearest valid keys first (a typo is the usual cause), then all of them."""
+  return (f"Unknown config key {key!r}{did_you_mean(key, valid) or '.'} Valid keys: "
+          f"{', '.join(sorted(valid))}.")
+
+
 def _location(name: str) -> Tuple[str, ...]:
   if name not in FIELDS:
-    raise ConfigError(f"Unknown config key {name!r}. Valid keys: "
-                      f"{', '.join(sorted(FIELDS))}.")
+    raise ConfigError(unknown_key_message(name, list(FIELDS)))
   return FIELDS[name].location
 
 
@@ -618,8 +635,7 @@ def apply_overrides(config: ExperimentConfig,
   changes = {}
   for key, value in overrides.items():
     if key not in FIELDS or key == "name":
-      valid = ", ".join(name for name in sorted(FIELDS) if name != "name")
-      raise ConfigError(f"Unknown config key {key!r}. Valid keys: {valid}.")
+      raise ConfigError(unknown_key_message(key, [name for name in FIELDS if name != "name"]))
     changes[key] = _coerce(key, FIELDS[key].kind, value)
   return config.replace(**changes)
 
@@ -635,7 +651,8 @@ def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
                       f"{type(values).__name__}")
   unknown = sorted(set(values) - set(FIELDS))
   if unknown:
-    raise ConfigError(f"unknown config fields {', '.join(map(repr, unknown))}")
+    raise ConfigError("unknown config fields " + ", ".join(
+        f"{key!r}{did_you_mean(key, list(FIELDS))}" for key in unknown))
   missing = [name for name in ("name", "dataset") if name not in values]
   if missing:
     raise ConfigError(f"missing config fields {', '.join(missing)}")

@@ -54,8 +54,10 @@ def parse_search_dimension(entry: str, field_types: Mapping[str, Any]) -> Search
   if kind not in (int, float) or field == "name":
     numeric = sorted(name for name, field_kind in field_types.items()
                      if field_kind in (int, float) and name not in UNSEARCHABLE_FIELDS)
-    raise ConfigError(f"search_space entry {entry!r}: {field!r} is not a numeric config "
-                      f"field. Searchable fields: {', '.join(numeric)}.")
+    problem = ("is not a numeric config field." if kind is not None else
+               f"is not a config field{schema.did_you_mean(field, numeric) or '.'}")
+    raise ConfigError(f"search_space entry {entry!r}: {field!r} {problem} Searchable "
+                      f"fields: {', '.join(numeric)}.")
   if field in UNSEARCHABLE_FIELDS:
     raise ConfigError(f"search_space entry {entry!r}: {field} shapes the data splits or "
                       "the images, which must be the same for every trial; set it with an "

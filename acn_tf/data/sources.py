@@ -28,6 +28,7 @@ import difflib
 import gzip
 import os
 import pickle
+import re
 import socket
 import tarfile
 import urllib.parse
@@ -757,13 +758,66 @@ def resolve_folder(path: str, data_dir: Optional[str]) -> str:
   return path
 
 
+# Damaged files named in an error; the rest are counted.
+_MAX_NAMED_FILES = 3
+
+
+def _decode_error(path: str, channels: int) -> str:
+  """Why `path` cannot be decoded: TensorFlow's reason, without its op prefix."""
+  try:
+    tf.image.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+  except tf.errors.OpError as error:
+    reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "",
+                    error.message.splitlines()[0] if error.message else "")
+    return reason.rstrip(". ")[:120] or type(error).__name__
+  return "decoded when read alone"  # A failure of the batch, not of this file.
+
+
+def check_images_decode(paths: Sequence[str], channels: int, field: str) -> None:
+  """Decodes every file as Keras' image_dataset_from_directory will (the same
+  tf.image.decode_image call), and raises DataFormatError naming the files that
+  cannot be.
+
+  Why here, when the folder is first read: otherwise a damaged file stops the
+  first pass that reaches it with TensorFlow's error and no file name (the
+  training split's statistics; of a test split, perhaps only the evaluation
+  after training). Why fail rather than skip it: a skipped file would silently change
+  the dataset, and with it which images the fixed-seed test carve-out picks.
+  Cost: one parallel tf.data pass that decodes and discards, about 0.4 s for
+  2,000 PNGs of 32x32 and 1 s for 2,000 JPEGs of 256x256 on 2 CPU cores; one
+  epoch's decoding, once per read.
+  """
+  indexed = tf.data.Dataset.from_tensor_slices(
+      (tf.range(len(paths), dtype=tf.int64), tf.constant(list(paths), tf.string)))
+
+  def decode(index, file):
+    image = tf.image.decode_image(tf.io.read_file(file), channels=channels,
+                                  expand_animations=False)
+    return index, tf.shape(image)  # An output: the decode is not optimised away.
+
+  decoded = indexed.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+  readable = {int(index) for index, _ in decoded.as_numpy_iterator()}
+  damaged = [file for index, file in enumerate(paths) if index not in readable]
+  if not damaged:
+    return
+  named = "; ".join(f"{file} ({_decode_error(file, channels)})"
+                    for file in damaged[:_MAX_NAMED_FILES])
+  more = (f" and {len(damaged) - _MAX_NAMED_FILES} more" if len(damaged) > _MAX_NAMED_FILES
+          else "")
+  raise DataFormatError(
+      f"{field}: {len(damaged)} of {len(paths)} image files cannot be decoded: "
+      f"{named}{more}. Remove or replace the damaged file"
+      f"{'s' if len(damaged) > 1 else ''}.")
+
+
 def read_folder(path: str, field: str, image_size: int, channels: int
                 ) -> Tuple[tf.data.Dataset, int, Tuple[str, ...]]:
   """(uint8 images and int64 labels in Keras' order, their number, the class names).
 
   Keras lists the class sub-folders in sorted order (label i is the i-th) and
   their files in sorted order; images are decoded, converted to `channels`
-  and resized to `image_size` as they are read.
+  and resized to `image_size` as they are read. Every file is decoded once
+  here first (check_images_decode): a damaged one is named before any work.
   """
   layout = (f"expected {path}/CLASS_NAME/IMAGE, one sub-folder per class, images "
             f"{' '.join(FOLDER_IMAGE_FORMATS)}")
@@ -784,6 +838,7 @@ def read_folder(path: str, field: str, image_size: int, channels: int
     raise DataFormatError(f"{field}: Keras found no images in the class sub-folders of "
                           f"{path} ({str(error)[:200]}); {layout}.") from None
   class_names = tuple(dataset.class_names)
+  check_images_decode(dataset.file_paths, 1 if channels == 1 else 3, field)
   classes = [os.path.relpath(file, path).split(os.sep)[0] for file in dataset.file_paths]
   empty = [name for name in class_names if name not in set(classes)]
   if len(class_names) < 2 or empty:

@@ -11,8 +11,8 @@ import tempfile
 from typing import Any, Dict, List
 
 from acn_tf import errors, strict_json
-from acn_tf.config.schema import (ExperimentConfig, config_differences, config_from_dict,
-                                  differing_fields)
+from acn_tf.config.schema import (FIELDS, ExperimentConfig, config_differences,
+                                  config_from_dict, differing_fields)
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -39,6 +39,18 @@ RESUMABLE_AFTER_DIVERGENCE = (
     "adv_kd_target", "divergence_weight", "keep_label_weight", "wrc_alpha", "ras_epsilon",
     "ras_step_size", "generator_learning_rate", "discriminator_learning_rate", "jit_compile",
     "deterministic", "log_every_steps")
+
+# The fields that neither --mode=eval nor --mode=export reads: how often training
+# validated, checkpointed and logged, and what a search (--mode=tune) would try.
+# They change neither the trained weights nor what evaluation and export compute,
+# so a command about a trained run may give other values (a retyped training
+# command without its logging override, say): applied or not, the outcome is
+# the same. Every other field, the runtime ones eval and export build the model
+# with (mixed_precision, jit_compile, deterministic) included, must agree with
+# the run's: the run is restored with its own config, so another value would be
+# silently not applied.
+TRAINING_ONLY_FIELDS = ("validation_every_epochs", "checkpoint_every_steps",
+                        "log_every_steps", "search_space")
 
 # The model_dir cannot be used as asked; the message says what to do instead.
 # Defined in acn_tf/errors.py with the project's other error types.
@@ -211,6 +223,15 @@ def run_config(model_dir: str) -> ExperimentConfig:
                         f"config: {str(error).rstrip('.')}. Was it edited by hand, or "
                         "written by another version of acn-tf? Fix the file or choose "
                         "another --model_dir.") from None
+
+
+def conflicting_fields(run: ExperimentConfig, config: ExperimentConfig) -> List[str]:
+  """The fields where `config` (what a command describes) differs from a trained
+  run's config `run` in a way that matters to eval and export, in the schema's
+  order (name, method, architectures, dataset, ... first)."""
+  stored = strict_json.to_strict(run.to_dict())
+  differing = set(differing_fields(stored, config)) - set(TRAINING_ONLY_FIELDS)
+  return [field for field in FIELDS if field in differing]
 
 
 def check_search_dir(model_dir: str) -> None:

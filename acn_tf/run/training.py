@@ -126,8 +126,11 @@ def health_batches(held_out: tf.data.Dataset):
 
 
 def channel_statistics(config: ExperimentConfig, splits: pipeline.DataSplits):
-  """The training split's channel mean and variance. Reading it decodes a folder's
-  images, so a damaged image file shows here, as a DataFormatError."""
+  """The training split's channel mean and variance. Reading it decodes every
+  image, so a damaged one shows here, as a DataFormatError, before anything is
+  written. A folder's files were already checked as it was listed (and are
+  named: sources.check_images_decode); this catches the others (a damaged record
+  of tensorflow-datasets)."""
   try:
     return pipeline.channel_statistics(splits.train)
   except tf.errors.InvalidArgumentError as error:  # An image file that cannot be decoded.
