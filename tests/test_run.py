@@ -29,7 +29,7 @@ def _check_results(model_dir, method, num_classifiers=2, epochs=1):
   return results
 
 
-@pytest.mark.parametrize("method", ["dml", "acn"])
+@pytest.mark.parametrize("method", ["dml", "dml_noise", "acn"])
 def test_digits_trains_and_writes_results(digits_runs, run_py_here, tmp_path, method):
   """The session's runs (conftest.DIGITS_RUNS: the ACN's without warm-up), then
   --mode=eval of a copy of each."""
@@ -42,6 +42,12 @@ def test_digits_trains_and_writes_results(digits_runs, run_py_here, tmp_path, me
       row = next(csv.DictReader(handle))
     # Phase A ran (no warm-up): its metrics were recorded, not left at zero.
     assert float(row["g_loss"]) != 0.0 and 0.0 < float(row["kept_fraction"]) <= 1.0
+  if method == "dml_noise":  # The noisy batch's figures, and nothing of Phase A.
+    with open(os.path.join(trained, "history.csv")) as handle:
+      row = next(csv.DictReader(handle))
+    assert 0.0 < float(row["kept_fraction"]) <= 1.0 and float(row["divergence_noisy"]) > 0
+    assert "g_loss" not in row and "phase_a_health" not in results
+    assert set(results["optimizer_iterations"]) == {"classifiers"}
   model_dir = shutil.copytree(trained, tmp_path / method)
   evaluated = run_py_here("--mode=eval", f"--model_dir={model_dir}", "--verbose=0")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
