@@ -23,6 +23,11 @@ def _check_results(model_dir, method, num_classifiers=2, epochs=1):
   assert 0.0 <= results["mean_divergence"] <= 0.7  # JS is bounded by log 2.
   assert results["wall_seconds"] > 0
   assert results["num_test"] == 360
+  # The training's cost: every step of every epoch, at the config's batch size.
+  batch_size = results["config"]["batch_size"]
+  assert results["train_steps"] == epochs * (results["num_train"] // batch_size)
+  assert results["train_images_per_second"] == pytest.approx(
+      epochs * (results["num_train"] // batch_size) * batch_size / results["train_seconds"])
   with open(os.path.join(model_dir, "history.csv")) as handle:
     rows = list(csv.DictReader(handle))
   assert len(rows) == epochs and "ensemble_top1" in rows[0]
@@ -53,6 +58,8 @@ def test_digits_trains_and_writes_results(digits_runs, run_py_here, tmp_path, me
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   again = read_json(os.path.join(model_dir, "results.json"))
   assert again["ensemble_top1"] == pytest.approx(results["ensemble_top1"], abs=1e-6)
+  for key in ("train_seconds", "train_steps", "train_images_per_second"):  # Kept.
+    assert again[key] == results[key], key
 
 
 def test_independent_method_with_three_classifiers(digits_runs):
