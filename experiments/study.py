@@ -5,7 +5,10 @@
 
 Each run is `python run.py --experiment=EXPERIMENT ...` with the variant's flags,
 in OUT/VARIANT-seedS; finished runs (results.json present) are skipped, so the
-script can be stopped and started again. Runs are sequential: on a 2-core
+script can be stopped and started again. A variant's flag may be an
+`EpochsTimes`, a multiple of the experiment's epochs (e.g. `dml_compute_matched`:
+DML given ACN's compute), resolved against the registered experiment and the
+study's common overrides. Runs are sequential: on a 2-core
 machine two trainings at once would distort the per-epoch times. Then
 `python experiments/summarize.py OUT` prints the tables and draws the chart.
 """
@@ -14,20 +17,47 @@ import argparse
 import os
 import subprocess
 import sys
-from typing import Dict, Sequence
+from typing import Dict, List, NamedTuple, Sequence, Union
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from acn_tf.config import registry, schema as config_lib  # noqa: E402
+
+
+class EpochsTimes(NamedTuple):
+  """A variant's flag: `--override=epochs=` `factor` times the experiment's epochs
+  (after the study's common overrides), so that it holds for any experiment."""
+  factor: int
+
+  def flag(self, epochs: int) -> str:
+    return f"--override=epochs={self.factor * epochs}"
+
+
+# A variant's flags: run.py arguments, or an EpochsTimes resolved per experiment.
+Flag = Union[str, EpochsTimes]
+
+# An ACN step's wall time in DML steps, measured on fashion_mnist_small on this
+# project's 2-core machine: DML for 120 epochs took 169 s, as long as the spec's
+# ACN run for the experiment's 40 epochs.
+ACN_COST_IN_DML_STEPS = 3
 
 # ACN with Phase A tuned for divergence (the health target), the settings the
 # defaults had before they became the spec's (acn_tf/config/presets.py).
 DIVERGENCE_SEEKING = ("--method=acn", "--preset=divergence_seeking")
 
-# The methods and ACN's ablations, as every study runs them. `acn` is the spec's
-# Phase A, today's defaults; in RESULTS.md's sections dated before 2026-12-02 it
-# was the divergence-seeking settings, which `acn_divergence_seeking` now names.
+# The methods, the two rivals every ACN result is read against (RESULTS.md,
+# "Distance or direction?": its gain there was noise augmentation, at about 3 DML
+# steps a step) and ACN's ablations, as every study runs them. `acn` is the
+# spec's Phase A, today's defaults; in RESULTS.md's sections dated before
+# 2026-12-02 it was the divergence-seeking settings, `acn_divergence_seeking` now.
 METHODS_AND_ABLATIONS = {
     "independent": ("--method=independent",),
     "dml": ("--method=dml",),
+    # DML plus Phase B's divergent-batch terms on x ± input_noise (random signs).
+    "dml_noise": ("--method=dml_noise",),
+    # DML given the compute of ACN: as many times the epochs as an ACN step costs.
+    "dml_compute_matched": ("--method=dml", EpochsTimes(ACN_COST_IN_DML_STEPS)),
     "acn": ("--method=acn",),
     "acn_divergence_seeking": DIVERGENCE_SEEKING,
     "acn_no_wrc": ("--method=acn", "--override=wrc_alpha=0"),
@@ -115,10 +145,30 @@ VARIANTS = {
     # of 2/255, or one of 4/255 (its generator does nothing; RESULTS.md, "Eight seeds").
     "acn_spec_phase_a_k3": (*SPEC_PHASE_A, "--override=ras_steps=3"),
     "acn_spec_phase_a_step_4": (*SPEC_PHASE_A, f"--override=ras_step_size={4 / 255}"),
+    # The validation screen of dml_noise's noise size (RESULTS.md, "The main comparison").
+    **{f"dml_noise_{size}": ("--method=dml_noise", f"--override=input_noise={size}")
+       for size in ("0.05", "0.1", "0.15", "0.2")},
 }
 
 
-def run_study(experiment: str, out: str, variants: Dict[str, Sequence[str]],
+def experiment_epochs(experiment: str, settings: Sequence[str] = ()) -> int:
+  """The epochs of the registered `experiment` with the FIELD=VALUE `settings` applied."""
+  config = registry.get_experiment(experiment)
+  malformed = [setting for setting in settings if "=" not in setting]
+  if malformed:
+    raise SystemExit(f"--override={malformed[0]} is not of the form FIELD=VALUE.")
+  overrides = dict(setting.split("=", 1) for setting in settings)
+  return config_lib.apply_overrides(config, overrides).optimization.epochs
+
+
+def variant_flags(flags: Sequence[Flag], experiment: str,
+                  settings: Sequence[str] = ()) -> List[str]:
+  """A variant's run.py arguments for `experiment`, each EpochsTimes resolved."""
+  return [flag.flag(experiment_epochs(experiment, settings))
+          if isinstance(flag, EpochsTimes) else flag for flag in flags]
+
+
+def run_study(experiment: str, out: str, variants: Dict[str, Sequence[Flag]],
               names: Sequence[str], seeds: Sequence[int], settings: Sequence[str] = (),
               data_dir: str = None) -> None:
   """Trains every (variant, seed) not finished yet: seeds outer, so that an
@@ -127,6 +177,7 @@ def run_study(experiment: str, out: str, variants: Dict[str, Sequence[str]],
   unknown = [name for name in names if name not in variants]
   if unknown:
     raise SystemExit(f"Unknown variants {', '.join(unknown)}; known: {', '.join(variants)}.")
+  flags = {name: variant_flags(variants[name], experiment, settings) for name in names}
   for seed in seeds:
     for name in names:
       model_dir = os.path.join(out, f"{name}-seed{seed}")
@@ -135,7 +186,7 @@ def run_study(experiment: str, out: str, variants: Dict[str, Sequence[str]],
       command = [sys.executable, os.path.join(ROOT, "run.py"),
                  f"--experiment={experiment}", f"--model_dir={model_dir}", "--verbose=0",
                  "--noexport", f"--override=seed={seed}",
-                 *[f"--override={setting}" for setting in settings], *variants[name]]
+                 *[f"--override={setting}" for setting in settings], *flags[name]]
       if data_dir:
         command.append(f"--data_dir={data_dir}")
       print(" ".join(command[1:]), flush=True)

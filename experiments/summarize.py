@@ -6,7 +6,11 @@
 
 Each PATH is a folder of model_dirs named VARIANT-seedS (as experiments/study.py
 makes them) or a model_dir itself (its variant: its name without -seedS); every
-run of a variant is one seed of its row. Further tables: each variant's
+run of a variant is one seed of its row. The main table: per variant, ensemble
+and mean classifier top-1, the paired difference to the baseline over the seeds
+both have (mean, and the two-sided p of a paired t-test), and the cost: training
+seconds per run and training images per second (results.json). Further tables:
+per-classifier top-1 and divergence; each variant's
 difference to the baseline against the pooled seed spread; Phase A's health on
 the test split after training (results.json, acn_tf/method/health.py); the ACN
 variants' Phase A training metrics of the last epoch (history.csv). `--chart`
@@ -28,6 +32,11 @@ import statistics
 from typing import Dict, List, Sequence, Union
 
 _RUN_NAME = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
+
+
+def _seed_of(model_dir: str):
+  match = _RUN_NAME.match(os.path.basename(os.path.normpath(model_dir)))
+  return int(match.group("seed")) if match else None
 
 
 def finished_runs(paths: Union[str, Sequence[str]]) -> Dict[str, List[str]]:
@@ -61,6 +70,8 @@ def load_runs(root: Union[str, Sequence[str]], split: str = "test") -> Dict[str,
     for model_dir in model_dirs:
       with open(os.path.join(model_dir, "results.json")) as handle:
         results = json.load(handle)
+      if results.get("seed") is None:  # Older results: the seed of the folder's name.
+        results["seed"] = _seed_of(model_dir)
       if split == "validation":
         results = _validation_results(model_dir, results)
         if results is None:
@@ -91,12 +102,137 @@ def _mean_std(values: Sequence[float]) -> str:
   return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
-# Baselines first, then the method, then its ablations; other variants after.
-_ORDER = ("independent", "dml", "acn", "acn_no_wrc", "acn_no_ras", "acn_no_gan")
+# Baselines and DML's rivals first, then the method, then its ablations; other
+# variants after.
+_ORDER = ("independent", "dml", "dml_noise", "dml_compute_matched", "acn", "acn_no_wrc",
+          "acn_no_ras", "acn_no_gan")
 
 
 def _display_order(variant: str):
   return (_ORDER.index(variant) if variant in _ORDER else len(_ORDER), variant)
+
+
+# -- The main table: accuracy, paired difference to the baseline, cost -------------
+
+
+def _beta_continued_fraction(x: float, a: float, b: float) -> float:
+  """The continued fraction of the incomplete beta function (modified Lentz)."""
+  tiny, epsilon = 1e-300, 1e-15
+  c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+  d = 1.0 / (d if abs(d) > tiny else tiny)
+  fraction = d
+  for m in range(1, 1000):
+    for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                      -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+      d = 1.0 + numerator * d
+      d = 1.0 / (d if abs(d) > tiny else tiny)
+      c = 1.0 + numerator / c
+      c = c if abs(c) > tiny else tiny
+      fraction *= c * d
+    if abs(c * d - 1.0) < epsilon:
+      break
+  return fraction
+
+
+def regularized_incomplete_beta(x: float, a: float, b: float) -> float:
+  """I_x(a, b), by its continued fraction on the side where it converges fast."""
+  if x <= 0.0:
+    return 0.0
+  if x >= 1.0:
+    return 1.0
+  front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) +
+                   a * math.log(x) + b * math.log1p(-x))
+  if x < (a + 1.0) / (a + b + 2.0):
+    return front * _beta_continued_fraction(x, a, b) / a
+  return 1.0 - front * _beta_continued_fraction(1.0 - x, b, a) / b
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+  """P(|T| >= |t|) for Student's t with `df` degrees of freedom (no scipy here)."""
+  if math.isinf(t):
+    return 0.0
+  return regularized_incomplete_beta(df / (df + t * t), df / 2.0, 0.5)
+
+
+def paired_t_test(differences: Sequence[float]):
+  """(mean difference, two-sided p of the paired t-test; None below two pairs)."""
+  mean = statistics.mean(differences)
+  if len(differences) < 2:
+    return mean, None
+  spread = statistics.stdev(differences)
+  if spread == 0.0:
+    return mean, 1.0 if mean == 0.0 else 0.0
+  t = mean / (spread / math.sqrt(len(differences)))
+  return mean, t_two_sided_p(t, len(differences) - 1)
+
+
+def paired_differences(variant: List[dict], baseline: List[dict]) -> Dict[str, List[float]]:
+  """{"ensemble" / "mean classifier": variant − baseline per seed} over the seeds
+  that each has exactly once, in seed order."""
+  def by_seed(results):
+    seeds = [r.get("seed") for r in results]
+    return {seed: r for seed, r in zip(seeds, results)
+            if seed is not None and seeds.count(seed) == 1}
+
+  mine, theirs = by_seed(variant), by_seed(baseline)
+  common = sorted(set(mine) & set(theirs))
+  differences = {}
+  for kind in ("ensemble", "mean classifier"):
+    differences[kind] = [_scores([mine[seed]])[kind][0] - _scores([theirs[seed]])[kind][0]
+                         for seed in common]
+  return differences
+
+
+def _p_value(p) -> str:
+  if p is None:
+    return "–"
+  return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _cost(values: Sequence, digits: int) -> str:
+  """Mean ± std of the values that were recorded (older runs have none)."""
+  values = [value for value in values if value is not None]
+  if not values:
+    return "–"
+  if len(values) == 1:
+    return f"{values[0]:.{digits}f}"
+  return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def main_rows(runs: Dict[str, List[dict]], baseline: str = "dml") -> List[List[str]]:
+  """One row per variant: seeds, ensemble and mean classifier top-1 (mean ± std),
+  the paired difference to `baseline` in points with its p, for each of the two,
+  then training seconds per run and training images per second."""
+  rows = []
+  for variant in sorted(runs, key=_display_order):
+    results = runs[variant]
+    scores = _scores(results)
+    row = [variant, str(len(results)), _mean_std(scores["ensemble"]),
+           _mean_std(scores["mean classifier"])]
+    if variant == baseline or baseline not in runs:
+      row += ["–"] * 5
+    else:
+      differences = paired_differences(results, runs[baseline])
+      row.append(str(len(differences["ensemble"])))
+      for kind in ("ensemble", "mean classifier"):
+        if not differences[kind]:
+          row += ["–", "–"]
+          continue
+        mean, p = paired_t_test(differences[kind])
+        row += [f"{100 * mean:+.2f}", _p_value(p)]
+    row += [_cost([r.get("train_seconds") for r in results], 0),
+            _cost([r.get("train_images_per_second") for r in results], 0)]
+    rows.append(row)
+  return rows
+
+
+def main_header(baseline: str = "dml") -> List[str]:
+  return ["variant", "seeds", "ensemble top-1 (%)", "mean classifier top-1 (%)",
+          f"seeds paired with {baseline}", f"ensemble − {baseline}", "p",
+          f"mean classifier − {baseline}", "p", "train s / run", "train images / s"]
+
+
+# -- Further tables -------------------------------------------------------------------
 
 
 def summary_rows(runs: Dict[str, List[dict]]) -> List[List[str]]:
@@ -350,6 +486,10 @@ def main() -> None:
   if not runs:
     raise SystemExit("No finished run (results.json) in or under "
                      f"{' '.join(arguments.paths)}.")
+  print(f"Against {arguments.baseline}, paired over the seeds both have "
+        f"(points of {arguments.split} top-1; p: paired t-test, two-sided):\n")
+  print(format_markdown(main_rows(runs, arguments.baseline), main_header(arguments.baseline)))
+  print("\nPer classifier:\n")
   print(format_markdown(summary_rows(runs)))
   comparison = comparison_rows(runs, arguments.baseline)
   if comparison:

@@ -312,6 +312,8 @@ DIGITS_RUNS = {
     "acn": ["--method=acn", "--override=epochs=2", "--override=train_examples=320",
             "--override=adv_warmup_epochs=0", "--override=validation_fraction=0.2"],
     "dml": ["--method=dml", "--override=epochs=1", "--override=train_examples=256"],
+    "dml_noise": ["--method=dml_noise", "--override=epochs=1",
+                  "--override=train_examples=256"],
     "independent": ["--method=independent", "--override=epochs=1",
                     "--override=train_examples=256",
                     "--override=architectures=small_cnn,small_cnn,resnet8"],

@@ -12,6 +12,7 @@ from acn_tf import api, errors
 from acn_tf.config import schema as config_lib, registry
 from acn_tf.method.adversarial import AdversarialCoDistillation, AdversarialWarmup
 from acn_tf.method.codistillation import CoDistillation
+from acn_tf.method.noise import NoisyCoDistillation
 from tiny_models import dense_classifier
 
 
@@ -46,7 +47,7 @@ def test_the_documented_example_runs_as_written(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("method, model_type, kd_weight", [
     ("independent", CoDistillation, 0.0), ("dml", CoDistillation, 1.0),
-    ("acn", AdversarialCoDistillation, 1.0)])
+    ("dml_noise", NoisyCoDistillation, 1.0), ("acn", AdversarialCoDistillation, 1.0)])
 def test_build_model_gives_each_method_the_configs_settings(method, model_type, kd_weight):
   config = api.config(method=method, learning_rate=0.2, lr_schedule="step",
                       lr_decay_epochs=(2,), epochs=3, temperature=2.0)

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import typing
 
+import keras
 import numpy as np
 import pytest
 
@@ -139,18 +140,23 @@ def _another_value(name: str, value):
 def _weights_after_a_step(config):
   info = DatasetInfo("digits", 10, (8, 8, 1), 64, 0, 64, "synthetic")
   model = builders.build_model(config, info, [0.5], [0.08], steps=2)
+  keras.utils.set_random_seed(0)  # dml_noise's signs: the same in both steps compared.
   model.train_on_batch(*random_batch(32, num_classes=10))
   return [v.numpy() for v in model.classifier_variables]
 
 
-@pytest.mark.parametrize("method", ["independent", "dml"])
+@pytest.mark.parametrize("method", ["independent", "dml", "dml_noise"])
 def test_settings_a_method_does_not_read_change_nothing_in_its_step(method):
   """`fields_unused_by` (which the tuner leaves out of a search) is what the
   step does: every such setting changed at once gives the same weights."""
   base = registry.get_experiment("digits").replace(method=method)
   unused = config_lib.fields_unused_by(method)
-  assert {"wrc_alpha", "ras_steps", "adv_weight", "adv_normalization"} <= unused
+  assert {"wrc_alpha", "ras_steps", "ras_epsilon", "divergent_signs"} <= unused
   assert ("kd_weight" in unused) == (method == "independent")
+  # dml_noise reads the divergent-batch terms, their label mask and its noise.
+  noise_settings = {"adv_weight", "adv_kd_weight", "adv_ce_weight", "adv_normalization",
+                    "adv_kd_target", "ras_label_restrict", "input_noise"}
+  assert unused & noise_settings == (set() if method == "dml_noise" else noise_settings)
   changed = base.replace(**{name: _another_value(name, base.get(name))
                             for name in unused}).validate()
   for before, after in zip(_weights_after_a_step(base), _weights_after_a_step(changed)):
@@ -161,8 +167,8 @@ def test_settings_a_method_does_not_read_change_nothing_in_its_step(method):
              zip(_weights_after_a_step(base), _weights_after_a_step(read)))
 
 
-def test_acn_reads_every_setting():
-  assert config_lib.fields_unused_by("acn") == frozenset()
+def test_acn_reads_every_setting_but_the_noise_of_dml_noise():
+  assert config_lib.fields_unused_by("acn") == frozenset({"input_noise"})
 
 
 def test_a_preset_comes_after_the_experiment_and_before_method_and_overrides():

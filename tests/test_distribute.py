@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from acn_tf.run import distribute
 from tiny_models import (exact_acn, exact_acn_kept_mean, exact_acn_mask_from_update,
-                         exact_acn_search_along_generator_loss, exact_batches, exact_dml)
+                         exact_acn_search_along_generator_loss, exact_batches, exact_dml,
+                         exact_dml_noise)
 
 
 def _two_replicas():
@@ -23,9 +24,9 @@ def _two_replicas():
 
 
 @pytest.mark.parametrize(
-    "build", [exact_dml, exact_acn, exact_acn_kept_mean, exact_acn_mask_from_update,
-              exact_acn_search_along_generator_loss],
-    ids=["dml", "acn", "acn_kept_mean", "acn_mask_from_update",
+    "build", [exact_dml, exact_dml_noise, exact_acn, exact_acn_kept_mean,
+              exact_acn_mask_from_update, exact_acn_search_along_generator_loss],
+    ids=["dml", "dml_noise", "acn", "acn_kept_mean", "acn_mask_from_update",
          "acn_search_along_generator_loss"])
 def test_two_replicas_match_one_replica(build):
   single = build(tf.distribute.get_strategy())
@@ -41,7 +42,8 @@ def test_two_replicas_match_one_replica(build):
     moved += not np.allclose(a.numpy(), before)
   assert moved > 4, "the step should have moved the weights"
   # Reported losses are per-example means on both, not divided by the replicas.
-  for key in ("loss", "c0_loss") + (("g_loss", "d_loss") if build is not exact_dml else ()):
+  extra = {exact_dml: (), exact_dml_noise: ("kept_fraction",)}.get(build, ("g_loss", "d_loss"))
+  for key in ("loss", "c0_loss") + extra:
     np.testing.assert_allclose(single_logs[key], mirrored_logs[key], rtol=1e-4,
                                err_msg=key)
 

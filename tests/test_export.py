@@ -22,6 +22,7 @@ from acn_tf.networks import backbones, discriminators, generators
 from acn_tf.method.adversarial import AdversarialCoDistillation
 from acn_tf.run.export import ENSEMBLE_NAME, export_saved_models
 from acn_tf.method.codistillation import CoDistillation
+from acn_tf.method.noise import NoisyCoDistillation
 from conftest import spec_phase_a, subprocess_environment
 
 TRAIN_EXAMPLES = 64
@@ -216,6 +217,25 @@ def test_codistillation_round_trips_through_keras_format(trained_model, digits, 
   metrics = loaded.train_on_batch(_pixels(digits["train_images"][:32]),
                                   digits["train_labels"][:32], return_dict=True)
   assert np.isfinite(metrics["loss"])
+
+
+def test_dml_noise_exports_its_classifiers_and_round_trips(digits, tmp_path):
+  """dml_noise's model has no network but its classifiers: they are what it exports."""
+  model = NoisyCoDistillation(_classifiers(digits, seeds=(7, 8)))
+  model.compile(keras.optimizers.SGD(0.05))
+  model(tf.zeros((1, *digits["info"].image_shape)))
+  model.build_optimizers()
+  model.train_on_batch(_pixels(digits["train_images"][:32]), digits["train_labels"][:32])
+  paths = export_saved_models(model, str(tmp_path / "export"))
+  assert sorted(paths) == ["classifier_0", "classifier_1", ENSEMBLE_NAME]
+  expected = _keras_probabilities(model, digits["test_images"])
+  for i, probabilities in enumerate(expected):
+    serve = tf.saved_model.load(paths[f"classifier_{i}"]).signatures["serving_default"]
+    served = serve(images=tf.constant(digits["test_images"]))["probabilities"].numpy()
+    np.testing.assert_allclose(served, probabilities, atol=TOLERANCE)
+  loaded = _save_and_load(model, str(tmp_path / "dml_noise.keras"))
+  assert type(loaded) is NoisyCoDistillation
+  _assert_same_predictions(model, loaded, digits["test_images"])
 
 
 def _perturb(networks, seed):

@@ -133,6 +133,8 @@ def test_killed_run_resumes_with_every_optimizer_and_finishes_all_epochs(tmp_pat
       "classifiers": epochs * steps,
       "generator": (epochs - 1) * steps,
       "discriminator": (epochs - 1) * steps}
+  # The cost recorded is the resumed process's: whole epochs after the checkpoint.
+  assert 0 < results["train_steps"] < epochs * steps and results["train_steps"] % steps == 0
   with open(os.path.join(model_dir, "history.csv")) as handle:
     recorded = [int(row["epoch"]) for row in csv.DictReader(handle)]
   assert recorded[-1] == epochs - 1

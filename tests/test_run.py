@@ -28,13 +28,18 @@ def _check_results(model_dir, method, num_classifiers=2, epochs=1):
   assert 0.0 <= results["mean_divergence"] <= 0.7  # JS is bounded by log 2.
   assert results["wall_seconds"] > 0
   assert results["num_test"] == 360
+  # The training's cost: every step of every epoch, at the config's batch size.
+  batch_size = results["config"]["batch_size"]
+  assert results["train_steps"] == epochs * (results["num_train"] // batch_size)
+  assert results["train_images_per_second"] == pytest.approx(
+      epochs * (results["num_train"] // batch_size) * batch_size / results["train_seconds"])
   with open(os.path.join(model_dir, "history.csv")) as handle:
     rows = list(csv.DictReader(handle))
   assert len(rows) == epochs and "ensemble_top1" in rows[0]
   return results
 
 
-@pytest.mark.parametrize("method", ["dml", "acn"])
+@pytest.mark.parametrize("method", ["dml", "dml_noise", "acn"])
 def test_digits_trains_and_writes_results(digits_runs, run_py_here, tmp_path, method):
   """The session's runs (conftest.DIGITS_RUNS: the ACN's without warm-up), then
   --mode=eval of a copy of each."""
@@ -47,6 +52,12 @@ def test_digits_trains_and_writes_results(digits_runs, run_py_here, tmp_path, me
       row = next(csv.DictReader(handle))
     # Phase A ran (no warm-up): its metrics were recorded, not left at zero.
     assert float(row["g_loss"]) != 0.0 and 0.0 < float(row["kept_fraction"]) <= 1.0
+  if method == "dml_noise":  # The noisy batch's figures, and nothing of Phase A.
+    with open(os.path.join(trained, "history.csv")) as handle:
+      row = next(csv.DictReader(handle))
+    assert 0.0 < float(row["kept_fraction"]) <= 1.0 and float(row["divergence_noisy"]) > 0
+    assert "g_loss" not in row and "phase_a_health" not in results
+    assert set(results["optimizer_iterations"]) == {"classifiers"}
   model_dir = shutil.copytree(trained, tmp_path / method)
   # The training command retyped with --mode=eval: its flags agree with the run's.
   evaluated = run_py_here("--experiment=digits", *DIGITS_RUNS[method], "--mode=eval",
@@ -54,6 +65,8 @@ def test_digits_trains_and_writes_results(digits_runs, run_py_here, tmp_path, me
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   again = read_json(os.path.join(model_dir, "results.json"))
   assert again["ensemble_top1"] == pytest.approx(results["ensemble_top1"], abs=1e-6)
+  for key in ("train_seconds", "train_steps", "train_images_per_second"):  # Kept.
+    assert again[key] == results[key], key
   # --mode=config of the training command prints what training wrote to config.json.
   printed = run_py_here("--experiment=digits", *DIGITS_RUNS[method], "--mode=config")
   with open(os.path.join(trained, "config.json")) as handle:

@@ -159,3 +159,115 @@ def test_any_set_of_model_dirs_can_be_compared(tmp_path):
       [str(tmp_path / "a"), str(tmp_path / "b" / "dml-seed1")]))
   assert [row[:2] for row in rows] == [["dml", "2"]]
   assert rows[0][4] == "72.00 ± 2.83"
+
+
+# -- The main table: paired differences to the baseline and the cost ------------------
+
+
+@pytest.mark.parametrize("t, df, p", [
+    # Two-sided critical values of Student's t tables (3 decimals, hence the tolerance).
+    (12.706, 1, 0.05), (4.303, 2, 0.05), (2.776, 4, 0.05), (2.228, 10, 0.05),
+    (3.499, 7, 0.01), (2.845, 20, 0.01), (1.96, 100000, 0.05)])
+def test_t_p_values_match_the_tables(t, df, p):
+  assert summarize.t_two_sided_p(t, df) == pytest.approx(p, rel=2e-3)
+  assert summarize.t_two_sided_p(-t, df) == summarize.t_two_sided_p(t, df)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.3, 1.0, 2.5, 10.0, 300.0])
+def test_t_p_values_match_the_closed_forms_of_one_and_two_degrees_of_freedom(t):
+  # df = 1 is the Cauchy distribution; for df = 2, P(|T| > t) = 1 - t / sqrt(2 + t²).
+  assert summarize.t_two_sided_p(t, 1) == pytest.approx(1 - 2 / np.pi * np.arctan(t),
+                                                        rel=1e-9, abs=1e-15)
+  assert summarize.t_two_sided_p(t, 2) == pytest.approx(1 - t / np.sqrt(2 + t * t),
+                                                        rel=1e-9, abs=1e-15)
+
+
+def test_t_p_values_match_scipy_where_it_is_installed():
+  stats = pytest.importorskip("scipy.stats")
+  for df in (1, 3, 7, 15, 60):
+    for t in (0.1, 0.9, 2.0, 4.5, 12.0):
+      assert summarize.t_two_sided_p(t, df) == pytest.approx(2 * stats.t.sf(t, df),
+                                                             rel=1e-9)
+
+
+def _finished(root, name, seed, ensemble, mean_classifier, seconds, images_per_second):
+  """A results.json with the fields the main table reads (made-up numbers)."""
+  model_dir = root / name
+  model_dir.mkdir()
+  write_json(model_dir / "results.json", {
+      "seed": seed, "ensemble_top1": ensemble, "mean_divergence": 0.01,
+      "classifiers": [{"top1": mean_classifier + 0.002}, {"top1": mean_classifier - 0.002}],
+      "seconds_per_epoch": seconds / 40, "train_seconds": seconds,
+      "train_images_per_second": images_per_second})
+
+
+def test_main_table_pairs_seeds_with_the_baseline_and_shows_the_cost(tmp_path, monkeypatch,
+                                                                     capsys):
+  dml = {0: (0.815, 0.811), 1: (0.813, 0.810), 2: (0.816, 0.812)}
+  noise = {0: (0.8175, 0.815), 1: (0.818, 0.814), 2: (0.8235, 0.818), 3: (0.503, 0.501)}
+  for seed, (ensemble, mean) in dml.items():
+    _finished(tmp_path, f"dml-seed{seed}", seed, ensemble, mean, 28.0 + seed, 1400.0 - seed)
+  for seed, (ensemble, mean) in noise.items():  # Seed 3 has no DML run: left unpaired.
+    _finished(tmp_path, f"dml_noise-seed{seed}", seed, ensemble, mean, 50.0 + 2 * seed,
+              800.0 + 10 * seed)
+  rows = summarize.main_rows(summarize.load_runs(str(tmp_path)), "dml")
+  assert [row[0] for row in rows] == ["dml", "dml_noise"]
+
+  ensemble = 100 * np.array([noise[s][0] - dml[s][0] for s in range(3)])
+  mean = 100 * np.array([noise[s][1] - dml[s][1] for s in range(3)])
+  # Two degrees of freedom: p = 1 - t / sqrt(2 + t²), t = mean / (std / sqrt(3)).
+  t_ensemble = ensemble.mean() / (ensemble.std(ddof=1) / np.sqrt(3))
+  t_mean = mean.mean() / (mean.std(ddof=1) / np.sqrt(3))
+  assert abs(ensemble.mean() - 0.5) < 1e-9 and abs(mean.mean() - 0.4667) < 1e-3
+  noise_ensemble = 100 * np.array([noise[s][0] for s in range(4)])
+  noise_mean = 100 * np.array([noise[s][1] for s in range(4)])
+  assert rows[1] == [
+      "dml_noise", "4",
+      f"{noise_ensemble.mean():.2f} ± {noise_ensemble.std(ddof=1):.2f}",
+      f"{noise_mean.mean():.2f} ± {noise_mean.std(ddof=1):.2f}", "3",
+      "+0.50", f"{1 - t_ensemble / np.sqrt(2 + t_ensemble ** 2):.3f}",
+      "+0.47", f"{1 - t_mean / np.sqrt(2 + t_mean ** 2):.3f}",
+      f"{np.mean([50, 52, 54, 56]):.0f} ± {np.std([50, 52, 54, 56], ddof=1):.0f}",
+      f"{np.mean([800, 810, 820, 830]):.0f} ± {np.std([800, 810, 820, 830], ddof=1):.0f}"]
+  # Ensemble differences 0.25, 0.5, 0.75: t = 2 sqrt(3), p = 1 - 2 sqrt(3) / sqrt(14).
+  assert rows[1][6] == "0.074"
+  assert rows[0][4:9] == ["–"] * 5  # The baseline against itself.
+  assert rows[0][9:] == ["29 ± 1", "1399 ± 1"]
+
+  monkeypatch.setattr(sys, "argv", ["summarize.py", str(tmp_path)])
+  summarize.main()
+  printed = capsys.readouterr().out
+  assert printed.index("| dml_noise | 4 |") < printed.index("Per classifier")
+  assert "| seeds paired with dml | ensemble − dml | p |" in printed
+
+
+def test_runs_without_recorded_cost_or_seed_still_summarise(tmp_path):
+  """Older results.json files: no train_seconds; a model_dir not named -seedS."""
+  for seed, score in enumerate((0.70, 0.74)):
+    _run(tmp_path, f"dml-seed{seed}", score)
+  _run(tmp_path, "mine", 0.8)
+  runs = summarize.load_runs([str(tmp_path), str(tmp_path / "mine")])
+  assert [r["seed"] for r in runs["dml"]] == [0, 1] and runs["mine"][0]["seed"] is None
+  rows = summarize.main_rows(runs, "dml")
+  assert rows[1][0] == "mine" and rows[1][4:] == ["0", "–", "–", "–", "–", "–", "–"]
+  assert rows[0][9:] == ["–", "–"]
+
+
+def test_paired_t_test_of_identical_and_single_differences():
+  assert summarize.paired_t_test([0.01, 0.01, 0.01]) == (0.01, 0.0)
+  assert summarize.paired_t_test([0.0, 0.0]) == (0.0, 1.0)
+  assert summarize.paired_t_test([0.02]) == (0.02, None)
+
+
+def test_a_seed_run_twice_is_not_paired(tmp_path):
+  """The same seed from two folders: which run to pair is ambiguous, so neither is."""
+  for folder in ("a", "b"):
+    (tmp_path / folder).mkdir()
+    _finished(tmp_path / folder, "acn-seed0", 0, 0.8, 0.8, 10.0, 100.0)
+  _finished(tmp_path / "a", "acn-seed1", 1, 0.8, 0.8, 10.0, 100.0)
+  for seed in (0, 1):
+    _finished(tmp_path / "a", f"dml-seed{seed}", seed, 0.79, 0.78, 5.0, 200.0)
+  runs = summarize.load_runs([str(tmp_path / "a"), str(tmp_path / "b")])
+  differences = summarize.paired_differences(runs["acn"], runs["dml"])
+  assert differences == {"ensemble": [pytest.approx(0.01)],
+                         "mean classifier": [pytest.approx(0.02)]}

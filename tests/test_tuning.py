@@ -183,6 +183,18 @@ def test_search_writes_the_best_trials_full_config(search, tmp_path):
   assert results["method"] == "acn" and results["config"] == best.to_dict()
 
 
+def test_a_dml_noise_search_samples_its_noise_and_leaves_phase_a_out(tmp_path):
+  config = _digits("dml_noise", ["epochs=1", "train_examples=128", "validation_fraction=0.25",
+                                 "search_space=input_noise=0.05:0.2,wrc_alpha=0.02:0.2"])
+  assert [d.field for d in tuning.search_dimensions(config)] == ["input_noise"]
+  summary = tuning.tune(config, str(tmp_path), tuner="random", max_trials=1, verbose=0)
+  assert summary["num_completed"] == 1
+  best = command_line.resolve_config(
+      "digits", config_file=os.path.join(str(tmp_path), tuning.BEST_CONFIG_FILE))
+  assert best.method == "dml_noise" and 0.05 <= best.distillation.input_noise <= 0.2
+  assert best.distillation.input_noise == summary["best_values"]["input_noise"]
+
+
 def _read_events(run_dir):
   """The event files directly in run_dir (not its subdirectories)."""
   accumulator = event_accumulator.EventAccumulator(

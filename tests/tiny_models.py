@@ -3,8 +3,9 @@
 - `small_cnns`: the project's `small_cnn` classifiers on 8x8 grayscale images.
 - `dense_classifier`: a Flatten + Dense classifier, for API and export checks.
 - `random_batch`: uniform images in [0, 1) and random labels, from a seed.
-- `exact_dml`, `exact_acn` (and its variants): DML and ACN models whose networks
-  have no batch norm and no noise channels, so that equal inputs give equal
+- `exact_dml`, `exact_dml_noise`, `exact_acn` (and its variants): DML, dml_noise
+  and ACN models whose networks have no batch norm and no noise channels (and
+  dml_noise's signs come from the pixels), so that equal inputs give equal
   outputs wherever they run: one replica or two (tests/test_distribute.py),
   plain graph or XLA (tests/test_execution.py).
 """
@@ -18,6 +19,7 @@ from acn_tf.networks import backbones, discriminators
 from acn_tf.method.adversarial import AdversarialCoDistillation
 from acn_tf.config.schema import DistillationConfig
 from acn_tf.method.codistillation import CoDistillation
+from acn_tf.method.noise import NoisyCoDistillation
 from conftest import spec_phase_a
 
 IMAGE_SHAPE = (8, 8, 1)
@@ -89,6 +91,26 @@ def exact_dml(strategy):
     model = CoDistillation([_exact_classifier(1, "c0"), _exact_classifier(2, "c1")])
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-3),
                   distillation=DistillationConfig(temperature=2.0, kd_weight=1.0))
+    model(tf.zeros((1, *IMAGE_SHAPE)))
+    model.build_optimizers()
+  return model
+
+
+class PixelSignNoise(NoisyCoDistillation):
+  """dml_noise whose signs are a function of each pixel's value rather than random:
+  every replica makes the noisy copy a single replica makes of the same images."""
+
+  def noise_signs(self, images):
+    return tf.where(tf.math.floormod(tf.floor(images * 997.0), 2.0) < 1.0, 1.0, -1.0)
+
+
+def exact_dml_noise(strategy):
+  """Masked and averaged over the kept examples: the global kept count (an all-reduce)."""
+  with strategy.scope():
+    model = PixelSignNoise([_exact_classifier(1, "c0"), _exact_classifier(2, "c1")])
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-3),
+                  distillation=DistillationConfig(temperature=2.0, adv_normalization="kept",
+                                                  input_noise=0.1))
     model(tf.zeros((1, *IMAGE_SHAPE)))
     model.build_optimizers()
   return model

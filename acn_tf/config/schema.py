@@ -25,7 +25,9 @@ from acn_tf import errors
 from acn_tf.config import scalars, search_space
 from acn_tf.networks import architecture_names
 
-METHODS = ("independent", "dml", "acn")
+# dml_noise is DML with Phase B's divergent-batch terms on a noisy copy of the batch
+# (acn_tf/method/noise.py): the rival that explained ACN's gain on fashion_mnist_small.
+METHODS = ("independent", "dml", "dml_noise", "acn")
 # The datasets known by name; any other dataset is "tfds:NAME" or "folder:PATH".
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
 # An image-classification dataset of tensorflow-datasets, by its tfds name.
@@ -66,16 +68,18 @@ ConfigError = errors.ConfigError
 def setting(default: Any, *, low: Optional[float] = None, low_open: bool = False,
             high: Optional[float] = None, high_open: bool = False,
             choices: Sequence[Any] = (), hint: str = "",
-            methods: Sequence[str] = METHODS) -> Any:
+            methods: Optional[Sequence[str]] = None) -> Any:
   """A field with its valid range or choices, which `validate()` checks.
 
   `low`/`high` bound the value (open bounds excluded); `hint` is appended to the
   error when the value is out of range. `methods` are the methods that read the
-  setting (a search over it under another method would change nothing).
+  setting (a search over it under another method would change nothing); None:
+  every method, or ACN alone for a setting of Phase A's section (`fields_unused_by`).
   """
   return dataclasses.field(default=default, metadata=dict(
       low=low, low_open=low_open, high=high, high_open=high_open,
-      choices=tuple(choices), hint=hint, methods=tuple(methods)))
+      choices=tuple(choices), hint=hint,
+      methods=None if methods is None else tuple(methods)))
 
 
 def positive(default: Any, **kwargs: Any) -> Any:
@@ -143,29 +147,38 @@ class OptimizationConfig:
 @dataclasses.dataclass(frozen=True)
 class DistillationConfig:
   """Phase B: L_i = CE + kd_weight T² KL on x
-  + adv_weight (adv_kd_weight T² KL + adv_ce_weight CE) on x̃."""
+  + adv_weight (adv_kd_weight T² KL + adv_ce_weight CE) on x̃, where x̃ is
+  ACN's divergent batch or dml_noise's noisy copy of x."""
 
   # `independent` is DML with the distillation term off: it reads neither.
-  temperature: float = positive(1.0, methods=("dml", "acn"))
-  kd_weight: float = non_negative(1.0, methods=("dml", "acn"))
-  # The divergent-batch terms: ACN only.
-  adv_weight: float = non_negative(1.0, methods=("acn",))
-  adv_ce_weight: float = non_negative(1.0, methods=("acn",))
+  temperature: float = positive(1.0, methods=("dml", "dml_noise", "acn"))
+  kd_weight: float = non_negative(1.0, methods=("dml", "dml_noise", "acn"))
+  # The divergent-batch terms: ACN's, and dml_noise's on its noisy batch.
+  adv_weight: float = non_negative(1.0, methods=("dml_noise", "acn"))
+  adv_ce_weight: float = non_negative(1.0, methods=("dml_noise", "acn"))
   # Weight of the peers' agreement (T² KL) on x̃; the spec's 1. At 0 the divergent
   # batch only asks for its label: adversarial data augmentation guided by the
   # classifiers' disagreement, which separates the two halves of the term.
-  adv_kd_weight: float = non_negative(1.0, methods=("acn",))
+  adv_kd_weight: float = non_negative(1.0, methods=("dml_noise", "acn"))
   # What classifier i matches on x̃: its peers' predictions on x̃ itself (the
   # spec's "divergent"), or on the real image x that x̃ was made from ("real"):
   # x̃ keeps x's label, so this asks each classifier to predict on x̃ what its
   # peers predict on x, a consistency term in place of agreement where the peers
   # were made to disagree.
-  adv_kd_target: str = one_of("divergent", ADV_KD_TARGETS, methods=("acn",))
+  adv_kd_target: str = one_of("divergent", ADV_KD_TARGETS, methods=("dml_noise", "acn"))
   # Averaging of the divergent-batch loss over the label mask m. "kept" (mean over
   # kept examples) is the spec's literal reading; it collapses training from
   # scratch (measured, see experiments/RESULTS.md), so the default is "batch":
   # sum over kept examples / batch size, which scales the term by the kept share.
-  adv_normalization: str = one_of("batch", ADV_NORMALIZATIONS, methods=("acn",))
+  adv_normalization: str = one_of("batch", ADV_NORMALIZATIONS, methods=("dml_noise", "acn"))
+  # dml_noise's x̃: every pixel of x moved by ± input_noise (a fresh random sign
+  # per pixel and step), clipped to [0, 1]. Default 0.13: the mean distance the
+  # random-sign control's generators moved a test pixel on fashion_mnist_small,
+  # where noise of that size matched the control (experiments/RESULTS.md,
+  # "Distance or direction?"). A matched control, not a value chosen for use: the
+  # validation split's screen of input_noise will set the default (not run yet).
+  input_noise: float = setting(0.13, low=0, high=1, methods=("dml_noise",),
+                               hint="input_noise is in pixel units of [0, 1] images.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +194,9 @@ class SearchConfig:
   # (‖x̃0 − x‖∞ 0.004), so what Phase B sees is this ball's one search step.
   ras_epsilon: float = setting(8.0 / 255.0, low=0, high=1,
                                hint="ras_epsilon is in pixel units of [0, 1] images.")
-  ras_label_restrict: bool = True
+  # The label mask m: Phase B trains on x̃_b only where the ensemble still
+  # predicts y_b there; dml_noise masks its noisy batch the same way.
+  ras_label_restrict: bool = setting(True, methods=("dml_noise", "acn"))
   # The label mask's pass at x̃: "search" (a separate inference-mode pass, the spec's
   # reading) or "update" (the classifier update's own training-mode forward on x̃).
   # "update" saves one pass of every classifier per step at the same accuracy
@@ -411,14 +426,20 @@ SECTIONS: Tuple[str, ...] = tuple(
     if _is_section(typing.get_type_hints(ExperimentConfig)[field.name]))
 
 
+def methods_reading(name: str) -> Tuple[str, ...]:
+  """The methods that read the setting `name`: those its `setting(methods=...)`
+  names, else every method, or ACN alone for a setting of Phase A's section
+  (the `adversarial` section)."""
+  field = FIELDS[name]
+  declared = field.metadata.get("methods")
+  if declared is not None:
+    return declared
+  return ("acn",) if field.location[0] == "adversarial" else METHODS
+
+
 def fields_unused_by(method: str) -> frozenset:
-  """The settings `method` never reads: all of Phase A's (the `adversarial`
-  section) except under ACN, and those whose `setting(methods=...)` excludes it."""
-  unused = {name for name, field in FIELDS.items()
-            if method not in field.metadata.get("methods", METHODS)}
-  if method != "acn":
-    unused |= {name for name, field in FIELDS.items() if field.location[0] == "adversarial"}
-  return frozenset(unused)
+  """The settings `method` never reads (`methods_reading`)."""
+  return frozenset(name for name in FIELDS if method not in methods_reading(name))
 
 
 def field_types() -> Dict[str, Any]:

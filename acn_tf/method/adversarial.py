@@ -13,6 +13,7 @@ from acn_tf.networks import generators
 from acn_tf.config.schema import AdversarialConfig, DistillationConfig
 from acn_tf.networks.folding import InferenceNetworks
 from acn_tf.method.codistillation import CoDistillation
+from acn_tf.method.noise import moved_by, random_signs
 from acn_tf.method.search import (Objective, SearchResult, divergence_objective,
                                   group_divergence, inference_logits, label_mask,
                                   restricted_adversarial_search)
@@ -83,7 +84,8 @@ class AdversarialCoDistillation(CoDistillation):
               distillation: DistillationConfig = DistillationConfig(),
               adversarial: AdversarialConfig = AdversarialConfig(), **kwargs):
     """Three optimizers, one per player; each touches only its own variables."""
-    super().compile(optimizer, distillation=distillation, **kwargs)
+    super().compile(optimizer, distillation=distillation,
+                    label_restrict=adversarial.search.ras_label_restrict, **kwargs)
     if (self.discriminator is None) != (discriminator_optimizer is None):
       raise ValueError("Give a discriminator_optimizer exactly when the model has a "
                        "discriminator (gan_weight > 0).")
@@ -157,7 +159,7 @@ class AdversarialCoDistillation(CoDistillation):
     if settings.divergent_signs == "found":
       signs = tf.sign(moved)
     else:
-      signs = tf.where(tf.random.uniform(tf.shape(images)) < 0.5, -1.0, 1.0)
+      signs = random_signs(tf.shape(images))
     if settings.divergent_sizes == "found":
       sizes = tf.abs(moved)
     else:
@@ -167,54 +169,6 @@ class AdversarialCoDistillation(CoDistillation):
     if settings.search.ras_mask_source == "search":
       logits = inference_logits(self.phase_a_classifiers(), examples)
     return SearchResult(examples, logits)
-
-  # -- Phase B --------------------------------------------------------------------
-
-  def classifier_update(self, images, labels,
-                        divergent: Optional[SearchResult] = None) -> None:
-    """Phase B: one update of all classifiers on the real batch and, after the
-    warm-up, on the divergent batch x̃ with its label mask m."""
-    if divergent is None:
-      super().classifier_update(images, labels)
-      return
-    with tf.GradientTape() as tape:
-      total, logits, per_classifier = self.real_batch_loss(images, labels)
-      divergent_logits = self(divergent.images, training=True)
-      mask_logits = divergent.logits if divergent.logits is not None else divergent_logits
-      keep_mask = tf.stop_gradient(self.keep_mask(mask_logits, labels))
-      total += self.divergent_batch_loss(divergent_logits, labels, keep_mask, logits)
-      scaled_total = self.optimizer.scale_loss(total)
-    self.apply_classifier_gradients(tape, scaled_total)
-    self.update_classifier_metrics(logits, labels, per_classifier)
-    self.update_search_metrics(mask_logits, keep_mask)
-
-  def keep_mask(self, logits, labels) -> tf.Tensor:
-    """m = [argmax p̄(x̃) = y], from the search's inference-mode logits at x̃ or,
-    with `ras_mask_source="update"`, from Phase B's own forward pass on the
-    same x̃ (one pass of every classifier fewer; batch statistics of x̃)."""
-    return label_mask(logits, labels, self.adversarial.search.ras_label_restrict)
-
-  def divergent_batch_loss(self, divergent_logits, labels, keep_mask,
-                           real_logits=None) -> tf.Tensor:
-    """adv_weight Σ_i mean over m of (adv_kd_weight T² KL to the peers +
-    adv_ce_weight CE) on x̃: "batch" divides the masked sum by the batch size,
-    "kept" by the number of kept examples (`adv_normalization`). The peers'
-    predictions are on x̃, or with `adv_kd_target="real"` on the real batch
-    (`real_logits`, the example x̃ was made from at the same position)."""
-    distillation = self.distillation
-    targets = None
-    if distillation.adv_kd_target == "real":
-      if real_logits is None:
-        raise ValueError('adv_kd_target="real" needs the real batch\'s logits.')
-      targets = real_logits
-    per_classifier = losses.codistillation_losses(
-        divergent_logits, labels, distillation.temperature, distillation.adv_kd_weight,
-        ce_weight=distillation.adv_ce_weight, target_logits=targets)
-    if distillation.adv_normalization == "kept":
-      terms = [losses.global_mean(loss, keep_mask) for loss in per_classifier]
-    else:
-      terms = [losses.global_mean(loss * keep_mask) for loss in per_classifier]
-    return distillation.adv_weight * tf.add_n(terms)
 
   # -- Phase A --------------------------------------------------------------------
 
@@ -275,7 +229,7 @@ class AdversarialCoDistillation(CoDistillation):
 
     return negative_generator_loss
 
-  def update_search_metrics(self, divergent_logits, keep_mask) -> None:
+  def update_divergent_metrics(self, divergent_logits, keep_mask) -> None:
     """Div at x̃ and the fraction the label restriction keeps."""
     searched = losses.reported_divergence([tf.stop_gradient(z) for z in divergent_logits])
     self.searched_divergence.update_state(tf.reduce_mean(searched))
@@ -399,11 +353,6 @@ class AdversarialWarmup(keras.callbacks.Callback):
     if active != self.model.adversarial_phase_active:
       self.model.adversarial_phase_active = active
       self.model.make_train_function(force=True)
-
-
-def moved_by(images: tf.Tensor, signs: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
-  """clip01(x + signs * sizes), per pixel."""
-  return tf.clip_by_value(images + tf.cast(signs, images.dtype) * sizes, 0.0, 1.0)
 
 
 def _finite_or_zero(gradient: tf.Tensor) -> tf.Tensor:

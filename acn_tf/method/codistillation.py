@@ -1,18 +1,21 @@
 """Co-distillation of n classifiers (docs/METHOD.md Phase B): independent and DML.
 
 `CoDistillation` trains n classifiers on labels plus each other's predictions.
-Its `train_step` is Phase B on the real batch; `AdversarialCoDistillation`
-(acn_tf/method/adversarial.py) runs Phase A first and passes its divergent examples to
-the same classifier update, so every method shares one code path.
+Its `train_step` is Phase B on the real batch. Its `classifier_update` also takes
+a second, "divergent" batch x̃ with the terms Phase B asks of it: ACN
+(`AdversarialCoDistillation`, acn_tf/method/adversarial.py) passes Phase A's
+examples, dml_noise (`NoisyCoDistillation`, acn_tf/method/noise.py) a noisy copy of
+the batch, so every method shares one code path.
 """
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
 from acn_tf.method import losses
 from acn_tf.config.schema import DistillationConfig
+from acn_tf.method.search import SearchResult, label_mask
 
 
 @keras.saving.register_keras_serializable(package="acn_tf")
@@ -31,6 +34,7 @@ class CoDistillation(keras.Model):
       raise ValueError("CoDistillation needs at least one classifier.")
     self.classifiers = list(classifiers)
     self.distillation = DistillationConfig()
+    self.label_restrict = True
     num_classes = self.classifiers[0].output_shape[-1]
     top_k = min(5, num_classes)
     self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -48,11 +52,14 @@ class CoDistillation(keras.Model):
   # -- Keras plumbing ----------------------------------------------------------
 
   def compile(self, optimizer, distillation: DistillationConfig = DistillationConfig(),
-              **kwargs):
+              label_restrict: bool = True, **kwargs):
     """`optimizer` updates all classifiers (their losses are summed; see losses.py);
-    `distillation` holds Phase B's weights (ExperimentConfig.phase_b())."""
+    `distillation` holds Phase B's weights (ExperimentConfig.phase_b());
+    `label_restrict` (`ras_label_restrict`) whether a divergent batch is masked by
+    its label (`keep_mask`)."""
     super().compile(optimizer=optimizer, **kwargs)
     self.distillation = distillation
+    self.label_restrict = label_restrict
 
   def get_config(self) -> dict:
     """The networks only; optimizers and settings come with `compile()`."""
@@ -126,13 +133,24 @@ class CoDistillation(keras.Model):
     self.update_classifier_metrics(logits, labels, per_classifier)
     return self.metric_results(self.classifier_metrics)
 
-  def classifier_update(self, images, labels) -> None:
-    """Phase B on the real batch: one update of all classifiers."""
+  def classifier_update(self, images, labels,
+                        divergent: Optional[SearchResult] = None) -> None:
+    """Phase B: one update of all classifiers on the real batch and, when given,
+    on a divergent batch x̃ (ACN's examples after the warm-up, dml_noise's noisy
+    copy) with its label mask m, made from `divergent.logits` when the caller
+    has them, else from this update's own forward pass on x̃."""
     with tf.GradientTape() as tape:
       total, logits, per_classifier = self.real_batch_loss(images, labels)
+      if divergent is not None:
+        divergent_logits = self(divergent.images, training=True)
+        mask_logits = divergent.logits if divergent.logits is not None else divergent_logits
+        keep_mask = tf.stop_gradient(self.keep_mask(mask_logits, labels))
+        total += self.divergent_batch_loss(divergent_logits, labels, keep_mask, logits)
       scaled_total = self.optimizer.scale_loss(total)
     self.apply_classifier_gradients(tape, scaled_total)
     self.update_classifier_metrics(logits, labels, per_classifier)
+    if divergent is not None:
+      self.update_divergent_metrics(mask_logits, keep_mask)
 
   def real_batch_loss(self, images, labels):
     """Sum over classifiers of the batch mean of CE + kd_weight T² KL on x, in
@@ -142,6 +160,35 @@ class CoDistillation(keras.Model):
         logits, labels, self.distillation.temperature, self.distillation.kd_weight)
     total = tf.add_n([losses.global_mean(loss) for loss in per_classifier])
     return total, logits, per_classifier
+
+  def keep_mask(self, logits, labels) -> tf.Tensor:
+    """m = [argmax p̄(x̃) = y] (all ones when `label_restrict` is off), from the
+    logits the caller passes: ACN's search's inference-mode ones at x̃ or, with
+    `ras_mask_source="update"` and for dml_noise, Phase B's own forward pass on
+    the same x̃ (one pass of every classifier fewer; batch statistics of x̃)."""
+    return label_mask(logits, labels, self.label_restrict)
+
+  def divergent_batch_loss(self, divergent_logits, labels, keep_mask,
+                           real_logits=None) -> tf.Tensor:
+    """adv_weight Σ_i mean over m of (adv_kd_weight T² KL to the peers +
+    adv_ce_weight CE) on x̃: "batch" divides the masked sum by the batch size,
+    "kept" by the number of kept examples (`adv_normalization`). The peers'
+    predictions are on x̃, or with `adv_kd_target="real"` on the real batch
+    (`real_logits`, the example x̃ was made from at the same position)."""
+    distillation = self.distillation
+    targets = None
+    if distillation.adv_kd_target == "real":
+      if real_logits is None:
+        raise ValueError('adv_kd_target="real" needs the real batch\'s logits.')
+      targets = real_logits
+    per_classifier = losses.codistillation_losses(
+        divergent_logits, labels, distillation.temperature, distillation.adv_kd_weight,
+        ce_weight=distillation.adv_ce_weight, target_logits=targets)
+    if distillation.adv_normalization == "kept":
+      terms = [losses.global_mean(loss, keep_mask) for loss in per_classifier]
+    else:
+      terms = [losses.global_mean(loss * keep_mask) for loss in per_classifier]
+    return distillation.adv_weight * tf.add_n(terms)
 
   def apply_classifier_gradients(self, tape: tf.GradientTape,
                                  scaled_total: tf.Tensor) -> None:
@@ -162,6 +209,10 @@ class CoDistillation(keras.Model):
       self.top5_metrics[i].update_state(labels, classifier_logits)
     self.ensemble_top1.update_state(labels, losses.ensemble_probabilities(logits))
     self.divergence_tracker.update_state(tf.reduce_mean(losses.reported_divergence(logits)))
+
+  def update_divergent_metrics(self, divergent_logits, keep_mask) -> None:
+    """What a model that trains on a divergent batch records of it (ACN and
+    dml_noise: Div at x̃ and the kept fraction); DML trains on none."""
 
   def get_metrics_result(self) -> Dict[str, tf.Tensor]:
     """What Keras logs at an epoch's end (it reads the metrics, not the last

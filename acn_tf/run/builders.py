@@ -152,6 +152,12 @@ def assemble_model(config: ExperimentConfig, classifiers, info: pipeline.Dataset
     model.compile(optimizer=optimizer, distillation=config.phase_b(),
                   adversarial=config.adversarial, jit_compile=use_xla(config),
                   **phase_a_optimizers(config, model.discriminator is not None))
+  elif config.method == "dml_noise":
+    from acn_tf.method.noise import NoisyCoDistillation  # Only method=dml_noise needs it.
+    model = NoisyCoDistillation(classifiers, name="noisy_codistillation")
+    model.compile(optimizer=optimizer, distillation=config.phase_b(),
+                  label_restrict=config.adversarial.search.ras_label_restrict,
+                  jit_compile=use_xla(config))
   else:
     model = CoDistillation(classifiers, name="codistillation")
     model.compile(optimizer=optimizer, distillation=config.phase_b(),

@@ -24,6 +24,18 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
       super().on_epoch_end(epoch, logs)
 
 
+class StepCounter(keras.callbacks.Callback):
+  """The training steps `fit` ran in this process: a resumed run's earlier steps are
+  not among them, so steps / seconds is this process's throughput either way."""
+
+  def __init__(self):
+    super().__init__()
+    self.steps = 0
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.steps += 1
+
+
 class DivergentExamplesSummary(keras.callbacks.Callback):
   """Each epoch, a TensorBoard image of real vs divergent examples (tag
   "divergent_examples": rows x, x̃0, x̃, amplified x̃ - x) and the generator's and

@@ -180,6 +180,8 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
                                  health_batches(held_out), steps=steps)
   backup = next(callback for callback in callbacks
                 if isinstance(callback, safety.SafeBackupAndRestore))
+  counter = acn_callbacks.StepCounter()
+  callbacks.append(counter)
   start = time.time()
   try:
     with safety.stop_on_signals(backup):
@@ -203,7 +205,7 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
     export_lib.export_saved_models(model, os.path.join(model_dir, run_dir.EXPORT_DIR),
                                    class_names=splits.info.class_names)
   results = _record(config, model, metrics, evaluation_seconds, test_data, splits.info,
-                    model_dir, train_seconds)
+                    model_dir, train_seconds, train_steps=counter.steps)
   shutil.rmtree(os.path.join(model_dir, run_dir.BACKUP_DIR), ignore_errors=True)
   return results
 
@@ -281,12 +283,19 @@ def _evaluate_and_record(config, model, test_data, info, model_dir, train_second
 
 
 def _record(config, model, metrics, evaluation_seconds, test_data, info, model_dir,
-            train_seconds, checkpoint: str = "final") -> Dict[str, Any]:
-  """Writes results.json (strict JSON) from the test metrics; returns the results."""
+            train_seconds, checkpoint: str = "final",
+            train_steps: Optional[int] = None) -> Dict[str, Any]:
+  """Writes results.json (strict JSON) from the test metrics; returns the results.
+
+  `train_seconds` and `train_steps` are this process's `fit`: its seconds and the
+  steps it ran (a resumed run's since its checkpoint). None for both (a
+  re-evaluation) keeps what results.json recorded.
+  """
   results_path = os.path.join(model_dir, run_dir.RESULTS_FILE)
   if train_seconds is None and os.path.exists(results_path):
     try:  # Re-evaluation keeps the training time.
-      train_seconds = strict_json.read(results_path).get("train_seconds")
+      recorded = strict_json.read(results_path)
+      train_seconds, train_steps = recorded.get("train_seconds"), recorded.get("train_steps")
     except (OSError, ValueError, AttributeError):
       train_seconds = None
   results = {
@@ -312,6 +321,10 @@ def _record(config, model, metrics, evaluation_seconds, test_data, info, model_d
       "optimizer_iterations": _optimizer_iterations(model),
       "train_seconds": train_seconds,
       "seconds_per_epoch": (train_seconds / config.optimization.epochs) if train_seconds else None,
+      # Steps and images of this process's `fit` (a resumed run: since its checkpoint).
+      "train_steps": train_steps,
+      "train_images_per_second": (train_steps * config.data.batch_size / train_seconds
+                                  if train_seconds and train_steps is not None else None),
       "evaluation_seconds": evaluation_seconds,
       "wall_seconds": (train_seconds or 0.0) + evaluation_seconds,
       "tensorflow_version": tf.__version__,
