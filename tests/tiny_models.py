@@ -6,7 +6,8 @@
 - `exact_dml`, `exact_acn` (and its variants): DML and ACN models whose networks
   have no batch norm and no noise channels, so that equal inputs give equal
   outputs wherever they run: one replica or two (tests/test_distribute.py),
-  plain graph or XLA (tests/test_execution.py).
+  plain graph or XLA (tests/test_execution.py). Their classifiers' optimizer is the
+  one run.py gives them (PyTorch's SGD rule, coupled weight decay).
 """
 
 import keras
@@ -18,6 +19,7 @@ from acn_tf.networks import backbones, discriminators
 from acn_tf.method.adversarial import AdversarialCoDistillation
 from acn_tf.config.schema import DistillationConfig
 from acn_tf.method.codistillation import CoDistillation
+from acn_tf.run import optimizers
 from conftest import spec_phase_a
 
 IMAGE_SHAPE = (8, 8, 1)
@@ -87,7 +89,7 @@ def _exact_generator(seed):
 def exact_dml(strategy):
   with strategy.scope():
     model = CoDistillation([_exact_classifier(1, "c0"), _exact_classifier(2, "c1")])
-    model.compile(keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-3),
+    model.compile(optimizers.PyTorchSGD(0.1, momentum=0.9, weight_decay=1e-3),
                   distillation=DistillationConfig(temperature=2.0, kd_weight=1.0))
     model(tf.zeros((1, *IMAGE_SHAPE)))
     model.build_optimizers()
@@ -103,7 +105,7 @@ def exact_acn(strategy, adv_normalization="batch", mask_source="search",
         [_exact_classifier(1, "c0"), _exact_classifier(2, "c1")], _exact_generator(4),
         discriminator)
     model.compile(
-        keras.optimizers.SGD(0.1, momentum=0.9),
+        optimizers.PyTorchSGD(0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
         generator_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5),
         discriminator_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5),
         distillation=DistillationConfig(adv_normalization=adv_normalization),
