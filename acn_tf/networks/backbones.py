@@ -21,9 +21,9 @@ _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
 def check_image_shape(image_shape) -> None:
   """Raises ValueError unless `image_shape` is a fixed (height, width, channels).
 
-  That is all the classifiers (and Phase A's networks) need: their stages use
-  "same" padding and end in global pooling, so any size from 1x1 up and any
-  channel count build. The CIFAR-style stems keep the full resolution in the
+  That is all the classifiers (and Phase A's networks) need: their stages keep
+  the size or halve it rounding up (`_conv`) and end in global pooling, so any
+  size from 1x1 up and any channel count build. The CIFAR-style stems keep the full resolution in the
   first stage, so the cost per image grows with height x width.
   """
   shape = tuple(image_shape)
@@ -34,8 +34,22 @@ def check_image_shape(image_shape) -> None:
 
 
 def _conv(filters: int, kernel_size: int, strides: int = 1, name: Optional[str] = None):
-  return layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
-                       use_bias=False, kernel_initializer="he_normal", name=name)
+  """A convolution that keeps the size (strides 1) or halves it, rounding up.
+
+  A strided k x k convolution pads (k - 1) / 2 on every side, as PyTorch's padding=1
+  does for 3x3, and not "same": on an even size TensorFlow pads a 3x3 stride-2
+  convolution by 0 before and 1 after, which centres output i on input 2i + 1 while
+  the strided 1x1 shortcut samples 2i, so the two branches a block adds would look
+  one pixel apart. Padded symmetrically both centre on 2i, at any input size.
+  """
+  symmetric = strides > 1 and kernel_size > 1
+  convolution = layers.Conv2D(filters, kernel_size, strides=strides,
+                              padding="valid" if symmetric else "same", use_bias=False,
+                              kernel_initializer="he_normal", name=name)
+  if not symmetric:
+    return convolution
+  padding = layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")
+  return lambda inputs: convolution(padding(inputs))
 
 
 def _basic_block(inputs, filters: int, strides: int, name: str):
