@@ -352,3 +352,42 @@ def test_both_branches_of_a_downsampling_block_look_at_pixel_2i(architecture):
                                      if 0 <= r < height]
     assert columns(strided_support) == [c for c in (2 * j - 1, 2 * j, 2 * j + 1)
                                         if 0 <= c < width]
+
+
+def test_initial_weights_follow_the_pytorch_cifar_resnets():
+  """Convolutions: kaiming_normal_(mode="fan_out"), a plain normal of std
+  sqrt(2 / (k k filters)) (so 4.55% of the weights lie beyond 2 std, where a truncated
+  normal has none); batch norm gamma 1, beta 0; the head PyTorch's default nn.Linear,
+  weights and biases uniform in +-1 / sqrt(fan_in)."""
+  model = _built("resnet32", num_classes=100)
+  standardised = []
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.Conv2D):
+      kernel = layer.kernel.numpy()
+      size, _, _, filters = kernel.shape
+      standardised.append((kernel / np.sqrt(2.0 / (size * size * filters))).ravel())
+      # Layer by layer, the std is the fan-out's (the stem's fan-in one would be 2.3x).
+      assert np.std(kernel) == pytest.approx(np.sqrt(2.0 / (size * size * filters)),
+                                             rel=max(0.05, 4.0 / np.sqrt(kernel.size)))
+    if isinstance(layer, keras.layers.BatchNormalization):
+      np.testing.assert_array_equal(layer.gamma.numpy(), 1.0)
+      np.testing.assert_array_equal(layer.beta.numpy(), 0.0)
+  z = np.concatenate(standardised)
+  assert z.size == 466_906 - 650 - 2 * 1_232  # Every convolution weight.
+  assert abs(np.mean(z)) < 0.01 and np.var(z) == pytest.approx(1.0, abs=0.01)
+  assert np.mean(np.abs(z) > 2.0) == pytest.approx(0.0455, abs=0.002)
+  kernel, bias = (weight.numpy() for weight in model.get_layer("logits").weights)
+  limit = 1.0 / np.sqrt(64)
+  for values in (kernel, bias):
+    assert np.abs(values).max() <= limit and np.abs(values).max() > 0.9 * limit
+  assert np.var(kernel) == pytest.approx(limit**2 / 3.0, rel=0.06)  # Uniform's variance.
+
+
+def test_the_small_cnn_keeps_keras_he_normal():
+  model = _built("small_cnn", (28, 28, 1))
+  kernel = model.get_layer("conv1").kernel.numpy()
+  assert np.std(kernel) == pytest.approx(np.sqrt(2.0 / 9.0), rel=0.15)  # Fan-in 3x3x1.
+  # Truncated at 2 std of the underlying normal, whose std Keras raises by 1 / 0.8796 so
+  # that the truncated one keeps sqrt(2 / fan_in).
+  assert np.abs(kernel).max() <= 2.0 * np.sqrt(2.0 / 9.0) / 0.87962566
+  np.testing.assert_array_equal(model.get_layer("logits").bias.numpy(), 0.0)
