@@ -13,11 +13,10 @@ from acn_tf.run import builders, optimizers
 from tiny_models import dense_classifier
 
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4
-# The step decay inside the steps: lr_decay_epochs=(1,) at 3 steps per epoch gives these
-# rates at iterations 0..5 (Keras' PiecewiseConstantDecay keeps a rate up to and
-# including its boundary).
+# The step decay inside the steps: lr_decay_epochs=(1,) at 3 steps per epoch, so epoch
+# 0's three steps at 0.1 and epoch 1's at 0.01, as PyTorch's MultiStepLR([1]) per epoch.
 STEPS_PER_EPOCH = 3
-RATES = (0.1, 0.1, 0.1, 0.1, 0.01, 0.01)
+RATES = (0.1, 0.1, 0.1, 0.01, 0.01, 0.01)
 
 
 def _optimizer(mode: str, nesterov: bool = True):
@@ -106,10 +105,19 @@ def _assert_all_close(trained, reference):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
-def test_the_rates_are_the_step_decay_the_references_use():
-  optimizer = _optimizer("coupled")
-  rates = [float(optimizer._learning_rate(step)) for step in range(len(RATES))]
-  assert rates == pytest.approx(RATES)
+def test_each_step_takes_its_epochs_rate():
+  """The rate the optimizer applies at each step (measured on a unit gradient without
+  momentum), against the rates by epoch: the drop at epoch 1 starts with its first step."""
+  optimizer = builders.classifier_optimizer(OptimizationConfig(
+      learning_rate=0.1, momentum=0.0, weight_decay=0.0, lr_schedule="step",
+      lr_decay_epochs=(1,), lr_decay_factor=0.1), STEPS_PER_EPOCH)
+  weight = keras.Variable(np.zeros(1, np.float32))
+  applied = []
+  for _ in RATES:
+    before = float(weight.numpy()[0])
+    optimizer.apply([tf.ones(1)], [weight])
+    applied.append(before - float(weight.numpy()[0]))
+  assert applied == pytest.approx(RATES, rel=1e-5)
 
 
 @pytest.mark.parametrize("nesterov", [True, False])

@@ -55,7 +55,11 @@ def learning_rate_schedule(optimization: OptimizationConfig, steps: int):
   if optimization.lr_schedule == "cosine":
     return keras.optimizers.schedules.CosineDecay(
         optimization.learning_rate, decay_steps=max(1, optimization.epochs * steps))
-  boundaries = [epoch * steps for epoch in optimization.lr_decay_epochs]
+  # PiecewiseConstantDecay keeps a value up to and including its boundary, and the
+  # optimizer's step k (from 0) reads it at iterations = k: epoch e's first step is
+  # e * steps, so the boundary is one step before it (PyTorch's MultiStepLR, stepped
+  # per epoch, drops the rate from that epoch's first step).
+  boundaries = [epoch * steps - 1 for epoch in optimization.lr_decay_epochs]
   values = [optimization.learning_rate * optimization.lr_decay_factor**k
             for k in range(len(boundaries) + 1)]
   return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
