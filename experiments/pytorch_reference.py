@@ -5,7 +5,8 @@
 
 The network mirrors `acn_tf.networks.backbones` resnet32: input normalisation, a 16-filter
 stem, three stages of five post-activation basic blocks (16, 32, 64 filters,
-1x1 projection shortcuts where the shape changes), global average pooling and a
+1x1 projection shortcuts where the shape changes; a strided 3x3 convolution pads 1 on
+every side, as backbones' do, not TensorFlow's "same"), global average pooling and a
 100-way linear head; batch norm momentum 0.1 (Keras' 0.9) and epsilon 1e-5. One
 step = forward, cross-entropy, backward and SGD (momentum 0.9, Nesterov, weight
 decay 5e-4) on a batch of 128 CIFAR-shaped images, as benchmark.py's "single".

@@ -23,6 +23,7 @@ import functools
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from acn_tf.networks import backbones
 
@@ -148,6 +149,10 @@ def test_resnet32_count_by_hand():
   assert _count(model.non_trainable_weights) == 2 * 1_232
   # He et al.'s option-A count, 466,906 - 2,752 = 464,154, is the published 0.46M too.
   assert round((466_906 - 2_752) / 1e6, 2) == PUBLISHED_RESNET["resnet32"]
+  # The CIFAR-100 pair's network (dense 64x100 + 100 = 6,500): 0.47M, as in DML/PCL.
+  cifar100 = _count(_built("resnet32", num_classes=100).trainable_weights)
+  assert cifar100 == 466_906 - 650 + 6_500 == 472_756
+  assert round(cifar100 / 1e6, 2) == 0.47
 
 
 def test_wrn28_10_count_by_hand():
@@ -280,6 +285,109 @@ def test_good_image_shapes_pass(image_shape):
 
 @pytest.mark.parametrize("architecture", ["resnet8", "wrn10_1", "small_cnn"])
 def test_one_pixel_images_build_and_run(architecture):
-  # There is no minimum size: "same" padding and global pooling take 1x1 images.
+  # There is no minimum size: padding (a strided 3x3 pads 1 on every side, so 1x1
+  # stays 1x1) and global pooling take 1x1 images.
   model = _built(architecture, (1, 1, 1), 4)
   assert model(np.full((2, 1, 1, 1), 0.5, np.float32), training=False).shape == (2, 4)
+
+
+def _downsampling_branches(architecture, image_shape):
+  """The first stride-2 block's two branches as one model: the tensor both read in,
+  (the strided 3x3 convolution's output, the strided 1x1 shortcut's output) out."""
+  model = _built(architecture, image_shape)
+  padding = model.get_layer("stage2_block1_conv1_pad")
+  branches = keras.Model(padding.input, [model.get_layer("stage2_block1_conv1").output,
+                                         model.get_layer("stage2_block1_shortcut").output])
+  kernels = (model.get_layer("stage2_block1_conv1").kernel.numpy(),
+             model.get_layer("stage2_block1_shortcut").kernel.numpy())
+  return branches, kernels
+
+
+def _strided_convolution(images, kernel):
+  """numpy: stride 2, (k - 1) / 2 zeros on every side, output[i] centred on input 2i."""
+  size = kernel.shape[0]
+  half = size // 2
+  padded = np.pad(images, ((0, 0), (half, half), (half, half), (0, 0)))
+  height = (images.shape[1] + 1) // 2
+  width = (images.shape[2] + 1) // 2
+  outputs = np.zeros((images.shape[0], height, width, kernel.shape[-1]))
+  for i in range(height):
+    for j in range(width):
+      window = padded[:, 2 * i:2 * i + size, 2 * j:2 * j + size, :]
+      outputs[:, i, j, :] = np.einsum("nabc,abcf->nf", window, kernel)
+  return outputs
+
+
+@pytest.mark.parametrize("architecture", ["resnet8", "wrn10_1"])
+@pytest.mark.parametrize("image_shape", [CIFAR, (15, 10, 3)])
+def test_stride_two_branches_are_numpy_convolutions_centred_on_2i(architecture, image_shape):
+  branches, (kernel, shortcut_kernel) = _downsampling_branches(architecture, image_shape)
+  images = np.random.default_rng(3).normal(size=(2, *branches.input_shape[1:]))
+  strided, shortcut = (output.numpy() for output in branches(images.astype(np.float32)))
+  np.testing.assert_allclose(strided, _strided_convolution(images, kernel), atol=1e-4)
+  np.testing.assert_allclose(shortcut, _strided_convolution(images, shortcut_kernel),
+                             atol=1e-4)
+
+
+@pytest.mark.parametrize("architecture", ["resnet8", "wrn10_1"])
+def test_both_branches_of_a_downsampling_block_look_at_pixel_2i(architecture):
+  """The input pixels that output (i, j) of each branch depends on: the 1x1 shortcut
+  reads (2i, 2j) alone, the 3x3 convolution the 3x3 around it (clipped at the border)."""
+  branches, _ = _downsampling_branches(architecture, CIFAR)
+  height, width = branches.input_shape[1:3]
+  images = tf.constant(np.random.default_rng(4).normal(
+      size=(1, *branches.input_shape[1:])).astype(np.float32))
+  for i, j in [(0, 0), (3, 5), (height // 2 - 1, width // 2 - 1)]:
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch(images)
+      strided, shortcut = branches(images)
+      picked = [tf.reduce_sum(strided[0, i, j]), tf.reduce_sum(shortcut[0, i, j])]
+    supports = [np.argwhere(np.any(tape.gradient(value, images)[0].numpy() != 0, axis=-1))
+                for value in picked]
+    rows = lambda support: sorted(set(support[:, 0]))
+    columns = lambda support: sorted(set(support[:, 1]))
+    strided_support, shortcut_support = supports
+    assert (rows(shortcut_support), columns(shortcut_support)) == ([2 * i], [2 * j])
+    assert rows(strided_support) == [r for r in (2 * i - 1, 2 * i, 2 * i + 1)
+                                     if 0 <= r < height]
+    assert columns(strided_support) == [c for c in (2 * j - 1, 2 * j, 2 * j + 1)
+                                        if 0 <= c < width]
+
+
+def test_initial_weights_follow_the_pytorch_cifar_resnets():
+  """Convolutions: kaiming_normal_(mode="fan_out"), a plain normal of std
+  sqrt(2 / (k k filters)) (so 4.55% of the weights lie beyond 2 std, where a truncated
+  normal has none); batch norm gamma 1, beta 0; the head PyTorch's default nn.Linear,
+  weights and biases uniform in +-1 / sqrt(fan_in)."""
+  model = _built("resnet32", num_classes=100)
+  standardised = []
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.Conv2D):
+      kernel = layer.kernel.numpy()
+      size, _, _, filters = kernel.shape
+      standardised.append((kernel / np.sqrt(2.0 / (size * size * filters))).ravel())
+      # Layer by layer, the std is the fan-out's (the stem's fan-in one would be 2.3x).
+      assert np.std(kernel) == pytest.approx(np.sqrt(2.0 / (size * size * filters)),
+                                             rel=max(0.05, 4.0 / np.sqrt(kernel.size)))
+    if isinstance(layer, keras.layers.BatchNormalization):
+      np.testing.assert_array_equal(layer.gamma.numpy(), 1.0)
+      np.testing.assert_array_equal(layer.beta.numpy(), 0.0)
+  z = np.concatenate(standardised)
+  assert z.size == 466_906 - 650 - 2 * 1_232  # Every convolution weight.
+  assert abs(np.mean(z)) < 0.01 and np.var(z) == pytest.approx(1.0, abs=0.01)
+  assert np.mean(np.abs(z) > 2.0) == pytest.approx(0.0455, abs=0.002)
+  kernel, bias = (weight.numpy() for weight in model.get_layer("logits").weights)
+  limit = 1.0 / np.sqrt(64)
+  for values in (kernel, bias):
+    assert np.abs(values).max() <= limit and np.abs(values).max() > 0.9 * limit
+  assert np.var(kernel) == pytest.approx(limit**2 / 3.0, rel=0.06)  # Uniform's variance.
+
+
+def test_the_small_cnn_keeps_keras_he_normal():
+  model = _built("small_cnn", (28, 28, 1))
+  kernel = model.get_layer("conv1").kernel.numpy()
+  assert np.std(kernel) == pytest.approx(np.sqrt(2.0 / 9.0), rel=0.15)  # Fan-in 3x3x1.
+  # Truncated at 2 std of the underlying normal, whose std Keras raises by 1 / 0.8796 so
+  # that the truncated one keeps sqrt(2 / fan_in).
+  assert np.abs(kernel).max() <= 2.0 * np.sqrt(2.0 / 9.0) / 0.87962566
+  np.testing.assert_array_equal(model.get_layer("logits").bias.numpy(), 0.0)

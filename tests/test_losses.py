@@ -190,3 +190,96 @@ def test_global_mean_shares_add_up_to_global_mean_on_two_replicas():
   # The local share alone is not the mean: the replica-scaling really happened.
   local = [v.numpy() for v in strategy.experimental_local_results(shares)]
   assert not np.isclose(local[0], expected)
+
+
+# A confidently wrong student: 30 units (times T) between its top logit and the
+# teacher's class, so its tempered probability of that class is e^-30 ~ 1e-13, far
+# below the 1e-7 a clip would hold it at.
+def _confidently_wrong(temperature):
+  student = np.array([[30.0, 0.0, 0.0, -5.0], [0.0, 30.0, 2.0, 0.0]]) * temperature
+  teacher = np.array([[0.0, 30.0, 0.0, 0.0], [1.0, 0.0, 0.0, 30.0]]) * temperature
+  return student.astype(np.float32), teacher.astype(np.float32)
+
+
+def _log_softmax(logits, temperature=1.0):
+  scaled = np.asarray(logits, np.float64) / temperature
+  scaled = scaled - scaled.max(axis=-1, keepdims=True)
+  return scaled - np.log(np.exp(scaled).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_distillation_gradient_is_exact_where_the_student_is_confidently_wrong(temperature):
+  """d/dz_i of T^2 KL(p_j^T || p_i^T) is T (p_i^T - p_j^T): -1/T from each log p_i^T,
+  times T^2. The clipped logarithm's gradient vanishes below 1e-7, where the student is
+  wrong, so it gave about zero here instead of about T per example."""
+  student, teacher = _confidently_wrong(temperature)
+  student_variable, teacher_variable = tf.Variable(student), tf.Variable(teacher)
+  with tf.GradientTape() as tape:
+    terms = losses.peer_distillation([student_variable, teacher_variable], temperature)
+  gradient = tape.gradient(terms[0], student_variable).numpy()
+  assert np.exp(_log_softmax(student, temperature)).min() < 1e-12
+  expected = temperature * (_softmax(student, temperature) - _softmax(teacher, temperature))
+  np.testing.assert_allclose(gradient, expected, rtol=0, atol=1e-6)
+  # The value is exact too: T^2 (log p_j - log p_i) summed under p_j, about 30 T^2,
+  # where the clip gave T^2 (-log 1e-7) = 16.1 T^2.
+  p_teacher = _softmax(teacher, temperature)
+  expected_value = temperature**2 * np.sum(
+      p_teacher * (_log_softmax(teacher, temperature) - _log_softmax(student, temperature)),
+      axis=-1)
+  np.testing.assert_allclose(terms[0].numpy(), expected_value, rtol=1e-6)
+
+
+def _float64_reference(function, logits):
+  """`function` of float64 softmax probabilities with plain logs (no clip needed in
+  float64 at e^-30), and its gradient to the first logits, by autodiff."""
+  variables = [tf.Variable(np.asarray(z, np.float64)) for z in logits]
+  with tf.GradientTape() as tape:
+    value = function([tf.nn.softmax(v) for v in variables])
+    total = tf.reduce_sum(value)
+  return value.numpy(), tape.gradient(total, variables[0]).numpy()
+
+
+def _naive_js(probabilities):
+  first, second = probabilities
+  middle = 0.5 * (first + second)
+  kl = lambda p, q: tf.reduce_sum(p * (tf.math.log(p) - tf.math.log(q)), axis=-1)
+  return 0.5 * kl(first, middle) + 0.5 * kl(second, middle)
+
+
+@pytest.mark.parametrize("kind", ["js", "sym_kl"])
+def test_divergences_of_logits_are_exact_for_confident_classifiers(kind):
+  student, teacher = _confidently_wrong(1.0)
+  naive = {"js": _naive_js,
+           "sym_kl": lambda p: tf.reduce_sum((p[0] - p[1]) * tf.math.log(p[0] / p[1]), -1)}
+  expected_value, expected_gradient = _float64_reference(naive[kind], [student, teacher])
+  variables = [tf.Variable(student), tf.Variable(teacher)]
+  with tf.GradientTape() as tape:
+    value = losses.divergence(variables, kind, 1.0)
+    total = tf.reduce_sum(value)
+  gradient = tape.gradient(total, variables[0]).numpy()
+  assert value.dtype == tf.float32 and value.shape == (2,)
+  np.testing.assert_allclose(value.numpy(), expected_value, rtol=1e-5)
+  # JS saturates at log 2 here (its true gradient is ~1e-12); symmetric KL's is ~1.
+  np.testing.assert_allclose(gradient, expected_gradient, rtol=0,
+                             atol=max(1e-6, 1e-5 * np.abs(expected_gradient).max()))
+  if kind == "sym_kl":
+    assert np.abs(expected_gradient).max() > 0.5
+
+
+def test_ensemble_cross_entropy_is_exact_when_every_classifier_is_wrong():
+  student, teacher = _confidently_wrong(1.0)
+  labels = np.array([2, 0])  # Near e^-30 under both classifiers.
+
+  def naive(probabilities):
+    mean = 0.5 * (probabilities[0] + probabilities[1])
+    return -tf.math.log(tf.gather(mean, labels, axis=-1, batch_dims=1))
+
+  expected_value, expected_gradient = _float64_reference(naive, [student, teacher])
+  variables = [tf.Variable(student), tf.Variable(teacher)]
+  with tf.GradientTape() as tape:
+    value = losses.ensemble_cross_entropy(variables, labels)
+    total = tf.reduce_sum(value)
+  gradient = tape.gradient(total, variables[0]).numpy()
+  assert np.all(expected_value > 29)  # The clip at 1e-7 said 16.1.
+  np.testing.assert_allclose(value.numpy(), expected_value, rtol=1e-6)
+  np.testing.assert_allclose(gradient, expected_gradient, rtol=0, atol=1e-6)

@@ -7,7 +7,8 @@
   and ACN models whose networks have no batch norm and no noise channels (and
   dml_noise's signs come from the pixels), so that equal inputs give equal
   outputs wherever they run: one replica or two (tests/test_distribute.py),
-  plain graph or XLA (tests/test_execution.py).
+  plain graph or XLA (tests/test_execution.py). Their classifiers' optimizer is the
+  one run.py gives them (PyTorch's SGD rule, coupled weight decay).
 """
 
 import keras
@@ -20,6 +21,7 @@ from acn_tf.method.adversarial import AdversarialCoDistillation
 from acn_tf.config.schema import DistillationConfig
 from acn_tf.method.codistillation import CoDistillation
 from acn_tf.method.noise import NoisyCoDistillation
+from acn_tf.run import optimizers
 from conftest import spec_phase_a
 
 IMAGE_SHAPE = (8, 8, 1)
@@ -89,7 +91,7 @@ def _exact_generator(seed):
 def exact_dml(strategy):
   with strategy.scope():
     model = CoDistillation([_exact_classifier(1, "c0"), _exact_classifier(2, "c1")])
-    model.compile(keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-3),
+    model.compile(optimizers.PyTorchSGD(0.1, momentum=0.9, weight_decay=1e-3),
                   distillation=DistillationConfig(temperature=2.0, kd_weight=1.0))
     model(tf.zeros((1, *IMAGE_SHAPE)))
     model.build_optimizers()
@@ -108,7 +110,7 @@ def exact_dml_noise(strategy):
   """Masked and averaged over the kept examples: the global kept count (an all-reduce)."""
   with strategy.scope():
     model = PixelSignNoise([_exact_classifier(1, "c0"), _exact_classifier(2, "c1")])
-    model.compile(keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-3),
+    model.compile(optimizers.PyTorchSGD(0.1, momentum=0.9, weight_decay=1e-3),
                   distillation=DistillationConfig(temperature=2.0, adv_normalization="kept",
                                                   input_noise=0.1))
     model(tf.zeros((1, *IMAGE_SHAPE)))
@@ -125,7 +127,7 @@ def exact_acn(strategy, adv_normalization="batch", mask_source="search",
         [_exact_classifier(1, "c0"), _exact_classifier(2, "c1")], _exact_generator(4),
         discriminator)
     model.compile(
-        keras.optimizers.SGD(0.1, momentum=0.9),
+        optimizers.PyTorchSGD(0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
         generator_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5),
         discriminator_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5),
         distillation=DistillationConfig(adv_normalization=adv_normalization),

@@ -45,6 +45,7 @@ DATASET_HELP = (f"{', '.join(DATASETS)}, tfds:NAME (an image-classification data
 _TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[A-Za-z0-9_.+-]+)?(:[0-9]+\.[0-9]+\.[0-9]+)?$")
 AUGMENTATIONS = ("none", "crop", "crop_flip")
 LR_SCHEDULES = ("constant", "step", "cosine")
+WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 DIVERGENCES = ("js", "sym_kl", "total_variation", "logit_l1")
 ADV_NORMALIZATIONS = ("batch", "kept")
 ADV_KD_TARGETS = ("divergent", "real")
@@ -137,6 +138,14 @@ class OptimizationConfig:
   momentum: float = setting(0.9, low=0, high=1)
   nesterov: bool = True
   weight_decay: float = non_negative(5e-4)
+  # How weight_decay acts. "coupled": L2 in the gradient, g + wd * w, before the
+  # momentum buffer, with PyTorch's momentum rule (acn_tf/run/optimizers.py): the
+  # optimizer of the published CIFAR recipes, hence the default. "decoupled": Keras'
+  # own SGD, w -= lr * wd * w outside the buffer (and lr inside it). The buffer sums
+  # the coupled decay over past steps, so in steady state it shrinks the weights by
+  # lr * wd / (1 - momentum) per step, 1 / (1 - momentum) = 10x the decoupled
+  # lr * wd at momentum 0.9: the same weight_decay is 10x weaker decoupled.
+  weight_decay_mode: str = one_of("coupled", WEIGHT_DECAY_MODES)
   lr_schedule: str = one_of("cosine", LR_SCHEDULES)
   lr_decay_epochs: Tuple[int, ...] = (100, 150)
   lr_decay_factor: float = positive(0.1)

@@ -5,11 +5,17 @@ is the model's job, because the right reduction depends on the number of replica
 (see `global_mean`).
 """
 
+import math
+
 import tensorflow as tf
 
-# Probabilities are clipped away from zero before logs so that a confident peer
-# (p -> 0 for some class) gives a finite KL rather than inf * 0 = nan.
+# Probabilities given as such (not as logits) are clipped away from zero before
+# their logs, so that a confident peer (p -> 0 for some class) gives a finite KL
+# rather than inf * 0 = nan. Terms computed from logits take log-softmax instead,
+# which is exact: no clip, whose zero gradient would silence the distillation
+# term exactly where a classifier is confidently wrong.
 _EPSILON = 1e-7
+_LOG_HALF = math.log(0.5)
 
 
 def tempered_probabilities(logits: tf.Tensor, temperature: float) -> tf.Tensor:
@@ -17,22 +23,48 @@ def tempered_probabilities(logits: tf.Tensor, temperature: float) -> tf.Tensor:
   return tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
 
 
+def tempered_log_probabilities(logits: tf.Tensor, temperature: float) -> tf.Tensor:
+  """log p^T = log_softmax(z / T) in float32: finite and exact for any finite logits."""
+  return tf.nn.log_softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
+
+
+def _clipped_log(probabilities: tf.Tensor) -> tf.Tensor:
+  return tf.math.log(tf.clip_by_value(tf.cast(probabilities, tf.float32), _EPSILON, 1.0))
+
+
+def kl_divergence_from_logs(target: tf.Tensor, prediction: tf.Tensor) -> tf.Tensor:
+  """KL(target || prediction) per example, for rows of log-probabilities."""
+  return tf.reduce_sum(tf.exp(target) * (target - prediction), axis=-1)
+
+
+def js_divergence_from_logs(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
+  """Jensen-Shannon divergence per example, for rows of log-probabilities: the
+  mixture's log, log(0.5 p + 0.5 q), is a logsumexp of theirs, so it stays exact
+  where p and q are both tiny."""
+  log_middle = tf.reduce_logsumexp(tf.stack([first, second]), axis=0) + _LOG_HALF
+  return (0.5 * kl_divergence_from_logs(first, log_middle)
+          + 0.5 * kl_divergence_from_logs(second, log_middle))
+
+
+def symmetric_kl_divergence_from_logs(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
+  """KL(a || b) + KL(b || a) per example, for rows of log-probabilities."""
+  return kl_divergence_from_logs(first, second) + kl_divergence_from_logs(second, first)
+
+
 def kl_divergence(target: tf.Tensor, prediction: tf.Tensor) -> tf.Tensor:
-  """KL(target || prediction) per example, for probability rows."""
-  target = tf.clip_by_value(target, _EPSILON, 1.0)
-  prediction = tf.clip_by_value(prediction, _EPSILON, 1.0)
-  return tf.reduce_sum(target * (tf.math.log(target) - tf.math.log(prediction)), axis=-1)
+  """KL(target || prediction) per example, for probability rows (clipped at 1e-7)."""
+  return kl_divergence_from_logs(_clipped_log(target), _clipped_log(prediction))
 
 
 def js_divergence(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
-  """Jensen-Shannon divergence per example (natural log, bounded by log 2)."""
-  middle = 0.5 * (first + second)
-  return 0.5 * kl_divergence(first, middle) + 0.5 * kl_divergence(second, middle)
+  """Jensen-Shannon divergence per example (natural log, bounded by log 2), for
+  probability rows (clipped at 1e-7)."""
+  return js_divergence_from_logs(_clipped_log(first), _clipped_log(second))
 
 
 def symmetric_kl_divergence(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
   """KL(a || b) + KL(b || a) per example: the unbounded alternative to JS."""
-  return kl_divergence(first, second) + kl_divergence(second, first)
+  return symmetric_kl_divergence_from_logs(_clipped_log(first), _clipped_log(second))
 
 
 def total_variation_distance(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
@@ -43,6 +75,18 @@ def total_variation_distance(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
 
 _DIVERGENCES = {"js": js_divergence, "sym_kl": symmetric_kl_divergence,
                 "total_variation": total_variation_distance}
+# The divergences of log-probabilities, for the terms computed from logits.
+_LOG_DIVERGENCES = {"js": js_divergence_from_logs,
+                    "sym_kl": symmetric_kl_divergence_from_logs}
+
+
+def _mean_over_pairs(rows, divergence) -> tf.Tensor:
+  """mean over pairs i < j of divergence(rows[i], rows[j]); zero with one row."""
+  pairs = [divergence(rows[i], rows[j])
+           for i in range(len(rows)) for j in range(i + 1, len(rows))]
+  if not pairs:
+    return tf.zeros(tf.shape(rows[0])[:1], tf.float32)
+  return tf.add_n(pairs) / float(len(pairs))
 
 
 def pairwise_divergence(probabilities, kind: str = "js") -> tf.Tensor:
@@ -53,14 +97,9 @@ def pairwise_divergence(probabilities, kind: str = "js") -> tf.Tensor:
     kind: "js" (default, bounded), "sym_kl" or "total_variation".
   Returns:
     [batch] tensor. With one classifier there is no pair and the result is zero.
+  For the classifiers' own logits `divergence` is exact (no clipping at 1e-7).
   """
-  divergence = _DIVERGENCES[kind]
-  pairs = [divergence(probabilities[i], probabilities[j])
-           for i in range(len(probabilities))
-           for j in range(i + 1, len(probabilities))]
-  if not pairs:
-    return tf.zeros(tf.shape(probabilities[0])[:1], tf.float32)
-  return tf.add_n(pairs) / float(len(pairs))
+  return _mean_over_pairs(list(probabilities), _DIVERGENCES[kind])
 
 
 def pairwise_logit_distance(logits) -> tf.Tensor:
@@ -72,12 +111,8 @@ def pairwise_logit_distance(logits) -> tf.Tensor:
   the generator starts (x̃0 = x, peers agree), while the L1 distance between
   logits has a gradient of order one there. Zero with one classifier.
   """
-  logits = [tf.cast(z, tf.float32) for z in logits]
-  pairs = [tf.reduce_mean(tf.abs(logits[i] - logits[j]), axis=-1)
-           for i in range(len(logits)) for j in range(i + 1, len(logits))]
-  if not pairs:
-    return tf.zeros(tf.shape(logits[0])[:1], tf.float32)
-  return tf.add_n(pairs) / float(len(pairs))
+  return _mean_over_pairs([tf.cast(z, tf.float32) for z in logits],
+                          lambda a, b: tf.reduce_mean(tf.abs(a - b), axis=-1))
 
 
 def divergence(logits, kind: str = "js", temperature: float = 1.0) -> tf.Tensor:
@@ -85,11 +120,15 @@ def divergence(logits, kind: str = "js", temperature: float = 1.0) -> tf.Tensor:
   that the generator's loss, the search and every metric use.
 
   "js", "sym_kl" and "total_variation" compare the tempered probabilities of
-  each pair (`pairwise_divergence`); "logit_l1" the logits themselves
+  each pair (JS and KL from log-softmax, exact where a probability is below the
+  1e-7 that `pairwise_divergence` clips at); "logit_l1" the logits themselves
   (`pairwise_logit_distance`, which has no temperature).
   """
   if kind == "logit_l1":
     return pairwise_logit_distance(logits)
+  if kind in _LOG_DIVERGENCES:  # From log-softmax: exact, with no clip.
+    return _mean_over_pairs([tempered_log_probabilities(z, temperature) for z in logits],
+                            _LOG_DIVERGENCES[kind])
   return pairwise_divergence([tempered_probabilities(z, temperature) for z in logits], kind)
 
 
@@ -113,19 +152,22 @@ def peer_distillation(logits, temperature: float, target_logits=None):
   sum over i of these terms have, for each classifier's weights, exactly that
   classifier's own gradient, so all classifiers can update in one step. With
   `target_logits` the peers' p_j come from those logits (the same examples in
-  another form, e.g. the real images a divergent batch was made from).
+  another form, e.g. the real images a divergent batch was made from). Computed
+  from log-softmax, so the gradient to z_i is exactly T (p_i^T - mean_j p_j^T),
+  also where p_i^T is below any clip (a confidently wrong classifier).
   """
-  probabilities = [tempered_probabilities(z, temperature) for z in logits]
-  peers = probabilities if target_logits is None else [
-      tempered_probabilities(z, temperature) for z in target_logits]
+  log_probabilities = [tempered_log_probabilities(z, temperature) for z in logits]
+  peers = log_probabilities if target_logits is None else [
+      tempered_log_probabilities(z, temperature) for z in target_logits]
   targets = [tf.stop_gradient(p) for p in peers]
   count = len(logits)
   terms = []
   for i in range(count):
     if count == 1:
-      terms.append(tf.zeros_like(probabilities[i][:, 0]))
+      terms.append(tf.zeros_like(log_probabilities[i][:, 0]))
       continue
-    peers = [kl_divergence(targets[j], probabilities[i]) for j in range(count) if j != i]
+    peers = [kl_divergence_from_logs(targets[j], log_probabilities[i])
+             for j in range(count) if j != i]
     terms.append(temperature**2 * tf.add_n(peers) / float(count - 1))
   return terms
 
@@ -156,9 +198,11 @@ def ensemble_of(probabilities) -> tf.Tensor:
 
 def ensemble_cross_entropy(logits, labels) -> tf.Tensor:
   """CE(p̄, y) per example: the generator's keep-the-label term."""
-  probabilities = ensemble_probabilities(logits)
-  chosen = tf.gather(probabilities, tf.cast(labels, tf.int32), axis=-1, batch_dims=1)
-  return -tf.math.log(tf.clip_by_value(chosen, _EPSILON, 1.0))
+  labels = tf.cast(labels, tf.int32)
+  chosen = [tf.gather(tempered_log_probabilities(z, 1.0), labels, axis=-1, batch_dims=1)
+            for z in logits]
+  # -log mean_i p_i(y) as a logsumexp of the log-probabilities: exact, with no clip.
+  return math.log(len(chosen)) - tf.reduce_logsumexp(tf.stack(chosen), axis=0)
 
 
 def generator_adversarial_loss(fake_logits: tf.Tensor) -> tf.Tensor:

@@ -15,15 +15,40 @@ from acn_tf.networks.architecture_names import (RESNET_PATTERN, WIDE_RESNET_PATT
                                                 check_architecture_name)
 from acn_tf.networks.batch_norm import FusedBatchNormalization
 
+# PyTorch's BatchNorm2d(momentum=0.1, eps=1e-5): Keras' momentum weighs the old value.
 _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
+
+
+def _convolution_initializer():
+  """The PyTorch CIFAR ResNets' and WRNs' kaiming_normal_(mode="fan_out"): a plain normal
+  with std sqrt(2 / (k * k * filters)). Keras' "he_normal" (a normal truncated at 2 std)
+  scales by the fan-in instead: wider where a convolution widens, 2.3x for the ResNets'
+  3-to-16 stem, 1.4x for each stage's first convolution and shortcut."""
+  return keras.initializers.VarianceScaling(2.0, mode="fan_out",
+                                            distribution="untruncated_normal")
+
+
+def _head(features, num_classes: int, pytorch_initialization: bool):
+  """The logits layer. PyTorch's default nn.Linear for the ResNets and WRNs (weights and
+  biases uniform in +-1 / sqrt(fan_in)); the small CNN keeps Keras' "he_normal" and zero
+  biases, with which its smoke runs and tests were calibrated."""
+  if not pytorch_initialization:
+    return layers.Dense(num_classes, kernel_initializer="he_normal", name="logits",
+                        dtype="float32")(features)
+  limit = features.shape[-1] ** -0.5
+  return layers.Dense(
+      num_classes, name="logits", dtype="float32",
+      kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in",
+                                                            distribution="uniform"),
+      bias_initializer=keras.initializers.RandomUniform(-limit, limit))(features)
 
 
 def check_image_shape(image_shape) -> None:
   """Raises ValueError unless `image_shape` is a fixed (height, width, channels).
 
-  That is all the classifiers (and Phase A's networks) need: their stages use
-  "same" padding and end in global pooling, so any size from 1x1 up and any
-  channel count build. The CIFAR-style stems keep the full resolution in the
+  That is all the classifiers (and Phase A's networks) need: their stages keep
+  the size or halve it rounding up (`_conv`) and end in global pooling, so any
+  size from 1x1 up and any channel count build. The CIFAR-style stems keep the full resolution in the
   first stage, so the cost per image grows with height x width.
   """
   shape = tuple(image_shape)
@@ -33,9 +58,26 @@ def check_image_shape(image_shape) -> None:
                      "varying size with image_size (e.g. --override=image_size=64).")
 
 
-def _conv(filters: int, kernel_size: int, strides: int = 1, name: Optional[str] = None):
-  return layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
-                       use_bias=False, kernel_initializer="he_normal", name=name)
+def _conv(filters: int, kernel_size: int, strides: int = 1, name: Optional[str] = None,
+          initializer=None):
+  """A convolution that keeps the size (strides 1) or halves it, rounding up.
+
+  A strided k x k convolution pads (k - 1) / 2 on every side, as PyTorch's padding=1
+  does for 3x3, and not "same": on an even size TensorFlow pads a 3x3 stride-2
+  convolution by 0 before and 1 after, which centres output i on input 2i + 1 while
+  the strided 1x1 shortcut samples 2i, so the two branches a block adds would look
+  one pixel apart. Padded symmetrically both centre on 2i, at any input size.
+  `initializer`: the kernel's, PyTorch's fan-out normal unless given.
+  """
+  symmetric = strides > 1 and kernel_size > 1
+  convolution = layers.Conv2D(filters, kernel_size, strides=strides,
+                              padding="valid" if symmetric else "same", use_bias=False,
+                              kernel_initializer=initializer or _convolution_initializer(),
+                              name=name)
+  if not symmetric:
+    return convolution
+  padding = layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")
+  return lambda inputs: convolution(padding(inputs))
 
 
 def _basic_block(inputs, filters: int, strides: int, name: str):
@@ -92,9 +134,12 @@ def _wide_resnet_features(x, depth: int, width: int):
 
 
 def _small_cnn_features(x):
-  """Two conv stages: fast enough for CPU smoke runs on tiny images."""
+  """Two conv stages: fast enough for CPU smoke runs on tiny images. Not a network of
+  the published recipes: it keeps Keras' "he_normal" (on 1-channel images its first
+  layer would start 5.7x smaller with PyTorch's fan-out init, which behind batch norm
+  multiplies that layer's effective learning rate by 32)."""
   for stage, filters in enumerate((32, 64)):
-    x = _conv(filters, 3, name=f"conv{stage + 1}")(x)
+    x = _conv(filters, 3, name=f"conv{stage + 1}", initializer="he_normal")(x)
     x = FusedBatchNormalization(**_BATCH_NORM, name=f"bn{stage + 1}")(x)
     x = layers.ReLU(name=f"relu{stage + 1}")(x)
     if min(x.shape[1], x.shape[2]) >= 4:
@@ -131,7 +176,8 @@ def build_classifier(architecture: str,
                            name="normalize")(images)
   x = _features_builder(architecture)(x)
   x = layers.GlobalAveragePooling2D(name="pool")(x)
-  logits = layers.Dense(num_classes, kernel_initializer="he_normal", name="logits",
-                        dtype="float32")(x)
-  return keras.Model(images, logits, name=name)
+  recipe_network = bool(RESNET_PATTERN.match(architecture)
+                        or WIDE_RESNET_PATTERN.match(architecture))
+  head = _head(x, num_classes, pytorch_initialization=recipe_network)
+  return keras.Model(images, head, name=name)
 

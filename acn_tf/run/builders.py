@@ -12,6 +12,7 @@ from acn_tf.data import pipeline
 from acn_tf.networks import backbones, discriminators, generators
 from acn_tf.config.schema import ExperimentConfig, OptimizationConfig
 from acn_tf.method.codistillation import CoDistillation
+from acn_tf.run import optimizers
 
 # Each network's initialisation seed is derived from the run's seed, so that the
 # classifiers start apart (DML needs that) and Phase A's networks differ from all.
@@ -54,7 +55,11 @@ def learning_rate_schedule(optimization: OptimizationConfig, steps: int):
   if optimization.lr_schedule == "cosine":
     return keras.optimizers.schedules.CosineDecay(
         optimization.learning_rate, decay_steps=max(1, optimization.epochs * steps))
-  boundaries = [epoch * steps for epoch in optimization.lr_decay_epochs]
+  # PiecewiseConstantDecay keeps a value up to and including its boundary, and the
+  # optimizer's step k (from 0) reads it at iterations = k: epoch e's first step is
+  # e * steps, so the boundary is one step before it (PyTorch's MultiStepLR, stepped
+  # per epoch, drops the rate from that epoch's first step).
+  boundaries = [epoch * steps - 1 for epoch in optimization.lr_decay_epochs]
   values = [optimization.learning_rate * optimization.lr_decay_factor**k
             for k in range(len(boundaries) + 1)]
   return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
@@ -62,9 +67,14 @@ def learning_rate_schedule(optimization: OptimizationConfig, steps: int):
 
 def classifier_optimizer(optimization: OptimizationConfig,
                          steps: int) -> keras.optimizers.Optimizer:
-  # Keras applies weight_decay as decoupled decay (w -= lr * wd * w), which for
-  # SGD equals L2 regularisation of the gradient up to the momentum buffer.
-  return keras.optimizers.SGD(
+  """The classifiers' SGD: PyTorch's update with L2 in the gradient (weight_decay_mode
+  "coupled"), or Keras' SGD, whose weight_decay is a separate w -= lr * wd * w
+  ("decoupled"). The two are not "the same up to the momentum buffer": at momentum mu
+  the buffer makes the coupled decay 1 / (1 - mu) times stronger in steady state (10x at
+  0.9), and Keras' buffer also keeps the learning rate inside it across a step decay."""
+  optimizer_class = (optimizers.PyTorchSGD if optimization.weight_decay_mode == "coupled"
+                     else keras.optimizers.SGD)
+  return optimizer_class(
       learning_rate=learning_rate_schedule(optimization, steps),
       momentum=optimization.momentum, nesterov=optimization.nesterov,
       weight_decay=optimization.weight_decay or None)
