@@ -7,7 +7,11 @@ its traceback. Each type also derives from the built-in error it refines, so
 callers that catch ValueError or FileNotFoundError keep working.
 
 No TensorFlow here: run.py reports config errors before TensorFlow loads.
+`did_you_mean` phrases the nearest valid names for a misspelt one.
 """
+
+import difflib
+from typing import Sequence
 
 
 class UserError(Exception):
@@ -54,3 +58,14 @@ class TrainingInterrupted(UserError, KeyboardInterrupt):
     super().__init__(message)
     self.signal_number = signal_number
     self.exit_status = 128 + signal_number
+
+
+def did_you_mean(name: str, candidates: Sequence[str]) -> str:
+  """"; did you mean 'X'?" with the candidates nearest to a misspelt `name`
+  (difflib's ratio, its default cutoff), or "" when none is near."""
+  close = difflib.get_close_matches(name, list(candidates), n=3)
+  if not close:
+    return ""
+  quoted = [repr(match) for match in close]
+  listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+  return f"; did you mean {listed}?"

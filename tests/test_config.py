@@ -52,7 +52,7 @@ def test_settings_are_set_and_read_by_name_whichever_section_holds_them():
 
 # A typo and the keys a reader would pick as meant (the suggestions are difflib's,
 # compared here with what a person expects), or () where no key is near.
-_TYPOS = [("wieght_decay", ("weight_decay",)), ("epoch", ("epochs",)),
+_TYPOS = [("wieght_decay", ("weight_decay", "weight_decay_mode")), ("epoch", ("epochs",)),
           ("batchsize", ("batch_size",)), ("temprature", ("temperature",
                                                          "divergence_temperature")),
           ("lr", ())]

@@ -14,7 +14,6 @@ Only `run.py` reads flags; `acn_tf/config/command_line.py` turns them into a con
 """
 
 import dataclasses
-import difflib
 import json
 import math
 import re
@@ -325,6 +324,10 @@ class ExperimentConfig:
   method: str = one_of("dml", METHODS)
   # One entry per classifier: n = len(architectures); mixed pairs are allowed.
   architectures: Tuple[str, ...] = ("resnet32", "resnet32")
+  # How the ResNets' and WRNs' strided 3x3 convolutions pad: "symmetric" (PyTorch's
+  # padding=1: both branches of a downsampling block centre on pixel 2i) or "same"
+  # (TensorFlow's, one pixel off; the networks of runs written before 2026-12-02).
+  downsampling_padding: str = one_of("symmetric", architecture_names.DOWNSAMPLING_PADDINGS)
   seed: int = non_negative(0)
   data: DataConfig = DataConfig()
   optimization: OptimizationConfig = OptimizationConfig()
@@ -455,20 +458,9 @@ def field_types() -> Dict[str, Any]:
   return {name: field.kind for name, field in FIELDS.items()}
 
 
-def did_you_mean(name: str, candidates: Sequence[str]) -> str:
-  """"; did you mean 'X'?" with the candidates nearest to a misspelt `name`
-  (difflib's ratio, its default cutoff), or "" when none is near."""
-  close = difflib.get_close_matches(name, list(candidates), n=3)
-  if not close:
-    return ""
-  quoted = [repr(match) for match in close]
-  listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
-  return f"; did you mean {listed}?"
-
-
 def unknown_key_message(key: str, valid: Sequence[str]) -> str:
   """The nearest valid keys first (a typo is the usual cause), then all of them."""
-  return (f"Unknown config key {key!r}{did_you_mean(key, valid) or '.'} Valid keys: "
+  return (f"Unknown config key {key!r}{errors.did_you_mean(key, valid) or '.'} Valid keys: "
           f"{', '.join(sorted(valid))}.")
 
 
@@ -670,19 +662,37 @@ def apply_overrides(config: ExperimentConfig,
   return config.replace(**changes)
 
 
+# Fields added after runs were written, with what a config.json without them means:
+# the behaviour of the code that wrote it. A run of that time restores as trained.
+FIELDS_ADDED_LATER = {
+    "downsampling_padding": "same",
+    "weight_decay_mode": "decoupled",
+}
+
+
+def with_fields_added_later(values: Mapping[str, Any]) -> Dict[str, Any]:
+  """`values` (a run's config.json) with every field of FIELDS_ADDED_LATER that it
+  lacks set to the value its code implied."""
+  return {**{key: value for key, value in FIELDS_ADDED_LATER.items() if key not in values},
+          **values}
+
+
 def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
   """The config whose to_dict() (e.g. a run's config.json) is `values`, validated.
 
-  Raises ConfigError for a value that is not such a dict: unknown or missing
-  fields, wrong types (JSON turned tuples into lists; they are turned back).
+  A field added after the file was written takes the value that reproduces the
+  code which wrote it (FIELDS_ADDED_LATER). Raises ConfigError for a value that
+  is not such a dict: unknown or missing fields, wrong types (JSON turned tuples
+  into lists; they are turned back).
   """
   if not isinstance(values, Mapping):
     raise ConfigError(f"expected a JSON object of config fields, got a "
                       f"{type(values).__name__}")
+  values = with_fields_added_later(values)
   unknown = sorted(set(values) - set(FIELDS))
   if unknown:
     raise ConfigError("unknown config fields " + ", ".join(
-        f"{key!r}{did_you_mean(key, list(FIELDS))}" for key in unknown))
+        f"{key!r}{errors.did_you_mean(key, list(FIELDS))}" for key in unknown))
   missing = [name for name in ("name", "dataset") if name not in values]
   if missing:
     raise ConfigError(f"missing config fields {', '.join(missing)}")

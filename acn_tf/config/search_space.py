@@ -10,7 +10,7 @@ import math
 from typing import Any, Mapping, Sequence, Tuple
 
 from acn_tf.config import scalars
-from acn_tf.errors import ConfigError
+from acn_tf.errors import ConfigError, did_you_mean
 
 SEARCH_KINDS = ("log", "linear", "int", "choice")
 # Every trial must be scored on the same validation examples, carved with the
@@ -55,7 +55,7 @@ def parse_search_dimension(entry: str, field_types: Mapping[str, Any]) -> Search
     numeric = sorted(name for name, field_kind in field_types.items()
                      if field_kind in (int, float) and name not in UNSEARCHABLE_FIELDS)
     problem = ("is not a numeric config field." if kind is not None else
-               f"is not a config field{schema.did_you_mean(field, numeric) or '.'}")
+               f"is not a config field{did_you_mean(field, numeric) or '.'}")
     raise ConfigError(f"search_space entry {entry!r}: {field!r} {problem} Searchable "
                       f"fields: {', '.join(numeric)}.")
   if field in UNSEARCHABLE_FIELDS:

@@ -11,8 +11,8 @@ from typing import Callable, Optional, Sequence, Tuple
 import keras
 from keras import layers
 
-from acn_tf.networks.architecture_names import (RESNET_PATTERN, WIDE_RESNET_PATTERN,
-                                                check_architecture_name)
+from acn_tf.networks.architecture_names import (DOWNSAMPLING_PADDINGS, RESNET_PATTERN,
+                                                WIDE_RESNET_PATTERN, check_architecture_name)
 from acn_tf.networks.batch_norm import FusedBatchNormalization
 
 # PyTorch's BatchNorm2d(momentum=0.1, eps=1e-5): Keras' momentum weighs the old value.
@@ -59,7 +59,7 @@ def check_image_shape(image_shape) -> None:
 
 
 def _conv(filters: int, kernel_size: int, strides: int = 1, name: Optional[str] = None,
-          initializer=None):
+          initializer=None, padding: str = "symmetric"):
   """A convolution that keeps the size (strides 1) or halves it, rounding up.
 
   A strided k x k convolution pads (k - 1) / 2 on every side, as PyTorch's padding=1
@@ -67,9 +67,10 @@ def _conv(filters: int, kernel_size: int, strides: int = 1, name: Optional[str] 
   convolution by 0 before and 1 after, which centres output i on input 2i + 1 while
   the strided 1x1 shortcut samples 2i, so the two branches a block adds would look
   one pixel apart. Padded symmetrically both centre on 2i, at any input size.
-  `initializer`: the kernel's, PyTorch's fan-out normal unless given.
+  `initializer`: the kernel's, PyTorch's fan-out normal unless given; `padding`
+  "same" restores TensorFlow's padding of strided convolutions (DOWNSAMPLING_PADDINGS).
   """
-  symmetric = strides > 1 and kernel_size > 1
+  symmetric = strides > 1 and kernel_size > 1 and padding == "symmetric"
   convolution = layers.Conv2D(filters, kernel_size, strides=strides,
                               padding="valid" if symmetric else "same", use_bias=False,
                               kernel_initializer=initializer or _convolution_initializer(),
@@ -80,9 +81,9 @@ def _conv(filters: int, kernel_size: int, strides: int = 1, name: Optional[str] 
   return lambda inputs: convolution(padding(inputs))
 
 
-def _basic_block(inputs, filters: int, strides: int, name: str):
+def _basic_block(inputs, filters: int, strides: int, name: str, padding: str):
   """Post-activation basic block of He et al. (2016), projection shortcut."""
-  x = _conv(filters, 3, strides, name=f"{name}_conv1")(inputs)
+  x = _conv(filters, 3, strides, name=f"{name}_conv1", padding=padding)(inputs)
   x = FusedBatchNormalization(**_BATCH_NORM, name=f"{name}_bn1")(x)
   x = layers.ReLU(name=f"{name}_relu1")(x)
   x = _conv(filters, 3, name=f"{name}_conv2")(x)
@@ -96,7 +97,7 @@ def _basic_block(inputs, filters: int, strides: int, name: str):
   return layers.ReLU(name=f"{name}_out")(x)
 
 
-def _resnet_features(x, depth: int):
+def _resnet_features(x, depth: int, padding: str):
   blocks_per_stage = (depth - 2) // 6
   x = _conv(16, 3, name="stem_conv")(x)
   x = FusedBatchNormalization(**_BATCH_NORM, name="stem_bn")(x)
@@ -104,31 +105,33 @@ def _resnet_features(x, depth: int):
   for stage, filters in enumerate((16, 32, 64)):
     for block in range(blocks_per_stage):
       strides = 2 if stage > 0 and block == 0 else 1
-      x = _basic_block(x, filters, strides, name=f"stage{stage + 1}_block{block + 1}")
+      x = _basic_block(x, filters, strides, name=f"stage{stage + 1}_block{block + 1}",
+                       padding=padding)
   return x
 
 
-def _wide_block(inputs, filters: int, strides: int, name: str):
+def _wide_block(inputs, filters: int, strides: int, name: str, padding: str):
   """Pre-activation wide block of Zagoruyko & Komodakis (2016)."""
   x = FusedBatchNormalization(**_BATCH_NORM, name=f"{name}_bn1")(inputs)
   x = layers.ReLU(name=f"{name}_relu1")(x)
   shortcut = inputs
   if strides != 1 or inputs.shape[-1] != filters:
     shortcut = _conv(filters, 1, strides, name=f"{name}_shortcut")(x)
-  x = _conv(filters, 3, strides, name=f"{name}_conv1")(x)
+  x = _conv(filters, 3, strides, name=f"{name}_conv1", padding=padding)(x)
   x = FusedBatchNormalization(**_BATCH_NORM, name=f"{name}_bn2")(x)
   x = layers.ReLU(name=f"{name}_relu2")(x)
   x = _conv(filters, 3, name=f"{name}_conv2")(x)
   return layers.Add(name=f"{name}_add")([x, shortcut])
 
 
-def _wide_resnet_features(x, depth: int, width: int):
+def _wide_resnet_features(x, depth: int, width: int, padding: str):
   blocks_per_stage = (depth - 4) // 6
   x = _conv(16, 3, name="stem_conv")(x)
   for stage, filters in enumerate((16 * width, 32 * width, 64 * width)):
     for block in range(blocks_per_stage):
       strides = 2 if stage > 0 and block == 0 else 1
-      x = _wide_block(x, filters, strides, name=f"stage{stage + 1}_block{block + 1}")
+      x = _wide_block(x, filters, strides, name=f"stage{stage + 1}_block{block + 1}",
+                      padding=padding)
   x = FusedBatchNormalization(**_BATCH_NORM, name="final_bn")(x)
   return layers.ReLU(name="final_relu")(x)
 
@@ -147,14 +150,18 @@ def _small_cnn_features(x):
   return x
 
 
-def _features_builder(name: str) -> Callable:
+def _features_builder(name: str, padding: str) -> Callable:
   check_architecture_name(name)
+  if padding not in DOWNSAMPLING_PADDINGS:
+    raise ValueError(f"downsampling_padding={padding!r}: use one of "
+                     f"{', '.join(DOWNSAMPLING_PADDINGS)}.")
   resnet = RESNET_PATTERN.match(name)
   if resnet:
-    return lambda x: _resnet_features(x, int(resnet.group(1)))
+    return lambda x: _resnet_features(x, int(resnet.group(1)), padding)
   wide = WIDE_RESNET_PATTERN.match(name)
   if wide:
-    return lambda x: _wide_resnet_features(x, int(wide.group(1)), int(wide.group(2)))
+    return lambda x: _wide_resnet_features(x, int(wide.group(1)), int(wide.group(2)),
+                                           padding)
   return _small_cnn_features
 
 
@@ -164,17 +171,19 @@ def build_classifier(architecture: str,
                      channel_mean: Sequence[float],
                      channel_variance: Sequence[float],
                      name: str = "classifier",
-                     seed: Optional[int] = None) -> keras.Model:
+                     seed: Optional[int] = None,
+                     downsampling_padding: str = "symmetric") -> keras.Model:
   """A functional classifier: [0, 1] images in, logits out.
 
-  `seed` fixes the initial weights, so two builds with the same seed are equal.
+  `seed` fixes the initial weights, so two builds with the same seed are equal;
+  `downsampling_padding` is how strided convolutions pad (DOWNSAMPLING_PADDINGS).
   """
   if seed is not None:
     keras.utils.set_random_seed(seed)
   images = keras.Input(shape=tuple(image_shape), name="images")
   x = layers.Normalization(mean=list(channel_mean), variance=list(channel_variance),
                            name="normalize")(images)
-  x = _features_builder(architecture)(x)
+  x = _features_builder(architecture, downsampling_padding)(x)
   x = layers.GlobalAveragePooling2D(name="pool")(x)
   recipe_network = bool(RESNET_PATTERN.match(architecture)
                         or WIDE_RESNET_PATTERN.match(architecture))

@@ -104,7 +104,8 @@ def build_classifiers(config: ExperimentConfig, info: pipeline.DatasetInfo,
       backbones.build_classifier(
           architecture, info.image_shape, info.num_classes, channel_mean,
           channel_variance, name=f"classifier_{index}",
-          seed=classifier_seed(config.seed, index))
+          seed=classifier_seed(config.seed, index),
+          downsampling_padding=config.downsampling_padding)
       for index, architecture in enumerate(config.architectures)
   ]
 

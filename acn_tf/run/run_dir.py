@@ -12,7 +12,8 @@ from typing import Any, Dict, List
 
 from acn_tf import errors, strict_json
 from acn_tf.config.schema import (FIELDS, ExperimentConfig, config_differences,
-                                  config_from_dict, differing_fields)
+                                  config_from_dict, differing_fields,
+                                  with_fields_added_later)
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -210,7 +211,7 @@ def load_run_config(model_dir: str) -> Dict[str, Any]:
   if not isinstance(values, dict):
     raise ModelDirError(f"{path} holds a JSON {type(values).__name__}, not a run's config. "
                         "Choose another --model_dir.")
-  return values
+  return with_fields_added_later(values)
 
 
 def run_config(model_dir: str) -> ExperimentConfig:
