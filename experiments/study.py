@@ -26,20 +26,28 @@ from acn_tf.config import registry, schema as config_lib  # noqa: E402
 
 
 class EpochsTimes(NamedTuple):
-  """A variant's flag: `--override=epochs=` `factor` times the experiment's epochs
-  (after the study's common overrides), so that it holds for any experiment."""
-  factor: int
+  """A variant's flags: the experiment's schedule (after the study's common
+  overrides) stretched `factor` times, so that it holds for any experiment: the
+  epochs and, for a step schedule, the epochs at which the rate drops, each rounded
+  to a whole epoch (a cosine schedule stretches with its epochs)."""
+  factor: float
 
-  def flag(self, epochs: int) -> str:
-    return f"--override=epochs={self.factor * epochs}"
+  def flags(self, optimization) -> List[str]:
+    stretched = [f"--override=epochs={round(self.factor * optimization.epochs)}"]
+    if optimization.lr_schedule == "step":
+      boundaries = ",".join(str(round(self.factor * epoch))
+                            for epoch in optimization.lr_decay_epochs)
+      stretched.append(f"--override=lr_decay_epochs={boundaries}")
+    return stretched
 
 
 # A variant's flags: run.py arguments, or an EpochsTimes resolved per experiment.
 Flag = Union[str, EpochsTimes]
 
-# An ACN step's wall time in DML steps, measured on fashion_mnist_small on this
-# project's 2-core machine: DML for 120 epochs took 169 s, as long as the spec's
-# ACN run for the experiment's 40 epochs.
+# ACN's training time in DML's, measured on fashion_mnist_small on this project's
+# 2-core machine (RESULTS.md, "The main comparison", item 1): 170 ± 9 s against
+# 62 s of training over seeds 0 and 1 (2.74; the spec's Phase A, 5 warm-up epochs
+# included), rounded to 3.
 ACN_COST_IN_DML_STEPS = 3
 
 # ACN with Phase A tuned for divergence (the health target), the settings the
@@ -151,21 +159,27 @@ VARIANTS = {
 }
 
 
-def experiment_epochs(experiment: str, settings: Sequence[str] = ()) -> int:
-  """The epochs of the registered `experiment` with the FIELD=VALUE `settings` applied."""
+def experiment_optimization(experiment: str, settings: Sequence[str] = ()):
+  """The optimization section (epochs, schedule) of the registered `experiment` with
+  the FIELD=VALUE `settings` applied."""
   config = registry.get_experiment(experiment)
   malformed = [setting for setting in settings if "=" not in setting]
   if malformed:
     raise SystemExit(f"--override={malformed[0]} is not of the form FIELD=VALUE.")
   overrides = dict(setting.split("=", 1) for setting in settings)
-  return config_lib.apply_overrides(config, overrides).optimization.epochs
+  return config_lib.apply_overrides(config, overrides).optimization
 
 
 def variant_flags(flags: Sequence[Flag], experiment: str,
                   settings: Sequence[str] = ()) -> List[str]:
   """A variant's run.py arguments for `experiment`, each EpochsTimes resolved."""
-  return [flag.flag(experiment_epochs(experiment, settings))
-          if isinstance(flag, EpochsTimes) else flag for flag in flags]
+  resolved = []
+  for flag in flags:
+    if isinstance(flag, EpochsTimes):
+      resolved += flag.flags(experiment_optimization(experiment, settings))
+    else:
+      resolved.append(flag)
+  return resolved
 
 
 def run_study(experiment: str, out: str, variants: Dict[str, Sequence[Flag]],

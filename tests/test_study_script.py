@@ -28,19 +28,33 @@ def _epochs(command):
   return [argument for argument in command if argument.startswith("--override=epochs=")][-1]
 
 
-@pytest.mark.parametrize("experiment", ["fashion_mnist_small", "cifar100"])
-def test_compute_matched_dml_trains_three_times_the_experiments_epochs(
-    monkeypatch, tmp_path, experiment):
-  (command,) = _commands(monkeypatch, tmp_path, experiment, ["dml_compute_matched"])
-  epochs = registry.get_experiment(experiment).optimization.epochs
-  assert (experiment, epochs) in (("fashion_mnist_small", 40), ("cifar100", 300))
-  assert "--method=dml" in command and _epochs(command) == f"--override=epochs={3 * epochs}"
+def test_compute_matched_dml_stretches_the_experiments_schedule(monkeypatch, tmp_path):
+  """Cosine (fashion_mnist_small): the epochs; step decay (cifar100): the epochs and
+  the epochs of each drop, so the rate falls at the same fractions of training."""
+  factor = study.ACN_COST_IN_DML_STEPS
+  (cosine,) = _commands(monkeypatch, tmp_path, "fashion_mnist_small", ["dml_compute_matched"])
+  assert registry.get_experiment("fashion_mnist_small").optimization.lr_schedule == "cosine"
+  assert "--method=dml" in cosine and _epochs(cosine) == f"--override=epochs={round(factor * 40)}"
+  assert not any(argument.startswith("--override=lr_decay_epochs") for argument in cosine)
+  (step,) = _commands(monkeypatch, tmp_path / "c", "cifar100", ["dml_compute_matched"])
+  optimization = registry.get_experiment("cifar100").optimization
+  assert (optimization.epochs, optimization.lr_decay_epochs) == (300, (150, 225))
+  assert _epochs(step) == f"--override=epochs={round(factor * 300)}"
+  assert (f"--override=lr_decay_epochs={round(factor * 150)},{round(factor * 225)}"
+          in step)
+
+
+def test_a_fractional_factor_rounds_to_whole_epochs():
+  optimization = registry.get_experiment("cifar100").optimization
+  assert study.EpochsTimes(2.5).flags(optimization) == [
+      "--override=epochs=750", "--override=lr_decay_epochs=375,562"]
 
 
 def test_the_multiple_is_of_the_epochs_the_studys_settings_give(monkeypatch, tmp_path):
   (command,) = _commands(monkeypatch, tmp_path, "fashion_mnist", ["dml_compute_matched"],
                          fashion_mnist_study.CPU_SETTINGS)
-  assert "--override=epochs=6" in command and _epochs(command) == "--override=epochs=18"
+  assert "--override=epochs=6" in command
+  assert _epochs(command) == f"--override=epochs={round(study.ACN_COST_IN_DML_STEPS * 6)}"
 
 
 def test_dml_noise_and_finished_runs(monkeypatch, tmp_path):
