@@ -84,8 +84,6 @@ def fashion_mnist() -> ExperimentConfig:
       weight_decay=5e-4,
       augmentation="crop_flip",
       crop_padding=2,
-      generator_filters=16,
-      discriminator_filters=16,
       adv_warmup_epochs=1,
   )
 
@@ -139,8 +137,6 @@ def digits() -> ExperimentConfig:
       weight_decay=5e-4,
       augmentation="crop",
       crop_padding=1,
-      generator_filters=16,
       generator_blocks=1,
-      discriminator_filters=16,
       adv_warmup_epochs=2,
   )
