@@ -7,7 +7,8 @@ random signs. `NoisyCoDistillation` is that rival without Phase A: no generator,
 discriminator, no search. Each step is one DML update whose loss also has the
 divergent-batch terms of `CoDistillation.classifier_update` on x ± input_noise,
 with the same label mask, weights and averaging as ACN's x̃: about one DML step
-plus one forward and backward pass of every classifier on the noisy batch.
+plus one forward and backward pass of every classifier on the noisy batch. Its size,
+`input_noise`, is chosen on a validation split (acn_tf/config/schema.py).
 """
 
 from typing import List
