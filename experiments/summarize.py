@@ -104,8 +104,8 @@ def _mean_std(values: Sequence[float]) -> str:
 
 # Baselines and DML's rivals first, then the method, then its ablations; other
 # variants after.
-_ORDER = ("independent", "dml", "dml_noise", "dml_compute_matched", "acn", "acn_no_wrc",
-          "acn_no_ras", "acn_no_gan")
+_ORDER = ("independent", "dml", "dml_noise", "dml_compute_matched", "dml_epochs_3x", "acn",
+          "acn_no_wrc", "acn_no_ras", "acn_no_gan")
 
 
 def _display_order(variant: str):
