@@ -8,7 +8,8 @@ in OUT/VARIANT-seedS; finished runs (results.json present) are skipped, so the
 script can be stopped and started again. A variant's flag may be an
 `EpochsTimes`, a multiple of the experiment's epochs (e.g. `dml_compute_matched`:
 DML given ACN's compute), resolved against the registered experiment and the
-study's common overrides. Runs are sequential: on a 2-core
+study's common overrides (`--acn_cost_in_dml_steps` sets that multiple for another
+machine or experiment). Runs are sequential: on a 2-core
 machine two trainings at once would distort the per-epoch times. Then
 `python experiments/summarize.py OUT` prints the tables and draws the chart.
 """
@@ -164,6 +165,14 @@ VARIANTS = {
 }
 
 
+def with_acn_cost(variants: Dict[str, Sequence[Flag]], factor: float
+                  ) -> Dict[str, Sequence[Flag]]:
+  """`variants` with `dml_compute_matched` given `factor` times the epochs: ACN's
+  training time in DML's where the study runs (another machine, another
+  experiment); summarize.py's last column, acn's row against dml, measures it."""
+  return {**variants, "dml_compute_matched": ("--method=dml", EpochsTimes(factor))}
+
+
 def experiment_optimization(experiment: str, settings: Sequence[str] = ()):
   """The optimization section (epochs, schedule) of the registered `experiment` with
   the FIELD=VALUE `settings` applied."""
@@ -221,8 +230,12 @@ def main() -> None:
   parser.add_argument("--override", action="append", default=[],
                       help="FIELD=VALUE for every run, before the variant's own flags")
   parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--acn_cost_in_dml_steps", type=float, default=ACN_COST_IN_DML_STEPS,
+                      help="dml_compute_matched's multiple of the epochs: ACN's training "
+                      "time in DML's on the machine and experiment of the study")
   arguments = parser.parse_args()
-  run_study(arguments.experiment, arguments.out, VARIANTS, arguments.variants.split(","),
+  variants = with_acn_cost(VARIANTS, arguments.acn_cost_in_dml_steps)
+  run_study(arguments.experiment, arguments.out, variants, arguments.variants.split(","),
             [int(s) for s in arguments.seeds.split(",")], arguments.override,
             arguments.data_dir)
 

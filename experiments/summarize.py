@@ -9,7 +9,8 @@ makes them) or a model_dir itself (its variant: its name without -seedS); every
 run of a variant is one seed of its row. The main table: per variant, ensemble
 and mean classifier top-1, the paired difference to the baseline over the seeds
 both have (mean, and the two-sided p of a paired t-test), and the cost: training
-seconds per run and training images per second (results.json). Further tables:
+seconds per run, training images per second (results.json) and training time in
+the baseline's (paired by seed). Further tables:
 per-classifier top-1 and divergence; each variant's
 difference to the baseline against the pooled seed spread; Phase A's health on
 the test split after training (results.json, acn_tf/method/health.py); the ACN
@@ -166,21 +167,37 @@ def paired_t_test(differences: Sequence[float]):
   return mean, t_two_sided_p(t, len(differences) - 1)
 
 
+def _by_seed(results: List[dict]) -> Dict[int, dict]:
+  """{seed: results} of the seeds that occur exactly once."""
+  seeds = [r.get("seed") for r in results]
+  return {seed: r for seed, r in zip(seeds, results)
+          if seed is not None and seeds.count(seed) == 1}
+
+
 def paired_differences(variant: List[dict], baseline: List[dict]) -> Dict[str, List[float]]:
   """{"ensemble" / "mean classifier": variant − baseline per seed} over the seeds
   that each has exactly once, in seed order."""
-  def by_seed(results):
-    seeds = [r.get("seed") for r in results]
-    return {seed: r for seed, r in zip(seeds, results)
-            if seed is not None and seeds.count(seed) == 1}
-
-  mine, theirs = by_seed(variant), by_seed(baseline)
+  mine, theirs = _by_seed(variant), _by_seed(baseline)
   common = sorted(set(mine) & set(theirs))
   differences = {}
   for kind in ("ensemble", "mean classifier"):
     differences[kind] = [_scores([mine[seed]])[kind][0] - _scores([theirs[seed]])[kind][0]
                          for seed in common]
   return differences
+
+
+def training_time_ratio(variant: List[dict], baseline: List[dict]):
+  """The variant's training seconds over the baseline's, summed over the seeds both
+  have with seconds recorded: how many baseline runs' compute one run costs (on the
+  machine that ran both), e.g. the factor `dml_compute_matched` of
+  experiments/study.py needs. None when no seed pairs."""
+  mine, theirs = _by_seed(variant), _by_seed(baseline)
+  common = [seed for seed in set(mine) & set(theirs)
+            if mine[seed].get("train_seconds") and theirs[seed].get("train_seconds")]
+  if not common:
+    return None
+  return (sum(mine[seed]["train_seconds"] for seed in common)
+          / sum(theirs[seed]["train_seconds"] for seed in common))
 
 
 def _p_value(p) -> str:
@@ -202,7 +219,8 @@ def _cost(values: Sequence, digits: int) -> str:
 def main_rows(runs: Dict[str, List[dict]], baseline: str = "dml") -> List[List[str]]:
   """One row per variant: seeds, ensemble and mean classifier top-1 (mean ± std),
   the paired difference to `baseline` in points with its p, for each of the two,
-  then training seconds per run and training images per second."""
+  then training seconds per run, training images per second and the training
+  time in the baseline's (`training_time_ratio`)."""
   rows = []
   for variant in sorted(runs, key=_display_order):
     results = runs[variant]
@@ -222,6 +240,8 @@ def main_rows(runs: Dict[str, List[dict]], baseline: str = "dml") -> List[List[s
         row += [f"{100 * mean:+.2f}", _p_value(p)]
     row += [_cost([r.get("train_seconds") for r in results], 0),
             _cost([r.get("train_images_per_second") for r in results], 0)]
+    ratio = training_time_ratio(results, runs.get(baseline, []))
+    row.append("–" if ratio is None else f"{ratio:.2f}")
     rows.append(row)
   return rows
 
@@ -229,7 +249,8 @@ def main_rows(runs: Dict[str, List[dict]], baseline: str = "dml") -> List[List[s
 def main_header(baseline: str = "dml") -> List[str]:
   return ["variant", "seeds", "ensemble top-1 (%)", "mean classifier top-1 (%)",
           f"seeds paired with {baseline}", f"ensemble − {baseline}", "p",
-          f"mean classifier − {baseline}", "p", "train s / run", "train images / s"]
+          f"mean classifier − {baseline}", "p", "train s / run", "train images / s",
+          f"train time / {baseline}'s"]
 
 
 # -- Further tables -------------------------------------------------------------------

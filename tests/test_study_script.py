@@ -44,6 +44,21 @@ def test_compute_matched_dml_stretches_the_experiments_schedule(monkeypatch, tmp
           in step)
 
 
+def test_the_compute_factor_of_another_machine_is_a_flag(monkeypatch, tmp_path):
+  """--acn_cost_in_dml_steps=2.5 on cifar100: 750 epochs, the drops at 375 and 562;
+  the other variants keep their flags."""
+  started = []
+  monkeypatch.setattr(subprocess, "run", lambda command, check: started.append(command))
+  monkeypatch.setattr(sys, "argv", [
+      "study.py", "--experiment=cifar100", f"--out={tmp_path}", "--seeds=0",
+      "--variants=dml,dml_compute_matched", "--acn_cost_in_dml_steps=2.5"])
+  study.main()
+  dml, matched = started
+  assert not any("--override=epochs" in argument for argument in dml)
+  assert matched[-2:] == ["--override=epochs=750", "--override=lr_decay_epochs=375,562"]
+  assert study.VARIANTS["dml_compute_matched"][1].factor == study.ACN_COST_IN_DML_STEPS
+
+
 def test_a_fractional_factor_rounds_to_whole_epochs():
   optimization = registry.get_experiment("cifar100").optimization
   assert study.EpochsTimes(2.5).flags(optimization) == [

@@ -228,11 +228,13 @@ def test_main_table_pairs_seeds_with_the_baseline_and_shows_the_cost(tmp_path, m
       "+0.50", f"{1 - t_ensemble / np.sqrt(2 + t_ensemble ** 2):.3f}",
       "+0.47", f"{1 - t_mean / np.sqrt(2 + t_mean ** 2):.3f}",
       f"{np.mean([50, 52, 54, 56]):.0f} ± {np.std([50, 52, 54, 56], ddof=1):.0f}",
-      f"{np.mean([800, 810, 820, 830]):.0f} ± {np.std([800, 810, 820, 830], ddof=1):.0f}"]
+      f"{np.mean([800, 810, 820, 830]):.0f} ± {np.std([800, 810, 820, 830], ddof=1):.0f}",
+      # Training time over DML's on seeds 0-2 (seed 3 unpaired): (50+52+54) / (28+29+30).
+      f"{156 / 87:.2f}"]
   # Ensemble differences 0.25, 0.5, 0.75: t = 2 sqrt(3), p = 1 - 2 sqrt(3) / sqrt(14).
   assert rows[1][6] == "0.074"
   assert rows[0][4:9] == ["–"] * 5  # The baseline against itself.
-  assert rows[0][9:] == ["29 ± 1", "1399 ± 1"]
+  assert rows[0][9:] == ["29 ± 1", "1399 ± 1", "1.00"]
 
   monkeypatch.setattr(sys, "argv", ["summarize.py", str(tmp_path)])
   summarize.main()
@@ -249,8 +251,8 @@ def test_runs_without_recorded_cost_or_seed_still_summarise(tmp_path):
   runs = summarize.load_runs([str(tmp_path), str(tmp_path / "mine")])
   assert [r["seed"] for r in runs["dml"]] == [0, 1] and runs["mine"][0]["seed"] is None
   rows = summarize.main_rows(runs, "dml")
-  assert rows[1][0] == "mine" and rows[1][4:] == ["0", "–", "–", "–", "–", "–", "–"]
-  assert rows[0][9:] == ["–", "–"]
+  assert rows[1][0] == "mine" and rows[1][4:] == ["0", "–", "–", "–", "–", "–", "–", "–"]
+  assert rows[0][9:] == ["–", "–", "–"]
 
 
 def test_paired_t_test_of_identical_and_single_differences():
