@@ -63,10 +63,12 @@ def config(base: Optional[str] = None, **fields: Any) -> ExperimentConfig:
   type-checked as --override values are, and validated.
 
   The name is `base` unless given; the dataset is "python" (your own
-  pipeline) unless given.
+  pipeline) unless given. `base`'s settings for one method (e.g.
+  fashion_mnist_small's adv_weight for ACN) follow `method`, as on run.py's
+  command line.
   """
   if base:
-    settings = registry.get_experiment(base)
+    settings = registry.get_experiment(base, fields.get("method"))
   else:
     settings = ExperimentConfig.from_fields(name="python_api", dataset=config_lib.PYTHON_DATASET)
   settings = settings.replace(dataset=config_lib.PYTHON_DATASET)

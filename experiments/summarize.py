@@ -10,7 +10,8 @@ run of a variant is one seed of its row. The main table: per variant, ensemble
 and mean classifier top-1, the paired difference to the baseline over the seeds
 both have (mean, and the two-sided p of a paired t-test), and the cost: training
 seconds per run, training images per second (results.json) and training time in
-the baseline's (paired by seed). Further tables:
+the baseline's (paired by seed, over the seeds whose two runs had the same kind of
+machine). Further tables:
 per-classifier top-1 and divergence; each variant's
 difference to the baseline against the pooled seed spread; Phase A's health on
 the test split after training (results.json, acn_tf/method/health.py); the ACN
@@ -30,7 +31,7 @@ import math
 import os
 import re
 import statistics
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 _RUN_NAME = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
 
@@ -186,18 +187,50 @@ def paired_differences(variant: List[dict], baseline: List[dict]) -> Dict[str, L
   return differences
 
 
-def training_time_ratio(variant: List[dict], baseline: List[dict]):
-  """The variant's training seconds over the baseline's, summed over the seeds both
-  have with seconds recorded: how many baseline runs' compute one run costs (on the
-  machine that ran both), e.g. the factor `dml_compute_matched` of
-  experiments/study.py needs. None when no seed pairs."""
+def same_machine(run: dict, other: dict) -> bool:
+  """Whether two runs' `machine` records (results.json) name the same kind of
+  machine: CPU, instruction sets, cores and GPUs. Runs written before the record
+  existed count as the same: they ran on this project's one machine of the time."""
+  if "machine" not in run or "machine" not in other:
+    return True
+  keys = ("cpu_model", "isa", "machine", "cpu_count", "gpus")
+  return all(run["machine"].get(key) == other["machine"].get(key) for key in keys)
+
+
+def cost_pairs(variant: List[dict], baseline: List[dict]) -> Tuple[List[int], int]:
+  """The seeds whose two runs (one each) both recorded their training seconds, on
+  the same kind of machine (`same_machine`), and how many seeds both have."""
   mine, theirs = _by_seed(variant), _by_seed(baseline)
-  common = [seed for seed in set(mine) & set(theirs)
-            if mine[seed].get("train_seconds") and theirs[seed].get("train_seconds")]
+  both = sorted(set(mine) & set(theirs))
+  paired = [seed for seed in both
+            if mine[seed].get("train_seconds") and theirs[seed].get("train_seconds")
+            and same_machine(mine[seed], theirs[seed])]
+  return paired, len(both)
+
+
+def training_time_ratio(variant: List[dict], baseline: List[dict]):
+  """The variant's training seconds over the baseline's, summed over the seeds of
+  `cost_pairs`: how many baseline runs' compute one run costs on the machine that
+  ran both, e.g. the factor `dml_compute_matched` of experiments/study.py needs.
+  A seed whose two runs ran on machines of different speed would measure the
+  machines, so it is left out. None when no seed pairs."""
+  mine, theirs = _by_seed(variant), _by_seed(baseline)
+  common, _ = cost_pairs(variant, baseline)
   if not common:
     return None
   return (sum(mine[seed]["train_seconds"] for seed in common)
           / sum(theirs[seed]["train_seconds"] for seed in common))
+
+
+def _ratio_cell(variant: List[dict], baseline: List[dict]) -> str:
+  """training_time_ratio, with the seeds it pairs when other machines left some out."""
+  ratio = training_time_ratio(variant, baseline)
+  if ratio is None:
+    return "–"
+  paired, both = cost_pairs(variant, baseline)
+  if len(paired) == both:
+    return f"{ratio:.2f}"
+  return f"{ratio:.2f} (seeds {','.join(map(str, paired))}: one machine)"
 
 
 def _p_value(p) -> str:
@@ -240,8 +273,7 @@ def main_rows(runs: Dict[str, List[dict]], baseline: str = "dml") -> List[List[s
         row += [f"{100 * mean:+.2f}", _p_value(p)]
     row += [_cost([r.get("train_seconds") for r in results], 0),
             _cost([r.get("train_images_per_second") for r in results], 0)]
-    ratio = training_time_ratio(results, runs.get(baseline, []))
-    row.append("–" if ratio is None else f"{ratio:.2f}")
+    row.append(_ratio_cell(results, runs.get(baseline, [])))
     rows.append(row)
   return rows
 

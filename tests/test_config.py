@@ -191,3 +191,51 @@ def test_every_preset_gives_its_values_to_every_experiment(name, experiment):
   assert set(preset) <= set(config_lib.field_types())
   config = command_line.resolve_config(experiment, "acn", preset=name).to_dict()
   assert {field: config[field] for field in preset} == dict(preset)
+
+
+def _adv_weight(**resolve_arguments):
+  return command_line.resolve_config("fashion_mnist_small",
+                                     **resolve_arguments).distillation.adv_weight
+
+
+def test_an_experiments_setting_for_one_method_reaches_that_method_alone(tmp_path):
+  """fashion_mnist_small gives ACN half the divergent batch's weight and leaves
+  dml_noise, which reads the same field, at the library's 1, whichever flag
+  names the method; the file, the preset and the overrides still win over it."""
+  assert ExperimentConfig.from_fields(name="x", dataset="digits").distillation.adv_weight == 1.0
+  assert registry.method_settings("fashion_mnist_small", "acn") == {"adv_weight": 0.5}
+  assert _adv_weight(method="acn") == 0.5
+  assert _adv_weight(overrides=["method=acn"]) == 0.5
+  assert _adv_weight(method="dml_noise") == 1.0
+  assert _adv_weight(method="dml_noise", overrides=["method=acn"]) == 0.5
+  assert _adv_weight(method="acn", overrides=["method=dml_noise"]) == 1.0
+  assert _adv_weight(method="acn", overrides=["adv_weight=0.8"]) == 0.8
+  assert _adv_weight(method="acn", preset="divergence_seeking") == 1.0
+  for values, expected in (({"method": "acn"}, 0.5), ({"method": "acn", "adv_weight": 2.0}, 2.0),
+                           ({"epochs": 3}, 1.0)):
+    config_file = tmp_path / "settings.json"
+    config_file.write_text(json.dumps(values))
+    assert _adv_weight(config_file=str(config_file)) == expected, values
+  # Nothing else differs from the experiment run with another method.
+  acn = command_line.resolve_config("fashion_mnist_small", "acn")
+  assert acn == registry.get_experiment("fashion_mnist_small").replace(method="acn",
+                                                                       adv_weight=0.5)
+  assert command_line.field_origin(
+      "adv_weight", experiment="fashion_mnist_small", method="acn", config_file=None,
+      set_by={}) == "--experiment=fashion_mnist_small"
+
+
+def test_the_python_api_follows_the_same_method_settings():
+  from acn_tf import api
+  assert api.config("fashion_mnist_small", method="acn").distillation.adv_weight == 0.5
+  assert api.config("fashion_mnist_small", method="dml_noise").distillation.adv_weight == 1.0
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"dml": {"adv_weight": 0.5}}, "method dml does not read"),
+    ({"nope": {"adv_weight": 0.5}}, "unknown method 'nope'"),
+])
+def test_a_method_setting_of_a_method_that_cannot_read_it_is_refused(settings, message):
+  with pytest.raises(KeyError, match=message):
+    registry.register("never_registered", method_settings=settings)
+  assert "never_registered" not in registry.experiment_names()

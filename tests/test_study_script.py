@@ -1,12 +1,13 @@
 """experiments/study.py: each variant's run.py command, without training anything."""
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from acn_tf.config import registry
+from acn_tf.config import command_line, registry, schema as config_lib
 from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
@@ -84,3 +85,47 @@ def test_dml_noise_and_finished_runs(monkeypatch, tmp_path):
 def test_a_malformed_setting_is_named(monkeypatch, tmp_path):
   with pytest.raises(SystemExit, match="--override=epochs is not of the form FIELD=VALUE"):
     _commands(monkeypatch, tmp_path, "digits", ["dml_compute_matched"], ["epochs"])
+
+
+def _resolved(experiment, flags, seed):
+  """resolve_config of a variant's run.py flags, as run.py resolves them."""
+  arguments = {"method": None, "preset": None, "overrides": [f"seed={seed}"]}
+  for flag in flags:
+    key, _, value = flag.partition("=")
+    if key == "--override":
+      arguments["overrides"].append(value)
+    else:
+      assert key in ("--method", "--preset"), flag
+      arguments[key[2:]] = value
+  return command_line.resolve_config(experiment, arguments["method"], None,
+                                     arguments["overrides"], arguments["preset"])
+
+
+def test_the_committed_runs_are_what_their_variants_give_today():
+  """experiments/results/main holds the table of README and RESULTS.md: each run's
+  config.json must be what `study.py --variants=VARIANT` trains with today's code,
+  field for field, so that the table's rows (`acn` among them: the registered
+  ACN) are the settings their names say."""
+  root = os.path.join(ROOT, "experiments", "results", "main")
+  runs = sorted(os.listdir(root))
+  assert {run.rsplit("-seed", 1)[0] for run in runs} >= {"dml", "acn", "acn_spec", "dml_noise"}
+  mismatches = {}
+  for run in runs:
+    variant, seed = run.rsplit("-seed", 1)
+    config = _resolved("fashion_mnist_small",
+                       study.variant_flags(study.VARIANTS[variant], "fashion_mnist_small"),
+                       int(seed))
+    with open(os.path.join(root, run, "config.json"), encoding="utf-8") as handle:
+      saved = json.load(handle)
+    differences = config_lib.config_differences(saved, config)
+    if differences:
+      mismatches[run] = differences
+  assert not mismatches
+
+
+def test_acn_is_the_registered_acn_and_acn_spec_the_spec_weights():
+  acn = _resolved("fashion_mnist_small", study.VARIANTS["acn"], 0)
+  spec = _resolved("fashion_mnist_small", study.VARIANTS["acn_spec"], 0)
+  assert acn == command_line.resolve_config("fashion_mnist_small", "acn", None, ["seed=0"])
+  assert (acn.distillation.adv_weight, spec.distillation.adv_weight) == (0.5, 1.0)
+  assert spec == acn.replace(adv_weight=1.0)

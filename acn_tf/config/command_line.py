@@ -1,8 +1,9 @@
 """From the command line to a config: overrides, config files, the registry.
 
 `resolve_config` is what `run.py` (and a test of it) calls: the named
-experiment, then a JSON config file, then a preset (acn_tf/config/presets.py),
-then --method, then `field=value` overrides, each checked against the schema of
+experiment (with its settings for the method the run ends with), then a JSON
+config file, then a preset (acn_tf/config/presets.py), then --method, then
+`field=value` overrides, each checked against the schema of
 acn_tf/config/schema.py.
 `resolve_for_run` is the same for a command about a trained run (--mode=eval,
 export), whose own config is the base when the command names none, and
@@ -92,7 +93,10 @@ def resolve_config(experiment: Optional[str],
                       f"{name!r}.")
   parsed_overrides = parse_override_strings(overrides)
   if experiment:
-    config = get_experiment(experiment)
+    # The experiment's settings for one method (registry.register) depend on the
+    # method the run ends with, whichever flag names it.
+    config = get_experiment(experiment, _final_method(method, file_values, parsed_overrides,
+                                                      preset))
   else:
     if "dataset" not in file_values and "dataset" not in parsed_overrides:
       raise ConfigError(
@@ -119,6 +123,17 @@ def resolve_config(experiment: Optional[str],
 
 
 
+def _final_method(method: Optional[str], file_values: Mapping[str, Any],
+                  overrides: Mapping[str, str], preset: Optional[str]) -> Optional[str]:
+  """The method resolve_config ends with, by its order of precedence (None: the
+  experiment's own)."""
+  for source in (overrides, {"method": method} if method else {},
+                 get_preset(preset) if preset else {}, file_values):
+    if source.get("method"):
+      return str(source["method"])
+  return None
+
+
 def resolve_for_run(run: ExperimentConfig,
                     experiment: Optional[str],
                     method: Optional[str] = None,
@@ -130,7 +145,8 @@ def resolve_for_run(run: ExperimentConfig,
   With --experiment or --config_file the command names its base, and the config
   is resolve_config's, as when it trained; without either (`--mode=eval
   --model_dir=M --method=acn`), the base is the run's own config and --method
-  and the overrides are applied over it.
+  and the overrides are applied over it (an experiment's settings for one
+  method, registry.register, are then the run's values, not the new method's).
   """
   if experiment or config_file:
     return resolve_config(experiment, method, config_file, overrides, preset)

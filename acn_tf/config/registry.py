@@ -5,20 +5,36 @@ a 2-core CPU: `digits` is the smoke run (about a minute), `fashion_mnist` the sm
 real benchmark on which methods and ablations are compared on CPU.
 """
 
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from acn_tf.config.schema import ConfigError, ExperimentConfig
+from acn_tf.config.schema import (METHODS, ConfigError, ExperimentConfig, apply_overrides,
+                                  methods_reading)
 
 _REGISTRY: Dict[str, Callable[[], ExperimentConfig]] = {}
+_METHOD_SETTINGS: Dict[str, Mapping[str, Mapping[str, Any]]] = {}
 
 
-def register(name: str):
-  """Decorator: registers a function returning the config of experiment `name`."""
+def register(name: str, method_settings: Optional[Mapping[str, Mapping[str, Any]]] = None):
+  """Decorator: registers a function returning the config of experiment `name`.
+
+  `method_settings` maps a method to settings the experiment gives that method
+  alone, for a field that several methods read but whose evidence on this
+  experiment is one method's (e.g. ACN's divergent-batch weight, which the
+  dml_noise control shares). Each must be a field the method reads.
+  """
+  settings = dict(method_settings or {})
+  for method, fields in settings.items():
+    if method not in METHODS:
+      raise KeyError(f"Experiment {name!r}: method_settings names unknown method {method!r}.")
+    unread = [field for field in fields if method not in methods_reading(field)]
+    if unread:
+      raise KeyError(f"Experiment {name!r}: method {method} does not read {unread}.")
 
   def decorator(factory: Callable[[], ExperimentConfig]):
     if name in _REGISTRY:
       raise KeyError(f"Experiment {name!r} is registered twice.")
     _REGISTRY[name] = factory
+    _METHOD_SETTINGS[name] = settings
     return factory
 
   return decorator
@@ -28,12 +44,26 @@ def experiment_names() -> Tuple[str, ...]:
   return tuple(sorted(_REGISTRY))
 
 
-def get_experiment(name: str) -> ExperimentConfig:
-  names = experiment_names()
+def method_settings(name: str, method: str) -> Mapping[str, Any]:
+  """The settings experiment `name` gives `method` alone (see `register`)."""
+  _check_known(name)
+  return _METHOD_SETTINGS[name].get(method, {})
+
+
+def get_experiment(name: str, method: Optional[str] = None) -> ExperimentConfig:
+  """The config of experiment `name` run with `method` (default: the
+  experiment's own): its fields, then its settings for that method."""
+  _check_known(name)
+  config = _REGISTRY[name]()
+  if method is not None:
+    config = apply_overrides(config, {"method": method})
+  return apply_overrides(config, method_settings(name, config.method))
+
+
+def _check_known(name: str) -> None:
   if name not in _REGISTRY:
     raise ConfigError(f"Unknown experiment {name!r}. Known experiments: "
-                      f"{', '.join(names)}.")
-  return _REGISTRY[name]()
+                      f"{', '.join(experiment_names())}.")
 
 
 @register("cifar100")
@@ -88,7 +118,15 @@ def fashion_mnist() -> ExperimentConfig:
   )
 
 
-@register("fashion_mnist_small")
+@register("fashion_mnist_small", method_settings={
+    # Half the divergent batch's weight: the choice of the validation screen of
+    # three Phase A arms at today's recipe (seeds 0-1, mean-classifier top-1 81.84
+    # against the spec's 81.59, above it on both seeds; the classifiers fit their
+    # training set again). On the eight test seeds it is DML's figure (-0.04 /
+    # +0.06, ns), not above it (experiments/RESULTS.md, "ACN's Phase A at today's
+    # recipe"). ACN's only: dml_noise's noise size was chosen at weight 1.
+    "acn": {"adv_weight": 0.5},
+})
 def fashion_mnist_small() -> ExperimentConfig:
   """Co-distillation's regime on 2 CPU cores: classifiers that fit their
   training set (100% training top-1) and generalise far below it.
@@ -103,9 +141,11 @@ def fashion_mnist_small() -> ExperimentConfig:
 
   ACN: the library's defaults, the spec's Phase A, with its divergence at Phase
   B's temperature as the spec has it: of the ACN settings screened on this
-  experiment's validation split it had the best accuracy (experiments/RESULTS.md,
-  "What Phase B does with x̃"). `--preset=divergence_seeking` gives the settings
-  chosen for how divergent x̃0 is, which lost to DML.
+  experiment's validation split it had the best accuracy with the previous
+  recipe (experiments/RESULTS.md, "What Phase B does with x̃"), and with today's
+  recipe at half the divergent batch's weight (`method_settings` above).
+  `--preset=divergence_seeking` gives the settings chosen for how divergent x̃0
+  is, which lost to DML.
   """
   return ExperimentConfig.from_fields(
       name="fashion_mnist_small",

@@ -161,7 +161,9 @@ class DistillationConfig:
   # `independent` is DML with the distillation term off: it reads neither.
   temperature: float = positive(1.0, methods=("dml", "dml_noise", "acn"))
   kd_weight: float = non_negative(1.0, methods=("dml", "dml_noise", "acn"))
-  # The divergent-batch terms: ACN's, and dml_noise's on its noisy batch.
+  # The divergent-batch terms: ACN's, and dml_noise's on its noisy batch. The
+  # spec's weight 1; an experiment may give ACN its own (registry.register's
+  # method_settings): fashion_mnist_small's 0.5, its validation split's choice.
   adv_weight: float = non_negative(1.0, methods=("dml_noise", "acn"))
   adv_ce_weight: float = non_negative(1.0, methods=("dml_noise", "acn"))
   # Weight of the peers' agreement (T² KL) on x̃; the spec's 1. At 0 the divergent
