@@ -50,9 +50,10 @@ Flag = Union[str, EpochsTimes]
 # 2026-12-02 on the test split (RESULTS.md, "The main comparison at today's
 # recipe", item 5), 3.9, rounded to 4; in the eight-seed comparison run with it,
 # ACN at the spec's weight took 3.69 times DML's training time, the registered
-# ACN 3.74 (seeds 6-7) and this variant 3.83 (RESULTS.md, "Current results"). The validation screen's 2.74 (170 s against 62 s), which set 3
-# before, counted the validation passes in both runs' seconds, so DML's by far
-# the more: it understated ACN's cost.
+# ACN 3.74 (seeds 6-7) and this variant 3.83 (RESULTS.md, "Current results"). The
+# validation screen's 2.74 (170 s against 62 s), which set 3 before, counted the
+# validation passes in both runs' seconds, so DML's by far the more: it
+# understated ACN's cost.
 ACN_COST_IN_DML_STEPS = 4
 
 # ACN with Phase A tuned for divergence (the health target), the settings the

@@ -223,14 +223,15 @@ def training_time_ratio(variant: List[dict], baseline: List[dict]):
 
 
 def _ratio_cell(variant: List[dict], baseline: List[dict]) -> str:
-  """training_time_ratio, with the seeds it pairs when other machines left some out."""
+  """training_time_ratio, naming the seeds it pairs when some of those both have
+  were left out (run on machines of different kinds, or without their seconds)."""
   ratio = training_time_ratio(variant, baseline)
   if ratio is None:
     return "–"
   paired, both = cost_pairs(variant, baseline)
   if len(paired) == both:
     return f"{ratio:.2f}"
-  return f"{ratio:.2f} (seeds {','.join(map(str, paired))}: one machine)"
+  return f"{ratio:.2f} (seeds {','.join(map(str, paired))})"
 
 
 def _p_value(p) -> str:

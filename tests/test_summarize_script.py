@@ -294,5 +294,5 @@ def test_the_cost_pairs_only_seeds_whose_runs_shared_a_kind_of_machine(tmp_path)
   assert summarize.cost_pairs(runs["acn"], runs["dml"]) == ([1, 2], 3)
   assert summarize.training_time_ratio(runs["acn"], runs["dml"]) == pytest.approx(189 / 63)
   rows = {row[0]: row for row in summarize.main_rows(runs, "dml")}
-  assert rows["acn"][-1] == f"{189 / 63:.2f} (seeds 1,2: one machine)"
+  assert rows["acn"][-1] == f"{189 / 63:.2f} (seeds 1,2)"
   assert rows["dml"][-1] == "1.00"

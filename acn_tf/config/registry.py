@@ -1,6 +1,6 @@
 """The named experiments of `run.py --experiment=NAME`.
 
-The CIFAR entries follow docs/METHOD.md "Headline settings". The others are sized for
+The CIFAR entries follow docs/METHOD.md, "The CIFAR recipe". The others are sized for
 a 2-core CPU: `digits` is the smoke run (about 15 seconds), `fashion_mnist` a
 quick real run, `fashion_mnist_small` the regime in which methods and ablations are
 compared on CPU (experiments/RESULTS.md).
