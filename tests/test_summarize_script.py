@@ -1,6 +1,5 @@
 """experiments/summarize.py: the tables RESULTS.md quotes, from run directories."""
 
-import json
 import os
 import sys
 
@@ -277,21 +276,22 @@ def test_a_seed_run_twice_is_not_paired(tmp_path):
 
 
 def test_the_cost_pairs_only_seeds_whose_runs_shared_a_kind_of_machine(tmp_path):
-  """Seed 0's DML ran on an AVX2 machine, its ACN on an AVX-512 one: the ratio is
-  seeds 1 and 2's alone, (90 + 99) / (30 + 33), and the cell says which seeds."""
+  """Seed 0's DML ran on an AVX2 machine and its ACN on an AVX-512 one, seed 3's ACN
+  with oneDNN capped at AVX2: the ratio is seeds 1 and 2's alone, (90 + 99) / (30 +
+  33), and the cell names them."""
   avx2 = {"cpu_model": "AMD EPYC", "isa": ["avx2", "fma"], "machine": "x86_64",
-          "cpu_count": 2, "gpus": [], "onednn": True}
+          "cpu_count": 2, "gpus": [], "onednn": True, "speed_variables": {}}
   avx512 = {**avx2, "isa": ["avx2", "fma", "avx512f"]}
-  seconds = {"dml": (60.0, 30.0, 33.0), "acn": (100.0, 90.0, 99.0)}
-  machines = {"dml": (avx2, avx512, avx512), "acn": (avx512, avx512, {**avx512, "onednn": 0})}
+  capped = {**avx512, "speed_variables": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
+  seconds = {"dml": (60.0, 30.0, 33.0, 31.0), "acn": (100.0, 90.0, 99.0, 120.0)}
+  machines = {"dml": (avx2, avx512, avx512, avx512), "acn": (avx512, avx512, avx512, capped)}
   for variant in ("dml", "acn"):
-    for seed in range(3):
+    for seed in range(4):
       _finished(tmp_path, f"{variant}-seed{seed}", seed, 0.8, 0.8, seconds[variant][seed], 1.0)
       path = tmp_path / f"{variant}-seed{seed}" / "results.json"
-      results = json.loads(path.read_text())
-      write_json(path, {**results, "machine": machines[variant][seed]})
+      write_json(path, {**read_json(path), "machine": machines[variant][seed]})
   runs = summarize.load_runs(str(tmp_path))
-  assert summarize.cost_pairs(runs["acn"], runs["dml"]) == ([1, 2], 3)
+  assert summarize.cost_pairs(runs["acn"], runs["dml"]) == ([1, 2], 4)
   assert summarize.training_time_ratio(runs["acn"], runs["dml"]) == pytest.approx(189 / 63)
   rows = {row[0]: row for row in summarize.main_rows(runs, "dml")}
   assert rows["acn"][-1] == f"{189 / 63:.2f} (seeds 1,2)"

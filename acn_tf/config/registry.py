@@ -129,9 +129,10 @@ def fashion_mnist() -> ExperimentConfig:
     # Half the divergent batch's weight: the choice of the validation screen of
     # three Phase A arms at today's recipe (seeds 0-1, mean-classifier top-1 81.84
     # against the spec's 81.59, above it on both seeds; the classifiers fit their
-    # training set again). On the eight test seeds it is DML's figure (-0.04 /
-    # +0.06, ns), not above it (experiments/RESULTS.md, "ACN's Phase A at today's
-    # recipe"). ACN's only: dml_noise's noise size was chosen at weight 1.
+    # training set again). On the eight test seeds it is DML's figure (+0.02 /
+    # +0.03, ns), not above it (experiments/RESULTS.md, "Current results" and
+    # "ACN's Phase A at today's recipe"). ACN's only: dml_noise's noise size was
+    # chosen at weight 1.
     "acn": {"adv_weight": 0.5},
 })
 def fashion_mnist_small() -> ExperimentConfig:
