@@ -188,16 +188,13 @@ def paired_differences(variant: List[dict], baseline: List[dict]) -> Dict[str, L
 
 
 def same_machine(run: dict, other: dict) -> bool:
-  """Whether two runs' `machine` records (results.json) name the same kind of
-  machine run the same way: CPU, instruction sets, cores, GPUs, oneDNN, threads and
-  the variables that set speed (e.g. ONEDNN_MAX_CPU_ISA). Runs written before the
-  record existed count as the same: they ran on this project's one machine of the
-  time."""
+  """Whether two runs' `machine` records (results.json, acn_tf/platform.py's
+  machine_info: what speed depends on, e.g. the instruction sets and
+  ONEDNN_MAX_CPU_ISA) are equal. Runs written before the record existed count as
+  the same: they ran on this project's one machine of the time."""
   if "machine" not in run or "machine" not in other:
     return True
-  keys = ("cpu_model", "isa", "machine", "cpu_count", "gpus", "onednn", "intra_op_threads",
-          "inter_op_threads", "speed_variables")
-  return all(run["machine"].get(key) == other["machine"].get(key) for key in keys)
+  return run["machine"] == other["machine"]
 
 
 def cost_pairs(variant: List[dict], baseline: List[dict]) -> Tuple[List[int], int]:
