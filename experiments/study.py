@@ -93,10 +93,14 @@ METHODS_AND_ABLATIONS = {
     "acn_no_ras": ("--method=acn", "--override=ras_steps=0",
                    "--override=ras_label_restrict=false"),
     "acn_no_gan": ("--method=acn", "--override=gan_weight=0"),
+    # x̃0 = x: the search alone, no generator or discriminator to train.
+    "acn_no_generator": ("--method=acn", "--override=use_generator=false"),
     # Training length: DML and ACN with the whole schedule stretched (the 4x DML is
     # `dml_compute_matched`).
     "dml_epochs_16x": ("--method=dml", EpochsTimes(16)),
     "acn_epochs_4x": ("--method=acn", EpochsTimes(4)),
+    "acn_no_generator_epochs_4x": ("--method=acn", "--override=use_generator=false",
+                                   EpochsTimes(4)),
 }
 
 # The ACN settings of `fashion_mnist_small` before they were chosen for the health

@@ -225,6 +225,10 @@ class AdversarialConfig:
   # Phase A's networks are kept small next to the classifiers: at 32 filters the
   # generator's forward and backward cost about 0.75 of a ResNet-32's, at 16 about
   # 0.25 (experiments/BENCHMARKS.md).
+  # False is the "no generator" ablation: x̃0 = x, the search alone makes the
+  # divergent batch; no generator or discriminator is built or trained, so their
+  # settings (and gan_weight) are unused.
+  use_generator: bool = True
   generator_filters: int = positive(16)
   generator_blocks: int = non_negative(2)
   noise_channels: int = non_negative(4)
@@ -671,6 +675,7 @@ def apply_overrides(config: ExperimentConfig,
 FIELDS_ADDED_LATER = {
     "downsampling_padding": "same",
     "weight_decay_mode": "decoupled",
+    "use_generator": True,
 }
 
 
@@ -708,8 +713,10 @@ def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
 def differing_fields(saved: Mapping[str, Any], config: ExperimentConfig) -> List[str]:
   """The fields where a saved config.json differs from `config`, sorted.
 
-  The comparison is between JSON forms, where tuples have become lists.
+  The comparison is between JSON forms, where tuples have become lists; a field
+  the saved file lacks has the value its code implied (FIELDS_ADDED_LATER).
   """
+  saved = with_fields_added_later(saved)
   wanted = json.loads(json.dumps(config.to_dict()))
   return [key for key in sorted(set(saved) | set(wanted))
           if saved.get(key) != wanted.get(key)]
@@ -718,5 +725,6 @@ def differing_fields(saved: Mapping[str, Any], config: ExperimentConfig) -> List
 def config_differences(saved: Mapping[str, Any], config: ExperimentConfig) -> List[str]:
   """"field (saved X, now Y)" for each field where a saved config.json differs."""
   wanted = json.loads(json.dumps(config.to_dict()))
+  saved = with_fields_added_later(saved)
   return [f"{key} (saved {saved.get(key)!r}, now {wanted.get(key)!r})"
           for key in differing_fields(saved, config)]
