@@ -273,3 +273,33 @@ def test_kdcl_reads_its_target_and_the_distillation_weights_alone():
   assert {"temperature", "kd_weight", "kdcl_target", "learning_rate"}.isdisjoint(unused)
   assert {"adv_weight", "input_noise", "wrc_alpha", "ras_label_restrict"} <= unused
   assert config_lib.methods_reading("kdcl_target") == ("kdcl",)
+
+
+def test_the_python_api_builds_kdcl_with_the_configs_settings():
+  from acn_tf import api
+  config = api.config(method="kdcl", temperature=3.0, kd_weight=0.5, kdcl_target="mean_logit")
+  model = api.build_model([dense_classifier(0), dense_classifier(1)], config,
+                          steps_per_epoch=5)
+  assert type(model) is EnsembleTargetDistillation
+  assert (model.distillation.temperature, model.distillation.kd_weight,
+          model.distillation.kdcl_target) == (3.0, 0.5, "mean_logit")
+  images = np.random.default_rng(0).uniform(size=(4, 6, 6, 1)).astype(np.float32)
+  labels = np.array([0, 1, 2, 0])
+  logits = model(images, training=True)
+  expected = kdcl.kdcl_losses(logits, labels, 3.0, 0.5, "mean_logit")
+  metrics = model.train_on_batch(images, labels, return_dict=True)
+  assert metrics["loss"] == pytest.approx(float(sum(np.mean(loss) for loss in expected)),
+                                          rel=1e-5)
+
+
+def test_a_config_written_before_kdcl_compares_equal_to_todays():
+  """config.json files of earlier runs have no kdcl_target: it counts as the default,
+  so resuming, evaluating or comparing them reports no difference."""
+  config = command_line.resolve_config("digits", "dml")
+  saved = {key: value for key, value in config.to_dict().items() if key != "kdcl_target"}
+  saved = {key: list(value) if isinstance(value, tuple) else value
+           for key, value in saved.items()}
+  assert config_lib.config_differences(saved, config) == []
+  assert config_lib.config_from_dict(saved) == config
+  assert config_lib.differing_fields(saved, config.replace(kdcl_target="mean_logit")) == [
+      "kdcl_target"]
