@@ -1,6 +1,6 @@
 """KDCL (acn_tf/method/kdcl.py): its loss against a numpy transcription of the paper's
-equations, one step's gradient against a hand-built one, two replicas against one,
-resume, export, run.py's results and the tuner."""
+equations, one step's gradient against a hand-built one, two replicas against one, XLA
+and mixed precision, resume, export, run.py's results and the tuner."""
 
 import os
 
@@ -156,6 +156,35 @@ def test_two_replicas_match_one_replica():
     assert not np.allclose(a.numpy(), before), a.path
   for key in ("loss", "c0_loss", "c1_loss", "ensemble_top1"):
     np.testing.assert_allclose(single_logs[key], mirrored_logs[key], rtol=1e-4, err_msg=key)
+
+
+def test_the_step_under_xla_matches_the_plain_graph():
+  plain, xla = (_exact_kdcl(tf.distribute.get_strategy()) for _ in range(2))
+  xla.jit_compile = True
+  plain.fit(exact_batches(), epochs=1, verbose=0, shuffle=False)
+  xla.fit(exact_batches(), epochs=1, verbose=0, shuffle=False)
+  assert xla.jit_compile is True and plain.jit_compile is False
+  for a, b in zip(plain.weights, xla.weights):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_keeps_float32_losses_and_variables(precision):
+  config = command_line.resolve_config("digits", "kdcl",
+                                       overrides=[f"mixed_precision={precision}"])
+  try:
+    model = _built_kdcl(config)
+  finally:
+    keras.mixed_precision.set_global_policy("float32")  # Never leak into other tests.
+  assert model.classifiers[0].layers[2].compute_dtype == precision.split("_")[1]
+  assert all(v.dtype == "float32" for v in model.trainable_variables)
+  assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (
+      precision == "mixed_float16")
+  images, labels = random_batch(32, num_classes=10)
+  before = [v.numpy() for v in model.trainable_variables]
+  logs = model.train_on_batch(images, labels, return_dict=True)
+  assert all(np.isfinite(logs[key]) for key in ("loss", "c0_loss", "c1_loss")), logs
+  assert any(not np.array_equal(a, v.numpy()) for a, v in zip(before, model.trainable_variables))
 
 
 # -- Resume, export, run.py, the tuner --------------------------------------------------
