@@ -3,6 +3,7 @@ equations, one step's gradient against a hand-built one, two replicas against on
 and mixed precision, resume, export, run.py's results and the tuner."""
 
 import os
+import sys
 
 import keras
 import numpy as np
@@ -15,7 +16,7 @@ from acn_tf.data.pipeline import DatasetInfo
 from acn_tf.method import kdcl
 from acn_tf.method.kdcl import EnsembleTargetDistillation
 from acn_tf.run import builders, distribute, export, optimizers, run_dir, safety, tuning
-from conftest import read_json, run_py
+from conftest import ROOT, read_json, run_py
 from tiny_models import (EXACT_CLASSES, IMAGE_SHAPE, dense_classifier, exact_batches,
                          random_batch)
 
@@ -332,3 +333,16 @@ def test_a_config_written_before_kdcl_compares_equal_to_todays():
   assert config_lib.config_from_dict(saved) == config
   assert config_lib.differing_fields(saved, config.replace(kdcl_target="mean_logit")) == [
       "kdcl_target"]
+
+
+@pytest.mark.parametrize("experiment", ["fashion_mnist_small", "cifar100"])
+def test_the_study_variant_is_kdcl_with_the_dml_rows_recipe(experiment):
+  """experiments/study.py's `kdcl`: the experiment's DML config but for the method
+  (MinLogit), so that the two rows differ in the training objective alone."""
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import study  # pylint: disable=import-outside-toplevel
+  assert study.VARIANTS["kdcl"] == ("--method=kdcl",)
+  variant = command_line.resolve_config(experiment, "kdcl")
+  dml = command_line.resolve_config(experiment, "dml")
+  assert variant.distillation.kdcl_target == "min_logit"
+  assert variant == dml.replace(method="kdcl")

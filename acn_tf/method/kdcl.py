@@ -6,7 +6,8 @@ peer is distilled from one soft target t built from all the peers' logits:
 
     L_i = CE(z_i, y) + κ · T² · KL(sg(t^T) ‖ p_i^T),   t^T = softmax(z_t / T)
 
-with the ensemble logits z_t of `kdcl_target` (docs/METHOD.md, "KDCL"):
+with the ensemble logits z_t of `kdcl_target` (docs/METHOD.md, "KDCL: one ensemble
+target for every peer"):
 
 - "min_logit", the paper's KDCL-MinLogit: z_t,c = min_i (z_i,c − z_i,y). Shifting
   each peer's logits so that its true class's logit is 0 does not change its
@@ -16,7 +17,7 @@ with the ensemble logits z_t of `kdcl_target` (docs/METHOD.md, "KDCL"):
 - "mean_logit": z_t = mean_i z_i, the logits' average (no label needed).
 
 Where DML asks each peer to match every other, KDCL asks all to match one target,
-so the step costs what a DML step costs. The peers, the optimizer, the metrics and
+so a step makes the passes of a DML step. The peers, the optimizer, the metrics and
 the reported ensemble (mean of the peers' probabilities) are `CoDistillation`'s.
 """
 
