@@ -87,6 +87,8 @@ METHODS_AND_ABLATIONS = {
     # `dml_compute_matched` of the six-seed comparison in RESULTS.md.
     "dml_epochs_3x": ("--method=dml", EpochsTimes(3)),
     "acn": ("--method=acn",),
+    # KDCL (Guo et al., CVPR 2020): every peer distilled from one MinLogit target.
+    "kdcl": ("--method=kdcl",),
     "acn_spec": SPEC_ACN,
     "acn_divergence_seeking": DIVERGENCE_SEEKING,
     "acn_no_wrc": ("--method=acn", "--override=wrc_alpha=0"),

@@ -26,7 +26,8 @@ from acn_tf.networks import architecture_names
 
 # dml_noise is DML with Phase B's divergent-batch terms on a noisy copy of the batch
 # (acn_tf/method/noise.py): the rival that explained ACN's gain on fashion_mnist_small.
-METHODS = ("independent", "dml", "dml_noise", "acn")
+# kdcl is KDCL, every peer distilled from one ensemble target (acn_tf/method/kdcl.py).
+METHODS = ("independent", "dml", "dml_noise", "acn", "kdcl")
 # The datasets known by name; any other dataset is "tfds:NAME" or "folder:PATH".
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
 # An image-classification dataset of tensorflow-datasets, by its tfds name.
@@ -48,6 +49,7 @@ WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 DIVERGENCES = ("js", "sym_kl", "total_variation", "logit_l1")
 ADV_NORMALIZATIONS = ("batch", "kept")
 ADV_KD_TARGETS = ("divergent", "real")
+KDCL_TARGETS = ("min_logit", "mean_logit")
 MASK_SOURCES = ("search", "update")
 RAS_OBJECTIVES = ("divergence", "generator_loss")
 DIVERGENT_SIGNS = ("found", "random")
@@ -159,8 +161,10 @@ class DistillationConfig:
   ACN's divergent batch or dml_noise's noisy copy of x."""
 
   # `independent` is DML with the distillation term off: it reads neither.
-  temperature: float = positive(1.0, methods=("dml", "dml_noise", "acn"))
-  kd_weight: float = non_negative(1.0, methods=("dml", "dml_noise", "acn"))
+  temperature: float = positive(1.0, methods=("dml", "dml_noise", "acn", "kdcl"))
+  kd_weight: float = non_negative(1.0, methods=("dml", "dml_noise", "acn", "kdcl"))
+  # KDCL's ensemble target: the paper's MinLogit, or the peers' mean logits.
+  kdcl_target: str = one_of("min_logit", KDCL_TARGETS, methods=("kdcl",))
   # The divergent-batch terms: ACN's, and dml_noise's on its noisy batch. The
   # spec's weight 1; an experiment may give ACN its own (registry.register's
   # method_settings): fashion_mnist_small's 0.5, its validation split's choice.
@@ -676,6 +680,7 @@ FIELDS_ADDED_LATER = {
     "downsampling_padding": "same",
     "weight_decay_mode": "decoupled",
     "use_generator": True,
+    "kdcl_target": "min_logit",  # Read by method=kdcl alone, which came with it.
 }
 
 
@@ -724,7 +729,7 @@ def differing_fields(saved: Mapping[str, Any], config: ExperimentConfig) -> List
 
 def config_differences(saved: Mapping[str, Any], config: ExperimentConfig) -> List[str]:
   """"field (saved X, now Y)" for each field where a saved config.json differs."""
-  wanted = json.loads(json.dumps(config.to_dict()))
   saved = with_fields_added_later(saved)
+  wanted = json.loads(json.dumps(config.to_dict()))
   return [f"{key} (saved {saved.get(key)!r}, now {wanted.get(key)!r})"
           for key in differing_fields(saved, config)]

@@ -175,6 +175,11 @@ def assemble_model(config: ExperimentConfig, classifiers, info: pipeline.Dataset
     model.compile(optimizer=optimizer, distillation=config.phase_b(),
                   label_restrict=config.adversarial.search.ras_label_restrict,
                   jit_compile=use_xla(config))
+  elif config.method == "kdcl":
+    from acn_tf.method.kdcl import EnsembleTargetDistillation  # Only method=kdcl needs it.
+    model = EnsembleTargetDistillation(classifiers, name="kdcl")
+    model.compile(optimizer=optimizer, distillation=config.phase_b(),
+                  jit_compile=use_xla(config))
   else:
     model = CoDistillation(classifiers, name="codistillation")
     model.compile(optimizer=optimizer, distillation=config.phase_b(),
