@@ -35,6 +35,7 @@ LABELS = {
     "independent": "independent",
     "dml": "DML",
     "dml_noise": "DML + noise",
+    "kdcl": "KDCL",
     "acn": "ACN (registered)",
     "acn_spec": "ACN, the spec's weight",
     "acn_no_generator": "ACN without generator (search alone)",
@@ -43,7 +44,7 @@ LABELS = {
 # The benchmark's configuration whose step time each family's Phase A steps take
 # (ACN at the spec's weight does the same work per step as the registered one).
 _STEP_COST_KEYS = {"independent": "independent", "dml": "dml", "dml_noise": "dml_noise",
-                   "acn": "acn", "acn_spec": "acn", "acn_no_generator": "acn_no_generator"}
+                   "kdcl": "kdcl", "acn": "acn", "acn_spec": "acn", "acn_no_generator": "acn_no_generator"}
 
 
 class Point(NamedTuple):
