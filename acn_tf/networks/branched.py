@@ -116,7 +116,7 @@ def build_branched_network(architecture: str,
 def branch_classifier(network: keras.Model, index: int) -> keras.Model:
   """Classifier `index` of a branched network: trunk + branch `index`, images in,
   z_index out (the network's own layers and weights)."""
-  return keras.Model(network.inputs, network.outputs[index], name=f"classifier_{index}")
+  return keras.Model(network.input, network.outputs[index], name=f"classifier_{index}")
 
 
 def branch_classifiers(network: keras.Model, branches: int) -> List[keras.Model]:
@@ -125,5 +125,5 @@ def branch_classifiers(network: keras.Model, branches: int) -> List[keras.Model]
 
 def ensemble_classifier(network: keras.Model) -> keras.Model:
   """ONE's gated ensemble as one classifier: images in, z_e = Σ_i g_i z_i out."""
-  return keras.Model(network.inputs, network.outputs[-1], name="gated_ensemble")
+  return keras.Model(network.input, network.outputs[-1], name="gated_ensemble")
 
