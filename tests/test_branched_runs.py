@@ -192,3 +192,26 @@ def test_config_errors_name_the_fix(run_py_here, tmp_path):
     api.build_model([keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                                        keras.layers.Dense(3)])] * 2,
                     api.config(method="one"), steps_per_epoch=1)
+
+
+@pytest.mark.parametrize("method", ["one", "cl_ilr"])
+def test_the_step_under_xla_matches_the_plain_graph(method):
+  plain, xla = _model(method), _model(method)
+  plain.jit_compile, xla.jit_compile = False, True
+  plain.fit(_repeated_halves(), epochs=1, verbose=0, shuffle=False)
+  xla.fit(_repeated_halves(), epochs=1, verbose=0, shuffle=False)
+  assert xla.jit_compile is True  # Keras stores False if a layer cannot compile.
+  for a, b in zip(plain.weights, xla.weights):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5, err_msg=a.path)
+
+
+@pytest.mark.parametrize("method", ["one", "cl_ilr"])
+def test_mixed_precision_keeps_logits_and_losses_in_float32(method):
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  try:
+    model = _model(method)
+    logs = model.fit(_repeated_halves(), epochs=1, verbose=0, shuffle=False).history
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  assert all(output.dtype == tf.float32 for output in model(tf.zeros((2, 8, 8, 1))))
+  assert np.isfinite(logs["loss"][-1])
