@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from acn_tf import api, errors, strict_json
-from acn_tf.config import command_line
+from acn_tf.config import command_line, registry, schema as config_lib
 from acn_tf.config.schema import BranchedConfig, ConfigError, ExperimentConfig
 from acn_tf.data import pipeline
 from acn_tf.method.cl_ilr import CollaborativeLearning
@@ -215,3 +215,24 @@ def test_mixed_precision_keeps_logits_and_losses_in_float32(method):
     keras.mixed_precision.set_global_policy("float32")
   assert all(output.dtype == tf.float32 for output in model(tf.zeros((2, 8, 8, 1))))
   assert np.isfinite(logs["loss"][-1])
+
+
+@pytest.mark.parametrize("method", ["one", "cl_ilr"])
+def test_settings_the_method_does_not_read_change_nothing_in_its_step(method):
+  """What the tuner leaves out of a search (`fields_unused_by`) is what the step
+  ignores: every such setting changed at once gives the same weights; a setting it
+  reads (its temperature) changes them."""
+  from test_config import _another_value, _weights_after_a_step
+  base = registry.get_experiment("digits").replace(method=method)
+  unused = config_lib.fields_unused_by(method)
+  assert {"temperature", "kd_weight", "wrc_alpha", "input_noise"} <= unused
+  assert "split_after" not in unused
+  assert ("one_temperature" in unused) == (method == "cl_ilr")
+  changed = base.replace(**{name: _another_value(name, base.get(name))
+                            for name in unused}).validate()
+  for before, after in zip(_weights_after_a_step(base), _weights_after_a_step(changed)):
+    np.testing.assert_array_equal(before, after)
+  own = "one_temperature" if method == "one" else "cl_ilr_temperature"
+  read = base.replace(**{own: 1.5})
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(_weights_after_a_step(base), _weights_after_a_step(read)))

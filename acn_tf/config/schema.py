@@ -201,7 +201,7 @@ class BranchedConfig:
   # The stage the trunk ends with (architecture_names.split_points: "stem", "stage1",
   # "stage2" for the ResNets and WRNs, "stage1" for small_cnn); "": the last but one,
   # so that each branch is the last stage and a head, as in ONE's public code.
-  split_after: str = setting("", methods=BRANCHED_METHODS)
+  split_after: str = one_of("", architecture_names.SPLIT_AFTER, methods=BRANCHED_METHODS)
   # T of ONE's distillation term (the public code's T = 3).
   one_temperature: float = positive(3.0, methods=("one",))
   # T and the hard-label weight β of CL-ILR's loss β CE + (1 − β) T² KL (the

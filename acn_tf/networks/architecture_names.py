@@ -17,6 +17,11 @@ WIDE_RESNET_PATTERN = re.compile(r"^wrn(\d+)_(\d+)$")
 # were trained as.
 DOWNSAMPLING_PADDINGS = ("symmetric", "same")
 
+# Where a branched network may split (`split_after`): after one of these stages, or
+# "" for the last stage but one (`resolve_split`); which of them an architecture
+# has is `split_points`.
+SPLIT_AFTER = ("", "stem", "stage1", "stage2")
+
 
 def check_architecture_name(name: str) -> None:
   """Raises ValueError for a name `build_classifier` would not understand."""
