@@ -89,6 +89,12 @@ METHODS_AND_ABLATIONS = {
     "acn_no_ras": ("--method=acn", "--override=ras_steps=0",
                    "--override=ras_label_restrict=false"),
     "acn_no_gan": ("--method=acn", "--override=gan_weight=0"),
+    # The field's branched online-distillation rivals (docs/METHOD.md, "Branched
+    # rivals"), with as many branches as the experiment has classifiers, so that each
+    # is set beside a DML group of the same size: ONE (a gated ensemble teacher) and
+    # CL-ILR (the other heads' consensus, the trunk's gradient rescaled).
+    "one": ("--method=one",),
+    "cl_ilr": ("--method=cl_ilr",),
 }
 
 # The ACN settings of `fashion_mnist_small` before they were chosen for the health
