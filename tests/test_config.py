@@ -172,8 +172,8 @@ def test_settings_a_method_does_not_read_change_nothing_in_its_step(method):
 
 def test_acn_reads_every_setting_but_the_noise_of_dml_noise():
   assert config_lib.fields_unused_by("acn") == frozenset(
-      {"input_noise", "split_after", "one_temperature", "cl_ilr_temperature",
-       "cl_ilr_hard_weight"})
+      {"input_noise", "split_after", "one_temperature", "one_rampup_epochs",
+       "cl_ilr_temperature", "cl_ilr_hard_weight"})
 
 
 def test_a_preset_comes_after_the_experiment_and_before_method_and_overrides():

@@ -3,6 +3,7 @@ equations, its gradient by hand, and one training step of the model."""
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from acn_tf.config.schema import BranchedConfig
@@ -110,3 +111,37 @@ def test_a_training_step_descends_the_loss_and_moves_the_gate():
   after_values = {v.path: v.numpy() for v in model.network.trainable_variables}
   moved = {path for path, value in before.items() if not np.allclose(value, after_values[path])}
   assert "gate_linear/kernel" in moved and any(p.startswith("branch2_") for p in moved)
+
+
+def test_the_rampup_is_the_public_codes_sigmoid():
+  """The public code's weight at epoch e of E: exp(−5 (1 − e / E)²), then 1."""
+  from acn_tf.method.one import rampup_weight
+  for epoch, expected in ((0, np.exp(-5.0)), (40, np.exp(-1.25)), (60, np.exp(-0.3125)),
+                          (80, 1.0), (200, 1.0)):
+    np.testing.assert_allclose(float(rampup_weight(epoch, 80)), expected, rtol=1e-6)
+  assert float(rampup_weight(0, 0)) == 1.0  # No ramp-up: the paper's loss.
+
+
+def test_a_rampup_weighs_the_distillation_terms_by_the_epoch_of_the_step():
+  branch, ensemble, labels = _logits(5)
+  weighted = one_losses([tf.constant(z) for z in branch], tf.constant(ensemble), labels,
+                        3.0, distillation_weight=0.25)
+  rows = np.arange(len(labels))
+  ce = lambda z: -np.log(_softmax(z)[rows, labels])
+  full = numpy_one_loss(branch, ensemble, labels, 3.0)
+  distillation = full - ce(ensemble) - sum(ce(z) for z in branch)
+  np.testing.assert_allclose(tf.add_n(weighted).numpy(),
+                             full - 0.75 * distillation, rtol=1e-5)
+  network = branched.build_branched_network("small_cnn", (8, 8, 1), CLASSES, [0.5], [0.08],
+                                            branches=2, with_gate=True, seed=1)
+  model = OnTheFlyNativeEnsemble(network, 2)
+  model.compile(keras.optimizers.SGD(0.0), branched=BranchedConfig(one_rampup_epochs=4),
+                steps_per_epoch=3)
+  model(tf.zeros((1, 8, 8, 1)))
+  model.build_optimizers()
+  for iterations, epoch in ((0, 0), (2, 0), (3, 1), (11, 3), (12, 4), (40, 4)):
+    model.optimizer.iterations.assign(iterations)
+    np.testing.assert_allclose(float(model.distillation_weight()),
+                               np.exp(-5.0 * (1 - epoch / 4) ** 2), rtol=1e-6)
+  with pytest.raises(ValueError, match="steps_per_epoch"):
+    model.compile(keras.optimizers.SGD(0.1), branched=BranchedConfig(one_rampup_epochs=4))

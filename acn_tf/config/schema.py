@@ -204,6 +204,10 @@ class BranchedConfig:
   split_after: str = one_of("", architecture_names.SPLIT_AFTER, methods=BRANCHED_METHODS)
   # T of ONE's distillation term (the public code's T = 3).
   one_temperature: float = positive(3.0, methods=("one",))
+  # Epochs E over which ONE's distillation weight ramps up, exp(−5 (1 − e / E)²) at
+  # epoch e < E: the public code's (E = 80 of its 300 epochs); 0, the paper's loss,
+  # weighs it 1 from the start.
+  one_rampup_epochs: int = non_negative(0, methods=("one",))
   # T and the hard-label weight β of CL-ILR's loss β CE + (1 − β) T² KL (the
   # values of the paper's CIFAR runs as this project reads it: T = 2, β = 0.5).
   cl_ilr_temperature: float = positive(2.0, methods=("cl_ilr",))

@@ -33,12 +33,17 @@ class BranchedCoDistillation(CoDistillation):
     self.network = network
     self.branches = branches
     self.settings = BranchedConfig()
+    self.steps_per_epoch = 0
 
-  def compile(self, optimizer, branched: BranchedConfig = BranchedConfig(), **kwargs):
+  def compile(self, optimizer, branched: BranchedConfig = BranchedConfig(),
+              steps_per_epoch: int = 0, **kwargs):
     """`optimizer` updates the whole network; `branched` holds the method's settings
-    (ExperimentConfig.branched: temperatures, CL-ILR's β)."""
+    (ExperimentConfig.branched: temperatures, CL-ILR's β, ONE's ramp-up);
+    `steps_per_epoch` turns the optimizer's step count into epochs, for a setting
+    that counts them (ONE's ramp-up)."""
     super().compile(optimizer=optimizer, **kwargs)
     self.settings = branched
+    self.steps_per_epoch = steps_per_epoch
 
   def get_config(self) -> dict:
     config = keras.Model.get_config(self)

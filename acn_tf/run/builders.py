@@ -170,7 +170,8 @@ def build_model(config: ExperimentConfig, info: pipeline.DatasetInfo, channel_me
   if config.uses_branched_network():
     model = build_branched_model(config, info, channel_mean, channel_variance)
     model.compile(optimizer=classifier_optimizer(config.optimization, steps),
-                  branched=config.branched, jit_compile=use_xla(config))
+                  branched=config.branched, steps_per_epoch=steps,
+                  jit_compile=use_xla(config))
     model(tf.zeros((1, *info.image_shape)))
     model.build_optimizers()
     return model
