@@ -72,7 +72,7 @@ class BranchedCoDistillation(CoDistillation):
   def branch_losses(self, outputs: Sequence[tf.Tensor], labels) -> List[tf.Tensor]:
     """Per-example loss terms [batch], one per branch and then any the ensemble adds;
     the training loss is the sum of their batch means."""
-    raise NotImplementedError
+    raise NotImplementedError(f"{type(self).__name__} does not define its loss.")
 
   def ensemble_probabilities(self, outputs: Sequence[tf.Tensor]) -> tf.Tensor:
     """What the ensemble predicts: by default p̄, the mean of the branches' softmax."""
