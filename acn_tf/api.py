@@ -86,7 +86,8 @@ def build_model(classifiers: Sequence[keras.Model], config: ExperimentConfig,
   `NoisyCoDistillation` (DML plus a noisy copy of each batch), "kdcl" an
   `EnsembleTargetDistillation` (every peer distilled from one ensemble target), "acn" an
   `AdversarialCoDistillation` whose generator and discriminator are sized for
-  the classifiers' input. `steps_per_epoch` (batches per epoch of your training
+  the classifiers' input; "one" and "cl_ilr" train the branches of a network they
+  build themselves (run.py, `builders.build_model`) and are refused here. `steps_per_epoch` (batches per epoch of your training
   dataset, e.g. len(train)) sets the learning-rate schedule over
   `config.optimization.epochs`. The classifiers must know their input and output shapes
   (functional or Sequential models built on a keras.Input). Call inside a

@@ -103,6 +103,12 @@ METHODS_AND_ABLATIONS = {
     "acn_epochs_4x": ("--method=acn", EpochsTimes(4)),
     "acn_no_generator_epochs_4x": ("--method=acn", "--override=use_generator=false",
                                    EpochsTimes(4)),
+    # The field's branched online-distillation rivals (docs/METHOD.md, "Branched
+    # rivals"), with as many branches as the experiment has classifiers, so that each
+    # is set beside a DML group of the same size: ONE (a gated ensemble teacher) and
+    # CL-ILR (the other heads' consensus, the trunk's gradient rescaled).
+    "one": ("--method=one",),
+    "cl_ilr": ("--method=cl_ilr",),
 }
 
 # The ACN settings of `fashion_mnist_small` before they were chosen for the health

@@ -54,16 +54,19 @@ def test_settings_are_set_and_read_by_name_whichever_section_holds_them():
 # compared here with what a person expects), or () where no key is near.
 _TYPOS = [("wieght_decay", ("weight_decay", "weight_decay_mode")), ("epoch", ("epochs",)),
           ("batchsize", ("batch_size",)), ("temprature", ("temperature",
-                                                         "divergence_temperature")),
+                                                         "one_temperature",
+                                                         "cl_ilr_temperature")),
           ("lr", ())]
 
 
 @pytest.mark.parametrize("typo, meant", _TYPOS)
 def test_an_unknown_key_names_the_nearest_valid_ones_then_all(tmp_path, typo, meant):
   config = registry.get_experiment("digits")
-  expected = (f"Unknown config key {typo!r}; did you mean " +
-              " or ".join(repr(key) for key in meant) + "? Valid keys: " if meant else
-              f"Unknown config key {typo!r}. Valid keys: ")
+  quoted = [repr(key) for key in meant]
+  suggested = (", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1
+               else "".join(quoted))
+  expected = (f"Unknown config key {typo!r}; did you mean {suggested}? Valid keys: " if meant
+              else f"Unknown config key {typo!r}. Valid keys: ")
   from acn_tf.config import command_line
   config_file = tmp_path / "typo.json"
   config_file.write_text(json.dumps({typo: 1}))
@@ -82,7 +85,7 @@ def test_an_unknown_key_names_the_nearest_valid_ones_then_all(tmp_path, typo, me
   with pytest.raises(ConfigError) as raised:  # A run's config.json.
     config_lib.config_from_dict(values)
   assert str(raised.value) == f"unknown config fields {typo!r}" + (
-      "; did you mean " + " or ".join(map(repr, meant)) + "?" if meant else "")
+      f"; did you mean {suggested}?" if meant else "")
 
 
 def test_to_dict_is_flat_and_round_trips_through_json():
@@ -167,8 +170,10 @@ def test_settings_a_method_does_not_read_change_nothing_in_its_step(method):
              zip(_weights_after_a_step(base), _weights_after_a_step(read)))
 
 
-def test_acn_reads_every_setting_but_the_noise_of_dml_noise_and_kdcls_target():
-  assert config_lib.fields_unused_by("acn") == frozenset({"input_noise", "kdcl_target"})
+def test_acn_reads_every_setting_but_the_rivals_own():
+  assert config_lib.fields_unused_by("acn") == frozenset(
+      {"input_noise", "kdcl_target", "split_after", "one_temperature", "one_rampup_epochs",
+       "cl_ilr_temperature", "cl_ilr_hard_weight"})
 
 
 def test_a_preset_comes_after_the_experiment_and_before_method_and_overrides():

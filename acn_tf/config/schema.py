@@ -27,7 +27,10 @@ from acn_tf.networks import architecture_names
 # dml_noise is DML with Phase B's divergent-batch terms on a noisy copy of the batch
 # (acn_tf/method/noise.py): the rival that explained ACN's gain on fashion_mnist_small.
 # kdcl is KDCL, every peer distilled from one ensemble target (acn_tf/method/kdcl.py).
-METHODS = ("independent", "dml", "dml_noise", "acn", "kdcl")
+METHODS = ("independent", "dml", "dml_noise", "acn", "kdcl", "one", "cl_ilr")
+# The methods whose classifiers are the branches of one network (acn_tf/networks/branched.py):
+# ONE (acn_tf/method/one.py) and CL-ILR (acn_tf/method/cl_ilr.py).
+BRANCHED_METHODS = ("one", "cl_ilr")
 # The datasets known by name; any other dataset is "tfds:NAME" or "folder:PATH".
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
 # An image-classification dataset of tensorflow-datasets, by its tfds name.
@@ -195,6 +198,27 @@ class DistillationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class BranchedConfig:
+  """ONE and CL-ILR: one backbone, `architectures[0]` (every entry the same), split
+  into a shared trunk and one branch per entry of `architectures`."""
+
+  # The stage the trunk ends with (architecture_names.split_points: "stem", "stage1",
+  # "stage2" for the ResNets and WRNs, "stage1" for small_cnn); "": the last but one,
+  # so that each branch is the last stage and a head, as in ONE's public code.
+  split_after: str = one_of("", architecture_names.SPLIT_AFTER, methods=BRANCHED_METHODS)
+  # T of ONE's distillation term (the public code's T = 3).
+  one_temperature: float = positive(3.0, methods=("one",))
+  # Epochs E over which ONE's distillation weight ramps up, exp(−5 (1 − e / E)²) at
+  # epoch e < E: the public code's (E = 80 of its 300 epochs); 0, the paper's loss,
+  # weighs it 1 from the start.
+  one_rampup_epochs: int = non_negative(0, methods=("one",))
+  # T and the hard-label weight β of CL-ILR's loss β CE + (1 − β) T² KL (the
+  # values of the paper's CIFAR runs as this project reads it: T = 2, β = 0.5).
+  cl_ilr_temperature: float = positive(2.0, methods=("cl_ilr",))
+  cl_ilr_hard_weight: float = setting(0.5, low=0, high=1, methods=("cl_ilr",))
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchConfig:
   """Phase A's Restricted Adversarial Search from x̃0."""
 
@@ -345,6 +369,7 @@ class ExperimentConfig:
   optimization: OptimizationConfig = OptimizationConfig()
   distillation: DistillationConfig = DistillationConfig()
   adversarial: AdversarialConfig = AdversarialConfig()
+  branched: BranchedConfig = BranchedConfig()
   runtime: RuntimeConfig = RuntimeConfig()
   tuning: TuningConfig = TuningConfig()
 
@@ -359,6 +384,10 @@ class ExperimentConfig:
 
   def uses_adversarial_phase(self) -> bool:
     return self.method == "acn"
+
+  def uses_branched_network(self) -> bool:
+    """ONE and CL-ILR: the classifiers are the branches of one network."""
+    return self.method in BRANCHED_METHODS
 
   def phase_b(self) -> DistillationConfig:
     """Phase B's weights as the method uses them: `independent` is DML with the
@@ -559,6 +588,8 @@ def _check_relations(config: ExperimentConfig) -> None:
     raise ConfigError(
         f"method={config.method} needs at least 2 classifiers (got architectures="
         f"{','.join(config.architectures)}); use method=independent for one.")
+  if config.uses_branched_network():
+    _check_branched(config)
   optimization = config.optimization
   if optimization.lr_schedule == "step" and not optimization.lr_decay_epochs:
     raise ConfigError("lr_schedule=step needs lr_decay_epochs, e.g. "
@@ -568,6 +599,20 @@ def _check_relations(config: ExperimentConfig) -> None:
     raise ConfigError(f"lr_decay_epochs must be epochs >= 1, got {decay_epochs}.")
   if any(later <= earlier for earlier, later in zip(decay_epochs, decay_epochs[1:])):
     raise ConfigError(f"lr_decay_epochs must be increasing, got {decay_epochs}.")
+
+
+def _check_branched(config: ExperimentConfig) -> None:
+  """ONE and CL-ILR branch one backbone: one architecture, split where it can be."""
+  if len(set(config.architectures)) != 1:
+    raise ConfigError(
+        f"method={config.method} branches one backbone, one branch per entry of "
+        f"architectures; got {','.join(config.architectures)}. Repeat one architecture, "
+        f"e.g. --override=architectures={config.architectures[0]},"
+        f"{config.architectures[0]},{config.architectures[0]}")
+  try:
+    architecture_names.resolve_split(config.architectures[0], config.branched.split_after)
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
 
 
 def _check_data(data: DataConfig) -> None:
@@ -681,6 +726,8 @@ FIELDS_ADDED_LATER = {
     "weight_decay_mode": "decoupled",
     "use_generator": True,
     "kdcl_target": "min_logit",  # Read by method=kdcl alone, which came with it.
+    # ONE's and CL-ILR's (BranchedConfig): no run before them read them.
+    **{name: field.default for name, field in _schema(BranchedConfig).items()},
 }
 
 

@@ -1,6 +1,7 @@
 """The method of docs/METHOD.md: its losses, the Restricted Adversarial Search,
 the co-distillation model (Phase B; independent and DML) and the adversarial
 co-distillation model (Phase A before Phase B), Phase A's health figures, and the
-rivals: DML with noise (noise.py) and KDCL (kdcl.py).
+rivals: DML with noise (noise.py), KDCL (kdcl.py), and the branched ONE (one.py) and
+CL-ILR (cl_ilr.py) on what they share (branched.py).
 Start reading at codistillation.py, then adversarial.py.
 """

@@ -6,7 +6,7 @@ adversarial search work in pixel space and their budgets are in pixel units.
 Any input size and channel count works: the heads use global average pooling.
 """
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import keras
 from keras import layers
@@ -16,7 +16,14 @@ from acn_tf.networks.architecture_names import (DOWNSAMPLING_PADDINGS, RESNET_PA
 from acn_tf.networks.batch_norm import FusedBatchNormalization
 
 # PyTorch's BatchNorm2d(momentum=0.1, eps=1e-5): Keras' momentum weighs the old value.
-_BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
+BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
+
+
+class Stage(NamedTuple):
+  """A named part of a backbone's feature extractor: `build(x, prefix)` adds its
+  layers after x, each layer's name starting with `prefix`, and returns the output."""
+  name: str
+  build: Callable
 
 
 def _convolution_initializer():
@@ -28,19 +35,25 @@ def _convolution_initializer():
                                             distribution="untruncated_normal")
 
 
-def _head(features, num_classes: int, pytorch_initialization: bool):
+def pytorch_linear(units: int, fan_in: int, name: str) -> layers.Dense:
+  """PyTorch's default nn.Linear (weights and biases uniform in +-1 / sqrt(fan_in)), in
+  float32 whatever the precision policy: the heads' logits and ONE's gate."""
+  limit = fan_in ** -0.5
+  return layers.Dense(
+      units, name=name, dtype="float32",
+      kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in",
+                                                            distribution="uniform"),
+      bias_initializer=keras.initializers.RandomUniform(-limit, limit))
+
+
+def _head(features, num_classes: int, pytorch_initialization: bool, name: str = "logits"):
   """The logits layer. PyTorch's default nn.Linear for the ResNets and WRNs (weights and
   biases uniform in +-1 / sqrt(fan_in)); the small CNN keeps Keras' "he_normal" and zero
   biases, with which its smoke runs and tests were calibrated."""
   if not pytorch_initialization:
-    return layers.Dense(num_classes, kernel_initializer="he_normal", name="logits",
+    return layers.Dense(num_classes, kernel_initializer="he_normal", name=name,
                         dtype="float32")(features)
-  limit = features.shape[-1] ** -0.5
-  return layers.Dense(
-      num_classes, name="logits", dtype="float32",
-      kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in",
-                                                            distribution="uniform"),
-      bias_initializer=keras.initializers.RandomUniform(-limit, limit))(features)
+  return pytorch_linear(num_classes, features.shape[-1], name)(features)
 
 
 def check_image_shape(image_shape) -> None:
@@ -84,85 +97,149 @@ def _conv(filters: int, kernel_size: int, strides: int = 1, name: Optional[str] 
 def _basic_block(inputs, filters: int, strides: int, name: str, padding: str):
   """Post-activation basic block of He et al. (2016), projection shortcut."""
   x = _conv(filters, 3, strides, name=f"{name}_conv1", padding=padding)(inputs)
-  x = FusedBatchNormalization(**_BATCH_NORM, name=f"{name}_bn1")(x)
+  x = FusedBatchNormalization(**BATCH_NORM, name=f"{name}_bn1")(x)
   x = layers.ReLU(name=f"{name}_relu1")(x)
   x = _conv(filters, 3, name=f"{name}_conv2")(x)
-  x = FusedBatchNormalization(**_BATCH_NORM, name=f"{name}_bn2")(x)
+  x = FusedBatchNormalization(**BATCH_NORM, name=f"{name}_bn2")(x)
   shortcut = inputs
   if strides != 1 or inputs.shape[-1] != filters:
     shortcut = _conv(filters, 1, strides, name=f"{name}_shortcut")(inputs)
-    shortcut = FusedBatchNormalization(**_BATCH_NORM,
+    shortcut = FusedBatchNormalization(**BATCH_NORM,
                                        name=f"{name}_shortcut_bn")(shortcut)
   x = layers.Add(name=f"{name}_add")([x, shortcut])
   return layers.ReLU(name=f"{name}_out")(x)
 
 
-def _resnet_features(x, depth: int, padding: str):
+def _resnet_stages(depth: int, padding: str) -> List[Stage]:
+  """The CIFAR ResNet as named stages: the stem, then three stages of (depth - 2) / 6
+  basic blocks at 16, 32 and 64 filters, the second and third starting with stride 2."""
   blocks_per_stage = (depth - 2) // 6
-  x = _conv(16, 3, name="stem_conv")(x)
-  x = FusedBatchNormalization(**_BATCH_NORM, name="stem_bn")(x)
-  x = layers.ReLU(name="stem_relu")(x)
-  for stage, filters in enumerate((16, 32, 64)):
-    for block in range(blocks_per_stage):
-      strides = 2 if stage > 0 and block == 0 else 1
-      x = _basic_block(x, filters, strides, name=f"stage{stage + 1}_block{block + 1}",
-                       padding=padding)
-  return x
+
+  def stem(x, prefix: str = ""):
+    x = _conv(16, 3, name=f"{prefix}stem_conv")(x)
+    x = FusedBatchNormalization(**BATCH_NORM, name=f"{prefix}stem_bn")(x)
+    return layers.ReLU(name=f"{prefix}stem_relu")(x)
+
+  def stage(index: int, filters: int) -> Callable:
+    def build(x, prefix: str = ""):
+      for block in range(blocks_per_stage):
+        strides = 2 if index > 0 and block == 0 else 1
+        x = _basic_block(x, filters, strides,
+                         name=f"{prefix}stage{index + 1}_block{block + 1}", padding=padding)
+      return x
+    return build
+
+  return [Stage("stem", stem)] + [Stage(f"stage{index + 1}", stage(index, filters))
+                                  for index, filters in enumerate((16, 32, 64))]
 
 
 def _wide_block(inputs, filters: int, strides: int, name: str, padding: str):
   """Pre-activation wide block of Zagoruyko & Komodakis (2016)."""
-  x = FusedBatchNormalization(**_BATCH_NORM, name=f"{name}_bn1")(inputs)
+  x = FusedBatchNormalization(**BATCH_NORM, name=f"{name}_bn1")(inputs)
   x = layers.ReLU(name=f"{name}_relu1")(x)
   shortcut = inputs
   if strides != 1 or inputs.shape[-1] != filters:
     shortcut = _conv(filters, 1, strides, name=f"{name}_shortcut")(x)
   x = _conv(filters, 3, strides, name=f"{name}_conv1", padding=padding)(x)
-  x = FusedBatchNormalization(**_BATCH_NORM, name=f"{name}_bn2")(x)
+  x = FusedBatchNormalization(**BATCH_NORM, name=f"{name}_bn2")(x)
   x = layers.ReLU(name=f"{name}_relu2")(x)
   x = _conv(filters, 3, name=f"{name}_conv2")(x)
   return layers.Add(name=f"{name}_add")([x, shortcut])
 
 
-def _wide_resnet_features(x, depth: int, width: int, padding: str):
+def _wide_resnet_stages(depth: int, width: int, padding: str) -> List[Stage]:
+  """The WRN as named stages: the stem convolution, then three stages of pre-activation
+  blocks; the last stage ends with the final batch norm and ReLU, which belong to
+  whatever computes the head's features."""
   blocks_per_stage = (depth - 4) // 6
-  x = _conv(16, 3, name="stem_conv")(x)
-  for stage, filters in enumerate((16 * width, 32 * width, 64 * width)):
-    for block in range(blocks_per_stage):
-      strides = 2 if stage > 0 and block == 0 else 1
-      x = _wide_block(x, filters, strides, name=f"stage{stage + 1}_block{block + 1}",
-                      padding=padding)
-  x = FusedBatchNormalization(**_BATCH_NORM, name="final_bn")(x)
-  return layers.ReLU(name="final_relu")(x)
+
+  def stem(x, prefix: str = ""):
+    return _conv(16, 3, name=f"{prefix}stem_conv")(x)
+
+  def stage(index: int, filters: int) -> Callable:
+    def build(x, prefix: str = ""):
+      for block in range(blocks_per_stage):
+        strides = 2 if index > 0 and block == 0 else 1
+        x = _wide_block(x, filters, strides,
+                        name=f"{prefix}stage{index + 1}_block{block + 1}", padding=padding)
+      if index == 2:
+        x = FusedBatchNormalization(**BATCH_NORM, name=f"{prefix}final_bn")(x)
+        x = layers.ReLU(name=f"{prefix}final_relu")(x)
+      return x
+    return build
+
+  return [Stage("stem", stem)] + [
+      Stage(f"stage{index + 1}", stage(index, filters))
+      for index, filters in enumerate((16 * width, 32 * width, 64 * width))]
 
 
-def _small_cnn_features(x):
+def _small_cnn_stages() -> List[Stage]:
   """Two conv stages: fast enough for CPU smoke runs on tiny images. Not a network of
   the published recipes: it keeps Keras' "he_normal" (on 1-channel images its first
   layer would start 5.7x smaller with PyTorch's fan-out init, which behind batch norm
   multiplies that layer's effective learning rate by 32)."""
-  for stage, filters in enumerate((32, 64)):
-    x = _conv(filters, 3, name=f"conv{stage + 1}", initializer="he_normal")(x)
-    x = FusedBatchNormalization(**_BATCH_NORM, name=f"bn{stage + 1}")(x)
-    x = layers.ReLU(name=f"relu{stage + 1}")(x)
-    if min(x.shape[1], x.shape[2]) >= 4:
-      x = layers.MaxPooling2D(2, name=f"pool{stage + 1}")(x)
-  return x
+
+  def stage(index: int, filters: int) -> Callable:
+    def build(x, prefix: str = ""):
+      number = index + 1
+      x = _conv(filters, 3, name=f"{prefix}conv{number}", initializer="he_normal")(x)
+      x = FusedBatchNormalization(**BATCH_NORM, name=f"{prefix}bn{number}")(x)
+      x = layers.ReLU(name=f"{prefix}relu{number}")(x)
+      if min(x.shape[1], x.shape[2]) >= 4:
+        x = layers.MaxPooling2D(2, name=f"{prefix}pool{number}")(x)
+      return x
+    return build
+
+  return [Stage(f"stage{index + 1}", stage(index, filters))
+          for index, filters in enumerate((32, 64))]
 
 
-def _features_builder(name: str, padding: str) -> Callable:
+def feature_stages(name: str, padding: str = "symmetric") -> List[Stage]:
+  """The feature extractor of architecture `name` as its named stages, in order
+  ("stem", "stage1", ... for the ResNets and WRNs; "stage1", "stage2" for the small
+  CNN): applied in turn they build exactly `build_classifier`'s layers, and a
+  branched network (acn_tf/networks/branched.py) splits them between its trunk and
+  its branches. `padding`: how strided convolutions pad (DOWNSAMPLING_PADDINGS)."""
   check_architecture_name(name)
   if padding not in DOWNSAMPLING_PADDINGS:
     raise ValueError(f"downsampling_padding={padding!r}: use one of "
                      f"{', '.join(DOWNSAMPLING_PADDINGS)}.")
   resnet = RESNET_PATTERN.match(name)
   if resnet:
-    return lambda x: _resnet_features(x, int(resnet.group(1)), padding)
+    return _resnet_stages(int(resnet.group(1)), padding)
   wide = WIDE_RESNET_PATTERN.match(name)
   if wide:
-    return lambda x: _wide_resnet_features(x, int(wide.group(1)), int(wide.group(2)),
-                                           padding)
-  return _small_cnn_features
+    return _wide_resnet_stages(int(wide.group(1)), int(wide.group(2)), padding)
+  return _small_cnn_stages()
+
+
+def apply_stages(stages: Sequence[Stage], x, prefix: str = ""):
+  """`stages` applied in turn to x, their layers' names starting with `prefix`."""
+  for stage in stages:
+    x = stage.build(x, prefix)
+  return x
+
+
+def is_recipe_network(architecture: str) -> bool:
+  """The ResNets and WRNs of the published recipes (PyTorch's initialisation of the
+  head), as opposed to the small CNN."""
+  return bool(RESNET_PATTERN.match(architecture) or WIDE_RESNET_PATTERN.match(architecture))
+
+
+def input_layers(image_shape: Tuple[int, int, int], channel_mean: Sequence[float],
+                 channel_variance: Sequence[float]):
+  """(the images input, the normalised images): every classifier's first layers."""
+  images = keras.Input(shape=tuple(image_shape), name="images")
+  x = layers.Normalization(mean=list(channel_mean), variance=list(channel_variance),
+                           name="normalize")(images)
+  return images, x
+
+
+def classifier_head(features, num_classes: int, architecture: str, prefix: str = ""):
+  """Global average pooling and the logits layer, named after `prefix`."""
+  x = layers.GlobalAveragePooling2D(name=f"{prefix}pool")(features)
+  return _head(x, num_classes, pytorch_initialization=is_recipe_network(architecture),
+               name=f"{prefix}logits")
 
 
 def build_classifier(architecture: str,
@@ -180,13 +257,6 @@ def build_classifier(architecture: str,
   """
   if seed is not None:
     keras.utils.set_random_seed(seed)
-  images = keras.Input(shape=tuple(image_shape), name="images")
-  x = layers.Normalization(mean=list(channel_mean), variance=list(channel_variance),
-                           name="normalize")(images)
-  x = _features_builder(architecture, downsampling_padding)(x)
-  x = layers.GlobalAveragePooling2D(name="pool")(x)
-  recipe_network = bool(RESNET_PATTERN.match(architecture)
-                        or WIDE_RESNET_PATTERN.match(architecture))
-  head = _head(x, num_classes, pytorch_initialization=recipe_network)
-  return keras.Model(images, head, name=name)
-
+  images, x = input_layers(image_shape, channel_mean, channel_variance)
+  x = apply_stages(feature_stages(architecture, downsampling_padding), x)
+  return keras.Model(images, classifier_head(x, num_classes, architecture), name=name)

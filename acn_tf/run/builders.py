@@ -112,6 +112,25 @@ def build_classifiers(config: ExperimentConfig, info: pipeline.DatasetInfo,
   ]
 
 
+def build_branched_model(config: ExperimentConfig, info: pipeline.DatasetInfo,
+                         channel_mean, channel_variance) -> CoDistillation:
+  """ONE's or CL-ILR's model around one branched network: `architectures[0]` split
+  after `split_after` into a trunk and one branch per entry of `architectures`, with
+  ONE's gate or CL-ILR's trunk-gradient rescaling; the seed of classifier 0."""
+  from acn_tf.networks import branched  # Only the branched methods need these.
+  from acn_tf.method.cl_ilr import CollaborativeLearning
+  from acn_tf.method.one import OnTheFlyNativeEnsemble
+  one = config.method == "one"
+  network = branched.build_branched_network(
+      config.architectures[0], info.image_shape, info.num_classes, channel_mean,
+      channel_variance, branches=config.num_classifiers,
+      split_after=config.branched.split_after, with_gate=one, scale_trunk_gradient=not one,
+      seed=classifier_seed(config.seed, 0), downsampling_padding=config.downsampling_padding)
+  model_class = OnTheFlyNativeEnsemble if one else CollaborativeLearning
+  name = "on_the_fly_native_ensemble" if one else "collaborative_learning"
+  return model_class(network, config.num_classifiers, name=name)
+
+
 def build_adversarial_model(config: ExperimentConfig, info: pipeline.DatasetInfo, classifiers):
   """The ACN model: a generator and (when gan_weight > 0) a discriminator for
   `info`'s image shape around `classifiers`; neither for `use_generator=False`."""
@@ -153,6 +172,14 @@ def build_model(config: ExperimentConfig, info: pipeline.DatasetInfo, channel_me
     backbones.check_image_shape(info.image_shape)
   except ValueError as error:
     raise errors.ConfigError(f"dataset={config.data.dataset}: {error}") from None
+  if config.uses_branched_network():
+    model = build_branched_model(config, info, channel_mean, channel_variance)
+    model.compile(optimizer=classifier_optimizer(config.optimization, steps),
+                  branched=config.branched, steps_per_epoch=steps,
+                  jit_compile=use_xla(config))
+    model(tf.zeros((1, *info.image_shape)))
+    model.build_optimizers()
+    return model
   classifiers = build_classifiers(config, info, channel_mean, channel_variance)
   return assemble_model(config, classifiers, info, steps)
 
@@ -162,6 +189,11 @@ def assemble_model(config: ExperimentConfig, classifiers, info: pipeline.Dataset
   """The compiled model of `config.method` around built `classifiers` ([0, 1] images
   of `info.image_shape` in, logits out), optimizers built; `steps` per epoch set
   the learning-rate schedule. The execution mode must already be set."""
+  if config.uses_branched_network():
+    raise errors.ConfigError(
+        f"method={config.method} trains the branches of one network that it builds from "
+        "`architectures` (build_model), not separate classifiers; use another method "
+        "for classifiers of your own.")
   optimizer = classifier_optimizer(config.optimization, steps)
   if config.uses_adversarial_phase():
     model = build_adversarial_model(config, info, classifiers)

@@ -54,7 +54,9 @@ def export_saved_models(model, export_dir: str, overwrite: bool = False,
   """Writes a SavedModel for each classifier of `model` and one for their ensemble.
 
   `model` is a `CoDistillation` (or `AdversarialCoDistillation`): only its
-  classifiers are exported; a generator and discriminator are training aids.
+  classifiers are exported; a generator and discriminator are training aids. For a
+  branched model (ONE, CL-ILR) each classifier is the trunk and one branch, and the
+  ensemble is the model's own (`ensemble_members`: ONE's gated teacher).
   `class_names` (one per class, in label order; default: "0", "1", ...) become
   the signature's `class_names` output. Returns {"classifier_0": path, ...,
   "ensemble": path}.
@@ -66,7 +68,9 @@ def export_saved_models(model, export_dir: str, overwrite: bool = False,
   classifiers = list(model.classifiers)
   names = _class_names(classifiers, class_names)
   targets = {f"classifier_{i}": [classifier] for i, classifier in enumerate(classifiers)}
-  targets[ENSEMBLE_NAME] = classifiers
+  # A method whose ensemble is not p̄ of its classifiers (ONE's gated teacher) names
+  # the classifiers whose p̄ it is.
+  targets[ENSEMBLE_NAME] = list(getattr(model, "ensemble_members", classifiers))
   paths = {name: os.path.join(export_dir, name) for name in targets}
   _check_export_paths(list(paths.values()), overwrite)
   for name, members in targets.items():
