@@ -73,7 +73,8 @@ def experiment_configurations(experiment: str) -> dict:
         adv_warmup_epochs=0, augmentation="none", **changes)
 
   return {"independent": config("independent"), "dml": config("dml"),
-          "dml_noise": config("dml_noise"), "kdcl": config("kdcl"), "acn": config("acn"),
+          "dml_noise": config("dml_noise"), "kdcl": config("kdcl"), "one": config("one"),
+          "cl_ilr": config("cl_ilr"), "acn": config("acn"),
           "acn_no_generator": config("acn", use_generator=False)}
 
 

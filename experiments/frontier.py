@@ -36,6 +36,8 @@ LABELS = {
     "dml": "DML",
     "dml_noise": "DML + noise",
     "kdcl": "KDCL",
+    "one": "ONE",
+    "cl_ilr": "CL-ILR",
     "acn": "ACN (registered)",
     "acn_spec": "ACN, the spec's weight",
     "acn_no_generator": "ACN without generator (search alone)",
@@ -44,7 +46,7 @@ LABELS = {
 # The benchmark's configuration whose step time each family's Phase A steps take
 # (ACN at the spec's weight does the same work per step as the registered one).
 _STEP_COST_KEYS = {"independent": "independent", "dml": "dml", "dml_noise": "dml_noise",
-                   "kdcl": "kdcl", "acn": "acn", "acn_spec": "acn", "acn_no_generator": "acn_no_generator"}
+                   "kdcl": "kdcl", "one": "one", "cl_ilr": "cl_ilr", "acn": "acn", "acn_spec": "acn", "acn_no_generator": "acn_no_generator"}
 
 
 class Point(NamedTuple):
