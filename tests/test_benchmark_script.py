@@ -45,3 +45,23 @@ def test_benchmark_script_profiles_each_configuration(benchmark_run):
     assert list(self_times.values()) == sorted(self_times.values(), reverse=True)
     assert min(self_times.values()) >= 0
     assert any("Conv2D" in op_type for op_type in self_times)
+
+
+def test_an_experiments_configurations_are_its_registered_methods():
+  """--experiment: each method as the experiment registers it (fashion_mnist_small
+  gives ACN half the divergent batch's weight), Phase A from the first step, and
+  batches of the dataset's shape."""
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  import benchmark  # noqa: E402
+  from acn_tf.config import registry
+  cases = benchmark.experiment_configurations("fashion_mnist_small")
+  assert set(cases) == {"independent", "dml", "dml_noise", "kdcl", "acn", "acn_no_generator"}
+  registered = registry.get_experiment("fashion_mnist_small", "acn")
+  assert cases["acn"] == registered.replace(adv_warmup_epochs=0, augmentation="none")
+  assert cases["acn"].distillation.adv_weight == 0.5
+  assert cases["acn_no_generator"] == cases["acn"].replace(use_generator=False)
+  assert {case.method for case in cases.values()} == {"independent", "dml", "dml_noise",
+                                                     "kdcl", "acn"}
+  assert all(case.architectures == ("resnet8", "resnet8") and case.data.batch_size == 64
+             for case in cases.values())
+  assert benchmark.DATASET_SHAPES[cases["dml"].data.dataset] == ((28, 28, 1), 10)

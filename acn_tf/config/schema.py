@@ -26,7 +26,8 @@ from acn_tf.networks import architecture_names
 
 # dml_noise is DML with Phase B's divergent-batch terms on a noisy copy of the batch
 # (acn_tf/method/noise.py): the rival that explained ACN's gain on fashion_mnist_small.
-METHODS = ("independent", "dml", "dml_noise", "acn")
+# kdcl is KDCL, every peer distilled from one ensemble target (acn_tf/method/kdcl.py).
+METHODS = ("independent", "dml", "dml_noise", "acn", "kdcl")
 # The datasets known by name; any other dataset is "tfds:NAME" or "folder:PATH".
 DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100")
 # An image-classification dataset of tensorflow-datasets, by its tfds name.
@@ -48,6 +49,7 @@ WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 DIVERGENCES = ("js", "sym_kl", "total_variation", "logit_l1")
 ADV_NORMALIZATIONS = ("batch", "kept")
 ADV_KD_TARGETS = ("divergent", "real")
+KDCL_TARGETS = ("min_logit", "mean_logit")
 MASK_SOURCES = ("search", "update")
 RAS_OBJECTIVES = ("divergence", "generator_loss")
 DIVERGENT_SIGNS = ("found", "random")
@@ -159,8 +161,10 @@ class DistillationConfig:
   ACN's divergent batch or dml_noise's noisy copy of x."""
 
   # `independent` is DML with the distillation term off: it reads neither.
-  temperature: float = positive(1.0, methods=("dml", "dml_noise", "acn"))
-  kd_weight: float = non_negative(1.0, methods=("dml", "dml_noise", "acn"))
+  temperature: float = positive(1.0, methods=("dml", "dml_noise", "acn", "kdcl"))
+  kd_weight: float = non_negative(1.0, methods=("dml", "dml_noise", "acn", "kdcl"))
+  # KDCL's ensemble target: the paper's MinLogit, or the peers' mean logits.
+  kdcl_target: str = one_of("min_logit", KDCL_TARGETS, methods=("kdcl",))
   # The divergent-batch terms: ACN's, and dml_noise's on its noisy batch. The
   # spec's weight 1; an experiment may give ACN its own (registry.register's
   # method_settings): fashion_mnist_small's 0.5, its validation split's choice.
@@ -225,6 +229,10 @@ class AdversarialConfig:
   # Phase A's networks are kept small next to the classifiers: at 32 filters the
   # generator's forward and backward cost about 0.75 of a ResNet-32's, at 16 about
   # 0.25 (experiments/BENCHMARKS.md).
+  # False is the "no generator" ablation: x̃0 = x, the search alone makes the
+  # divergent batch; no generator or discriminator is built or trained, so their
+  # settings (and gan_weight) are unused.
+  use_generator: bool = True
   generator_filters: int = positive(16)
   generator_blocks: int = non_negative(2)
   noise_channels: int = non_negative(4)
@@ -671,6 +679,8 @@ def apply_overrides(config: ExperimentConfig,
 FIELDS_ADDED_LATER = {
     "downsampling_padding": "same",
     "weight_decay_mode": "decoupled",
+    "use_generator": True,
+    "kdcl_target": "min_logit",  # Read by method=kdcl alone, which came with it.
 }
 
 
@@ -708,8 +718,10 @@ def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
 def differing_fields(saved: Mapping[str, Any], config: ExperimentConfig) -> List[str]:
   """The fields where a saved config.json differs from `config`, sorted.
 
-  The comparison is between JSON forms, where tuples have become lists.
+  The comparison is between JSON forms, where tuples have become lists; a field
+  the saved file lacks has the value its code implied (FIELDS_ADDED_LATER).
   """
+  saved = with_fields_added_later(saved)
   wanted = json.loads(json.dumps(config.to_dict()))
   return [key for key in sorted(set(saved) | set(wanted))
           if saved.get(key) != wanted.get(key)]
@@ -717,6 +729,7 @@ def differing_fields(saved: Mapping[str, Any], config: ExperimentConfig) -> List
 
 def config_differences(saved: Mapping[str, Any], config: ExperimentConfig) -> List[str]:
   """"field (saved X, now Y)" for each field where a saved config.json differs."""
+  saved = with_fields_added_later(saved)
   wanted = json.loads(json.dumps(config.to_dict()))
   return [f"{key} (saved {saved.get(key)!r}, now {wanted.get(key)!r})"
           for key in differing_fields(saved, config)]
