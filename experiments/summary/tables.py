@@ -9,13 +9,15 @@ from typing import Dict, List, Sequence, Union
 from summary import comparison, runs
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float]) -> str:
+  """Top-1 values in percent: mean ± sample std (the value alone for one run)."""
   if len(values) == 1:
     return f"{100 * values[0]:.2f}"
   return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
-def _p_value(p) -> str:
+def p_value(p) -> str:
+  """A p-value cell: three decimals, "< 0.001" below that, "–" for none."""
   if p is None:
     return "–"
   return "< 0.001" if p < 0.001 else f"{p:.3f}"
@@ -55,8 +57,8 @@ def main_rows(by_variant: Dict[str, List[dict]], baseline: str = "dml") -> List[
   for variant in sorted(by_variant, key=runs.display_order):
     results = by_variant[variant]
     scores = runs.scores(results)
-    row = [variant, str(len(results)), _mean_std(scores["ensemble"]),
-           _mean_std(scores["mean classifier"])]
+    row = [variant, str(len(results)), mean_std(scores["ensemble"]),
+           mean_std(scores["mean classifier"])]
     if variant == baseline or baseline not in by_variant:
       row += ["–"] * 5
     else:
@@ -67,7 +69,7 @@ def main_rows(by_variant: Dict[str, List[dict]], baseline: str = "dml") -> List[
           row += ["–", "–"]
           continue
         mean, p = comparison.paired_t_test(differences[kind])
-        row += [f"{100 * mean:+.2f}", _p_value(p)]
+        row += [f"{100 * mean:+.2f}", p_value(p)]
     row += [_cost([r.get("train_seconds") for r in results], 0),
             _cost([r.get("train_images_per_second") for r in results], 0)]
     row.append(_ratio_cell(results, by_variant.get(baseline, [])))
@@ -92,15 +94,15 @@ def summary_rows(by_variant: Dict[str, List[dict]]) -> List[List[str]]:
   for variant in sorted(by_variant, key=runs.display_order):
     results = by_variant[variant]
     count = len(results[0]["classifiers"])
-    per_classifier = [_mean_std([r["classifiers"][i]["top1"] for r in results])
+    per_classifier = [mean_std([r["classifiers"][i]["top1"] for r in results])
                       for i in range(count)]
     mean_top1 = [statistics.mean(c["top1"] for c in r["classifiers"]) for r in results]
     rows.append([
         variant,
         str(len(results)),
         " / ".join(per_classifier),
-        _mean_std(mean_top1),
-        _mean_std([r["ensemble_top1"] for r in results]),
+        mean_std(mean_top1),
+        mean_std([r["ensemble_top1"] for r in results]),
         f"{statistics.mean(r['mean_divergence'] for r in results):.4f}",
         f"{statistics.median(r['seconds_per_epoch'] for r in results):.1f}",
     ])
