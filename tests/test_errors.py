@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from acn_tf import errors, strict_json
 from acn_tf.config import command_line, schema as config_lib, registry
-from acn_tf.data import fashion_mnist, pipeline
+from acn_tf.data import pipeline, sources
 from acn_tf.run import run_dir, safety, training
 from conftest import (ROOT, assert_one_error_line, early_runs, error_lines, run_py, snapshot,
                       start_run_py, strict_json_files)
@@ -333,7 +333,7 @@ def data_dir_empty_while_the_default_place_has_the_data(env):
   # still be the only place data is read from.
   debian = os.path.join(env.tmp, "debian")
   write_fashion(debian)
-  env.monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", debian)
+  env.monkeypatch.setattr(sources.fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", debian)
   os.makedirs(env.data_dir)
   return lambda: env.train("fashion_mnist", data_dir=env.data_dir)
 
