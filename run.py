@@ -21,6 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from acn_tf import platform  # noqa: E402
+
+platform.prefer_onednn()  # Before anything imports TensorFlow, which reads it once.
+
 from acn_tf import errors, strict_json  # noqa: E402
 from acn_tf.config import command_line, presets, schema as config_lib  # noqa: E402
 from acn_tf.run import run_dir  # noqa: E402

@@ -1,11 +1,8 @@
 """acn-tf: Adversarial Co-distillation Networks in Keras 3 / TensorFlow.
 
-Importing the package before TensorFlow turns TensorFlow's oneDNN CPU kernels on
-for x86 machines (acn_tf/platform.py says why); the entry points do so.
+Importing the package changes nothing outside it (no environment variable, no
+global policy); the entry points choose process-wide settings such as oneDNN
+(acn_tf/platform.py).
 """
-
-from acn_tf import platform as _platform
-
-_platform.prefer_onednn()
 
 __version__ = "0.1.0"

@@ -1,11 +1,13 @@
-"""The machine a run ran on, and TensorFlow's oneDNN CPU kernels on by default.
+"""The machine a run ran on, and the entry points' choice of TensorFlow's oneDNN
+CPU kernels.
 
 TensorFlow turns its oneDNN kernels on by itself only on some x86 CPUs (those
 with AVX-512 and newer). Elsewhere, e.g. on AVX2-only machines, they stay off,
 although the convolutions that make up these networks' steps run faster with
-them there as well. The setting is
-read once, when TensorFlow is imported, so `prefer_onednn` must run before
-that: acn_tf/__init__.py calls it, and every entry point imports acn_tf first.
+them there as well. The setting is process-wide and read once, when TensorFlow
+is imported, so it is a program's choice, not a library's: importing acn_tf
+changes nothing, and the entry points (run.py, the experiments/ scripts that
+train or measure) call `prefer_onednn` before anything imports TensorFlow.
 A user's own TF_ENABLE_ONEDNN_OPTS (0 turns the kernels off) always wins.
 """
 

@@ -30,11 +30,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import acn_tf  # noqa: E402,F401  (before TensorFlow: its oneDNN default)
+from acn_tf import platform  # noqa: E402
+
+platform.prefer_onednn()  # Before TensorFlow loads, as run.py does.
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from acn_tf import platform
 from acn_tf.config import command_line, schema as config_lib, registry
 from acn_tf.data import pipeline
 from acn_tf.run import builders

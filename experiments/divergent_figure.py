@@ -12,6 +12,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from acn_tf import platform  # noqa: E402
+
+platform.prefer_onednn()  # Before TensorFlow loads, as run.py does.
+
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")

@@ -25,7 +25,7 @@ import sys
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import summarize  # noqa: E402
+from summary import comparison, runs, tables  # noqa: E402
 
 # A variant's method family: its name without a length suffix; DML's 4x is a length.
 _LENGTH_SUFFIX = re.compile(r"_epochs_\d+x$")
@@ -85,7 +85,7 @@ def collect_points(paths: Sequence[str], step_costs: Dict[str, float],
                    unit_steps: int) -> List[Point]:
   """Points of every family with a benchmarked step, by (family, epochs)."""
   grouped: Dict[tuple, Point] = {}
-  for variant, model_dirs in summarize.finished_runs(paths).items():
+  for variant, model_dirs in runs.finished_runs(paths).items():
     family = family_of(variant)
     if family not in LABELS:
       continue
@@ -105,17 +105,17 @@ def collect_points(paths: Sequence[str], step_costs: Dict[str, float],
 
 
 def _scores(point: Point) -> Dict[str, List[float]]:
-  return summarize._scores(point.runs)
+  return runs.scores(point.runs)
 
 
 def _difference_cell(point: Point, baseline: Optional[Point], kind: str) -> str:
   if baseline is None or baseline is point:
     return ""
-  differences = summarize.paired_differences(point.runs, baseline.runs)[kind]
+  differences = comparison.paired_differences(point.runs, baseline.runs)[kind]
   if not differences:
     return ""
-  mean, p = summarize.paired_t_test(differences)
-  return (f"{100 * mean:+.2f} (p {summarize._p_value(p)}, {len(differences)} seeds) "
+  mean, p = comparison.paired_t_test(differences)
+  return (f"{100 * mean:+.2f} (p {tables.p_value(p)}, {len(differences)} seeds) "
           f"vs DML {baseline.epochs}")
 
 
@@ -143,7 +143,7 @@ def table_rows(points: Sequence[Point]) -> List[List[str]]:
     scores = _scores(point)
     rows.append([
         LABELS[point.family], str(point.epochs), str(len(point.runs)), f"{cost:.2f}",
-        summarize._mean_std(scores["ensemble"]), summarize._mean_std(scores["mean classifier"]),
+        tables.mean_std(scores["ensemble"]), tables.mean_std(scores["mean classifier"]),
         _difference_cell(point, same_length, "ensemble"),
         _difference_cell(point, same_length, "mean classifier"),
         _difference_cell(point, nearest, "ensemble"),
@@ -194,7 +194,7 @@ def main() -> None:
   with open(arguments.step_costs) as handle:
     step_costs = step_costs_in_dml_steps(json.load(handle))
   points = collect_points(arguments.paths, step_costs, arguments.unit_steps)
-  print(summarize.format_markdown(table_rows(points), HEADER))
+  print(tables.format_markdown(table_rows(points), HEADER))
   if arguments.figure:
     draw(points, arguments.figure, arguments.title)
 

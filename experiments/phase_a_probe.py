@@ -23,6 +23,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from acn_tf import platform  # noqa: E402
+
+platform.prefer_onednn()  # Before TensorFlow loads, as run.py does.
+
 from acn_tf.config import command_line, schema as config_lib  # noqa: E402
 from acn_tf.method import health, losses  # noqa: E402
 from acn_tf.run import training  # noqa: E402

@@ -21,7 +21,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import acn_tf  # noqa: E402,F401  (before TensorFlow: its oneDNN default)
+from acn_tf import platform  # noqa: E402
+
+platform.prefer_onednn()  # Before TensorFlow loads, as run.py does.
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

@@ -7,21 +7,17 @@ so this runs at import time, before any test module touches tf.
 Shared: Phase A's settings as the spec gives them; run.py run as a user runs it
 (a subprocess: exit status, stderr, TensorFlow's start-up) or in this process
 (its own `main`: the same flags, messages and exit status, without a second
-TensorFlow start-up); processes started as soon as the tests are collected, for
-the tests that only read what they wrote (`early_runs`); the digits runs several
+TensorFlow start-up); processes a session runs once, for the tests that only
+read what they wrote (`early_runs`); the digits runs several
 test files read; what a run's directory holds. Small networks and batches are in
 tests/tiny_models.py, fake dataset files in tests/dataset_files.py.
 """
 
-import concurrent.futures
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -178,12 +174,7 @@ def read_json(path):
     return json.load(handle)
 
 
-# -- Processes started as soon as the tests are collected --------------------------------
-
-_EARLY_RUNS = {}  # Fixture name: commands(directory) -> {run name: command}.
-_STARTED = {}  # Fixture name: (directory, {run name: (_BackgroundRun, future)}).
-_background = []  # The one thread that runs them, one at a time, once started.
-_starting = threading.Lock()  # A process is started, or the runs are cancelled, under it.
+# -- Processes a session runs once, for the tests that only read what they wrote ------------
 
 
 class Command(typing.NamedTuple):
@@ -207,96 +198,48 @@ class FinishedRun(subprocess.CompletedProcess):
     return self.directory
 
 
-class _BackgroundRun:
-  """One process of the background thread, its output in files (pipes would fill
-  up before anybody reads them)."""
+def _finish(command, directory):
+  """Runs one command of an `early_runs` fixture: run.py arguments or a Command."""
+  if not isinstance(command, Command):
+    command = Command([sys.executable, RUN_PY, *command])
+  completed = subprocess.run(command.argv, cwd=ROOT, env=command.env or subprocess_environment(),
+                             capture_output=True, text=True, timeout=900)
+  return FinishedRun(completed.args, completed.returncode, completed.stdout, completed.stderr,
+                     directory)
 
-  def __init__(self, command, directory, run):
-    self.command, self.directory = command, os.path.join(directory, run)
-    self.outputs = [os.path.join(directory, f"{run}.{stream}") for stream in ("out", "err")]
-    self.process, self.cancelled = None, False
 
-  def __call__(self):
-    with open(self.outputs[0], "w") as stdout, open(self.outputs[1], "w") as stderr:
-      with _starting:
-        if self.cancelled:
-          return
-        if isinstance(self.command, Command):
-          self.process = subprocess.Popen(
-              self.command.argv, cwd=ROOT, env=self.command.env or subprocess_environment(),
-              stdout=stdout, stderr=stderr, text=True)
-        else:
-          self.process = start_run_py(*self.command, stdout=stdout, stderr=stderr)
-      self.process.wait()
-
-  def finished(self, future):
-    future.result(timeout=900)
-    outputs = []
-    for path in self.outputs:
-      with open(path) as handle:
-        outputs.append(handle.read())
-    return FinishedRun(self.process.args, self.process.returncode, *outputs, self.directory)
+_EARLY_RUNS = set()  # The names of the `early_runs` fixtures.
 
 
 def early_runs(commands):
   """Decorator of `commands(directory)`, which gives {run name: run.py arguments,
   or a Command} writing under `directory`. Returns a session fixture, named as
-  `commands`, that gives {run name: FinishedRun} once every run has finished.
+  `commands`, that runs them one after the other (each a process of its own) the
+  first time a test asks for it, and gives {run name: FinishedRun}.
 
-  The processes start when the session's tests are collected, if a selected test
-  uses the fixture: one at a time, from a background thread, so that they use
-  the second core while the tests before their readers use the first (most of
-  these processes is TensorFlow's start-up and tracing, on one core). The
-  directory is removed at the end of the session."""
+  The tests that read one are marked `slow` and, for pytest-xdist's
+  `--dist loadgroup`, one `xdist_group` (pytest_collection_modifyitems): one
+  worker runs its processes, once."""
   name = commands.__name__
-  _EARLY_RUNS[name] = commands
+  _EARLY_RUNS.add(name)
 
   @pytest.fixture(scope="session", name=name)
-  def finished():
-    _, started = _STARTED[name] if name in _STARTED else _start(name)
-    return {run: background_run.finished(future)
-            for run, (background_run, future) in started.items()}
+  def finished(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp(name))
+    return {run: _finish(command, os.path.join(directory, run))
+            for run, command in commands(directory).items()}
 
   finished.__doc__ = commands.__doc__
   return finished
 
 
-def _start(name):
-  if not _background:
-    _background.append(concurrent.futures.ThreadPoolExecutor(max_workers=1))
-  directory = tempfile.mkdtemp(prefix=f"acn_tf_{name}_")
-  started = {}
-  for run, command in _EARLY_RUNS[name](directory).items():
-    background_run = _BackgroundRun(command, directory, run)
-    started[run] = background_run, _background[0].submit(background_run)
-  _STARTED[name] = directory, started
-  return _STARTED[name]
-
-
-def pytest_collection_finish(session):
-  if session.config.option.collectonly:
-    return
-  first_reader = {}  # Fixture name: index of the first selected test that uses it.
-  for index, item in enumerate(session.items):
-    for name in getattr(item, "fixturenames", ()):
-      if name in _EARLY_RUNS:
-        first_reader.setdefault(name, index)
-  for name in sorted(first_reader, key=first_reader.get):
-    _start(name)
-
-
-def pytest_sessionfinish(session):
-  with _starting:  # Runs whose readers were not run (or failed before waiting).
-    for _, started in _STARTED.values():
-      for background_run, future in started.values():
-        background_run.cancelled = True
-        future.cancel()
-        if background_run.process is not None and background_run.process.poll() is None:
-          background_run.process.kill()
-  for executor in _background:
-    executor.shutdown(wait=True)
-  for directory, _ in _STARTED.values():
-    shutil.rmtree(directory, ignore_errors=True)
+@pytest.hookimpl(tryfirst=True)  # Before pytest-xdist reads the groups.
+def pytest_collection_modifyitems(items):
+  for item in items:
+    fixtures = sorted(_EARLY_RUNS & set(getattr(item, "fixturenames", ())))
+    if fixtures:
+      item.add_marker(pytest.mark.slow)
+      item.add_marker(pytest.mark.xdist_group(fixtures[0]))
 
 
 # -- Digits runs that several tests read ------------------------------------------------

@@ -13,7 +13,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from acn_tf import errors
-from acn_tf.data import pipeline, sources
+from acn_tf.data import downloads, pipeline
 from dataset_files import index_of, indexed_images, to_numpy, write_fake_fashion_mnist
 
 
@@ -38,7 +38,7 @@ def test_a_data_dir_that_is_not_a_directory_is_an_error(tmp_path, kind):
 
 def test_cifar100_pipeline_under_tfds_mock_data(tmp_path, monkeypatch):
   # mock_data stands in for the download; the offline host check would refuse first.
-  monkeypatch.setattr(sources, "check_download_host", lambda name: None)
+  monkeypatch.setattr(downloads, "check_download_host", lambda name: None)
   with tfds.testing.mock_data(num_examples=20):
     # No --data_dir: mock_data stands in for tfds' download into its default place.
     splits = pipeline.load_splits("cifar100", None)

@@ -333,7 +333,7 @@ def data_dir_empty_while_the_default_place_has_the_data(env):
   # still be the only place data is read from.
   debian = os.path.join(env.tmp, "debian")
   write_fashion(debian)
-  env.monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", debian)
+  env.monkeypatch.setattr(sources.fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", debian)
   os.makedirs(env.data_dir)
   return lambda: env.train("fashion_mnist", data_dir=env.data_dir)
 
@@ -622,8 +622,15 @@ def tune_model_dir_cannot_be_created(env):
   return lambda: run_dir.check_search_dir(env.model_dir)
 
 
-def test_the_battery_is_large():
-  assert len(CASES) >= 30
+def test_the_battery_covers_every_kind_of_bad_input():
+  """Every error type of bad input (acn_tf/errors.py) has cases here, and only those:
+  the outcomes of a run that started (a failed search, a diverged or interrupted
+  training) are tested where they happen."""
+  outcomes = {errors.SearchFailedError, errors.TrainingDivergedError,
+              errors.TrainingInterrupted}
+  kinds = {kind for kind in vars(errors).values()
+           if isinstance(kind, type) and issubclass(kind, errors.UserError)}
+  assert {param.values[1] for param in CASES} == kinds - outcomes - {errors.UserError}
 
 
 @pytest.mark.parametrize("prepare,error,culprits", CASES)

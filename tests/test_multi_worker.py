@@ -4,6 +4,8 @@ import json
 import os
 import socket
 
+import pytest
+
 from conftest import read_json, start_run_py, subprocess_environment
 
 
@@ -17,6 +19,7 @@ def _free_ports(count):
   return ports
 
 
+@pytest.mark.slow
 def test_two_workers_finish_and_only_the_chief_writes(tmp_path):
   """One epoch of 2 ACN steps (Phase A from the first): every file a run writes
   is written once, by the chief only."""

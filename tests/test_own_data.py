@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 
 from acn_tf import errors
 from acn_tf.config import command_line, schema as config_lib, registry
-from acn_tf.data import pipeline, sources
+from acn_tf.data import downloads, pipeline
 from acn_tf.networks import backbones, discriminators
 from acn_tf.run import builders, training
 from conftest import early_runs, subprocess_environment, write_json
@@ -303,7 +303,7 @@ def test_cifar_class_names_come_with_the_files(tmp_path):
 
 
 def test_a_tfds_dataset_by_name_under_mock_data(monkeypatch):
-  monkeypatch.setattr(sources, "check_download_host", lambda name: None)  # mock_data downloads.
+  monkeypatch.setattr(downloads, "check_download_host", lambda name: None)  # mock_data downloads.
   with tfds.testing.mock_data(num_examples=12):
     splits = pipeline.load_splits("tfds:svhn_cropped", None)
     gray = pipeline.load_splits("tfds:svhn_cropped", None, image_size=16, channels=1)
@@ -364,8 +364,8 @@ def own_tfds_dir(tmp_path_factory):
 
 
 def test_a_tfds_dataset_prepared_in_data_dir(own_tfds_dir, monkeypatch):
-  downloads = []
-  monkeypatch.setattr(sources, "_download_and_prepare", downloads.append)
+  started = []
+  monkeypatch.setattr(downloads, "download_and_prepare", started.append)
   with pytest.raises(errors.ConfigError, match=r"no 'test' split \(its splits: train\)"):
     pipeline.load_splits("tfds:own_shapes", own_tfds_dir, image_size=8)
   halves = dict(train_split="train[:75%]", test_split="train[75%:]")
@@ -388,13 +388,13 @@ def test_a_tfds_dataset_prepared_in_data_dir(own_tfds_dir, monkeypatch):
   with pytest.raises(errors.DataNotFoundError) as raised:
     pipeline.load_splits("tfds:mnist", own_tfds_dir)
   assert f"--data_dir={own_tfds_dir}" in str(raised.value)
-  assert "download_and_prepare()" in str(raised.value) and downloads == []
+  assert "download_and_prepare()" in str(raised.value) and started == []
 
 
 def test_download_hosts_of_any_tfds_dataset_come_from_its_builder():
-  assert sources._download_hosts("svhn_cropped") == ["ufldl.stanford.edu"]
-  assert sources._download_hosts("cifar100") == ["www.cs.toronto.edu"]
-  assert sources._download_hosts("digits") == []
+  assert downloads.download_hosts("svhn_cropped") == ["ufldl.stanford.edu"]
+  assert downloads.download_hosts("cifar100") == ["www.cs.toronto.edu"]
+  assert downloads.download_hosts("digits") == []
 
 
 # -- Shapes --------------------------------------------------------------------------------

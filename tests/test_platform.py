@@ -1,23 +1,26 @@
-"""oneDNN on by default on x86, a user's choice kept, the same numbers either way,
-and the machine facts results.json records."""
+"""oneDNN: the entry points' choice, not the library's (importing acn_tf changes no
+environment variable); on by default on x86, a user's choice kept, the same numbers
+either way; and the machine facts results.json records."""
 
 import json
 import os
 import platform as python_platform
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import Command, early_runs
+from conftest import ROOT, RUN_PY, Command, early_runs
 
-# One DML and one ACN step of tiny networks on a fixed batch; prints the oneDNN
-# state, then saves every weight after the steps to the .npz file given.
+# One DML and one ACN step of tiny networks on a fixed batch, oneDNN chosen as an
+# entry point chooses it; prints the oneDNN state, then saves every weight after the
+# steps to the .npz file given.
 _STEPS = r"""
 import sys
-import acn_tf
-import keras, numpy as np, tensorflow as tf
 from acn_tf import platform
+platform.prefer_onednn()
+import keras, numpy as np, tensorflow as tf
 from acn_tf.config.schema import ExperimentConfig
 from acn_tf.data.pipeline import DatasetInfo
 from acn_tf.run import builders
@@ -83,6 +86,44 @@ def test_onednn_is_on_by_default_and_a_users_choice_wins(onednn_steps):
   _, _, again = _steps_result(onednn_steps["again"])
   for name, value in on_weights.items():
     np.testing.assert_array_equal(value, again[name], err_msg=name)
+
+
+# Imports the library (its public API too) and prints whether os.environ changed.
+_IMPORT_LIBRARY = r"""
+import os
+before = dict(os.environ)
+import acn_tf, acn_tf.platform
+print(dict(os.environ) == before)
+import acn_tf.api
+print(os.environ.get("TF_ENABLE_ONEDNN_OPTS"))
+"""
+
+# Loads run.py as a module (its flags defined, `main` not run) and prints the variable.
+_LOAD_RUN_PY = r"""
+import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("entry_point", sys.argv[1])
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+print(os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "tensorflow" in sys.modules)
+"""
+
+
+def _printed(script, *arguments, **variables):
+  completed = subprocess.run([sys.executable, "-c", script, *arguments], cwd=ROOT,
+                             env={**_steps_environment(), **variables},
+                             capture_output=True, text=True, timeout=300)
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  return completed.stdout.split()
+
+
+def test_importing_acn_tf_leaves_the_environment_alone():
+  assert _printed(_IMPORT_LIBRARY) == ["True", "None"]
+
+
+@pytest.mark.skipif(python_platform.machine().lower() not in ("x86_64", "amd64"),
+                    reason="oneDNN's default is an x86 matter")
+def test_run_py_chooses_onednn_before_tensorflow_loads_and_a_users_choice_wins():
+  assert _printed(_LOAD_RUN_PY, RUN_PY) == ["1", "False"]
+  assert _printed(_LOAD_RUN_PY, RUN_PY, TF_ENABLE_ONEDNN_OPTS="0") == ["0", "False"]
 
 
 def test_machine_info_names_cpu_isa_onednn_and_versions(monkeypatch):

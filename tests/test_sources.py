@@ -1,4 +1,5 @@
-"""Tests of acn_tf.data.sources against references computed here, independently of the library.
+"""Tests of the dataset sources (acn_tf/data/sources.py and the modules of each source)
+against references computed here, independently of the library.
 
 Fake datasets are tiny files written by the tests in the official formats (idx,
 CIFAR python pickles); every image encodes its own index so that what the readers
@@ -19,7 +20,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from acn_tf import errors
-from acn_tf.data import pipeline, sources
+from acn_tf.data import downloads, fashion_mnist, pipeline, tfds_source
 from dataset_files import indexed_images, to_numpy, write_fake_fashion_mnist, write_idx
 
 REAL_FASHION_MNIST = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
@@ -50,7 +51,7 @@ def no_tfds_download(monkeypatch):
   def refuse(*args, **kwargs):
     raise OSError("network disabled in tests")
 
-  monkeypatch.setattr(sources, "check_download_host", lambda name: None)
+  monkeypatch.setattr(downloads, "check_download_host", lambda name: None)
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", refuse)
 
 
@@ -64,8 +65,8 @@ def test_read_idx_images_and_labels(tmp_path, compress):
   labels = np.array([9, 0, 4], np.uint8)
   write_idx(tmp_path / "images", images, 0x803, compress)
   write_idx(tmp_path / "labels", labels, 0x801, compress)
-  read_images = sources.read_idx(str(tmp_path / "images"))
-  read_labels = sources.read_idx(str(tmp_path / "labels"))
+  read_images = fashion_mnist.read_idx(str(tmp_path / "images"))
+  read_labels = fashion_mnist.read_idx(str(tmp_path / "labels"))
   assert read_images.shape == (3, 5, 4) and read_images.dtype == np.uint8
   np.testing.assert_array_equal(read_images, images)
   np.testing.assert_array_equal(read_labels, labels)
@@ -74,7 +75,7 @@ def test_read_idx_images_and_labels(tmp_path, compress):
 def test_read_idx_rejects_bad_magic(tmp_path):
   write_idx(tmp_path / "bad.gz", np.zeros((2, 2), np.uint8), 0x00000902, True)
   with pytest.raises(ValueError, match="magic number 0x00000902"):
-    sources.read_idx(str(tmp_path / "bad.gz"))
+    fashion_mnist.read_idx(str(tmp_path / "bad.gz"))
 
 
 def test_read_idx_rejects_truncated_file(tmp_path):
@@ -82,7 +83,7 @@ def test_read_idx_rejects_truncated_file(tmp_path):
   with open(path, "wb") as handle:
     handle.write(struct.pack(">IIII", 0x803, 2, 3, 3) + bytes(10))
   with pytest.raises(ValueError, match="truncated"):
-    sources.read_idx(str(path))
+    fashion_mnist.read_idx(str(path))
 
 
 # ---------------------------------------------------------------------------
@@ -115,8 +116,8 @@ def tfds_default_dir(tmp_path, monkeypatch):
   not ~/tensorflow_datasets, whatever that holds on this machine."""
   default = tmp_path / "tfds_default"
   default.mkdir()
-  builder = sources._tfds_builder
-  monkeypatch.setattr(sources, "_tfds_builder",
+  builder = tfds_source.builder_of
+  monkeypatch.setattr(tfds_source, "builder_of",
                       lambda name, data_dir: builder(name, data_dir or str(default)))
   return default
 
@@ -125,7 +126,7 @@ def test_fashion_mnist_missing_everywhere_names_every_place(tmp_path, monkeypatc
                                                            no_tfds_download,
                                                            tfds_default_dir):
   debian_dir = str(tmp_path / "no-debian-package")
-  monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", debian_dir)
+  monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", debian_dir)
   with pytest.raises(errors.DataNotFoundError) as raised:
     pipeline.load_splits("fashion_mnist", None)
   message = str(raised.value)
@@ -145,9 +146,9 @@ def test_an_explicit_data_dir_is_the_only_place_looked_in(tmp_path, monkeypatch)
   debian_dir = tmp_path / "debian"
   debian_dir.mkdir()
   write_fake_fashion_mnist(str(debian_dir), num_train=12, num_test=5)
-  monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", str(debian_dir))
-  downloads = []
-  monkeypatch.setattr(sources, "_download_and_prepare", downloads.append)
+  monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST_DIR", str(debian_dir))
+  started = []
+  monkeypatch.setattr(downloads, "download_and_prepare", started.append)
   data_dir = tmp_path / "empty_data_dir"
   data_dir.mkdir()
   with pytest.raises(errors.DataNotFoundError) as raised:
@@ -156,7 +157,7 @@ def test_an_explicit_data_dir_is_the_only_place_looked_in(tmp_path, monkeypatch)
   assert f"Could not find the fashion_mnist dataset in --data_dir={data_dir}" in message
   assert "train-images-idx3-ubyte.gz" in message and "t10k-labels-idx1-ubyte.gz" in message
   assert f'data_dir="{data_dir}").download_and_prepare()' in message
-  assert str(debian_dir) not in message and downloads == []
+  assert str(debian_dir) not in message and started == []
   # Without --data_dir the same Debian copy is found.
   assert str(debian_dir) in pipeline.load_splits("fashion_mnist", None).info.source
 
@@ -169,7 +170,7 @@ def test_real_fashion_mnist_from_debian_package(tfds_default_dir):
   info = splits.info
   assert (info.num_train, info.num_test) == (60000, 10000)
   assert info.image_shape == (28, 28, 1)
-  assert sources.DEBIAN_FASHION_MNIST_DIR in info.source
+  assert fashion_mnist.DEBIAN_FASHION_MNIST_DIR in info.source
   assert int(splits.train.cardinality()) == 60000
   with gzip.open(REAL_FASHION_MNIST) as handle:
     first_image = np.frombuffer(handle.read(16 + 784), np.uint8, offset=16).reshape(28, 28)
@@ -291,8 +292,8 @@ def test_download_host_check_fails_fast_when_the_host_does_not_resolve(monkeypat
 
   monkeypatch.setattr(socket, "getaddrinfo", unresolvable)
   with pytest.raises(ConnectionError, match="www.cs.toronto.edu"):
-    sources.check_download_host("cifar100")
-  sources.check_download_host("digits")  # No download host: nothing to check.
+    downloads.check_download_host("cifar100")
+  downloads.check_download_host("digits")  # No download host: nothing to check.
 
 
 @pytest.mark.skipif(not os.path.exists(REAL_FASHION_MNIST),
@@ -302,5 +303,6 @@ def test_looking_for_a_tfds_copy_that_is_not_there_does_not_warn(tfds_default_di
   unprepared dataset is prepared; the lookup then goes on, so the warning is noise."""
   with caplog.at_level(logging.WARNING):
     splits = pipeline.load_splits("fashion_mnist", None, train_examples=10)
-  assert splits.info.num_train == 10 and sources.DEBIAN_FASHION_MNIST_DIR in splits.info.source
+  assert splits.info.num_train == 10
+  assert fashion_mnist.DEBIAN_FASHION_MNIST_DIR in splits.info.source
   assert "dataset_info.json" not in caplog.text

@@ -1,4 +1,5 @@
-"""experiments/summarize.py: the tables RESULTS.md quotes, from run directories."""
+"""experiments/summarize.py and experiments/summary/: the tables RESULTS.md quotes, from
+run directories."""
 
 import os
 import sys
@@ -10,6 +11,7 @@ from conftest import ROOT, read_json, write_json
 
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 import summarize  # noqa: E402
+from summary import comparison, plots, runs, tables  # noqa: E402
 
 
 def _run(root, name, ensemble, divergence_search=None, kept=None, history=None):
@@ -39,14 +41,14 @@ def test_tables_average_over_seeds_per_variant(tmp_path):
   _run(tmp_path, "dml-seed1", 0.74)
   _run(tmp_path, "acn-seed0", 0.72, divergence_search=0.01, kept=0.8)
   _run(tmp_path, "acn-seed1", 0.76, divergence_search=0.02, kept=0.6)
-  rows = summarize.summary_rows(summarize.load_runs(str(tmp_path)))
+  rows = tables.summary_rows(runs.load_runs(str(tmp_path)))
   assert [row[0] for row in rows] == ["dml", "acn"]
   # Ensemble top-1 of acn: mean 74.00, sample std of 72 and 76 = 2.83.
   assert rows[1][4] == "74.00 ± 2.83"
-  phase_a = summarize.phase_a_rows(str(tmp_path))
+  phase_a = tables.phase_a_rows(str(tmp_path))
   # Only ACN runs log Phase A; the last epoch's values, averaged over the two seeds.
   assert phase_a == [["acn", "2", "0.0030", "0.0150", "0.7000"]]
-  assert summarize.last_epoch(str(tmp_path / "dml-seed0")) == pytest.approx(
+  assert runs.last_epoch(str(tmp_path / "dml-seed0")) == pytest.approx(
       {"epoch": 1.0, "ensemble_top1": 0.70})
 
 
@@ -54,8 +56,8 @@ def test_unfinished_runs_are_left_out(tmp_path):
   _run(tmp_path, "acn-seed0", 0.72, divergence_search=0.01, kept=0.8)
   _run(tmp_path, "acn-seed1", 0.76, divergence_search=0.02, kept=0.6)
   (tmp_path / "acn-seed1" / "results.json").unlink()  # Still training.
-  assert summarize.phase_a_rows(str(tmp_path)) == [["acn", "1", "0.0030", "0.0100", "0.8000"]]
-  assert summarize.summary_rows(summarize.load_runs(str(tmp_path)))[0][1] == "1"
+  assert tables.phase_a_rows(str(tmp_path)) == [["acn", "1", "0.0030", "0.0100", "0.8000"]]
+  assert tables.summary_rows(runs.load_runs(str(tmp_path)))[0][1] == "1"
 
 
 def test_comparison_to_the_baseline_uses_the_pooled_seed_spread(tmp_path):
@@ -63,7 +65,7 @@ def test_comparison_to_the_baseline_uses_the_pooled_seed_spread(tmp_path):
     _run(tmp_path, f"dml-seed{seed}", score)
   for seed, score in enumerate((0.75, 0.77)):
     _run(tmp_path, f"acn-seed{seed}", score)
-  rows = summarize.comparison_rows(summarize.load_runs(str(tmp_path)), "dml")
+  rows = tables.comparison_rows(runs.load_runs(str(tmp_path)), "dml")
   # Ensemble: 76 - 72 = +4.00 points; stds 2.83 and 1.41 pool to sqrt((8 + 2) / 2).
   assert rows[0][:5] == ["acn", "2", "+4.00", f"{(5.0) ** 0.5:.2f}", "yes"]
   # Mean classifier top-1 is the ensemble minus 0.02 in every run: the same gap.
@@ -83,7 +85,7 @@ def test_health_table_averages_the_test_split_figures(tmp_path):
         "residual_linf": 0.1}
     write_json(path, results)
   _run(tmp_path, "dml-seed0", 0.74)
-  rows = summarize.health_rows(summarize.load_runs(str(tmp_path)))
+  rows = tables.health_rows(runs.load_runs(str(tmp_path)))
   assert len(rows) == 1 and rows[0][:2] == ["acn", "2"]
   assert rows[0][5] == f"4.00 ± {2 ** 0.5:.2f}"  # Div(x̃0) / Div(x): 3 and 5.
   assert rows[0][8] == "–"  # No discriminator (gan_weight = 0).
@@ -93,7 +95,7 @@ def test_chart_is_written(tmp_path):
   for seed, score in enumerate((0.70, 0.74)):
     _run(tmp_path, f"dml-seed{seed}", score)
   chart = tmp_path / "chart.png"
-  summarize.draw_chart(summarize.load_runs(str(tmp_path)), str(chart))
+  plots.draw_chart(runs.load_runs(str(tmp_path)), str(chart))
   assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -112,7 +114,7 @@ def test_curves_are_each_seeds_history_and_their_mean(tmp_path, monkeypatch, cap
   (tmp_path / "acn-seed2" / "results.json").unlink()  # Still training: left out.
 
   curves = tmp_path / "curves.png"
-  drawn = summarize.draw_curves(summarize.finished_runs(str(tmp_path)), str(curves))
+  drawn = plots.draw_curves(runs.finished_runs(str(tmp_path)), str(curves))
   assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert {column: sorted(lines) for column, lines in drawn.items()} == {
       "ensemble_top1": ["acn", "dml"], "val_ensemble_top1": ["acn"],
@@ -151,11 +153,11 @@ def test_any_set_of_model_dirs_can_be_compared(tmp_path):
   _run(tmp_path / "a", "dml-seed0", 0.70)
   _run(tmp_path / "b", "dml-seed1", 0.74)
   _run(tmp_path / "b", "my_acn", 0.76)
-  runs = summarize.finished_runs([str(tmp_path / "a" / "dml-seed0"),
+  by_variant = runs.finished_runs([str(tmp_path / "a" / "dml-seed0"),
                                   str(tmp_path / "b" / "dml-seed1"),
                                   str(tmp_path / "b" / "my_acn")])
-  assert sorted(runs) == ["dml", "my_acn"] and len(runs["dml"]) == 2
-  rows = summarize.summary_rows(summarize.load_runs(
+  assert sorted(by_variant) == ["dml", "my_acn"] and len(by_variant["dml"]) == 2
+  rows = tables.summary_rows(runs.load_runs(
       [str(tmp_path / "a"), str(tmp_path / "b" / "dml-seed1")]))
   assert [row[:2] for row in rows] == [["dml", "2"]]
   assert rows[0][4] == "72.00 ± 2.83"
@@ -164,30 +166,43 @@ def test_any_set_of_model_dirs_can_be_compared(tmp_path):
 # -- The main table: paired differences to the baseline and the cost ------------------
 
 
+def _differences_with_t(t, count):
+  """`count` paired differences whose t statistic, mean / (std / sqrt(count)), is `t`:
+  a mean shift of t * std / sqrt(count) added to residuals of mean 0 and std 1."""
+  residuals = np.arange(count) - (count - 1) / 2
+  residuals /= residuals.std(ddof=1)
+  return list(t / np.sqrt(count) + residuals)
+
+
 @pytest.mark.parametrize("t, df, p", [
     # Two-sided critical values of Student's t tables (3 decimals, hence the tolerance).
     (12.706, 1, 0.05), (4.303, 2, 0.05), (2.776, 4, 0.05), (2.228, 10, 0.05),
-    (3.499, 7, 0.01), (2.845, 20, 0.01), (1.96, 100000, 0.05)])
-def test_t_p_values_match_the_tables(t, df, p):
-  assert summarize.t_two_sided_p(t, df) == pytest.approx(p, rel=2e-3)
-  assert summarize.t_two_sided_p(-t, df) == summarize.t_two_sided_p(t, df)
+    (3.499, 7, 0.01), (2.845, 20, 0.01), (1.962, 1000, 0.05)])
+def test_paired_t_test_p_values_match_the_tables(t, df, p):
+  differences = _differences_with_t(t, df + 1)
+  mean, p_value = comparison.paired_t_test(differences)
+  assert mean == pytest.approx(t / np.sqrt(df + 1))
+  assert p_value == pytest.approx(p, rel=2e-3)
+  # Two-sided: the mirrored differences have the same p.
+  assert comparison.paired_t_test([-d for d in differences])[1] == pytest.approx(p_value)
 
 
-@pytest.mark.parametrize("t", [0.0, 0.3, 1.0, 2.5, 10.0, 300.0])
-def test_t_p_values_match_the_closed_forms_of_one_and_two_degrees_of_freedom(t):
+@pytest.mark.parametrize("t", [0.3, 1.0, 2.5, 10.0, 300.0])
+def test_paired_t_test_p_values_match_the_closed_forms_of_one_and_two_degrees_of_freedom(t):
   # df = 1 is the Cauchy distribution; for df = 2, P(|T| > t) = 1 - t / sqrt(2 + t²).
-  assert summarize.t_two_sided_p(t, 1) == pytest.approx(1 - 2 / np.pi * np.arctan(t),
-                                                        rel=1e-9, abs=1e-15)
-  assert summarize.t_two_sided_p(t, 2) == pytest.approx(1 - t / np.sqrt(2 + t * t),
-                                                        rel=1e-9, abs=1e-15)
+  assert comparison.paired_t_test(_differences_with_t(t, 2))[1] == pytest.approx(
+      1 - 2 / np.pi * np.arctan(t), rel=1e-7, abs=1e-12)
+  assert comparison.paired_t_test(_differences_with_t(t, 3))[1] == pytest.approx(
+      1 - t / np.sqrt(2 + t * t), rel=1e-7, abs=1e-12)
 
 
-def test_t_p_values_match_scipy_where_it_is_installed():
-  stats = pytest.importorskip("scipy.stats")
-  for df in (1, 3, 7, 15, 60):
-    for t in (0.1, 0.9, 2.0, 4.5, 12.0):
-      assert summarize.t_two_sided_p(t, df) == pytest.approx(2 * stats.t.sf(t, df),
-                                                             rel=1e-9)
+def test_paired_t_test_by_hand():
+  # Differences 1, 2, 3: mean 2, std 1, t = 2 sqrt(3), p = 1 - 2 sqrt(3) / sqrt(14);
+  # differences 1, 3: mean 2, std sqrt(2), t = 2, p = 1 - 2 / pi * arctan(2).
+  assert comparison.paired_t_test([1.0, 2.0, 3.0]) == (
+      2.0, pytest.approx(1 - 2 * 3 ** 0.5 / 14 ** 0.5, rel=1e-9))
+  assert comparison.paired_t_test([1.0, 3.0]) == (
+      2.0, pytest.approx(1 - 2 / np.pi * np.arctan(2.0), rel=1e-9))
 
 
 def _finished(root, name, seed, ensemble, mean_classifier, seconds, images_per_second):
@@ -210,7 +225,7 @@ def test_main_table_pairs_seeds_with_the_baseline_and_shows_the_cost(tmp_path, m
   for seed, (ensemble, mean) in noise.items():  # Seed 3 has no DML run: left unpaired.
     _finished(tmp_path, f"dml_noise-seed{seed}", seed, ensemble, mean, 50.0 + 2 * seed,
               800.0 + 10 * seed)
-  rows = summarize.main_rows(summarize.load_runs(str(tmp_path)), "dml")
+  rows = tables.main_rows(runs.load_runs(str(tmp_path)), "dml")
   assert [row[0] for row in rows] == ["dml", "dml_noise"]
 
   ensemble = 100 * np.array([noise[s][0] - dml[s][0] for s in range(3)])
@@ -248,17 +263,17 @@ def test_runs_without_recorded_cost_or_seed_still_summarise(tmp_path):
   for seed, score in enumerate((0.70, 0.74)):
     _run(tmp_path, f"dml-seed{seed}", score)
   _run(tmp_path, "mine", 0.8)
-  runs = summarize.load_runs([str(tmp_path), str(tmp_path / "mine")])
-  assert [r["seed"] for r in runs["dml"]] == [0, 1] and runs["mine"][0]["seed"] is None
-  rows = summarize.main_rows(runs, "dml")
+  by_variant = runs.load_runs([str(tmp_path), str(tmp_path / "mine")])
+  assert [r["seed"] for r in by_variant["dml"]] == [0, 1] and by_variant["mine"][0]["seed"] is None
+  rows = tables.main_rows(by_variant, "dml")
   assert rows[1][0] == "mine" and rows[1][4:] == ["0", "–", "–", "–", "–", "–", "–", "–"]
   assert rows[0][9:] == ["–", "–", "–"]
 
 
 def test_paired_t_test_of_identical_and_single_differences():
-  assert summarize.paired_t_test([0.01, 0.01, 0.01]) == (0.01, 0.0)
-  assert summarize.paired_t_test([0.0, 0.0]) == (0.0, 1.0)
-  assert summarize.paired_t_test([0.02]) == (0.02, None)
+  assert comparison.paired_t_test([0.01, 0.01, 0.01]) == (0.01, 0.0)
+  assert comparison.paired_t_test([0.0, 0.0]) == (0.0, 1.0)
+  assert comparison.paired_t_test([0.02]) == (0.02, None)
 
 
 def test_a_seed_run_twice_is_not_paired(tmp_path):
@@ -269,8 +284,8 @@ def test_a_seed_run_twice_is_not_paired(tmp_path):
   _finished(tmp_path / "a", "acn-seed1", 1, 0.8, 0.8, 10.0, 100.0)
   for seed in (0, 1):
     _finished(tmp_path / "a", f"dml-seed{seed}", seed, 0.79, 0.78, 5.0, 200.0)
-  runs = summarize.load_runs([str(tmp_path / "a"), str(tmp_path / "b")])
-  differences = summarize.paired_differences(runs["acn"], runs["dml"])
+  by_variant = runs.load_runs([str(tmp_path / "a"), str(tmp_path / "b")])
+  differences = comparison.paired_differences(by_variant["acn"], by_variant["dml"])
   assert differences == {"ensemble": [pytest.approx(0.01)],
                          "mean classifier": [pytest.approx(0.02)]}
 
@@ -290,9 +305,9 @@ def test_the_cost_pairs_only_seeds_whose_runs_shared_a_kind_of_machine(tmp_path)
       _finished(tmp_path, f"{variant}-seed{seed}", seed, 0.8, 0.8, seconds[variant][seed], 1.0)
       path = tmp_path / f"{variant}-seed{seed}" / "results.json"
       write_json(path, {**read_json(path), "machine": machines[variant][seed]})
-  runs = summarize.load_runs(str(tmp_path))
-  assert summarize.cost_pairs(runs["acn"], runs["dml"]) == ([1, 2], 4)
-  assert summarize.training_time_ratio(runs["acn"], runs["dml"]) == pytest.approx(189 / 63)
-  rows = {row[0]: row for row in summarize.main_rows(runs, "dml")}
+  by_variant = runs.load_runs(str(tmp_path))
+  assert comparison.cost_pairs(by_variant["acn"], by_variant["dml"]) == ([1, 2], 4)
+  assert comparison.training_time_ratio(by_variant["acn"], by_variant["dml"]) == pytest.approx(189 / 63)
+  rows = {row[0]: row for row in tables.main_rows(by_variant, "dml")}
   assert rows["acn"][-1] == f"{189 / 63:.2f} (seeds 1,2)"
   assert rows["dml"][-1] == "1.00"

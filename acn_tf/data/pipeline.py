@@ -1,10 +1,10 @@
 """The datasets a run trains on: loaded splits, validation carve-out, input pipelines.
 
-`load_splits` is the entry point: it reads a dataset through acn_tf/data/sources.py
-(a named dataset, `tfds:NAME` or `folder:PATH`), resizes it (`image_size`) and
-turns it grayscale or RGB (`channels`), and carves validation data out of the
-training split. An explicit `data_dir` that does not exist is an error before
-anything is read.
+`load_splits` is the entry point: it reads a dataset through its source (a
+named dataset: sources.py; `tfds:NAME`: tfds_source.py; `folder:PATH`:
+folders.py), resizes it (`image_size`) and turns it grayscale or RGB
+(`channels`), and carves validation data out of the training split. An
+explicit `data_dir` that does not exist is an error before anything is read.
 
 Splits are unbatched `tf.data.Dataset`s of (uint8 image [H, W, C], int64 label);
 `make_pipeline` turns one into batches of float32 images in [0, 1] and int32
@@ -12,6 +12,11 @@ labels, with seeded, stateless augmentation so two runs with the same seed see
 identical batches. `pixels_to_unit_range` is that scaling to [0, 1], the one
 every consumer of pixels uses (the statistics of the Normalization layer, the
 exported signature).
+
+Why one module of a little over 400 lines: it holds one concern, the path from a
+source's official splits to the batches a model sees, and the library, its
+entry points and tests reach it as one (`pipeline.load_splits`, `make_pipeline`,
+`DatasetInfo`); the sources, the varied part, are modules of their own.
 """
 
 import dataclasses
@@ -22,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from acn_tf.config import schema as config_lib
-from acn_tf.data import sources
+from acn_tf.data import folders, raw_splits, sources, tfds_source
 from acn_tf.errors import ConfigError, DataFormatError, DataNotFoundError
 
 # The test split carved from a folder (test_fraction) and the sample that
@@ -107,8 +112,8 @@ def load_splits(dataset: str,
   if kind == "builtin":
     raw = sources.load_builtin(name, data_dir)
   elif kind == "tfds":
-    raw = sources.load_tfds(name, data_dir, train_split or "train", test_split or "test",
-                            explicit_splits=bool(train_split or test_split))
+    raw = tfds_source.load_tfds(name, data_dir, train_split or "train", test_split or "test",
+                                explicit_splits=bool(train_split or test_split))
   else:
     raw = _folder_splits(name, data_dir, image_size, channels, test_folder, test_fraction)
     test_carved = not test_folder
@@ -226,7 +231,7 @@ def _split_by_seeded_indices(dataset: tf.data.Dataset, num_examples: int, count:
 
 
 def _folder_splits(path: str, data_dir: Optional[str], image_size: int, channels: int,
-                   test_folder: str, test_fraction: float) -> sources.RawSplits:
+                   test_folder: str, test_fraction: float) -> raw_splits.RawSplits:
   """The folder, and its test split: `test_folder`, else a `test_fraction` of it."""
   if not image_size:
     raise ConfigError(f"dataset=folder:{path} needs image_size: Keras resizes every image "
@@ -236,13 +241,13 @@ def _folder_splits(path: str, data_dir: Optional[str], image_size: int, channels
                       "second folder with the same class sub-folders) or "
                       "test_fraction=0.2 (that share of the folder, carved with a fixed "
                       "seed), not both.")
-  folder = sources.resolve_folder(path, data_dir)
-  train, num_train, class_names = sources.read_folder(folder, f"dataset=folder:{path}",
+  folder = folders.resolve_folder(path, data_dir)
+  train, num_train, class_names = folders.read_folder(folder, f"dataset=folder:{path}",
                                                       image_size, channels)
   source = f"image folder {folder} ({len(class_names)} classes)"
   if test_folder:
-    test_path = sources.resolve_folder(test_folder, data_dir)
-    test, num_test, test_names = sources.read_folder(test_path, f"test_folder={test_folder}",
+    test_path = folders.resolve_folder(test_folder, data_dir)
+    test, num_test, test_names = folders.read_folder(test_path, f"test_folder={test_folder}",
                                                      image_size, channels)
     if test_names != class_names:
       raise DataFormatError(
@@ -254,17 +259,17 @@ def _folder_splits(path: str, data_dir: Optional[str], image_size: int, channels
     train, test, num_test = _carve_validation(train, num_train, test_fraction, FOLDER_SEED,
                                               field="test_fraction")
     num_train -= num_test
-  return sources.RawSplits(train=train, test=test, num_train=num_train, num_test=num_test,
-                           source=source, class_names=class_names,
-                           num_classes=len(class_names))
+  return raw_splits.RawSplits(train=train, test=test, num_train=num_train, num_test=num_test,
+                              source=source, class_names=class_names,
+                              num_classes=len(class_names))
 
 
 # ---------------------------------------------------------------------------
 # Image size and channels, for every dataset.
 
 
-def _reshape(raw: sources.RawSplits, dataset: str, image_size: int,
-             channels: int) -> sources.RawSplits:
+def _reshape(raw: raw_splits.RawSplits, dataset: str, image_size: int,
+             channels: int) -> raw_splits.RawSplits:
   """Both splits at `image_size` (bilinear with antialiasing, as Keras resizes) and
   with `channels`, still uint8; images of varying size need an image_size."""
   shape = raw.train.element_spec[0].shape

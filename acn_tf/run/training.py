@@ -129,7 +129,7 @@ def channel_statistics(config: ExperimentConfig, splits: pipeline.DataSplits):
   """The training split's channel mean and variance. Reading it decodes every
   image, so a damaged one shows here, as a DataFormatError, before anything is
   written. A folder's files were already checked as it was listed (and are
-  named: sources.check_images_decode); this catches the others (a damaged record
+  named: folders.check_images_decode); this catches the others (a damaged record
   of tensorflow-datasets)."""
   try:
     return pipeline.channel_statistics(splits.train)
