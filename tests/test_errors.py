@@ -38,7 +38,7 @@ import tensorflow as tf
 from acn_tf import errors, strict_json
 from acn_tf.config import command_line, schema as config_lib, registry
 from acn_tf.data import pipeline, sources
-from acn_tf.run import run_dir, safety, training
+from acn_tf.run import guard, run_dir, safety, training
 from conftest import (ROOT, assert_one_error_line, early_runs, error_lines, run_py, snapshot,
                       start_run_py, strict_json_files)
 from dataset_files import write_idx
@@ -870,13 +870,13 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
   # and the constant rate (a variable of the checkpoint) is the new one.
   monkeypatch.setattr(training, "training_callbacks", original_callbacks)
   applied = []
-  original_apply = safety.apply_learning_rates
+  original_apply = guard.apply_learning_rates
 
   def recording_apply(model, config):
     original_apply(model, config)
     applied.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
 
-  monkeypatch.setattr(safety, "apply_learning_rates", recording_apply)
+  monkeypatch.setattr(guard, "apply_learning_rates", recording_apply)
   lower = command_line.resolve_config("digits", overrides=settings + ["learning_rate=0.01"])
   results = training.train(lower, model_dir, verbose=0)
   assert applied == [pytest.approx(0.01)]
@@ -1025,8 +1025,8 @@ def test_the_backup_never_saves_non_finite_weights(tmp_path):
   model, backup, _ = _train_tiny(backup_dir, stop_at=2)
   before = snapshot(backup_dir)
   config = command_line.resolve_config("digits")
-  guard = safety.TrainingGuard(config, backup, steps=2)
-  guard.set_model(model)
+  training_guard = guard.TrainingGuard(config, backup, steps=2)
+  training_guard.set_model(model)
   model.layers[0].kernel.assign(np.full((3, 2), np.inf, np.float32))
   with pytest.raises(errors.TrainingDivergedError, match="weights are not finite"):
     backup._save_model()
@@ -1087,16 +1087,16 @@ def test_guard_watches_d_loss_only_when_there_is_a_discriminator(tmp_path, has_d
   model = keras.Model()
   model.adversarial_phase_active = True
   model.discriminator = keras.layers.Dense(1) if has_discriminator else None
-  guard = safety.TrainingGuard(config, safety.SafeBackupAndRestore(str(tmp_path)), steps=2)
-  guard.set_model(model)
+  training_guard = guard.TrainingGuard(config, safety.SafeBackupAndRestore(str(tmp_path)), steps=2)
+  training_guard.set_model(model)
   logs = {"loss": 1.0, "c0_loss": 0.5, "g_loss": 0.3, "d_loss": float("nan")}
   if has_discriminator:
     with pytest.raises(errors.TrainingDivergedError, match="d_loss is nan"):
-      guard.check_logs(logs)
+      training_guard.check_logs(logs)
   else:
-    guard.check_logs(logs)
+    training_guard.check_logs(logs)
     with pytest.raises(errors.TrainingDivergedError, match="g_loss is nan"):
-      guard.check_logs({**logs, "g_loss": float("nan")})
+      training_guard.check_logs({**logs, "g_loss": float("nan")})
 
 
 class _SignalAt(keras.callbacks.Callback):
