@@ -299,6 +299,15 @@ def config_file_not_json(env):
   return lambda: env.train(config_file=env.config_file)
 
 
+@case(errors.ConfigError, "--config_file={config_file}", "'epochs' more than once",
+      "values 40 and 1")
+def config_file_duplicate_key(env):
+  """json.loads keeps the last of two values: this trained 1 epoch, silently."""
+  with open(env.config_file, "w") as handle:
+    handle.write('{"epochs": 40, "learning_rate": 0.05, "epochs": 1}')
+  return lambda: env.train(config_file=env.config_file)
+
+
 @case(errors.ConfigError, "--config_file={config_file}", "JSON list", "not an object")
 def config_file_not_an_object(env):
   strict_json.write(env.config_file, [["epochs", 3]])
