@@ -92,8 +92,12 @@ def export_run(model, model_dir: str, target: str, class_names,
   if not replace:
     check_run_export_free(path)
   incoming = storage.incoming_path(path)
-  with storage.writing(incoming):
-    paths = export_saved_models(model, incoming, class_names=class_names)
+  try:
+    with storage.writing(incoming):
+      paths = export_saved_models(model, incoming, class_names=class_names)
+  except storage.StorageError:
+    shutil.rmtree(incoming, ignore_errors=True)  # Unfinished: only takes space.
+    raise
   storage.reach("exported")
   storage.replace_directory(incoming, path)
   return {name: os.path.join(path, os.path.basename(written))

@@ -7,7 +7,8 @@
   and the holder's PID, which the holder writes into the file). Training,
   a search and an export hold it exclusively; an evaluation holds it shared
   (several evaluations may read one run at once: each replaces results.json
-  whole with the same figures, while no training or export may write meanwhile).
+  whole with the figures of the same weights, while no training or export may
+  write meanwhile).
 - `writing(path)`: an OSError of a write (ENOSPC above all; h5py's and
   TensorFlow's errors that carry one too) becomes one StorageError naming the
   path and the cause, and what to do: free space, then run the same command.
@@ -93,12 +94,11 @@ class RunDirLock:
           f"one process at a time may write a run: wait for it to end, or choose "
           f"another --model_dir for this {self.purpose}.") from None
     self._handle = handle
-    if not self.shared:
-      try:
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
-      except OSError:  # A full disk: the lock holds all the same, without the PID.
-        pass
+    try:  # The holder's PID, for the message of a process refused (the latest shared one).
+      os.ftruncate(handle, 0)
+      os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+    except OSError:  # A full disk: the lock holds all the same, without the PID.
+      pass
     return True
 
   def release(self) -> None:
@@ -118,7 +118,7 @@ def _holder(handle: int) -> str:
     text = os.pread(handle, 32, 0).decode(errors="replace").strip()
   except OSError:
     text = ""
-  return f"process {text}" if text.isdigit() else "another process (an evaluation)"
+  return f"process {text}" if text.isdigit() else "another process"
 
 
 # -- Write errors ---------------------------------------------------------------------
@@ -138,7 +138,7 @@ def _errno(error: BaseException) -> Optional[int]:
   return None
 
 
-def _is_write_error(error: BaseException) -> bool:
+def is_write_error(error: BaseException) -> bool:
   if isinstance(error, errors.UserError):
     return False
   if isinstance(error, OSError):
@@ -173,7 +173,7 @@ def writing(path: str):
   try:
     yield
   except Exception as error:  # pylint: disable=broad-except
-    if not _is_write_error(error):
+    if not is_write_error(error):
       raise
     filename = getattr(error, "filename", None)
     failure = storage_error(filename if isinstance(filename, str) else path, error)

@@ -224,6 +224,7 @@ def _finish(config, model, model_dir, splits, metrics, evaluation_seconds, test_
     from acn_tf.run import export as export_lib
     export_lib.export_run(model, model_dir, run_dir.EXPORT_DIR, splits.info.class_names,
                           replace=True)
+    storage.reach("recording")
   results = _record(config, model, metrics, evaluation_seconds, test_data, splits.info,
                     model_dir, train_seconds, train_steps=train_steps)
   storage.reach("results")
