@@ -362,3 +362,37 @@ def test_a_search_stopped_by_failures_keeps_its_completed_trial(tmp_path, monkey
   again = tuning.tune(_digits(), model_dir, max_trials=6, verbose=0)
   assert again["trials"][:4] == summary["trials"]
   assert len(again["trials"]) == 5 and again["trials"][4]["status"] == "FAILED"
+
+
+def test_sigterm_stops_a_search_saying_where_and_the_same_command_continues_it(tmp_path):
+  """Before, SIGTERM ended a search silently (no message, killed by the signal)."""
+  import signal
+  import subprocess
+  import time
+
+  from conftest import error_lines, read_json, run_py, start_run_py
+
+  model_dir = str(tmp_path / "search")
+  command = ["--experiment=digits", "--method=dml", "--mode=tune", f"--model_dir={model_dir}",
+             "--max_trials=2", "--verbose=0", "--override=epochs=2",
+             "--override=train_examples=256", "--override=validation_fraction=0.2",
+             "--override=search_space=learning_rate=log:0.01:0.2"]
+  process = start_run_py(*command, stdout=subprocess.DEVNULL)
+  tuner_dir = os.path.join(model_dir, tuning.TUNER_DIR)
+  deadline = time.time() + 240
+  while process.poll() is None and time.time() < deadline and not (
+      os.path.isdir(tuner_dir) and _trial_folders(model_dir)):
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=240)
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  lines = error_lines(stderr)
+  assert len(lines) == 1 and lines[0].startswith("interrupted: Interrupted by SIGTERM "), stderr
+  assert "Run the same command again to continue the search" in lines[0]
+  assert "during trial" in lines[0] or "after trial" in lines[0]
+  assert not os.path.exists(os.path.join(model_dir, tuning.RESULTS_FILE))
+
+  completed = run_py(*command)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  summary = read_json(os.path.join(model_dir, tuning.RESULTS_FILE))
+  assert summary["num_trials"] == 2 and summary["num_completed"] == 2

@@ -73,6 +73,15 @@ class _HParamsLogging:
       self.hparams_log.write_trial(ended)
 
 
+class SearchStopped(BaseException):
+  """Carries a TrainingInterrupted out of keras-tuner, which would record any
+  Exception raised in a trial as that trial's failure and go on searching."""
+
+  def __init__(self, interruption: TrainingInterrupted):
+    super().__init__(str(interruption))
+    self.interruption = interruption
+
+
 class _StopOnSignals:
   """Mixin for a keras-tuner tuner: once `stop_requested` holds a signal's number
   (stop_search_on_signals), the search stops at the next training step, or
@@ -81,11 +90,11 @@ class _StopOnSignals:
   start, and continues the search; every trial that ended is kept."""
 
   stop_requested: Optional[int] = None
-  _current_trial: Optional[str] = None
+  current_trial: Optional[str] = None  # The id of the trial running.
 
   def on_trial_begin(self, trial):
     self._stop_if_requested(f"before trial {trial.trial_id}")
-    self._current_trial = trial.trial_id
+    self.current_trial = trial.trial_id
     super().on_trial_begin(trial)
 
   def on_batch_end(self, trial, model, batch, logs=None):
@@ -95,7 +104,7 @@ class _StopOnSignals:
 
   def on_trial_end(self, trial):
     super().on_trial_end(trial)
-    self._current_trial = None
+    self.current_trial = None
     self._stop_if_requested(f"after trial {trial.trial_id} ended")
 
   def run_trial(self, trial, *args, **kwargs):
@@ -111,7 +120,7 @@ class _StopOnSignals:
 
   def _stop_if_requested(self, where: str) -> None:
     if self.stop_requested is not None:
-      raise self.interrupted(self.stop_requested, where)
+      raise SearchStopped(self.interrupted(self.stop_requested, where))
 
   def interrupted(self, signum: int, where: str) -> TrainingInterrupted:
     ended = sum(trial.status in ("COMPLETED", "FAILED")
@@ -145,10 +154,10 @@ def stop_search_on_signals(search: _StopOnSignals, signals=(signal.SIGTERM, sign
 
   def handler(signum, frame):
     if search.stop_requested is not None:
-      trial = search._current_trial  # pylint: disable=protected-access
-      raise search.interrupted(signum, "again: stopped at once" + (
+      trial = search.current_trial
+      raise SearchStopped(search.interrupted(signum, "again: stopped at once" + (
           f", during trial {trial}, which a rerun runs again from its start" if trial
-          else ""))
+          else "")))
     search.stop_requested = signum
 
   previous = {number: signal.signal(number, handler) for number in signals}

@@ -26,7 +26,7 @@ from acn_tf.data import pipeline
 from acn_tf.errors import SearchFailedError
 from acn_tf.run import builders, run_dir, storage, training
 from acn_tf.run.hparams_log import OBJECTIVE, HParamsLog
-from acn_tf.run.tuners import (BayesianOptimization, Hyperband, RandomSearch,
+from acn_tf.run.tuners import (BayesianOptimization, Hyperband, RandomSearch, SearchStopped,
                                 stop_search_on_signals, stopped_for_failures)
 
 TUNER_DIR = "tuner"
@@ -266,6 +266,8 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
         if not stopped_for_failures(error):  # That stop is a result to record.
           raise
         notes = [*notes, "The search stopped early: " + str(error).splitlines()[0]]
+      except SearchStopped as stop:
+        raise stop.interruption from None
       except kt.errors.FatalError as error:
         if isinstance(error.__cause__, storage.StorageError):  # A trial's write failed.
           raise error.__cause__ from None
