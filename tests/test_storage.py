@@ -173,8 +173,10 @@ def test_a_kill_after_the_results_leaves_a_finished_run(tmp_path, run_py_here):
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   assert read_json(os.path.join(model_dir, "results.json"))["epochs"] == 2
   assert not os.path.exists(os.path.join(model_dir, "backup"))  # Renamed whole, away.
+  assert os.path.exists(os.path.join(model_dir, "backup" + storage.REMOVING_SUFFIX))
   evaluated = run_py_here("--mode=eval", f"--model_dir={model_dir}", "--verbose=0")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  _no_temporary_folders(model_dir)  # The evaluation removed the leftover.
 
 
 # -- Write errors ------------------------------------------------------------------------

@@ -283,6 +283,7 @@ def evaluate(model_dir: str, data_dir: Optional[str] = None,
     config, model, splits = restore_run(model_dir, data_dir, strategy, checkpoint)
     _, _, test_data = make_pipelines(config, splits)
     lock.acquire()  # Before results.json is written (a run of an older version has no lock file).
+    storage.remove_leftovers(os.path.join(model_dir, run_dir.BACKUP_DIR))  # After a kill.
     return _evaluate_and_record(config, model, test_data, splits.info, model_dir, None,
                                 verbose=verbose, checkpoint=checkpoint)
 
@@ -299,6 +300,7 @@ def export(model_dir: str, data_dir: Optional[str] = None,
     target = run_dir.EXPORT_DIR if checkpoint == "final" else f"{run_dir.EXPORT_DIR}_{checkpoint}"
     export_lib.check_run_export_free(os.path.join(model_dir, target))  # Before the lock file.
     lock.acquire()
+    storage.remove_leftovers(os.path.join(model_dir, run_dir.BACKUP_DIR))  # After a kill.
     return export_lib.export_run(model, model_dir, target, splits.info.class_names,
                                  replace=False)
 
