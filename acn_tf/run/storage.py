@@ -51,8 +51,8 @@ class StorageError(errors.UserError, OSError):
 
 
 class RunDirLock:
-  """The advisory lock of a run directory; `acquire` may be called again (a no-op
-  once held). `release` (or the process's end) frees it. The file is never
+  """The advisory lock of a run directory; `acquire` may be called again (then it
+  only records the PID). `release` (or the process's end) frees it. The file is never
   removed: removing it would let two processes lock two different files."""
 
   def __init__(self, model_dir: str, shared: bool = False, purpose: str = "training"):
@@ -66,39 +66,41 @@ class RunDirLock:
   def held(self) -> bool:
     return self._handle is not None
 
-  def acquire(self, create: bool = True) -> bool:
+  def acquire(self, create: bool = True, record: bool = True) -> bool:
     """Takes the lock; with create=False only if the lock file already exists
     (a directory that no run of this version ever wrote into is left untouched).
-    Returns whether the lock is held. Raises ModelDirError if another process
-    holds it, StorageError if the file cannot be made."""
-    if self.held:
-      return True
-    if not create and not os.path.exists(self.path):
-      return False
-    flags = os.O_RDWR | (os.O_CREAT if create else 0)
-    try:
-      handle = os.open(self.path, flags, 0o666)
-    except FileNotFoundError:
-      if create:
-        raise
-      return False
-    except OSError as error:
-      raise storage_error(self.path, error) from None
-    try:
-      fcntl.flock(handle, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-    except BlockingIOError:
-      holder = _holder(handle)
-      os.close(handle)
-      raise errors.ModelDirError(
-          f"--model_dir={self.model_dir} is in use by {holder} (it holds {self.path}); "
-          f"one process at a time may write a run: wait for it to end, or choose "
-          f"another --model_dir for this {self.purpose}.") from None
-    self._handle = handle
-    try:  # The holder's PID, for the message of a process refused (the latest shared one).
-      os.ftruncate(handle, 0)
-      os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
-    except OSError:  # A full disk: the lock holds all the same, without the PID.
-      pass
+    With `record`, writes this process's PID into the file, for the message of a
+    process refused; without, the file is left as it was (a check that may still
+    refuse the command comes first). Called again, only records. Returns whether
+    the lock is held. Raises ModelDirError if another process holds it,
+    StorageError if the file cannot be made."""
+    if not self.held:
+      if not create and not os.path.exists(self.path):
+        return False
+      try:
+        handle = os.open(self.path, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
+      except FileNotFoundError:
+        if create:
+          raise
+        return False
+      except OSError as error:
+        raise storage_error(self.path, error) from None
+      try:
+        fcntl.flock(handle, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = _holder(handle)
+        os.close(handle)
+        raise errors.ModelDirError(
+            f"--model_dir={self.model_dir} is in use by {holder} (it holds {self.path}); "
+            f"one process at a time may write a run: wait for it to end, or choose "
+            f"another --model_dir for this {self.purpose}.") from None
+      self._handle = handle
+    if record:
+      try:  # The latest holder's PID, which a process refused names.
+        os.ftruncate(self._handle, 0)
+        os.pwrite(self._handle, f"{os.getpid()}\n".encode(), 0)
+      except OSError:  # A full disk: the lock holds all the same, without the PID.
+        pass
     return True
 
   def release(self) -> None:

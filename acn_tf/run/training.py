@@ -164,8 +164,10 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   strategy = strategy or tf.distribute.get_strategy()
   config.validate()
   with storage.RunDirLock(model_dir) as lock:
-    lock.acquire(create=False)  # At once, if a run there ever took it.
+    lock.acquire(create=False, record=False)  # At once, if a run there ever took it.
     run_dir.inspect_model_dir(model_dir, config)
+    if lock.held:
+      lock.acquire()  # This command goes on: its PID for a process refused.
     splits = load_data(config, data_dir)
     builders.steps_per_epoch(config, splits.info)
     statistics = channel_statistics(config, splits)  # Reads (decodes) the training split.
@@ -279,7 +281,7 @@ def evaluate(model_dir: str, data_dir: Optional[str] = None,
   Holds the directory's lock shared: evaluations may run side by side (each
   replaces results.json whole), a training or an export may not meanwhile."""
   with storage.RunDirLock(model_dir, shared=True, purpose="evaluation") as lock:
-    lock.acquire(create=False)
+    lock.acquire(create=False, record=False)
     config, model, splits = restore_run(model_dir, data_dir, strategy, checkpoint)
     _, _, test_data = make_pipelines(config, splits)
     lock.acquire()  # Before results.json is written (a run of an older version has no lock file).
@@ -295,7 +297,7 @@ def export(model_dir: str, data_dir: Optional[str] = None,
   export already there is refused; one a kill left unfinished is redone."""
   from acn_tf.run import export as export_lib
   with storage.RunDirLock(model_dir, purpose="export") as lock:
-    lock.acquire(create=False)
+    lock.acquire(create=False, record=False)
     _, model, splits = restore_run(model_dir, data_dir, checkpoint=checkpoint)
     target = run_dir.EXPORT_DIR if checkpoint == "final" else f"{run_dir.EXPORT_DIR}_{checkpoint}"
     export_lib.check_run_export_free(os.path.join(model_dir, target))  # Before the lock file.

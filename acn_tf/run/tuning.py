@@ -250,7 +250,7 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
   if max_trials < 1:
     raise ValueError(f"max_trials must be >= 1, got {max_trials}.")
   with storage.RunDirLock(model_dir, purpose="search") as lock:
-    lock.acquire(create=False)  # At once, if a search there ever took it.
+    lock.acquire(create=False, record=False)  # At once, if a search there ever took it.
     config, notes = prepare_search_config(config)
     splits = training.load_data(config, data_dir)  # Missing data fails before any file.
     with storage.writing(model_dir):
