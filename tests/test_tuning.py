@@ -396,3 +396,26 @@ def test_sigterm_stops_a_search_saying_where_and_the_same_command_continues_it(t
   assert completed.returncode == 0, completed.stderr[-3000:]
   summary = read_json(os.path.join(model_dir, tuning.RESULTS_FILE))
   assert summary["num_trials"] == 2 and summary["num_completed"] == 2
+
+
+def test_a_full_disk_ends_the_search_with_one_error_instead_of_failing_every_trial(
+    tmp_path, monkeypatch):
+  """Before, keras-tuner recorded the OSError as a failed trial and went on to the
+  next, which failed the same way, until it stopped after three in a row."""
+  import errno
+
+  from acn_tf.run import storage
+
+  def full(*arguments, **keywords):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(keras.Model, "save_weights", full)
+  model_dir = str(tmp_path / "search")
+  config = _digits("dml", ["epochs=1", "train_examples=256", "validation_fraction=0.2",
+                           "search_space=learning_rate=log:0.01:0.2"])
+  with pytest.raises(storage.StorageError) as raised:
+    tuning.tune(config, model_dir, max_trials=3, verbose=0)
+  message = str(raised.value)
+  assert f"Cannot write {os.path.join(model_dir, tuning.TUNER_DIR)}" in message
+  assert "No space left on device" in message and "run the same command again" in message
+  assert len(_trial_folders(model_dir)) == 1  # It stopped at the first trial.

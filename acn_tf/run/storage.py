@@ -163,8 +163,9 @@ def storage_error(path: str, error: BaseException) -> StorageError:
     fix = "fix the cause"
   failure = StorageError(
       f"Cannot write {path}: {cause}. Stopped at once; what was already written is "
-      f"intact. To go on, {fix}, then run the same command again: it resumes "
-      "from the last checkpoint.")
+      f"intact. To go on, {fix}, then run the same command again: it goes on "
+      "from what was saved (a run from its last checkpoint, a search from its last "
+      "finished trial).")
   failure.errno = number
   return failure
 
