@@ -360,3 +360,13 @@ def test_bugs_are_not_mistaken_for_write_errors():
   with pytest.raises(errors.ModelDirError):
     with storage.writing("somewhere"):
       raise errors.ModelDirError("a user's error")
+
+
+def test_an_error_of_a_file_elsewhere_is_not_called_a_write_error_of_the_run(tmp_path):
+  """The data's files are read while the run writes: their errors keep their own type."""
+  with pytest.raises(FileNotFoundError):
+    with storage.writing(str(tmp_path / "run")):
+      open(tmp_path / "data" / "images.gz")
+  with pytest.raises(storage.StorageError, match="run.incoming"):
+    with storage.writing(str(tmp_path / "run")):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "run.incoming"))

@@ -176,12 +176,19 @@ def writing(path: str):
   try:
     yield
   except Exception as error:  # pylint: disable=broad-except
-    if not is_write_error(error):
-      raise
     filename = getattr(error, "filename", None)
-    failure = storage_error(filename if isinstance(filename, str) else path, error)
+    filename = filename if isinstance(filename, str) else None
+    if not is_write_error(error) or (filename and not _is_under(filename, path)):
+      raise  # A bug, or a file of another place (the data's).
+    failure = storage_error(filename or path, error)
     _release_files_of(error)
     raise failure from None
+
+
+def _is_under(filename: str, path: str) -> bool:
+  filename, path = os.path.abspath(filename), os.path.abspath(path)
+  return filename == path or filename.startswith(path + os.sep) or filename.startswith(
+      path + ".")  # Its temporary names: PATH.incoming, PATH.removing.
 
 
 def _release_files_of(error: BaseException) -> None:
