@@ -12,6 +12,9 @@
 - `writing(path)`: an OSError of a write (ENOSPC above all; h5py's and
   TensorFlow's errors that carry one too) becomes one StorageError naming the
   path and the cause, and what to do: free space, then run the same command.
+  h5py cannot close a file it failed to write: a program that goes on after
+  such an error may see h5py's tracebacks, or a crash, when it exits (run.py
+  ends at once after printing the error, for that reason).
 - `replace_directory`: a directory written under a temporary name is renamed
   into place, so a folder under its final name is always whole; leftovers of a
   kill (the temporary or the replaced folder) are removed by the next command.
@@ -23,13 +26,10 @@
 import contextlib
 import errno as errno_codes
 import fcntl
-import gc
 import os
 import re
 import shutil
 import signal
-import sys
-import traceback
 from typing import Optional
 
 from acn_tf import errors
@@ -180,29 +180,13 @@ def writing(path: str):
     filename = filename if isinstance(filename, str) else None
     if not is_write_error(error) or (filename and not _is_under(filename, path)):
       raise  # A bug, or a file of another place (the data's).
-    failure = storage_error(filename or path, error)
-    _release_files_of(error)
-    raise failure from None
+    raise storage_error(filename or path, error) from None
 
 
 def _is_under(filename: str, path: str) -> bool:
   filename, path = os.path.abspath(filename), os.path.abspath(path)
   return filename == path or filename.startswith(path + os.sep) or filename.startswith(
       path + ".")  # Its temporary names: PATH.incoming, PATH.removing.
-
-
-def _release_files_of(error: BaseException) -> None:
-  """Closes now the files that the failed write left open in the frames of its
-  traceback (h5py's, above all): closed later, at the interpreter's exit, they
-  fail again with tracebacks of their own, and h5py can then crash the process."""
-  traceback.clear_frames(error.__traceback__)
-  error.__traceback__ = None
-  default_hook = sys.unraisablehook
-  sys.unraisablehook = lambda unraisable: None  # Their close fails again: known, said.
-  try:
-    gc.collect()
-  finally:
-    sys.unraisablehook = default_hook
 
 
 # -- Directories replaced whole -------------------------------------------------------
