@@ -1,8 +1,12 @@
 """Tests of acn_tf.run.tuning: search-space parsing, a tiny ACN search, its resumption,
 its TensorBoard HParams runs, and training from the best_config.json it writes."""
 
+import errno
 import json
 import os
+import signal
+import subprocess
+import time
 
 import keras
 import keras_tuner as kt
@@ -17,7 +21,8 @@ from acn_tf import errors
 from acn_tf.config import command_line, schema as config_lib, search_space
 from acn_tf.config.schema import ConfigError
 from acn_tf.config.search_space import SearchDimension
-from acn_tf.run import run_dir, training, tuning
+from acn_tf.run import run_dir, storage, training, tuning
+from conftest import error_lines, read_json, run_py, start_run_py
 
 TINY_ACN = ["epochs=1", "train_examples=256", "adv_warmup_epochs=0",
             "validation_fraction=0.2"]
@@ -366,12 +371,6 @@ def test_a_search_stopped_by_failures_keeps_its_completed_trial(tmp_path, monkey
 
 def test_sigterm_stops_a_search_saying_where_and_the_same_command_continues_it(tmp_path):
   """Before, SIGTERM ended a search silently (no message, killed by the signal)."""
-  import signal
-  import subprocess
-  import time
-
-  from conftest import error_lines, read_json, run_py, start_run_py
-
   model_dir = str(tmp_path / "search")
   command = ["--experiment=digits", "--method=dml", "--mode=tune", f"--model_dir={model_dir}",
              "--max_trials=2", "--verbose=0", "--override=epochs=2",
@@ -402,10 +401,6 @@ def test_a_full_disk_ends_the_search_with_one_error_instead_of_failing_every_tri
     tmp_path, monkeypatch):
   """Before, keras-tuner recorded the OSError as a failed trial and went on to the
   next, which failed the same way, until it stopped after three in a row."""
-  import errno
-
-  from acn_tf.run import storage
-
   def full(*arguments, **keywords):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
