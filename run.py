@@ -275,10 +275,20 @@ def _run() -> None:
     _print_summary(results)
 
 
+# Set when run.py is the program (not imported by a test): see report_user_errors.
+_END_PROCESS_AT_ONCE_AFTER_A_WRITE_ERROR = False
+
+
 def report_user_errors(function, *arguments) -> None:
   """Runs function(*arguments); a UserError becomes one message on stderr and
   the error's exit status. The one place that does so: other exceptions (bugs)
-  propagate with their traceback."""
+  propagate with their traceback.
+
+  After a failed write (a full disk) the program ends at once, without the
+  interpreter's clean-up: h5py would try again to close the file it could not
+  write, print its tracebacks and can crash. Everything the run keeps is
+  already on disk (each file is written whole or not at all)."""
+  from acn_tf.run import storage
   try:
     function(*arguments)
   except errors.UserError as error:
@@ -286,6 +296,8 @@ def report_user_errors(function, *arguments) -> None:
     sys.stdout.flush()
     sys.stderr.write(f"{label}: {error}\n")
     sys.stderr.flush()
+    if isinstance(error, storage.StorageError) and _END_PROCESS_AT_ONCE_AFTER_A_WRITE_ERROR:
+      os._exit(error.exit_status)
     sys.exit(error.exit_status)
 
 
@@ -314,4 +326,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  _END_PROCESS_AT_ONCE_AFTER_A_WRITE_ERROR = True
   app.run(main)

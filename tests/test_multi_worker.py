@@ -46,5 +46,5 @@ def test_two_workers_finish_and_only_the_chief_writes(tmp_path):
   # The non-chief worker's scratch directory is gone; nothing else was written.
   leftovers = [name for name in os.listdir(tmp_path) if name.startswith("acn_tf_worker_")]
   assert leftovers == []
-  assert sorted(os.listdir(model_dir)) == ["config.json", "final.weights.h5", "history.csv",
-                                           "logs", "results.json"]
+  assert sorted(os.listdir(model_dir)) == [".lock", "config.json", "final.weights.h5",
+                                           "history.csv", "logs", "results.json"]

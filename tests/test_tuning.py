@@ -1,8 +1,12 @@
 """Tests of acn_tf.run.tuning: search-space parsing, a tiny ACN search, its resumption,
 its TensorBoard HParams runs, and training from the best_config.json it writes."""
 
+import errno
 import json
 import os
+import signal
+import subprocess
+import time
 
 import keras
 import keras_tuner as kt
@@ -17,7 +21,8 @@ from acn_tf import errors
 from acn_tf.config import command_line, schema as config_lib, search_space
 from acn_tf.config.schema import ConfigError
 from acn_tf.config.search_space import SearchDimension
-from acn_tf.run import run_dir, training, tuning
+from acn_tf.run import run_dir, storage, training, tuning
+from conftest import error_lines, read_json, run_py, start_run_py
 
 TINY_ACN = ["epochs=1", "train_examples=256", "adv_warmup_epochs=0",
             "validation_fraction=0.2"]
@@ -362,3 +367,50 @@ def test_a_search_stopped_by_failures_keeps_its_completed_trial(tmp_path, monkey
   again = tuning.tune(_digits(), model_dir, max_trials=6, verbose=0)
   assert again["trials"][:4] == summary["trials"]
   assert len(again["trials"]) == 5 and again["trials"][4]["status"] == "FAILED"
+
+
+def test_sigterm_stops_a_search_saying_where_and_the_same_command_continues_it(tmp_path):
+  """Before, SIGTERM ended a search silently (no message, killed by the signal)."""
+  model_dir = str(tmp_path / "search")
+  command = ["--experiment=digits", "--method=dml", "--mode=tune", f"--model_dir={model_dir}",
+             "--max_trials=2", "--verbose=0", "--override=epochs=2",
+             "--override=train_examples=256", "--override=validation_fraction=0.2",
+             "--override=search_space=learning_rate=log:0.01:0.2"]
+  process = start_run_py(*command, stdout=subprocess.DEVNULL)
+  tuner_dir = os.path.join(model_dir, tuning.TUNER_DIR)
+  deadline = time.time() + 240
+  while process.poll() is None and time.time() < deadline and not (
+      os.path.isdir(tuner_dir) and _trial_folders(model_dir)):
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=240)
+  assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  lines = error_lines(stderr)
+  assert len(lines) == 1 and lines[0].startswith("interrupted: Interrupted by SIGTERM "), stderr
+  assert "Run the same command again to continue the search" in lines[0]
+  assert "during trial" in lines[0] or "after trial" in lines[0]
+  assert not os.path.exists(os.path.join(model_dir, tuning.RESULTS_FILE))
+
+  completed = run_py(*command)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  summary = read_json(os.path.join(model_dir, tuning.RESULTS_FILE))
+  assert summary["num_trials"] == 2 and summary["num_completed"] == 2
+
+
+def test_a_full_disk_ends_the_search_with_one_error_instead_of_failing_every_trial(
+    tmp_path, monkeypatch):
+  """Before, keras-tuner recorded the OSError as a failed trial and went on to the
+  next, which failed the same way, until it stopped after three in a row."""
+  def full(*arguments, **keywords):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(keras.Model, "save_weights", full)
+  model_dir = str(tmp_path / "search")
+  config = _digits("dml", ["epochs=1", "train_examples=256", "validation_fraction=0.2",
+                           "search_space=learning_rate=log:0.01:0.2"])
+  with pytest.raises(storage.StorageError) as raised:
+    tuning.tune(config, model_dir, max_trials=3, verbose=0)
+  message = str(raised.value)
+  assert f"Cannot write {os.path.join(model_dir, tuning.TUNER_DIR)}" in message
+  assert "No space left on device" in message and "run the same command again" in message
+  assert len(_trial_folders(model_dir)) == 1  # It stopped at the first trial.

@@ -32,6 +32,23 @@ def parse_override_strings(items: Sequence[str]) -> Dict[str, str]:
   return parsed
 
 
+class _DuplicateKey(ValueError):
+  def __init__(self, key: str, where: str):
+    super().__init__(key)
+    self.key, self.where = key, where
+
+
+def _refuse_duplicate_keys(pairs):
+  """json's object_pairs_hook: a JSON object as a dict, unless a key repeats
+  (json.loads would silently keep the last value)."""
+  values = {}
+  for key, value in pairs:
+    if key in values:
+      raise _DuplicateKey(key, f"values {values[key]!r} and {value!r}")
+    values[key] = value
+  return values
+
+
 def load_config_file(path: str) -> Dict[str, Any]:
   """Reads a JSON object of field values (e.g. a tuner's best_config.json).
 
@@ -55,7 +72,11 @@ def load_config_file(path: str) -> Dict[str, Any]:
     raise ConfigError(f"{flag} cannot be read ({error.strerror or error}); check that it "
                       "is a readable file.") from None
   try:
-    values = json.loads(text)
+    values = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
+  except _DuplicateKey as duplicate:
+    raise ConfigError(f"{flag} gives the key {duplicate.key!r} more than once "
+                      f"({duplicate.where}); which value is meant is ambiguous. Keep one "
+                      f"{duplicate.key!r}.") from None
   except json.JSONDecodeError as error:
     raise ConfigError(f"{flag} is not valid JSON ({error.msg}, line {error.lineno} column "
                       f"{error.colno}); expected a JSON object of config fields, "

@@ -1,12 +1,16 @@
-"""Keras callbacks for side products of training (images and extra scalars)."""
+"""Keras callbacks for what training writes besides its checkpoint: the history,
+the best weights, TensorBoard scalars and images. Each turns a failed write (a
+full disk) into one StorageError naming the file, and leaves what it had
+written before intact."""
 
+import contextlib
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from acn_tf.run import visualize
+from acn_tf.run import storage, visualize
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
@@ -20,8 +24,59 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
   """
 
   def on_epoch_end(self, epoch, logs=None):
-    with tf.summary.record_if(True):
+    with storage.writing(self.log_dir), tf.summary.record_if(True):
       super().on_epoch_end(epoch, logs)
+
+  def on_train_batch_end(self, batch, logs=None):
+    with storage.writing(self.log_dir):
+      super().on_train_batch_end(batch, logs)
+
+  def on_train_end(self, logs=None):
+    with storage.writing(self.log_dir):
+      super().on_train_end(logs)
+
+
+class HistoryLogger(keras.callbacks.CSVLogger):
+  """Keras' CSVLogger whose rows are whole: a row that cannot be written (a full
+  disk) is cut off again, so the history a resumed run appends to stays a table."""
+
+  def on_train_begin(self, logs=None):
+    with storage.writing(self.filename):
+      super().on_train_begin(logs)
+
+  def on_epoch_end(self, epoch, logs=None):
+    size = os.path.getsize(self.filename) if os.path.exists(self.filename) else 0
+    try:
+      with storage.writing(self.filename):
+        super().on_epoch_end(epoch, logs)
+    except storage.StorageError:
+      with contextlib.suppress(OSError):
+        self.csv_file.close()  # Its buffer cannot be written either.
+      with contextlib.suppress(OSError):
+        os.truncate(self.filename, size)
+      raise
+
+
+class BestWeightsCheckpoint(keras.callbacks.ModelCheckpoint):
+  """Keras' ModelCheckpoint (weights only) that writes under a temporary name and
+  renames into place: a save cut short (a kill, a full disk) keeps the previous
+  best weights whole."""
+
+  def _save_model(self, epoch, batch, logs):
+    final = self.filepath
+    incoming = final[:-len(".weights.h5")] + ".incoming.weights.h5"
+    self.filepath = incoming
+    try:
+      with storage.writing(final):
+        super()._save_model(epoch, batch, logs)
+        if os.path.exists(incoming):
+          os.replace(incoming, final)
+    except storage.StorageError:
+      with contextlib.suppress(OSError):
+        os.remove(incoming)
+      raise
+    finally:
+      self.filepath = final
 
 
 class StepCounter(keras.callbacks.Callback):
@@ -45,9 +100,14 @@ class DivergentExamplesSummary(keras.callbacks.Callback):
     super().__init__()
     self.images = images
     self.labels = labels
-    self.writer = tf.summary.create_file_writer(os.path.join(log_dir, "train"))
+    self.writer_dir = os.path.join(log_dir, "train")
+    self.writer = tf.summary.create_file_writer(self.writer_dir)
 
   def on_epoch_end(self, epoch, logs=None):
+    with storage.writing(self.writer_dir):
+      self._write(epoch)
+
+  def _write(self, epoch):
     model = self.model
     # Recorded whatever batch-level condition TensorBoard left in force.
     with self.writer.as_default(step=epoch), tf.summary.record_if(True):
@@ -67,4 +127,5 @@ class DivergentExamplesSummary(keras.callbacks.Callback):
     self.writer.flush()
 
   def on_train_end(self, logs=None):
-    self.writer.close()
+    with storage.writing(self.writer_dir):
+      self.writer.close()

@@ -42,8 +42,10 @@ from typing import Dict, List, Optional, Sequence
 import keras
 import tensorflow as tf
 
+from acn_tf import errors
 from acn_tf.data import pipeline
 from acn_tf.method import losses
+from acn_tf.run import storage
 
 ENSEMBLE_NAME = "ensemble"
 SIGNATURE_NAME = "serving_default"
@@ -75,7 +77,43 @@ def export_saved_models(model, export_dir: str, overwrite: bool = False,
   _check_export_paths(list(paths.values()), overwrite)
   for name, members in targets.items():
     _save_serving_module(ServingModule(members, names), paths[name])
+    storage.reach("export")  # A test's kill with part of the export written.
   return paths
+
+
+# -- A run's export ---------------------------------------------------------------------
+
+
+def export_run(model, model_dir: str, target: str, class_names,
+               replace: bool) -> Dict[str, str]:
+  """The SavedModels of `model` in MODEL_DIR/target, written into a temporary
+  folder and renamed into place: a folder under its final name is always a whole
+  export, and a temporary one left by a kill is unfinished (removed, redone).
+  An existing export is replaced when `replace` (training's final phase, whose
+  weights it was or will be), else refused."""
+  path = os.path.join(model_dir, target)
+  storage.remove_leftovers(path)
+  if not replace:
+    check_run_export_free(path)
+  incoming = storage.incoming_path(path)
+  try:
+    with storage.writing(incoming):
+      paths = export_saved_models(model, incoming, class_names=class_names)
+  except storage.StorageError:
+    shutil.rmtree(incoming, ignore_errors=True)  # Unfinished: only takes space.
+    raise
+  storage.reach("exported")
+  storage.replace_directory(incoming, path)
+  return {name: os.path.join(path, os.path.basename(written))
+          for name, written in paths.items()}
+
+
+def check_run_export_free(path: str) -> None:
+  """Refuses to export over a run's export already at `path` (whole: see export_run)."""
+  if os.path.exists(path):
+    raise errors.ModelDirError(
+        f"{path} already holds an export; an export is never overwritten silently. "
+        f"From the command line: delete {path} to export again.")
 
 
 class ServingModule(tf.Module):

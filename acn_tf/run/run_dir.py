@@ -33,7 +33,7 @@ TUNING_MARKERS = ("search.json", "tuner")
 # checkpoint: none changes what the checkpoint holds (networks, optimizer
 # variables), only how training continues from it. The classifiers' rate is a
 # variable of the checkpoint only under lr_schedule=constant, and it is then set
-# from the new config after the restore (safety.apply_learning_rates).
+# from the new config after the restore (guard.apply_learning_rates).
 RESUMABLE_AFTER_DIVERGENCE = (
     "learning_rate", "lr_decay_epochs", "lr_decay_factor", "weight_decay", "nesterov",
     "temperature", "kd_weight", "adv_weight", "adv_ce_weight", "adv_kd_weight",
@@ -151,17 +151,22 @@ def inspect_model_dir(model_dir: str, config: ExperimentConfig) -> List[str]:
       "Run the original command again to resume, or choose a new --model_dir.")
 
 
-def prepare_model_dir(model_dir: str, config: ExperimentConfig) -> bool:
+def prepare_model_dir(model_dir: str, config: ExperimentConfig, lock=None) -> bool:
   """Starts a new run, or resumes an unfinished one; never clobbers earlier work.
 
   Returns True when resuming. Everything that can be refused is checked before
   the first write (inspect_model_dir, then whether the directory is writable);
-  a run resumed after a divergence with other settings records them.
+  `lock` (storage.RunDirLock) is taken before the first write, and the checks
+  are made again under it, since another process may have written meanwhile.
+  A run resumed after a divergence with other settings records them.
   """
+  inspect_model_dir(model_dir, config)
+  ensure_writable(model_dir)
+  if lock is not None:
+    lock.acquire()
   changed = inspect_model_dir(model_dir, config)
   config_path = os.path.join(model_dir, CONFIG_FILE)
   resuming = os.path.exists(config_path)
-  ensure_writable(model_dir)
   if changed:
     record = read_divergences(model_dir)
     record[-1].setdefault("resumed_with", []).append(

@@ -6,7 +6,6 @@ and creates the distribution strategy; everything here receives objects.
 
 import csv
 import os
-import shutil
 import time
 from typing import Any, Dict, Optional
 
@@ -16,7 +15,7 @@ import tensorflow as tf
 
 from acn_tf import errors, platform, strict_json
 from acn_tf.data import pipeline
-from acn_tf.run import builders, callbacks as acn_callbacks, run_dir, safety
+from acn_tf.run import builders, callbacks as acn_callbacks, guard, run_dir, safety, storage
 from acn_tf.config.schema import ExperimentConfig
 
 # -- Building blocks -------------------------------------------------------------
@@ -46,12 +45,12 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
                                        save_freq=config.runtime.checkpoint_every_steps or "epoch",
                                        steps=steps)
   probe = preview_batch[0] if preview_batch is not None else None
-  callbacks = [safety.TrainingGuard(config, backup, steps, probe_images=probe), backup]
+  callbacks = [guard.TrainingGuard(config, backup, steps, probe_images=probe), backup]
   if config.uses_adversarial_phase():
     from acn_tf.method import health
     callbacks.append(health.PhaseAHealth(health_batches, seed=config.seed))
   callbacks += [
-      keras.callbacks.CSVLogger(os.path.join(model_dir, run_dir.HISTORY_FILE), append=resuming),
+      acn_callbacks.HistoryLogger(os.path.join(model_dir, run_dir.HISTORY_FILE), append=resuming),
       acn_callbacks.EpochTensorBoard(os.path.join(model_dir, run_dir.LOG_DIR),
                                      update_freq=config.runtime.log_every_steps or "epoch",
                                      write_graph=False, profile_batch=0),
@@ -61,7 +60,7 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
     # epoch after the restart cannot replace the best weights saved before it.
     best_so_far = best_recorded(os.path.join(model_dir, run_dir.HISTORY_FILE),
                                 "val_ensemble_top1") if resuming else None
-    callbacks.append(keras.callbacks.ModelCheckpoint(
+    callbacks.append(acn_callbacks.BestWeightsCheckpoint(
         os.path.join(model_dir, run_dir.BEST_WEIGHTS_FILE), monitor="val_ensemble_top1",
         mode="max", save_best_only=True, save_weights_only=True,
         initial_value_threshold=best_so_far))
@@ -155,20 +154,30 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   results.json and, with `export`, the SavedModels; returns the results.
 
   Every input is checked before the first file is written: the model_dir (read
-  only), the data (its training images read once, for their statistics), then
-  the config against the data. A run that diverges stops
-  within the epoch (TrainingDivergedError) with its last good checkpoint intact
-  and no results; SIGTERM or SIGINT saves a checkpoint and stops
-  (TrainingInterrupted). The backup is removed once results.json is written, so
-  a run killed after training but before its results resumes without training.
+  only; in use by another process is refused: storage.RunDirLock), the data
+  (its training images read once, for their statistics), then the config
+  against the data. A run that diverges stops within the epoch
+  (TrainingDivergedError) with its last good checkpoint intact and no results;
+  SIGTERM or SIGINT saves a checkpoint and stops (TrainingInterrupted); a write
+  that fails (a full disk) stops at once (storage.StorageError).
   """
   strategy = strategy or tf.distribute.get_strategy()
   config.validate()
-  run_dir.inspect_model_dir(model_dir, config)
-  splits = load_data(config, data_dir)
-  builders.steps_per_epoch(config, splits.info)
-  statistics = channel_statistics(config, splits)  # Reads (decodes) the training split.
-  resuming = run_dir.prepare_model_dir(model_dir, config)
+  with storage.RunDirLock(model_dir) as lock:
+    lock.acquire(create=False, record=False)  # At once, if a run there ever took it.
+    run_dir.inspect_model_dir(model_dir, config)
+    if lock.held:
+      lock.acquire()  # This command goes on: its PID for a process refused.
+    splits = load_data(config, data_dir)
+    builders.steps_per_epoch(config, splits.info)
+    statistics = channel_statistics(config, splits)  # Reads (decodes) the training split.
+    with storage.writing(model_dir):  # A write no callback named (Keras' own files).
+      resuming = run_dir.prepare_model_dir(model_dir, config, lock)
+      return _train(config, model_dir, splits, statistics, resuming, strategy, verbose,
+                    export)
+
+
+def _train(config, model_dir, splits, statistics, resuming, strategy, verbose, export):
   keras.utils.set_random_seed(config.seed)
   model, steps = build_for_splits(config, splits, strategy, statistics)
   train_data, validation_data, test_data = make_pipelines(config, splits)
@@ -192,22 +201,52 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
     train_seconds = time.time() - start
     metrics, evaluation_seconds = _evaluate(model, test_data, verbose)
     if not np.isfinite(float(metrics["loss"])):  # Finite weights whose outputs overflow.
-      raise safety.diverged_error(
+      raise guard.diverged_error(
           config, "the end of training", _optimizer_iterations(model)["classifiers"],
           f"the test loss is {float(metrics['loss'])}", "test_loss", None, backup,
           epoch=config.optimization.epochs)
   except errors.TrainingDivergedError as error:
     run_dir.record_divergence(model_dir, error)
     raise
-  model.save_weights(os.path.join(model_dir, run_dir.WEIGHTS_FILE))
+  return _finish(config, model, model_dir, splits, metrics, evaluation_seconds, test_data,
+                 train_seconds, counter.steps, export)
+
+
+def _finish(config, model, model_dir, splits, metrics, evaluation_seconds, test_data,
+            train_seconds, train_steps, export) -> Dict[str, Any]:
+  """The final phase, after training: final weights, export, results.json, then the
+  backup removed. Each piece is written under a temporary name and renamed into
+  place, and results.json (the mark of a finished run) comes after the others,
+  so a kill or a full disk at any point leaves a run that the same command
+  finishes: it restores the last checkpoint (no training left) and writes the
+  final phase again. The backup goes last: until results.json exists it is what
+  a rerun resumes from."""
+  save_final_weights(model, model_dir)
   if export:
     from acn_tf.run import export as export_lib
-    export_lib.export_saved_models(model, os.path.join(model_dir, run_dir.EXPORT_DIR),
-                                   class_names=splits.info.class_names)
+    export_lib.export_run(model, model_dir, run_dir.EXPORT_DIR, splits.info.class_names,
+                          replace=True)
+    storage.reach("recording")
   results = _record(config, model, metrics, evaluation_seconds, test_data, splits.info,
-                    model_dir, train_seconds, train_steps=counter.steps)
-  shutil.rmtree(os.path.join(model_dir, run_dir.BACKUP_DIR), ignore_errors=True)
+                    model_dir, train_seconds, train_steps=train_steps)
+  storage.reach("results")
+  storage.remove_directory(os.path.join(model_dir, run_dir.BACKUP_DIR))
   return results
+
+
+def save_final_weights(model, model_dir: str) -> None:
+  """final.weights.h5, written under a temporary name and renamed into place."""
+  path = os.path.join(model_dir, run_dir.WEIGHTS_FILE)
+  incoming = os.path.join(model_dir, "final.incoming.weights.h5")  # Keras wants *.weights.h5.
+  try:
+    with storage.writing(path):
+      model.save_weights(incoming, overwrite=True)
+      storage.reach("final_weights")
+      os.replace(incoming, path)
+  except storage.StorageError:
+    if os.path.exists(incoming):
+      os.remove(incoming)
+    raise
 
 
 def restore_run(model_dir: str, data_dir: Optional[str] = None,
@@ -237,26 +276,35 @@ def restore_run(model_dir: str, data_dir: Optional[str] = None,
 def evaluate(model_dir: str, data_dir: Optional[str] = None,
              strategy: Optional[tf.distribute.Strategy] = None,
              verbose: int = 2, checkpoint: str = "final") -> Dict[str, Any]:
-  """Re-evaluates the run in `model_dir` on the test split; rewrites results.json."""
-  config, model, splits = restore_run(model_dir, data_dir, strategy, checkpoint)
-  _, _, test_data = make_pipelines(config, splits)
-  return _evaluate_and_record(config, model, test_data, splits.info, model_dir, None,
-                              verbose=verbose, checkpoint=checkpoint)
+  """Re-evaluates the run in `model_dir` on the test split; rewrites results.json.
+
+  Holds the directory's lock shared: evaluations may run side by side (each
+  replaces results.json whole), a training or an export may not meanwhile."""
+  with storage.RunDirLock(model_dir, shared=True, purpose="evaluation") as lock:
+    lock.acquire(create=False, record=False)
+    config, model, splits = restore_run(model_dir, data_dir, strategy, checkpoint)
+    _, _, test_data = make_pipelines(config, splits)
+    lock.acquire()  # Before results.json is written (a run of an older version has no lock file).
+    storage.remove_leftovers(os.path.join(model_dir, run_dir.BACKUP_DIR))  # After a kill.
+    return _evaluate_and_record(config, model, test_data, splits.info, model_dir, None,
+                                verbose=verbose, checkpoint=checkpoint)
 
 
 def export(model_dir: str, data_dir: Optional[str] = None,
            checkpoint: str = "final") -> Dict[str, str]:
   """SavedModels (each classifier and the ensemble) of a trained run, under
-  MODEL_DIR/export (MODEL_DIR/export_best for the best checkpoint)."""
+  MODEL_DIR/export (MODEL_DIR/export_best for the best checkpoint). A run's
+  export already there is refused; one a kill left unfinished is redone."""
   from acn_tf.run import export as export_lib
-  _, model, splits = restore_run(model_dir, data_dir, checkpoint=checkpoint)
-  target = run_dir.EXPORT_DIR if checkpoint == "final" else f"{run_dir.EXPORT_DIR}_{checkpoint}"
-  try:
-    return export_lib.export_saved_models(model, os.path.join(model_dir, target),
-                                          class_names=splits.info.class_names)
-  except ValueError as error:  # An earlier export is there: never overwrite silently.
-    raise errors.ModelDirError(f"{error} From the command line: delete "
-                        f"{os.path.join(model_dir, target)} to export again.") from None
+  with storage.RunDirLock(model_dir, purpose="export") as lock:
+    lock.acquire(create=False, record=False)
+    _, model, splits = restore_run(model_dir, data_dir, checkpoint=checkpoint)
+    target = run_dir.EXPORT_DIR if checkpoint == "final" else f"{run_dir.EXPORT_DIR}_{checkpoint}"
+    export_lib.check_run_export_free(os.path.join(model_dir, target))  # Before the lock file.
+    lock.acquire()
+    storage.remove_leftovers(os.path.join(model_dir, run_dir.BACKUP_DIR))  # After a kill.
+    return export_lib.export_run(model, model_dir, target, splits.info.class_names,
+                                 replace=False)
 
 
 def _optimizer_iterations(model) -> Dict[str, int]:
@@ -338,5 +386,6 @@ def _record(config, model, metrics, evaluation_seconds, test_data, info, model_d
   divergences = run_dir.read_divergences(model_dir)
   if divergences:  # The run resumed from a checkpoint before it diverged.
     results["divergences"] = divergences
-  strict_json.write(results_path, results)
+  with storage.writing(results_path):
+    strict_json.write(results_path, results)
   return results

@@ -17,9 +17,6 @@ from typing import Any, Dict, List, Optional, Tuple
 import keras
 import keras_tuner as kt
 import tensorflow as tf
-from tensorboard.plugins.hparams import api as hparams_api
-from tensorboard.plugins.hparams import api_pb2 as hparams_pb2
-from tensorboard.plugins.hparams import summary as hparams_summary
 
 from acn_tf import strict_json
 from acn_tf.config.schema import (TUNERS, ConfigError, ExperimentConfig, config_differences,
@@ -27,9 +24,11 @@ from acn_tf.config.schema import (TUNERS, ConfigError, ExperimentConfig, config_
 from acn_tf.config.search_space import SearchDimension, parse_search_space
 from acn_tf.data import pipeline
 from acn_tf.errors import SearchFailedError
-from acn_tf.run import builders, run_dir, training
+from acn_tf.run import builders, run_dir, storage, training
+from acn_tf.run.hparams_log import OBJECTIVE, HParamsLog
+from acn_tf.run.tuners import (BayesianOptimization, Hyperband, RandomSearch, SearchStopped,
+                                stop_search_on_signals, stopped_for_failures)
 
-OBJECTIVE = kt.Objective("val_ensemble_top1", direction="max")
 TUNER_DIR = "tuner"
 BEST_CONFIG_FILE = "best_config.json"
 RESULTS_FILE = "tuning_results.json"
@@ -153,147 +152,6 @@ def trial_callbacks(config: ExperimentConfig) -> List[keras.callbacks.Callback]:
   return [adversarial.AdversarialWarmup(config.adversarial.adv_warmup_epochs)]
 
 
-# -- TensorBoard HParams ----------------------------------------------------------------
-
-
-def hparam_domain(dimension: SearchDimension) -> hparams_api.Domain:
-  if dimension.kind == "choice":
-    return hparams_api.Discrete(list(dimension.choices))
-  if dimension.kind == "int":
-    return hparams_api.IntInterval(int(dimension.low), int(dimension.high))
-  return hparams_api.RealInterval(float(dimension.low), float(dimension.high))
-
-
-def _hparam_value(dimension: SearchDimension, value: Any) -> Any:
-  """A plain Python value of the domain's type (the Bayesian oracle gives numpy ones)."""
-  if dimension.kind == "choice":
-    return type(dimension.choices[0])(value)
-  return int(value) if dimension.kind == "int" else float(value)
-
-
-class HParamsLog:
-  """A search on TensorBoard's HParams dashboard (`tensorboard --logdir=log_dir`).
-
-  `log_dir` holds the experiment: one HParam per searched field, with its
-  search_space domain, and the objective as the metric. Each finished trial is
-  the run `log_dir/trial_ID` (keras-tuner's trial id, as in model_dir/tuner):
-  its values, its status (success or failure) and, unless it failed, its
-  score, the number keras-tuner ranks trials by and tuning_results.json records
-  (val_ensemble_top1 of its best epoch, at that epoch's step).
-  """
-
-  def __init__(self, log_dir: str, dimensions: Tuple[SearchDimension, ...]):
-    self.log_dir = log_dir
-    self.dimensions = dimensions
-    self.hparams = {dimension.field: hparams_api.HParam(dimension.field,
-                                                        hparam_domain(dimension))
-                    for dimension in dimensions}
-
-  def trial_dir(self, trial_id: str) -> str:
-    return os.path.join(self.log_dir, f"trial_{trial_id}")
-
-  def write_config(self) -> None:
-    """Once per search: a continued search (the same config, check_same_search)
-    keeps the first one."""
-    if tf.io.gfile.glob(os.path.join(self.log_dir, "events.out.tfevents.*")):
-      return
-    metric = hparams_api.Metric(OBJECTIVE.name, display_name=OBJECTIVE.name,
-                                description="trial score: validation ensemble top-1 "
-                                "of the best epoch")
-    self._write(self.log_dir, lambda: hparams_api.hparams_config(
-        hparams=list(self.hparams.values()), metrics=[metric]))
-
-  def write_trial(self, trial) -> None:
-    values = trial.hyperparameters.values
-    hparams = {self.hparams[dimension.field]: _hparam_value(dimension,
-                                                            values[dimension.field])
-               for dimension in self.dimensions if dimension.field in values}
-
-    def write():
-      hparams_api.hparams(hparams, trial_id=trial.trial_id)
-      if trial.score is not None:
-        tf.summary.scalar(OBJECTIVE.name, float(trial.score), step=trial.best_step or 0)
-      # The end of the session, as hparams_api.KerasCallback writes it.
-      status = (hparams_pb2.STATUS_SUCCESS
-                if trial.status == kt.engine.trial.TrialStatus.COMPLETED
-                else hparams_pb2.STATUS_FAILURE)
-      tf.summary.experimental.write_raw_pb(
-          hparams_summary.session_end_pb(status).SerializeToString(), step=0)
-
-    self._write(self.trial_dir(trial.trial_id), write)
-
-  @staticmethod
-  def _write(log_dir: str, write) -> None:
-    writer = tf.summary.create_file_writer(log_dir)
-    # record_if(True): whatever record_if a fit may have left in force.
-    with writer.as_default(), tf.summary.record_if(True):
-      write()
-    writer.close()
-
-
-def _stopped_for_failures(error: RuntimeError) -> bool:
-  """Whether `error` is keras-tuner's stop after failed trials in a row."""
-  return str(error).startswith("Number of consecutive failures")
-
-
-class _HParamsLogging:
-  """Mixin for a keras-tuner tuner: the search's HParams experiment at its start,
-  and each trial once keras-tuner has scored it (BaseTuner.on_trial_end)."""
-
-  def __init__(self, *args, hparams_log: HParamsLog, **kwargs):
-    self.hparams_log = hparams_log
-    super().__init__(*args, **kwargs)
-
-  def on_search_begin(self):
-    super().on_search_begin()
-    self.hparams_log.write_config()
-
-  def on_trial_end(self, trial):
-    try:
-      super().on_trial_end(trial)  # The oracle scores the trial.
-    except RuntimeError as error:
-      if not _stopped_for_failures(error):
-        raise
-      self._record_stopping_trial(trial)
-      self._log_trial(trial)
-      raise
-    self._log_trial(trial)
-
-  def _record_stopping_trial(self, trial) -> None:
-    """keras-tuner (1.4) raises its stop after failed trials in a row from inside
-    `Oracle.end_trial`, before it saves the trial that triggered it and lets it
-    go: that trial would stay RUNNING on disk and be run again by a resumed
-    search. Here the trial is saved and released as `end_trial` would; its
-    verbose summary line is not printed. A resumed search then stops again after
-    its first new trial, whatever that trial's status: keras-tuner counts the
-    failures in a row from the start of the search."""
-    oracle = self.oracle
-    for tuner_id, ongoing in list(oracle.ongoing_trials.items()):
-      if ongoing.trial_id == trial.trial_id:
-        oracle.ongoing_trials.pop(tuner_id)
-    oracle._save_trial(oracle.get_trial(trial.trial_id))  # pylint: disable=protected-access
-    self.save()
-
-  def _log_trial(self, trial) -> None:
-    ended = self.oracle.get_trial(trial.trial_id)
-    # An INVALID trial is to be run again; it ends as FAILED or COMPLETED.
-    if ended.status in (kt.engine.trial.TrialStatus.COMPLETED,
-                        kt.engine.trial.TrialStatus.FAILED):
-      self.hparams_log.write_trial(ended)
-
-
-class RandomSearch(_HParamsLogging, kt.RandomSearch):
-  pass
-
-
-class BayesianOptimization(_HParamsLogging, kt.BayesianOptimization):
-  pass
-
-
-class Hyperband(_HParamsLogging, kt.Hyperband):
-  pass
-
-
 # -- Tuners ---------------------------------------------------------------------------
 
 
@@ -391,18 +249,30 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
     raise ValueError(f"Unknown tuner {tuner!r}. Valid tuners: {', '.join(TUNERS)}.")
   if max_trials < 1:
     raise ValueError(f"max_trials must be >= 1, got {max_trials}.")
-  config, notes = prepare_search_config(config)
-  splits = training.load_data(config, data_dir)  # Missing data fails before any file.
-  check_same_search(model_dir, tuner, config)
-  hypermodel = CoDistillationHyperModel(config, splits, strategy)
-  search = make_tuner(tuner, hypermodel, model_dir, max_trials)
-  try:
-    search.search(verbose=verbose)
-  except RuntimeError as error:
-    if not _stopped_for_failures(error):  # That stop is a result to record.
-      raise
-    notes = [*notes, "The search stopped early: " + str(error).splitlines()[0]]
-  return record_results(search, hypermodel, model_dir, tuner, notes)
+  with storage.RunDirLock(model_dir, purpose="search") as lock:
+    lock.acquire(create=False, record=False)  # At once, if a search there ever took it.
+    config, notes = prepare_search_config(config)
+    splits = training.load_data(config, data_dir)  # Missing data fails before any file.
+    with storage.writing(model_dir):
+      os.makedirs(model_dir, exist_ok=True)
+      lock.acquire()
+      check_same_search(model_dir, tuner, config)
+      hypermodel = CoDistillationHyperModel(config, splits, strategy)
+      search = make_tuner(tuner, hypermodel, model_dir, max_trials)
+      try:
+        with stop_search_on_signals(search):
+          search.search(verbose=verbose)
+      except RuntimeError as error:
+        if not stopped_for_failures(error):  # That stop is a result to record.
+          raise
+        notes = [*notes, "The search stopped early: " + str(error).splitlines()[0]]
+      except SearchStopped as stop:
+        raise stop.interruption from None
+      except kt.errors.FatalError as error:
+        if isinstance(error.__cause__, storage.StorageError):  # A trial's write failed.
+          raise error.__cause__ from None
+        raise
+      return record_results(search, hypermodel, model_dir, tuner, notes)
 
 
 def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,

@@ -1,0 +1,168 @@
+"""The keras-tuner tuners of a search (acn_tf/run/tuning.py): keras-tuner's own,
+with the search written to TensorBoard's HParams dashboard (hparams_log), a
+stop on SIGTERM or SIGINT that the same command continues from, and a failed
+write that ends the search rather than failing every trial after it."""
+
+import contextlib
+import os
+import signal
+import threading
+from typing import Optional
+
+import keras_tuner as kt
+
+from acn_tf.errors import TrainingInterrupted
+from acn_tf.run import storage
+from acn_tf.run.hparams_log import HParamsLog
+
+# keras-tuner's record of a trial, in the trial's folder (model_dir/tuner/trial_ID).
+TRIAL_FILE = "trial.json"
+
+
+def stopped_for_failures(error: RuntimeError) -> bool:
+  """Whether `error` is keras-tuner's stop after failed trials in a row."""
+  return str(error).startswith("Number of consecutive failures")
+
+
+class _HParamsLogging:
+  """Mixin for a keras-tuner tuner: the search's HParams experiment at its start,
+  and each trial once keras-tuner has scored it (BaseTuner.on_trial_end)."""
+
+  def __init__(self, *args, hparams_log: HParamsLog, **kwargs):
+    self.hparams_log = hparams_log
+    super().__init__(*args, **kwargs)
+
+  def on_search_begin(self):
+    super().on_search_begin()
+    self.hparams_log.write_config()
+
+  def on_trial_end(self, trial):
+    try:
+      super().on_trial_end(trial)  # The oracle scores the trial.
+    except RuntimeError as error:
+      if not stopped_for_failures(error):
+        raise
+      self._record_stopping_trial(trial)
+      self._log_trial(trial)
+      raise
+    self._log_trial(trial)
+
+  def _record_stopping_trial(self, trial) -> None:
+    """keras-tuner (1.4) raises its stop after failed trials in a row from inside
+    `Oracle.end_trial`, before it saves the trial that triggered it and lets it
+    go: that trial would stay RUNNING on disk and be run again by a resumed
+    search. Here the trial is saved and released as `end_trial` would; its
+    verbose summary line is not printed. A resumed search then stops again after
+    its first new trial, whatever that trial's status: keras-tuner counts the
+    failures in a row from the start of the search."""
+    oracle = self.oracle
+    for tuner_id, ongoing in list(oracle.ongoing_trials.items()):
+      if ongoing.trial_id == trial.trial_id:
+        oracle.ongoing_trials.pop(tuner_id)
+    # What Oracle.end_trial writes for a trial, through the public API: the trial's
+    # record in its folder, which the oracle reads when the search is reloaded.
+    oracle.get_trial(trial.trial_id).save(
+        os.path.join(self.get_trial_dir(trial.trial_id), TRIAL_FILE))
+    self.save()
+
+  def _log_trial(self, trial) -> None:
+    ended = self.oracle.get_trial(trial.trial_id)
+    # An INVALID trial is to be run again; it ends as FAILED or COMPLETED.
+    if ended.status in (kt.engine.trial.TrialStatus.COMPLETED,
+                        kt.engine.trial.TrialStatus.FAILED):
+      self.hparams_log.write_trial(ended)
+
+
+class SearchStopped(BaseException):
+  """Carries a TrainingInterrupted out of keras-tuner, which would record any
+  Exception raised in a trial as that trial's failure and go on searching."""
+
+  def __init__(self, interruption: TrainingInterrupted):
+    super().__init__(str(interruption))
+    self.interruption = interruption
+
+
+class _StopOnSignals:
+  """Mixin for a keras-tuner tuner: once `stop_requested` holds a signal's number
+  (stop_search_on_signals), the search stops at the next training step, or
+  between trials, with TrainingInterrupted. keras-tuner keeps the stopped trial
+  as running in its saved state, so the same command runs it again, from its
+  start, and continues the search; every trial that ended is kept."""
+
+  stop_requested: Optional[int] = None
+  current_trial: Optional[str] = None  # The id of the trial running.
+
+  def on_trial_begin(self, trial):
+    self._stop_if_requested(f"before trial {trial.trial_id}")
+    self.current_trial = trial.trial_id
+    super().on_trial_begin(trial)
+
+  def on_batch_end(self, trial, model, batch, logs=None):
+    super().on_batch_end(trial, model, batch, logs)
+    self._stop_if_requested(f"during trial {trial.trial_id}, which a rerun runs again "
+                            "from its start")
+
+  def on_trial_end(self, trial):
+    super().on_trial_end(trial)
+    self.current_trial = None
+    self._stop_if_requested(f"after trial {trial.trial_id} ended")
+
+  def run_trial(self, trial, *args, **kwargs):
+    """A failed write (a full disk) ends the search: keras-tuner would record it as
+    a failed trial and go on to the next, which fails the same way."""
+    try:
+      return super().run_trial(trial, *args, **kwargs)
+    except Exception as error:  # pylint: disable=broad-except
+      if not storage.is_write_error(error):
+        raise
+      raise kt.errors.FatalError(str(error)) from storage.storage_error(
+          self.project_dir, error)
+
+  def _stop_if_requested(self, where: str) -> None:
+    if self.stop_requested is not None:
+      raise SearchStopped(self.interrupted(self.stop_requested, where))
+
+  def interrupted(self, signum: int, where: str) -> TrainingInterrupted:
+    ended = sum(trial.status in ("COMPLETED", "FAILED")
+                for trial in self.oracle.trials.values())
+    return TrainingInterrupted(
+        f"Interrupted by {signal.Signals(signum).name} {where}; {ended} trial"
+        f"{'s' if ended != 1 else ''} of the search in {self.project_dir} had ended and "
+        "are kept. Run the same command again to continue the search.", signum)
+
+
+class RandomSearch(_StopOnSignals, _HParamsLogging, kt.RandomSearch):
+  pass
+
+
+class BayesianOptimization(_StopOnSignals, _HParamsLogging, kt.BayesianOptimization):
+  pass
+
+
+class Hyperband(_StopOnSignals, _HParamsLogging, kt.Hyperband):
+  pass
+
+
+@contextlib.contextmanager
+def stop_search_on_signals(search: _StopOnSignals, signals=(signal.SIGTERM, signal.SIGINT)):
+  """While the block runs, SIGTERM and SIGINT stop `search` at the next training
+  step (as training stops: safety.stop_on_signals); a second signal stops at
+  once. Outside the main thread (where handlers cannot be set) this does nothing."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def handler(signum, frame):
+    if search.stop_requested is not None:
+      trial = search.current_trial
+      raise SearchStopped(search.interrupted(signum, "again: stopped at once" + (
+          f", during trial {trial}, which a rerun runs again from its start" if trial
+          else "")))
+    search.stop_requested = signum
+
+  previous = {number: signal.signal(number, handler) for number in signals}
+  try:
+    yield
+  finally:
+    for number, old in previous.items():
+      signal.signal(number, old)
