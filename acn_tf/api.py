@@ -122,13 +122,12 @@ def build_model(classifiers: Sequence[keras.Model], config: ExperimentConfig,
 
 
 def callbacks(config: ExperimentConfig) -> List[keras.callbacks.Callback]:
-  """What `fit` needs besides your own callbacks: a stop when the loss turns NaN,
-  and for ACN the switch from DML to ACN after `adv_warmup_epochs`."""
-  needed: List[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
-  if config.uses_adversarial_phase():
-    from acn_tf.method import adversarial
-    needed.append(adversarial.AdversarialWarmup(config.adversarial.adv_warmup_epochs))
-  return needed
+  """Callbacks worth adding to your own: a stop when the loss turns NaN. None is
+  needed to train the method: the ACN model runs its warm-up (DML for
+  `adv_warmup_epochs`) itself, counted in `steps_per_epoch` steps of its
+  classifiers' optimizer, as the learning-rate schedule is."""
+  del config  # Every method's callbacks are the same.
+  return [keras.callbacks.TerminateOnNaN()]
 
 
 def _image_shape(classifiers: Sequence[keras.Model]) -> Tuple[int, int, int]:

@@ -11,7 +11,7 @@ from acn_tf.networks import discriminators, generators
 from acn_tf.run import builders, visualize
 from acn_tf.config.schema import ExperimentConfig
 from acn_tf.data.pipeline import DatasetInfo
-from acn_tf.method.adversarial import AdversarialCoDistillation, AdversarialWarmup, moved_by
+from acn_tf.method.adversarial import AdversarialCoDistillation, moved_by
 from acn_tf.config.schema import DistillationConfig
 from acn_tf.method.codistillation import CoDistillation
 from acn_tf.method.search import SearchResult, divergence_gradient, group_divergence
@@ -25,7 +25,7 @@ def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1
          classifier_lr=0.05, search_steps=1, mask_source="search",
          objective="divergence", divergence="js", divergence_weight=1.0,
          label_restrict=True, fold_batch_norm=True, divergent_signs="found",
-         divergent_sizes="found"):
+         divergent_sizes="found", warmup_steps=0):
   keras.utils.set_random_seed(7)
   generator = generators.build_generator(IMAGE_SHAPE, noise_channels=2, filters=8,
                                          residual_blocks=1)
@@ -43,7 +43,8 @@ def _acn(gan_weight=1.0, keep_label_weight=1.0, generator_lr=2e-4, wrc_alpha=0.1
           ras_steps=search_steps, ras_step_size=0.05, ras_epsilon=0.1,
           ras_mask_source=mask_source, ras_objective=objective, divergence=divergence,
           ras_label_restrict=label_restrict, fold_batch_norm=fold_batch_norm,
-          divergent_signs=divergent_signs, divergent_sizes=divergent_sizes))
+          divergent_signs=divergent_signs, divergent_sizes=divergent_sizes),
+      warmup_steps=warmup_steps)
   model(tf.zeros((1, *IMAGE_SHAPE)))
   model.build_optimizers()
   return model
@@ -504,8 +505,7 @@ def test_classifier_steps_lower_disagreement_on_fixed_divergent_examples():
 
 
 def test_warmup_step_equals_dml_and_leaves_gan_untouched():
-  acn = _acn()
-  acn.adversarial_phase_active = False
+  acn = _acn(warmup_steps=1)
   dml = CoDistillation(small_cnns())
   dml.compile(keras.optimizers.SGD(0.05), distillation=DistillationConfig())
   dml(tf.zeros((1, *IMAGE_SHAPE)))
@@ -528,8 +528,9 @@ def test_warmup_step_equals_dml_and_leaves_gan_untouched():
   assert acn.generator_optimizer.iterations.numpy() == 0
 
 
-def test_warmup_callback_switches_phase_a_on_after_warmup_epochs():
-  model = _acn()
+def test_a_plain_fit_runs_the_warm_up_then_phase_a():
+  """No callback of the project's: the model switches at `warmup_steps` steps."""
+  model = _acn(warmup_steps=2)
   images, labels = random_batch(64)
   seen = []
 
@@ -538,11 +539,23 @@ def test_warmup_callback_switches_phase_a_on_after_warmup_epochs():
       seen.append(int(model.generator_optimizer.iterations.numpy()))
 
   history = model.fit(images, labels, batch_size=32, epochs=3, verbose=0,
-                      callbacks=[AdversarialWarmup(1), Record()]).history
+                      callbacks=[Record()]).history
   assert seen == [0, 2, 4]
   # Epoch logs (read from the metrics): no Phase A value in the warm-up epoch.
   assert np.isnan(history["g_loss"][0]) and np.isnan(history["kept_fraction"][0])
   assert np.all(np.isfinite(history["g_loss"][1:])) and np.all(np.isfinite(history["loss"]))
+
+
+@pytest.mark.parametrize("restored_step, phase_a_steps", [(0, 0), (1, 1), (2, 2), (5, 2)])
+def test_the_phase_follows_the_restored_step_count(restored_step, phase_a_steps):
+  """A model restored mid-warm-up (or after it) continues in its phase, step by step."""
+  model = _acn(warmup_steps=2)
+  model.optimizer.iterations.assign(restored_step)
+  images, labels = random_batch()
+  model.train_on_batch(images, labels)
+  model.train_on_batch(images, labels)
+  assert int(model.generator_optimizer.iterations.numpy()) == phase_a_steps
+  assert model.adversarial_phase_active == (restored_step + 1 >= 2)
 
 
 def test_no_gan_ablation_has_no_discriminator():

@@ -59,8 +59,13 @@ class AdversarialCoDistillation(CoDistillation):
   """n classifiers, a generator g and (unless gan_weight = 0) a discriminator d.
 
   One `train_step` = Phase A (generator update, discriminator update, search)
-  then Phase B on the real batch and the divergent batch. Before
-  `adv_warmup_epochs` (see `AdversarialWarmup`) the step is plain DML.
+  then Phase B on the real batch and the divergent batch. The model carries its
+  warm-up as an optimizer carries its learning-rate schedule: for the first
+  `warmup_steps` steps of the classifiers' optimizer (compile; builders give it
+  adv_warmup_epochs x steps per epoch) the step is plain DML, since divergence
+  between untrained classifiers is noise. A plain `fit` does both phases, and a
+  run restored from a checkpoint continues in the phase its optimizer's step
+  count is in (`make_train_function`).
   As for `CoDistillation`, a loaded `.keras` file must be compiled again to train.
   """
 
@@ -71,6 +76,8 @@ class AdversarialCoDistillation(CoDistillation):
     self.discriminator = discriminator
     self.adversarial = AdversarialConfig()
     self._inference_networks = InferenceNetworks(self.classifiers)
+    self.warmup_steps = 0
+    # The phase of the step being traced or run (True: Phase A, then Phase B).
     self.adversarial_phase_active = True
     self.generator_loss_tracker = keras.metrics.Mean(name="g_loss")
     self.discriminator_loss_tracker = keras.metrics.Mean(name="d_loss")
@@ -82,8 +89,12 @@ class AdversarialCoDistillation(CoDistillation):
 
   def compile(self, optimizer, generator_optimizer, discriminator_optimizer=None,
               distillation: DistillationConfig = DistillationConfig(),
-              adversarial: AdversarialConfig = AdversarialConfig(), **kwargs):
-    """Three optimizers, one per player; each touches only its own variables."""
+              adversarial: AdversarialConfig = AdversarialConfig(),
+              warmup_steps: int = 0, **kwargs):
+    """Three optimizers, one per player; each touches only its own variables.
+    The first `warmup_steps` steps of `optimizer` are plain DML."""
+    if warmup_steps < 0:
+      raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
     super().compile(optimizer, distillation=distillation,
                     label_restrict=adversarial.search.ras_label_restrict, **kwargs)
     if (self.discriminator is None) != (discriminator_optimizer is None):
@@ -92,6 +103,7 @@ class AdversarialCoDistillation(CoDistillation):
     self.generator_optimizer = generator_optimizer
     self.discriminator_optimizer = discriminator_optimizer
     self.adversarial = adversarial
+    self.warmup_steps = int(warmup_steps)
 
   def get_config(self) -> dict:
     config = super().get_config()
@@ -122,8 +134,37 @@ class AdversarialCoDistillation(CoDistillation):
     if self.discriminator is not None:
       self.discriminator_optimizer.build(self.discriminator.trainable_variables)
 
+  def make_train_function(self, force: bool = False):
+    """One train function per phase, chosen at every call by the step count of
+    the classifiers' optimizer (saved with it in every checkpoint, so a resumed
+    run continues in its phase, mid-epoch too). Each phase's function is traced
+    once, with `adversarial_phase_active` fixed for its trace: the graphs are
+    those of a model that only ever runs that phase. With steps_per_execution
+    k > 1 a call of k steps runs in the phase of its first step."""
+    if self.train_function is not None and not force:
+      return self.train_function
+    phase_functions = {}
+
+    def train_function(iterator):
+      active = self.in_adversarial_phase()
+      if active not in phase_functions:
+        super(AdversarialCoDistillation, self).make_train_function(force=True)
+        phase_functions[active] = self.train_function
+        self.train_function = train_function
+      self.adversarial_phase_active = active  # Read when the call traces.
+      return phase_functions[active](iterator)
+
+    self.train_function = train_function
+    return train_function
+
+  def in_adversarial_phase(self) -> bool:
+    """Whether the next step is past the warm-up (a read of the step count)."""
+    return (self.warmup_steps == 0 or
+            int(self.optimizer.iterations.numpy()) >= self.warmup_steps)
+
   def train_step(self, data):
-    """Phase A (generator, discriminator, search), then Phase B on x and x̃."""
+    """Phase A (generator, discriminator, search), then Phase B on x and x̃;
+    plain DML in the warm-up."""
     images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
     if not self.adversarial_phase_active:  # Warm-up: plain DML.
       self.classifier_update(images, labels)
@@ -338,21 +379,6 @@ class AdversarialCoDistillation(CoDistillation):
         tf.reduce_mean(tf.cast(real_logits > 0, tf.float32)))
     self.discriminator_fake_accuracy.update_state(
         tf.reduce_mean(tf.cast(fake_logits < 0, tf.float32)))
-
-
-class AdversarialWarmup(keras.callbacks.Callback):
-  """Plain DML before `warmup_epochs`, ACN after: divergence between untrained
-  classifiers is noise. Switching retraces the train function once."""
-
-  def __init__(self, warmup_epochs: int):
-    super().__init__()
-    self.warmup_epochs = warmup_epochs
-
-  def on_epoch_begin(self, epoch, logs=None):
-    active = epoch >= self.warmup_epochs
-    if active != self.model.adversarial_phase_active:
-      self.model.adversarial_phase_active = active
-      self.model.make_train_function(force=True)
 
 
 def _finite_or_zero(gradient: tf.Tensor) -> tf.Tensor:

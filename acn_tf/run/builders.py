@@ -162,6 +162,7 @@ def assemble_model(config: ExperimentConfig, classifiers, info: pipeline.Dataset
     model = build_adversarial_model(config, info, classifiers)
     model.compile(optimizer=optimizer, distillation=config.phase_b(),
                   adversarial=config.adversarial, jit_compile=use_xla(config),
+                  warmup_steps=config.adversarial.adv_warmup_epochs * steps,
                   **phase_a_optimizers(config, model.discriminator is not None))
   elif config.method == "dml_noise":
     from acn_tf.method.noise import NoisyCoDistillation  # Only method=dml_noise needs it.
