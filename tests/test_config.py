@@ -108,8 +108,7 @@ def test_a_saved_config_without_newer_settings_loads_with_their_defaults():
     (dict(momentum=1.5), r"momentum must be in \[0, 1\], got 1.5."),
     (dict(wrc_alpha=2.0), "wrc_alpha must be in .* pixel units"),
     (dict(channels=2), "channels=2 is not one of 1, 3, 0. 1 is grayscale"),
-    (dict(divergence="kl"), "divergence='kl' is not one of js, sym_kl"),
-    (dict(ras_mask_source="both"), "ras_mask_source='both' is not one of search, update"),
+    (dict(divergence="kl"), "divergence='kl' is not one of js, total_variation"),
     (dict(adversarial_beta_1=1.0), r"adversarial_beta_1 must be in \[0, 1\)"),
     (dict(generator_updates=0), "generator_updates must be > 0"),
 ])
@@ -151,11 +150,11 @@ def test_settings_a_method_does_not_read_change_nothing_in_its_step(method):
   step does: every such setting changed at once gives the same weights."""
   base = registry.get_experiment("digits").replace(method=method)
   unused = config_lib.fields_unused_by(method)
-  assert {"wrc_alpha", "ras_steps", "ras_epsilon", "divergent_signs"} <= unused
+  assert {"wrc_alpha", "ras_steps", "ras_epsilon", "divergence"} <= unused
   assert ("kd_weight" in unused) == (method == "independent")
   # dml_noise reads the divergent-batch terms, their label mask and its noise.
-  noise_settings = {"adv_weight", "adv_kd_weight", "adv_ce_weight", "adv_normalization",
-                    "adv_kd_target", "ras_label_restrict", "input_noise"}
+  noise_settings = {"adv_weight", "adv_kd_weight", "adv_ce_weight", "ras_label_restrict",
+                    "input_noise"}
   assert unused & noise_settings == (set() if method == "dml_noise" else noise_settings)
   changed = base.replace(**{name: _another_value(name, base.get(name))
                             for name in unused}).validate()

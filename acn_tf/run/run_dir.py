@@ -37,7 +37,7 @@ TUNING_MARKERS = ("search.json", "tuner")
 RESUMABLE_AFTER_DIVERGENCE = (
     "learning_rate", "lr_decay_epochs", "lr_decay_factor", "weight_decay", "nesterov",
     "temperature", "kd_weight", "adv_weight", "adv_ce_weight", "adv_kd_weight",
-    "adv_kd_target", "divergence_weight", "keep_label_weight", "wrc_alpha", "ras_epsilon",
+    "divergence_weight", "keep_label_weight", "wrc_alpha", "ras_epsilon",
     "ras_step_size", "generator_learning_rate", "discriminator_learning_rate", "jit_compile",
     "deterministic", "log_every_steps")
 
