@@ -48,6 +48,7 @@ from acn_tf.config import schema as config_lib, registry
 from acn_tf.data import pipeline
 from acn_tf.networks import backbones
 from acn_tf.run import builders
+from acn_tf.config.methods import min_classifiers
 from acn_tf.config.schema import ExperimentConfig
 from acn_tf.run.export import _common_image_shape
 # Re-exported: the SavedModels run.py writes, for the model build_model returns.
@@ -99,7 +100,7 @@ def build_model(classifiers: Sequence[keras.Model], config: ExperimentConfig,
   if not classifiers or not all(isinstance(c, keras.Model) for c in classifiers):
     raise errors.ConfigError("classifiers must be one or more keras.Model instances "
                              f"([0, 1] images in, logits out), got {classifiers!r}.")
-  if config.method != "independent" and len(classifiers) < 2:
+  if len(classifiers) < min_classifiers(config.method):
     raise errors.ConfigError(f"method={config.method} co-distils two classifiers or more; "
                              f"got {len(classifiers)}. Add one, or use method=independent.")
   if steps_per_epoch < 1:

@@ -238,3 +238,23 @@ def test_a_method_setting_of_a_method_that_cannot_read_it_is_refused(settings, m
   with pytest.raises(KeyError, match=message):
     registry.register("never_registered", method_settings=settings)
   assert "never_registered" not in registry.experiment_names()
+
+
+def test_every_method_has_its_traits_and_they_say_what_it_reads():
+  """acn_tf/config/methods.py is the one table of what a method trains: every
+  method has an entry, and the settings each reads follow from it."""
+  from acn_tf.config import methods
+  assert set(methods.METHOD_TRAITS) == set(config_lib.METHODS)
+  for method, traits in methods.METHOD_TRAITS.items():
+    unused = config_lib.fields_unused_by(method)
+    assert ("kd_weight" not in unused) == traits.distills, method
+    assert ("adv_weight" not in unused) == traits.divergent_batch, method
+    assert ("wrc_alpha" not in unused) == traits.adversarial_phase, method
+    config = registry.get_experiment("digits").replace(method=method)
+    assert config.uses_adversarial_phase() == traits.adversarial_phase
+    assert (config.phase_b().kd_weight > 0) == traits.distills
+    if traits.distills:
+      with pytest.raises(ConfigError, match=f"method={method} needs at least 2 classifiers"):
+        config.replace(architectures=("small_cnn",)).validate()
+  with pytest.raises(KeyError, match="METHOD_TRAITS"):
+    methods.method_traits("kdcl")

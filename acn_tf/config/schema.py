@@ -24,11 +24,15 @@ from acn_tf.config.dataset_names import (  # noqa: F401  (the schema's names for
     parse_dataset)
 from acn_tf.config.fields import (check_range, check_type, fraction, non_negative, one_of,
                                   positive, setting)
+from acn_tf.config.methods import method_traits, methods_with, min_classifiers
 from acn_tf.networks import architecture_names
 
 # dml_noise is DML with Phase B's divergent-batch terms on a noisy copy of the batch
 # (acn_tf/method/noise.py): the rival every ACN result is read against.
 METHODS = ("independent", "dml", "dml_noise", "acn")
+# The methods that read a section's settings (acn_tf/config/methods.py).
+_DISTILLING = methods_with("distills")
+_WITH_DIVERGENT_BATCH = methods_with("divergent_batch")
 # Channels a dataset may be converted to: 0 keeps the dataset's own.
 CHANNELS = (1, 3, 0)
 AUGMENTATIONS = ("none", "crop", "crop_flip")
@@ -110,17 +114,17 @@ class DistillationConfig:
   ACN's divergent batch or dml_noise's noisy copy of x."""
 
   # `independent` is DML with the distillation term off: it reads neither.
-  temperature: float = positive(1.0, methods=("dml", "dml_noise", "acn"))
-  kd_weight: float = non_negative(1.0, methods=("dml", "dml_noise", "acn"))
+  temperature: float = positive(1.0, methods=_DISTILLING)
+  kd_weight: float = non_negative(1.0, methods=_DISTILLING)
   # The divergent-batch terms: ACN's, and dml_noise's on its noisy batch. The
   # spec's weight 1; an experiment may give ACN its own (registry.register's
   # method_settings).
-  adv_weight: float = non_negative(1.0, methods=("dml_noise", "acn"))
-  adv_ce_weight: float = non_negative(1.0, methods=("dml_noise", "acn"))
+  adv_weight: float = non_negative(1.0, methods=_WITH_DIVERGENT_BATCH)
+  adv_ce_weight: float = non_negative(1.0, methods=_WITH_DIVERGENT_BATCH)
   # Weight of the peers' agreement (T² KL) on x̃; the spec's 1. At 0 the divergent
   # batch only asks for its label: adversarial data augmentation guided by the
   # classifiers' disagreement, which separates the two halves of the term.
-  adv_kd_weight: float = non_negative(1.0, methods=("dml_noise", "acn"))
+  adv_kd_weight: float = non_negative(1.0, methods=_WITH_DIVERGENT_BATCH)
   # dml_noise's noisy batch: every pixel of x moved by ± input_noise (a fresh random
   # sign per pixel and step), clipped to [0, 1]. The default is the size chosen on
   # fashion_mnist_small's validation split (experiments/RESULTS.md).
@@ -142,7 +146,7 @@ class SearchConfig:
   # The label mask m: Phase B trains on x̃_b only where the ensemble still
   # predicts y_b there; dml_noise masks its noisy batch the same way. The mask
   # comes from Phase B's own forward pass on x̃ (docs/INTERPRETATION.md).
-  ras_label_restrict: bool = setting(True, methods=("dml_noise", "acn"))
+  ras_label_restrict: bool = setting(True, methods=_WITH_DIVERGENT_BATCH)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,12 +266,12 @@ class ExperimentConfig:
     return len(self.architectures)
 
   def uses_adversarial_phase(self) -> bool:
-    return self.method == "acn"
+    return method_traits(self.method).adversarial_phase
 
   def phase_b(self) -> DistillationConfig:
-    """Phase B's weights as the method uses them: `independent` is DML with the
-    distillation term switched off."""
-    if self.method == "independent":
+    """Phase B's weights as the method uses them: a method that does not distil
+    (`independent`) is DML with the distillation term switched off."""
+    if not method_traits(self.method).distills:
       return dataclasses.replace(self.distillation, kd_weight=0.0)
     return self.distillation
 
@@ -356,13 +360,13 @@ SECTIONS: Tuple[str, ...] = tuple(
 
 def methods_reading(name: str) -> Tuple[str, ...]:
   """The methods that read the setting `name`: those its `setting(methods=...)`
-  names, else every method, or ACN alone for a setting of Phase A's section
-  (the `adversarial` section)."""
+  names, else every method, or the methods with Phase A for a setting of its
+  section (the `adversarial` section)."""
   field = FIELDS[name]
   declared = field.metadata.get("methods")
   if declared is not None:
     return declared
-  return ("acn",) if field.location[0] == "adversarial" else METHODS
+  return methods_with("adversarial_phase") if field.location[0] == "adversarial" else METHODS
 
 
 def fields_unused_by(method: str) -> frozenset:
@@ -410,10 +414,11 @@ def _check_relations(config: ExperimentConfig) -> None:
   if not config.architectures:
     raise ConfigError("architectures is empty: give at least one, e.g. "
                       "--override=architectures=resnet32,resnet32")
-  if config.method != "independent" and config.num_classifiers < 2:
+  if config.num_classifiers < min_classifiers(config.method):
     raise ConfigError(
-        f"method={config.method} needs at least 2 classifiers (got architectures="
-        f"{','.join(config.architectures)}); use method=independent for one.")
+        f"method={config.method} needs at least {min_classifiers(config.method)} "
+        f"classifiers (got architectures={','.join(config.architectures)}); use "
+        "method=independent for one.")
   optimization = config.optimization
   if optimization.lr_schedule == "step" and not optimization.lr_decay_epochs:
     raise ConfigError("lr_schedule=step needs lr_decay_epochs, e.g. "
