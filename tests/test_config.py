@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from acn_tf.config import command_line, presets, registry, schema as config_lib
+from acn_tf.config import command_line, presets, registry, saved_runs, schema as config_lib
 from acn_tf.run import builders
 from acn_tf.config.schema import ConfigError, ExperimentConfig
 from acn_tf.data.pipeline import DatasetInfo
@@ -80,7 +80,7 @@ def test_an_unknown_key_names_the_nearest_valid_ones_then_all(tmp_path, typo, me
     assert set(listed) >= set(config_lib.FIELDS) - {"name"}  # The full list stays.
   values = dict(config.to_dict(), **{typo: 1})
   with pytest.raises(ConfigError) as raised:  # A run's config.json.
-    config_lib.config_from_dict(values)
+    saved_runs.config_from_dict(values)
   assert str(raised.value) == f"unknown config fields {typo!r}" + (
       "; did you mean " + " or ".join(map(repr, meant)) + "?" if meant else "")
 
@@ -91,14 +91,14 @@ def test_to_dict_is_flat_and_round_trips_through_json():
   values = json.loads(json.dumps(config.to_dict()))
   assert set(values) == set(config_lib.FIELDS)
   assert values["ras_steps"] == 2 and values["architectures"] == ["resnet8", "resnet8"]
-  assert config_lib.config_from_dict(values) == config
+  assert saved_runs.config_from_dict(values) == config
 
 
 def test_a_saved_config_without_newer_settings_loads_with_their_defaults():
   values = registry.get_experiment("digits").to_dict()
   for newer in ("image_size", "channels", "test_folder"):
     del values[newer]
-  assert config_lib.config_from_dict(values) == registry.get_experiment("digits")
+  assert saved_runs.config_from_dict(values) == registry.get_experiment("digits")
 
 
 @pytest.mark.parametrize("change, message", [

@@ -1,4 +1,5 @@
-"""How a setting declares its valid values, and the checks that read them.
+"""How a setting declares its valid values, the checks that read them, and the
+dataclass plumbing of a config made of sections.
 
 A field of the config's dataclasses is declared with `setting()` (or one of its
 shorthands): its default, its range or choices, a hint for the error message and
@@ -9,8 +10,10 @@ the methods that read it. `ExperimentConfig.validate()` checks every value with
 import dataclasses
 import math
 import typing
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+from acn_tf import errors
+from acn_tf.config.methods import min_classifiers
 from acn_tf.errors import ConfigError
 
 
@@ -96,3 +99,45 @@ def check_range(name: str, value: Any, metadata: Mapping[str, Any]) -> None:
     bound = (f"in {'(' if metadata['low_open'] else '['}{low}, {high}"
              f"{')' if metadata['high_open'] else ']'}")
   raise ConfigError(f"{name} must be {bound}, got {value}.{hint}")
+
+
+def check_relations(config) -> None:
+  """The rules that tie the settings of `config` (an ExperimentConfig) together."""
+  if not config.architectures:
+    raise ConfigError("architectures is empty: give at least one, e.g. "
+                      "--override=architectures=resnet32,resnet32")
+  if config.num_classifiers < min_classifiers(config.method):
+    raise ConfigError(
+        f"method={config.method} needs at least {min_classifiers(config.method)} "
+        f"classifiers (got architectures={','.join(config.architectures)}); use "
+        "method=independent for one.")
+  optimization = config.optimization
+  if optimization.lr_schedule == "step" and not optimization.lr_decay_epochs:
+    raise ConfigError("lr_schedule=step needs lr_decay_epochs, e.g. "
+                      "--override=lr_decay_epochs=100,150 (or use lr_schedule=cosine).")
+  decay_epochs = optimization.lr_decay_epochs
+  if any(epoch < 1 for epoch in decay_epochs):
+    raise ConfigError(f"lr_decay_epochs must be epochs >= 1, got {decay_epochs}.")
+  if any(later <= earlier for earlier, later in zip(decay_epochs, decay_epochs[1:])):
+    raise ConfigError(f"lr_decay_epochs must be increasing, got {decay_epochs}.")
+
+
+def unknown_key_message(key: str, valid: Sequence[str]) -> str:
+  """The nearest valid keys first (a typo is the usual cause), then all of them."""
+  return (f"Unknown config key {key!r}{errors.did_you_mean(key, valid) or '.'} Valid keys: "
+          f"{', '.join(sorted(valid))}.")
+
+
+def replace_nested(instance: Any, changes: Mapping[Tuple[str, ...], Any]) -> Any:
+  """`instance` with the values at the given attribute paths replaced."""
+  direct: Dict[str, Any] = {}
+  nested: Dict[str, Dict[Tuple[str, ...], Any]] = {}
+  for (head, *rest), value in changes.items():
+    if rest:
+      nested.setdefault(head, {})[tuple(rest)] = value
+    else:
+      direct[head] = value
+  for head, section_changes in nested.items():
+    direct[head] = replace_nested(direct.get(head, getattr(instance, head)),
+                                   section_changes)
+  return dataclasses.replace(instance, **direct)

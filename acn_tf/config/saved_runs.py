@@ -47,7 +47,7 @@ def removed_settings(values: Mapping[str, Any]) -> List[str]:
 
 
 def with_fields_added_later(values: Mapping[str, Any]) -> Dict[str, Any]:
-  """`values` (a run's config.json) in today's fields: every field of
+  """`values` (a run's config.json) in the current fields: every field of
   FIELDS_ADDED_LATER that it lacks set to the value its code implied, and every
   field of FIELDS_REMOVED that holds the kept behaviour dropped (another value
   stays, for `config_from_dict` to refuse by name)."""

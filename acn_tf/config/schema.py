@@ -15,16 +15,17 @@ Only `run.py` reads flags; `acn_tf/config/command_line.py` turns them into a con
 
 import dataclasses
 import typing
-from typing import Any, Dict, Mapping, NamedTuple, Sequence, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Tuple
 
 from acn_tf import errors
 from acn_tf.config import scalars, search_space
 from acn_tf.config.dataset_names import (  # noqa: F401  (the schema's names for them)
     DATASET_HELP, DATASETS, FOLDER_PREFIX, PYTHON_DATASET, TFDS_PREFIX, check_data,
     parse_dataset)
-from acn_tf.config.fields import (check_range, check_type, fraction, non_negative, one_of,
-                                  positive, setting)
-from acn_tf.config.methods import method_traits, methods_with, min_classifiers
+from acn_tf.config.fields import (check_range, check_relations, check_type, fraction,
+                                  non_negative, one_of, positive, replace_nested, setting,
+                                  unknown_key_message)
+from acn_tf.config.methods import method_traits, methods_with
 from acn_tf.networks import architecture_names
 
 # dml_noise is DML with Phase B's divergent-batch terms on a noisy copy of the batch
@@ -284,7 +285,7 @@ class ExperimentConfig:
 
   def replace(self, **changes: Any) -> "ExperimentConfig":
     """A copy with settings (by name) or whole sections replaced."""
-    return _replace_nested(self, {
+    return replace_nested(self, {
         (name,) if name in SECTIONS else _location(name): value
         for name, value in changes.items()})
 
@@ -308,7 +309,7 @@ class ExperimentConfig:
     if not self.name:
       raise ConfigError("name is empty: give the experiment a name.")
     check_data(self.data)
-    _check_relations(self)
+    check_relations(self)
     search_space.parse_search_space(self.tuning.search_space, field_types())
     for architecture in self.architectures:
       try:
@@ -378,56 +379,10 @@ def field_types() -> Dict[str, Any]:
   return {name: field.kind for name, field in FIELDS.items()}
 
 
-def unknown_key_message(key: str, valid: Sequence[str]) -> str:
-  """The nearest valid keys first (a typo is the usual cause), then all of them."""
-  return (f"Unknown config key {key!r}{errors.did_you_mean(key, valid) or '.'} Valid keys: "
-          f"{', '.join(sorted(valid))}.")
-
-
 def _location(name: str) -> Tuple[str, ...]:
   if name not in FIELDS:
     raise ConfigError(unknown_key_message(name, list(FIELDS)))
   return FIELDS[name].location
-
-
-def _replace_nested(instance: Any, changes: Mapping[Tuple[str, ...], Any]) -> Any:
-  """`instance` with the values at the given attribute paths replaced."""
-  direct: Dict[str, Any] = {}
-  nested: Dict[str, Dict[Tuple[str, ...], Any]] = {}
-  for (head, *rest), value in changes.items():
-    if rest:
-      nested.setdefault(head, {})[tuple(rest)] = value
-    else:
-      direct[head] = value
-  for head, section_changes in nested.items():
-    direct[head] = _replace_nested(direct.get(head, getattr(instance, head)),
-                                   section_changes)
-  return dataclasses.replace(instance, **direct)
-
-
-# ---------------------------------------------------------------------------
-# Checks.
-
-
-def _check_relations(config: ExperimentConfig) -> None:
-  """The rules that tie settings together."""
-  if not config.architectures:
-    raise ConfigError("architectures is empty: give at least one, e.g. "
-                      "--override=architectures=resnet32,resnet32")
-  if config.num_classifiers < min_classifiers(config.method):
-    raise ConfigError(
-        f"method={config.method} needs at least {min_classifiers(config.method)} "
-        f"classifiers (got architectures={','.join(config.architectures)}); use "
-        "method=independent for one.")
-  optimization = config.optimization
-  if optimization.lr_schedule == "step" and not optimization.lr_decay_epochs:
-    raise ConfigError("lr_schedule=step needs lr_decay_epochs, e.g. "
-                      "--override=lr_decay_epochs=100,150 (or use lr_schedule=cosine).")
-  decay_epochs = optimization.lr_decay_epochs
-  if any(epoch < 1 for epoch in decay_epochs):
-    raise ConfigError(f"lr_decay_epochs must be epochs >= 1, got {decay_epochs}.")
-  if any(later <= earlier for earlier, later in zip(decay_epochs, decay_epochs[1:])):
-    raise ConfigError(f"lr_decay_epochs must be increasing, got {decay_epochs}.")
 
 
 # ---------------------------------------------------------------------------
@@ -443,16 +398,3 @@ def apply_overrides(config: ExperimentConfig,
       raise ConfigError(unknown_key_message(key, [name for name in FIELDS if name != "name"]))
     changes[key] = scalars.coerce(key, FIELDS[key].kind, value)
   return config.replace(**changes)
-
-
-# Reading a run's config.json back is saved_runs.py's; its names are also read
-# from here by the modules that compare a run with a config.
-_SAVED_RUN_NAMES = ("FIELDS_ADDED_LATER", "with_fields_added_later", "config_from_dict",
-                    "differing_fields", "config_differences")
-
-
-def __getattr__(name: str) -> Any:
-  if name in _SAVED_RUN_NAMES:
-    from acn_tf.config import saved_runs  # It imports this module.
-    return getattr(saved_runs, name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

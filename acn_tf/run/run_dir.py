@@ -11,9 +11,9 @@ import tempfile
 from typing import Any, Dict, List
 
 from acn_tf import errors, strict_json
-from acn_tf.config.schema import (FIELDS, ExperimentConfig, config_differences,
-                                  config_from_dict, differing_fields,
-                                  with_fields_added_later)
+from acn_tf.config.saved_runs import (config_differences, config_from_dict,
+                                      differing_fields, with_fields_added_later)
+from acn_tf.config.schema import FIELDS, ExperimentConfig
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"

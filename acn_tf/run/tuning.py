@@ -22,8 +22,9 @@ from tensorboard.plugins.hparams import api_pb2 as hparams_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary
 
 from acn_tf import strict_json
-from acn_tf.config.schema import (TUNERS, ConfigError, ExperimentConfig, config_differences,
-                                  field_types, fields_unused_by)
+from acn_tf.config.saved_runs import config_differences
+from acn_tf.config.schema import (TUNERS, ConfigError, ExperimentConfig, field_types,
+                                  fields_unused_by)
 from acn_tf.config.search_space import SearchDimension, parse_search_space
 from acn_tf.data import pipeline
 from acn_tf.errors import SearchFailedError
