@@ -84,7 +84,8 @@ def build_model(classifiers: Sequence[keras.Model], config: ExperimentConfig,
   """The compiled model of `config.method` around `classifiers`, ready for `fit`.
 
   "independent" and "dml" give a `CoDistillation`, "dml_noise" a
-  `NoisyCoDistillation` (DML plus a noisy copy of each batch), "acn" an
+  `NoisyCoDistillation` (DML plus a noisy copy of each batch), "kdcl" an
+  `EnsembleTargetDistillation` (every peer distilled from one ensemble target), "acn" an
   `AdversarialCoDistillation` whose generator and discriminator are sized for
   the classifiers' input. `steps_per_epoch` (batches per epoch of your training
   dataset, e.g. len(train)) sets the learning-rate schedule over

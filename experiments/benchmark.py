@@ -2,9 +2,14 @@
 
   python experiments/benchmark.py [--steps=4] [--repeats=8] [--batch_size=128] [--json]
       [--configurations=single,dml,...] [--profile_dir=DIR]
+  python experiments/benchmark.py --experiment=fashion_mnist_small [--json]
+      [--configurations=dml,acn,...]
 
 CIFAR-shaped synthetic data (32x32x3, 100 classes), ResNet-32 classifiers, the
-cifar100 experiment's optimizers; one process. Every configuration is built and
+cifar100 experiment's optimizers; one process. With --experiment, the registered
+experiment's own shapes, networks, batch and optimizers instead, one configuration
+per method as that experiment registers it (`experiment_configurations`): the step
+costs that turn a run's training steps into its compute. Every configuration is built and
 warmed up first; then `--repeats` rounds each time `--steps` steps of every
 configuration in turn, so that a slow spell of the machine hits them alike.
 Reported: the median (and min, max) over rounds. Images per second count real
@@ -39,10 +44,10 @@ IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 100
 
 
-def _synthetic(count: int, seed: int = 0):
+def _synthetic(count: int, seed: int = 0, shape=IMAGE_SHAPE, classes=NUM_CLASSES):
   rng = np.random.default_rng(seed)
-  images = rng.integers(0, 256, (count, *IMAGE_SHAPE), dtype=np.uint8)
-  labels = rng.integers(0, NUM_CLASSES, count).astype(np.int64)
+  images = rng.integers(0, 256, (count, *shape), dtype=np.uint8)
+  labels = rng.integers(0, classes, count).astype(np.int64)
   return tf.data.Dataset.from_tensor_slices((images, labels))
 
 
@@ -54,10 +59,31 @@ def cifar_shaped_config(batch_size: int, overrides=(), **changes):
   return config_lib.apply_overrides(config, command_line.parse_override_strings(overrides))
 
 
+# Image shape and number of classes of each named dataset, for synthetic batches.
+DATASET_SHAPES = {"cifar100": (IMAGE_SHAPE, NUM_CLASSES), "cifar10": (IMAGE_SHAPE, 10),
+                  "fashion_mnist": ((28, 28, 1), 10), "digits": ((8, 8, 1), 10)}
+
+
+def experiment_configurations(experiment: str) -> dict:
+  """The registered `experiment`'s config for each method as it registers it (its
+  method settings included), and ACN without a generator; Phase A from the first
+  step, no augmentation (synthetic batches)."""
+  def config(method, **changes):
+    return registry.get_experiment(experiment, method).replace(
+        adv_warmup_epochs=0, augmentation="none", **changes)
+
+  return {"independent": config("independent"), "dml": config("dml"),
+          "dml_noise": config("dml_noise"), "kdcl": config("kdcl"), "acn": config("acn"),
+          "acn_no_generator": config("acn", use_generator=False)}
+
+
 def synthetic_model(config):
-  """`config`'s compiled training model for CIFAR-shaped inputs, without data."""
-  info = DatasetInfo("synthetic", NUM_CLASSES, IMAGE_SHAPE, 4096, 0, 0, "synthetic")
-  return builders.build_model(config, info, [0.5] * 3, [0.06] * 3, steps=10)
+  """`config`'s compiled training model for synthetic inputs of its dataset's
+  shape (CIFAR's for a dataset without a known shape), without data."""
+  shape, classes = DATASET_SHAPES.get(config.data.dataset, (IMAGE_SHAPE, NUM_CLASSES))
+  info = DatasetInfo("synthetic", classes, shape, 4096, 0, 0, "synthetic")
+  channels = shape[-1]
+  return builders.build_model(config, info, [0.5] * channels, [0.06] * channels, steps=10)
 
 
 class StepTimer:
@@ -70,7 +96,9 @@ class StepTimer:
   def __init__(self, config, warmup: int):
     self.batch_size = config.data.batch_size
     self.model = synthetic_model(config)
-    batches = pipeline.make_pipeline(_synthetic(config.data.batch_size * 4),
+    shape, classes = DATASET_SHAPES.get(config.data.dataset, (IMAGE_SHAPE, NUM_CLASSES))
+    batches = pipeline.make_pipeline(_synthetic(config.data.batch_size * 4, shape=shape,
+                                                classes=classes),
                                      batch_size=config.data.batch_size,
                                      training=False).cache().repeat()
     self.model.fit(batches, epochs=1, steps_per_epoch=warmup, verbose=0, shuffle=False)
@@ -159,6 +187,9 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=8)
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--architecture", default="resnet32")
+  parser.add_argument("--experiment", default=None,
+                      help="Time the methods of this registered experiment at its own "
+                      "shapes, networks and batch instead of the CIFAR-shaped cases.")
   parser.add_argument("--configurations", default=None,
                       help="Comma-separated subset of the configurations (default: all).")
   parser.add_argument("--override", action="append", default=[],
@@ -168,9 +199,15 @@ def main() -> None:
                       help="Also trace two steps of each configuration into DIR/NAME.")
   arguments = parser.parse_args()
 
-  base = cifar_shaped_config(arguments.batch_size, arguments.override,
-                             architectures=(arguments.architecture,))
-  cases = configurations(base)
+  if arguments.experiment:
+    cases = {name: config_lib.apply_overrides(
+        config, command_line.parse_override_strings(arguments.override))
+             for name, config in experiment_configurations(arguments.experiment).items()}
+    base = cases["dml"]
+  else:
+    base = cifar_shaped_config(arguments.batch_size, arguments.override,
+                               architectures=(arguments.architecture,))
+    cases = configurations(base)
   names = arguments.configurations.split(",") if arguments.configurations else list(cases)
   timers = {name: StepTimer(cases[name].validate(), arguments.warmup) for name in names}
   rates = {name: [] for name in names}
@@ -179,12 +216,13 @@ def main() -> None:
       rates[name].append(timer.images_per_second(arguments.steps))
   results = {name: statistics.median(values) for name, values in rates.items()}
   results["rounds"] = rates
-  results["input_pipeline"] = pipeline_throughput(arguments.batch_size, 50)
+  if not arguments.experiment:
+    results["input_pipeline"] = pipeline_throughput(arguments.batch_size, 50)
   # Step-time ratios: how many times longer one step takes than the reference.
   ratios = {"step_time_dml_over_single": ("single", "dml"),
             "pipeline_over_dml_consumption": ("input_pipeline", "dml")}
   for name in names:
-    if name.startswith("acn"):
+    if name != "dml" and (arguments.experiment or name.startswith("acn")):
       ratios[f"step_time_{name}_over_dml"] = ("dml", name)
   for key, (numerator, denominator) in ratios.items():
     if numerator in results and denominator in results:
@@ -193,6 +231,7 @@ def main() -> None:
   results["machine"] = platform.machine_info()
   results["xla"] = builders.use_xla(base)
   results["overrides"] = arguments.override
+  results["experiment"] = arguments.experiment
   if arguments.profile_dir:
     results["op_self_time_ms"] = {
         name: timer.profile(os.path.join(arguments.profile_dir, name))

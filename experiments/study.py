@@ -5,7 +5,10 @@
 
 Each run is `python run.py --experiment=EXPERIMENT ...` with the variant's flags,
 in OUT/VARIANT-seedS; finished runs (results.json present) are skipped, so the
-script can be stopped and started again. A variant's flag may be an
+script can be stopped and started again. With `--keep=DIR` (a folder under
+experiments/results/), each finished run's results.json, history.csv and config.json
+are copied to DIR/VARIANT-seedS, and a run already kept there is skipped: a study
+committed run by run continues on another machine instead of starting over. A variant's flag may be an
 `EpochsTimes`, a multiple of the experiment's epochs (e.g. `dml_compute_matched`:
 DML given ACN's compute), resolved against the registered experiment and the
 study's common overrides (`--acn_cost_in_dml_steps` sets that multiple for another
@@ -16,6 +19,7 @@ machine two trainings at once would distort the per-epoch times. Then
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from typing import Dict, List, NamedTuple, Sequence, Union
@@ -77,12 +81,22 @@ METHODS_AND_ABLATIONS = {
     # RESULTS.md.
     "dml_epochs_3x": ("--method=dml", EpochsTimes(3)),
     "acn": ("--method=acn",),
+    # KDCL (Guo et al., CVPR 2020): every peer distilled from one MinLogit target.
+    "kdcl": ("--method=kdcl",),
     "acn_spec": SPEC_ACN,
     "acn_divergence_seeking": DIVERGENCE_SEEKING,
     "acn_no_wrc": ("--method=acn", "--override=wrc_alpha=0"),
     "acn_no_ras": ("--method=acn", "--override=ras_steps=0",
                    "--override=ras_label_restrict=false"),
     "acn_no_gan": ("--method=acn", "--override=gan_weight=0"),
+    # x̃0 = x: the search alone, no generator or discriminator to train.
+    "acn_no_generator": ("--method=acn", "--override=use_generator=false"),
+    # Training length: DML and ACN with the whole schedule stretched (the 4x DML is
+    # `dml_compute_matched`).
+    "dml_epochs_16x": ("--method=dml", EpochsTimes(16)),
+    "acn_epochs_4x": ("--method=acn", EpochsTimes(4)),
+    "acn_no_generator_epochs_4x": ("--method=acn", "--override=use_generator=false",
+                                   EpochsTimes(4)),
 }
 
 # The ACN settings of `fashion_mnist_small` before they were chosen for the health
@@ -192,20 +206,38 @@ def variant_flags(flags: Sequence[Flag], experiment: str,
   return resolved
 
 
+# What a kept run is: enough to summarize it and to check its config.
+KEPT_FILES = ("results.json", "history.csv", "config.json")
+
+
+def keep_run(model_dir: str, keep_dir: str) -> None:
+  """Copies a finished run's KEPT_FILES into `keep_dir`, results.json last, so that
+  a copy cut short is not taken for a kept run."""
+  os.makedirs(keep_dir, exist_ok=True)
+  for name in sorted(KEPT_FILES, key=lambda name: name == "results.json"):
+    shutil.copyfile(os.path.join(model_dir, name), os.path.join(keep_dir, name))
+
+
 def run_study(experiment: str, out: str, variants: Dict[str, Sequence[Flag]],
               names: Sequence[str], seeds: Sequence[int], settings: Sequence[str] = (),
-              data_dir: str = None) -> None:
+              data_dir: str = None, keep: str = None) -> None:
   """Trains every (variant, seed) not finished yet: seeds outer, so that an
   interrupted study has whole seeds of every variant. `settings` are overrides
-  common to all runs, placed before each variant's own flags."""
+  common to all runs, placed before each variant's own flags. With `keep`, a run
+  kept there counts as finished and every run finished here is kept there."""
   unknown = [name for name in names if name not in variants]
   if unknown:
     raise SystemExit(f"Unknown variants {', '.join(unknown)}; known: {', '.join(variants)}.")
   flags = {name: variant_flags(variants[name], experiment, settings) for name in names}
   for seed in seeds:
     for name in names:
-      model_dir = os.path.join(out, f"{name}-seed{seed}")
+      run_name = f"{name}-seed{seed}"
+      model_dir = os.path.join(out, run_name)
+      if keep and os.path.exists(os.path.join(keep, run_name, "results.json")):
+        continue
       if os.path.exists(os.path.join(model_dir, "results.json")):
+        if keep:
+          keep_run(model_dir, os.path.join(keep, run_name))
         continue
       command = [sys.executable, os.path.join(ROOT, "run.py"),
                  f"--experiment={experiment}", f"--model_dir={model_dir}", "--verbose=0",
@@ -215,6 +247,8 @@ def run_study(experiment: str, out: str, variants: Dict[str, Sequence[Flag]],
         command.append(f"--data_dir={data_dir}")
       print(" ".join(command[1:]), flush=True)
       subprocess.run(command, check=True)
+      if keep:
+        keep_run(model_dir, os.path.join(keep, run_name))
 
 
 def main() -> None:
@@ -226,6 +260,9 @@ def main() -> None:
   parser.add_argument("--override", action="append", default=[],
                       help="FIELD=VALUE for every run, before the variant's own flags")
   parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--keep", default=None,
+                      help="copy each finished run's results, history and config to "
+                      "KEEP/VARIANT-seedS and skip runs already there")
   parser.add_argument("--acn_cost_in_dml_steps", type=float, default=ACN_COST_IN_DML_STEPS,
                       help="dml_compute_matched's multiple of the epochs: ACN's training "
                       "time in DML's on the machine and experiment of the study")
@@ -233,7 +270,7 @@ def main() -> None:
   variants = with_acn_cost(VARIANTS, arguments.acn_cost_in_dml_steps)
   run_study(arguments.experiment, arguments.out, variants, arguments.variants.split(","),
             [int(s) for s in arguments.seeds.split(",")], arguments.override,
-            arguments.data_dir)
+            arguments.data_dir, arguments.keep)
 
 
 if __name__ == "__main__":

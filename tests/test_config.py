@@ -144,7 +144,7 @@ def _weights_after_a_step(config):
   return [v.numpy() for v in model.classifier_variables]
 
 
-@pytest.mark.parametrize("method", ["independent", "dml", "dml_noise"])
+@pytest.mark.parametrize("method", ["independent", "dml", "dml_noise", "kdcl"])
 def test_settings_a_method_does_not_read_change_nothing_in_its_step(method):
   """`fields_unused_by` (which the tuner leaves out of a search) is what the
   step does: every such setting changed at once gives the same weights."""
@@ -166,8 +166,8 @@ def test_settings_a_method_does_not_read_change_nothing_in_its_step(method):
              zip(_weights_after_a_step(base), _weights_after_a_step(read)))
 
 
-def test_acn_reads_every_setting_but_the_noise_of_dml_noise():
-  assert config_lib.fields_unused_by("acn") == frozenset({"input_noise"})
+def test_acn_reads_every_setting_but_the_noise_of_dml_noise_and_kdcls_target():
+  assert config_lib.fields_unused_by("acn") == frozenset({"input_noise", "kdcl_target"})
 
 
 def test_a_preset_comes_after_the_experiment_and_before_method_and_overrides():

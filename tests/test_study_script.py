@@ -129,3 +129,40 @@ def test_acn_is_the_registered_acn_and_acn_spec_the_spec_weights():
   assert acn == command_line.resolve_config("fashion_mnist_small", "acn", None, ["seed=0"])
   assert (acn.distillation.adv_weight, spec.distillation.adv_weight) == (0.5, 1.0)
   assert spec == acn.replace(adv_weight=1.0)
+
+
+def test_kept_runs_are_skipped_and_finished_runs_kept(monkeypatch, tmp_path):
+  """--keep: a run kept there is not started again; a run that finishes here is
+  copied there (results, history, config), and so is one finished before."""
+  keep, out = tmp_path / "kept", tmp_path / "out"
+  (keep / "dml-seed0").mkdir(parents=True)
+  (keep / "dml-seed0" / "results.json").write_text('{"kept": true}')
+  (out / "independent-seed0").mkdir(parents=True)
+  for name in study.KEPT_FILES:
+    (out / "independent-seed0" / name).write_text(f"independent {name}")
+  started = []
+
+  def fake_run(command, check):
+    model_dir = next(argument.split("=", 1)[1] for argument in command
+                     if argument.startswith("--model_dir="))
+    os.makedirs(model_dir)
+    for name in study.KEPT_FILES:
+      with open(os.path.join(model_dir, name), "w") as f:
+        f.write(f"trained {name}")
+    started.append(model_dir)
+
+  monkeypatch.setattr(subprocess, "run", fake_run)
+  study.run_study("fashion_mnist_small", str(out), study.VARIANTS,
+                  ["independent", "dml", "dml_noise"], [0], keep=str(keep))
+  assert started == [str(out / "dml_noise-seed0")]
+  assert (keep / "dml-seed0" / "results.json").read_text() == '{"kept": true}'
+  for name in study.KEPT_FILES:
+    assert (keep / "dml_noise-seed0" / name).read_text() == f"trained {name}"
+    assert (keep / "independent-seed0" / name).read_text() == f"independent {name}"
+
+
+def test_length_variants_stretch_dml_16_and_acn_4_times(monkeypatch, tmp_path):
+  dml, acn = _commands(monkeypatch, tmp_path, "fashion_mnist_small",
+                       ["dml_epochs_16x", "acn_epochs_4x"])
+  assert "--method=dml" in dml and _epochs(dml) == "--override=epochs=640"
+  assert "--method=acn" in acn and _epochs(acn) == "--override=epochs=160"

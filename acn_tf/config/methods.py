@@ -28,6 +28,8 @@ METHOD_TRAITS = {
     # The rival: DML whose divergent batch is a noisy copy of the real one.
     "dml_noise": MethodTraits(distills=True, divergent_batch=True, adversarial_phase=False),
     "acn": MethodTraits(distills=True, divergent_batch=True, adversarial_phase=True),
+    # KDCL: every peer distilled from one ensemble target (acn_tf/method/kdcl.py).
+    "kdcl": MethodTraits(distills=True, divergent_batch=False, adversarial_phase=False),
 }
 
 

@@ -18,6 +18,8 @@ from acn_tf.errors import ConfigError
 FIELDS_ADDED_LATER = {
     "downsampling_padding": "same",
     "weight_decay_mode": "decoupled",
+    "use_generator": True,
+    "kdcl_target": "min_logit",  # Read by method=kdcl alone, which came with it.
 }
 
 # Alternatives that lost, removed from the library, with the value that is the
@@ -90,11 +92,12 @@ def config_from_dict(values: Mapping[str, Any]) -> ExperimentConfig:
 def differing_fields(saved: Mapping[str, Any], config: ExperimentConfig) -> List[str]:
   """The fields where a saved config.json differs from `config`, sorted.
 
-  The comparison is between JSON forms, where tuples have become lists; a
-  removed setting at its kept behaviour is no difference.
+  The comparison is between JSON forms, where tuples have become lists; the
+  saved file is read in the current fields (`with_fields_added_later`): a field
+  it lacks has the value its code implied, a removed setting at its kept
+  behaviour is no difference.
   """
-  saved = {key: value for key, value in saved.items()
-           if not (key in FIELDS_REMOVED and value == FIELDS_REMOVED[key])}
+  saved = with_fields_added_later(saved)
   wanted = json.loads(json.dumps(config.to_dict()))
   return [key for key in sorted(set(saved) | set(wanted))
           if saved.get(key) != wanted.get(key)]
@@ -102,6 +105,7 @@ def differing_fields(saved: Mapping[str, Any], config: ExperimentConfig) -> List
 
 def config_differences(saved: Mapping[str, Any], config: ExperimentConfig) -> List[str]:
   """"field (saved X, now Y)" for each field where a saved config.json differs."""
+  saved = with_fields_added_later(saved)
   wanted = json.loads(json.dumps(config.to_dict()))
   return [f"{key} (saved {saved.get(key)!r}, now {wanted.get(key)!r})"
           for key in differing_fields(saved, config)]

@@ -30,7 +30,8 @@ from acn_tf.networks import architecture_names
 
 # dml_noise is DML with Phase B's divergent-batch terms on a noisy copy of the batch
 # (acn_tf/method/noise.py): the rival every ACN result is read against.
-METHODS = ("independent", "dml", "dml_noise", "acn")
+# kdcl is KDCL, every peer distilled from one ensemble target (acn_tf/method/kdcl.py).
+METHODS = ("independent", "dml", "dml_noise", "acn", "kdcl")
 # The methods that read a section's settings (acn_tf/config/methods.py).
 _DISTILLING = methods_with("distills")
 _WITH_DIVERGENT_BATCH = methods_with("divergent_batch")
@@ -42,6 +43,7 @@ WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 # D, what Phase A maximises: the spec's JS, or total variation (the preset
 # divergence_seeking's, acn_tf/config/presets.py).
 DIVERGENCES = ("js", "total_variation")
+KDCL_TARGETS = ("min_logit", "mean_logit")
 JIT_COMPILE = ("auto", "true", "false")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 # Distribution strategies (acn_tf/run/distribute.py); listed here, where run.py can
@@ -117,6 +119,8 @@ class DistillationConfig:
   # `independent` is DML with the distillation term off: it reads neither.
   temperature: float = positive(1.0, methods=_DISTILLING)
   kd_weight: float = non_negative(1.0, methods=_DISTILLING)
+  # KDCL's ensemble target: the paper's MinLogit, or the peers' mean logits.
+  kdcl_target: str = one_of("min_logit", KDCL_TARGETS, methods=("kdcl",))
   # The divergent-batch terms: ACN's, and dml_noise's on its noisy batch. The
   # spec's weight 1; an experiment may give ACN its own (registry.register's
   # method_settings).
@@ -157,6 +161,10 @@ class AdversarialConfig:
 
   # Phase A's networks are kept small next to the classifiers, whose cost they
   # add to every step (experiments/BENCHMARKS.md).
+  # False is the "no generator" ablation: x̃0 = x, the search alone makes the
+  # divergent batch; no generator or discriminator is built or trained, so their
+  # settings (and gan_weight) are unused.
+  use_generator: bool = True
   generator_filters: int = positive(16)
   generator_blocks: int = non_negative(2)
   noise_channels: int = non_negative(4)

@@ -53,7 +53,8 @@ class InferenceExamples(NamedTuple):
 
 @keras.saving.register_keras_serializable(package="acn_tf")
 class AdversarialCoDistillation(CoDistillation):
-  """n classifiers, a generator g and (unless gan_weight = 0) a discriminator d.
+  """n classifiers, a generator g and (unless gan_weight = 0) a discriminator d;
+  without g (the "no generator" ablation) x̃0 = x and there is no d either.
 
   One `train_step` = Phase A (generator update, discriminator update, search)
   then Phase B on the real batch and the divergent batch. The model carries its
@@ -66,7 +67,7 @@ class AdversarialCoDistillation(CoDistillation):
   As for `CoDistillation`, a loaded `.keras` file must be compiled again to train.
   """
 
-  def __init__(self, classifiers: Sequence[keras.Model], generator: keras.Model,
+  def __init__(self, classifiers: Sequence[keras.Model], generator: Optional[keras.Model],
                discriminator: Optional[keras.Model] = None, **kwargs):
     super().__init__(classifiers, **kwargs)
     self.generator = generator
@@ -97,6 +98,11 @@ class AdversarialCoDistillation(CoDistillation):
     if (self.discriminator is None) != (discriminator_optimizer is None):
       raise ValueError("Give a discriminator_optimizer exactly when the model has a "
                        "discriminator (gan_weight > 0).")
+    if (self.generator is None) != (generator_optimizer is None):
+      raise ValueError("Give a generator_optimizer exactly when the model has a "
+                       "generator (use_generator).")
+    if self.generator is None and self.discriminator is not None:
+      raise ValueError("A discriminator needs a generator to judge.")
     self.generator_optimizer = generator_optimizer
     self.discriminator_optimizer = discriminator_optimizer
     self.adversarial = adversarial
@@ -104,7 +110,8 @@ class AdversarialCoDistillation(CoDistillation):
 
   def get_config(self) -> dict:
     config = super().get_config()
-    config["generator"] = keras.saving.serialize_keras_object(self.generator)
+    config["generator"] = (keras.saving.serialize_keras_object(self.generator)
+                           if self.generator is not None else None)
     config["discriminator"] = (keras.saving.serialize_keras_object(self.discriminator)
                                if self.discriminator is not None else None)
     return config
@@ -127,7 +134,8 @@ class AdversarialCoDistillation(CoDistillation):
 
   def build_optimizers(self) -> None:
     super().build_optimizers()
-    self.generator_optimizer.build(self.generator.trainable_variables)
+    if self.generator is not None:
+      self.generator_optimizer.build(self.generator.trainable_variables)
     if self.discriminator is not None:
       self.discriminator_optimizer.build(self.discriminator.trainable_variables)
 
@@ -172,9 +180,12 @@ class AdversarialCoDistillation(CoDistillation):
 
   def adversarial_phase(self, images, labels) -> DivergentBatch:
     """Phase A: generator update(s), discriminator update(s), then the search
-    from the last generator update's x̃0. Returns x̃, with no gradient to it."""
+    from the last generator update's x̃0 (from x without a generator). Returns x̃,
+    with no gradient to it."""
     images = tf.cast(images, tf.float32)
-    for _ in range(self.adversarial.generator_updates):
+    if self.generator is None:
+      start = self.start_at_real(images)
+    for _ in range(self.adversarial.generator_updates if self.generator is not None else 0):
       start = self.generator_update(images, labels)
     if self.discriminator is not None:
       for _ in range(self.adversarial.discriminator_updates):
@@ -184,7 +195,10 @@ class AdversarialCoDistillation(CoDistillation):
   # -- Phase A --------------------------------------------------------------------
 
   def generate(self, images, training: bool = False, noise=None) -> tf.Tensor:
-    """x̃0 = WRC(x, g([x, noise])), with fresh Gaussian noise unless given."""
+    """x̃0 = WRC(x, g([x, noise])), with fresh Gaussian noise unless given;
+    x itself without a generator."""
+    if self.generator is None:
+      return images
     if noise is None:
       shape = tf.concat([tf.shape(images)[:-1], [self.adversarial.noise_channels]], 0)
       noise = tf.random.normal(shape)
@@ -257,6 +271,21 @@ class AdversarialCoDistillation(CoDistillation):
       fake_logits = self.discriminator(generated, training=False)
       others.append(settings.gan_weight * losses.generator_adversarial_loss(fake_logits))
     return GeneratorLossTerms(divergence, tf.add_n(others) if others else None, logits)
+
+  def start_at_real(self, images) -> GeneratorPass:
+    """Without a generator x̃0 = x: the classifiers' inference-mode logits there
+    and, when the search's first step ascends D, its gradient, in one pass."""
+    with tf.GradientTape() as tape:
+      tape.watch(images)
+      divergence, logits = group_divergence(self.phase_a_classifiers(), images,
+                                            self.adversarial)
+      total = tf.reduce_sum(divergence)
+    start_gradient = None
+    if self.adversarial.search.ras_steps > 0:
+      start_gradient = _finite_or_zero(tape.gradient(total, images))
+    logits = [tf.stop_gradient(z) for z in logits]
+    self.generated_divergence.update_state(tf.reduce_mean(losses.reported_divergence(logits)))
+    return GeneratorPass(images, logits, start_gradient)
 
   def generator_update(self, images, labels) -> GeneratorPass:
     """One step of g on the batch mean of L_g; only g's variables move. The same

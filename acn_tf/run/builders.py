@@ -81,10 +81,11 @@ def classifier_optimizer(optimization: OptimizationConfig,
       weight_decay=optimization.weight_decay or None)
 
 
-def phase_a_optimizers(config: ExperimentConfig, with_discriminator: bool) -> dict:
-  """The generator's and the discriminator's Adam, as `compile()` takes them;
-  under mixed_float16 each is wrapped in a LossScaleOptimizer, since float16
-  gradients underflow."""
+def phase_a_optimizers(config: ExperimentConfig, with_discriminator: bool,
+                       with_generator: bool = True) -> dict:
+  """The generator's and the discriminator's Adam, as `compile()` takes them (None
+  for a network the model does not have); under mixed_float16 each is wrapped in a
+  LossScaleOptimizer, since float16 gradients underflow."""
   adversarial = config.adversarial
 
   def adam(learning_rate):
@@ -93,7 +94,8 @@ def phase_a_optimizers(config: ExperimentConfig, with_discriminator: bool) -> di
       optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
-  return dict(generator_optimizer=adam(adversarial.generator_learning_rate),
+  return dict(generator_optimizer=(adam(adversarial.generator_learning_rate)
+                                   if with_generator else None),
               discriminator_optimizer=(adam(adversarial.discriminator_learning_rate)
                                        if with_discriminator else None))
 
@@ -113,10 +115,13 @@ def build_classifiers(config: ExperimentConfig, info: pipeline.DatasetInfo,
 
 def build_adversarial_model(config: ExperimentConfig, info: pipeline.DatasetInfo, classifiers):
   """The ACN model: a generator and (when gan_weight > 0) a discriminator for
-  `info`'s image shape around `classifiers`."""
+  `info`'s image shape around `classifiers`; neither for `use_generator=False`."""
   from acn_tf.method.adversarial import AdversarialCoDistillation  # Only method=acn needs it.
   adversarial = config.adversarial
   keras.utils.set_random_seed(phase_a_seed(config.seed))
+  if not adversarial.use_generator:
+    return AdversarialCoDistillation(classifiers, None, None,
+                                     name="adversarial_codistillation")
   generator = generators.build_generator(
       info.image_shape, adversarial.noise_channels, adversarial.generator_filters,
       adversarial.generator_blocks)
@@ -164,12 +169,18 @@ def assemble_model(config: ExperimentConfig, classifiers, info: pipeline.Dataset
     model.compile(optimizer=optimizer, distillation=config.phase_b(),
                   adversarial=config.adversarial, jit_compile=use_xla(config),
                   warmup_steps=config.adversarial.adv_warmup_epochs * steps,
-                  **phase_a_optimizers(config, model.discriminator is not None))
+                  **phase_a_optimizers(config, model.discriminator is not None,
+                                       with_generator=model.generator is not None))
   elif method_traits(config.method).divergent_batch:
     from acn_tf.method.noise import NoisyCoDistillation  # Only method=dml_noise needs it.
     model = NoisyCoDistillation(classifiers, name="noisy_codistillation")
     model.compile(optimizer=optimizer, distillation=config.phase_b(),
                   label_restrict=config.adversarial.search.ras_label_restrict,
+                  jit_compile=use_xla(config))
+  elif config.method == "kdcl":
+    from acn_tf.method.kdcl import EnsembleTargetDistillation  # Only method=kdcl needs it.
+    model = EnsembleTargetDistillation(classifiers, name="kdcl")
+    model.compile(optimizer=optimizer, distillation=config.phase_b(),
                   jit_compile=use_xla(config))
   else:
     model = CoDistillation(classifiers, name="codistillation")

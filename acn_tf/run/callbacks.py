@@ -51,9 +51,10 @@ class DivergentExamplesSummary(keras.callbacks.Callback):
     model = self.model
     # Recorded whatever batch-level condition TensorBoard left in force.
     with self.writer.as_default(step=epoch), tf.summary.record_if(True):
-      tf.summary.scalar("epoch_generator_learning_rate",
-                        float(keras.ops.convert_to_numpy(
-                            model.generator_optimizer.learning_rate)))
+      if model.generator_optimizer is not None:
+        tf.summary.scalar("epoch_generator_learning_rate",
+                          float(keras.ops.convert_to_numpy(
+                              model.generator_optimizer.learning_rate)))
       if model.discriminator_optimizer is not None:
         tf.summary.scalar("epoch_discriminator_learning_rate",
                           float(keras.ops.convert_to_numpy(

@@ -313,8 +313,10 @@ class TrainingGuard(keras.callbacks.Callback):
                               if name.startswith("c") and name.endswith("_loss")
                               and name[1:-len("_loss")].isdigit())]
     if getattr(self.model, "adversarial_phase_active", False):
-      losses.append("g_loss")
-      # Without a discriminator (gan_weight = 0) d_loss is never updated: NaN, by design.
+      # Without a generator (use_generator=False) or a discriminator (gan_weight = 0)
+      # its loss is never updated: NaN, by design.
+      if getattr(self.model, "generator", None) is not None:
+        losses.append("g_loss")
       if getattr(self.model, "discriminator", None) is not None:
         losses.append("d_loss")
     names = losses + ([f"val_{name}" for name in losses] if validation else [])

@@ -1,0 +1,201 @@
+"""Test top-1 against training compute: every method and length a point.
+
+  python experiments/frontier.py experiments/results/main experiments/results/frontier \
+      --step_costs=experiments/results/frontier/step_costs.json \
+      [--figure=experiments/figures/fashion_mnist_small_frontier.png]
+
+Each PATH is what summarize.py reads (folders of VARIANT-seedS runs). A run's
+compute is its training steps times its method's step time, in DML steps, from
+`--step_costs` (the JSON of `benchmark.py --json --experiment=EXPERIMENT`, measured
+alone): ACN's warm-up epochs count as DML steps. The unit is one DML run of the
+experiment's registered length, so a point's cost does not depend on what else
+shared the CPU while it trained. Prints the table (mean ± std over seeds, and
+paired differences with two-sided paired t-tests against DML of the same length and
+against the DML point nearest in compute) and draws the figure: ensemble and mean
+classifier top-1, mean ± std over seeds, against compute on a log scale.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import statistics
+import sys
+from typing import Dict, List, NamedTuple, Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import summarize  # noqa: E402
+
+# A variant's method family: its name without a length suffix; DML's 4x is a length.
+_LENGTH_SUFFIX = re.compile(r"_epochs_\d+x$")
+_ALIASES = {"dml_compute_matched": "dml", "acn_no_generator_compute_matched": "acn_no_generator"}
+
+LABELS = {
+    "independent": "independent",
+    "dml": "DML",
+    "dml_noise": "DML + noise",
+    "kdcl": "KDCL",
+    "acn": "ACN (registered)",
+    "acn_spec": "ACN, the spec's weight",
+    "acn_no_generator": "ACN without generator (search alone)",
+}
+
+# The benchmark's configuration whose step time each family's Phase A steps take
+# (ACN at the spec's weight does the same work per step as the registered one).
+_STEP_COST_KEYS = {"independent": "independent", "dml": "dml", "dml_noise": "dml_noise",
+                   "kdcl": "kdcl", "acn": "acn", "acn_spec": "acn", "acn_no_generator": "acn_no_generator"}
+
+
+class Point(NamedTuple):
+  family: str
+  epochs: int
+  runs: List[dict]  # results.json of each seed
+  costs: List[float]  # each run's compute, in DML runs of the registered length
+
+
+def family_of(variant: str) -> str:
+  family = _LENGTH_SUFFIX.sub("", variant)
+  return _ALIASES.get(variant, _ALIASES.get(family, family))
+
+
+def step_costs_in_dml_steps(benchmark: dict) -> Dict[str, float]:
+  """Each benchmarked configuration's step time in DML steps: DML's images/s over
+  its own (the same batch)."""
+  return {name: benchmark["dml"] / benchmark[name]
+          for name in set(_STEP_COST_KEYS.values()) if name in benchmark}
+
+
+def run_cost(results: dict, config: dict, step_costs: Dict[str, float], family: str,
+             unit_steps: int) -> Optional[float]:
+  """Training compute of one run in DML runs of `unit_steps` steps; None when the
+  family's step was not benchmarked."""
+  key = _STEP_COST_KEYS.get(family)
+  if key not in step_costs:
+    return None
+  steps, epochs = results["train_steps"], results["epochs"]
+  warmup = min(config.get("adv_warmup_epochs", 0), epochs) if config["method"] == "acn" else 0
+  warmup_steps = steps * warmup / epochs
+  return (warmup_steps + (steps - warmup_steps) * step_costs[key]) / unit_steps
+
+
+def collect_points(paths: Sequence[str], step_costs: Dict[str, float],
+                   unit_steps: int) -> List[Point]:
+  """Points of every family with a benchmarked step, by (family, epochs)."""
+  grouped: Dict[tuple, Point] = {}
+  for variant, model_dirs in summarize.finished_runs(paths).items():
+    family = family_of(variant)
+    if family not in LABELS:
+      continue
+    for model_dir in model_dirs:
+      with open(os.path.join(model_dir, "results.json")) as handle:
+        results = json.load(handle)
+      with open(os.path.join(model_dir, "config.json")) as handle:
+        config = json.load(handle)
+      cost = run_cost(results, config, step_costs, family, unit_steps)
+      if cost is None:
+        continue
+      key = (family, results["epochs"])
+      point = grouped.setdefault(key, Point(family, results["epochs"], [], []))
+      point.runs.append(results)
+      point.costs.append(cost)
+  return sorted(grouped.values(), key=lambda p: (list(LABELS).index(p.family), p.epochs))
+
+
+def _scores(point: Point) -> Dict[str, List[float]]:
+  return summarize._scores(point.runs)
+
+
+def _difference_cell(point: Point, baseline: Optional[Point], kind: str) -> str:
+  if baseline is None or baseline is point:
+    return ""
+  differences = summarize.paired_differences(point.runs, baseline.runs)[kind]
+  if not differences:
+    return ""
+  mean, p = summarize.paired_t_test(differences)
+  return (f"{100 * mean:+.2f} (p {summarize._p_value(p)}, {len(differences)} seeds) "
+          f"vs DML {baseline.epochs}")
+
+
+def nearest_dml(points: Sequence[Point], cost: float) -> Optional[Point]:
+  """The DML point whose mean compute is nearest `cost` (on a log scale)."""
+  dml = [p for p in points if p.family == "dml"]
+  if not dml:
+    return None
+  return min(dml, key=lambda p: abs(math.log(statistics.mean(p.costs) / cost)))
+
+
+HEADER = ["method", "epochs", "seeds", "compute (DML runs)", "ensemble top-1 (%)",
+          "mean classifier top-1 (%)", "ensemble − DML, same length",
+          "mean classifier − DML, same length", "ensemble − DML, nearest compute",
+          "mean classifier − DML, nearest compute"]
+
+
+def table_rows(points: Sequence[Point]) -> List[List[str]]:
+  rows = []
+  for point in points:
+    same_length = next((p for p in points if p.family == "dml" and p.epochs == point.epochs),
+                       None)
+    cost = statistics.mean(point.costs)
+    nearest = nearest_dml(points, cost)
+    scores = _scores(point)
+    rows.append([
+        LABELS[point.family], str(point.epochs), str(len(point.runs)), f"{cost:.2f}",
+        summarize._mean_std(scores["ensemble"]), summarize._mean_std(scores["mean classifier"]),
+        _difference_cell(point, same_length, "ensemble"),
+        _difference_cell(point, same_length, "mean classifier"),
+        _difference_cell(point, nearest, "ensemble"),
+        _difference_cell(point, nearest, "mean classifier")])
+  return rows
+
+
+def draw(points: Sequence[Point], path: str, title: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+  for axis, kind in zip(axes, ("ensemble", "mean classifier")):
+    for family in LABELS:
+      mine = [p for p in points if p.family == family]
+      if not mine:
+        continue
+      costs = [statistics.mean(p.costs) for p in mine]
+      means = [100 * statistics.mean(_scores(p)[kind]) for p in mine]
+      spreads = [100 * statistics.stdev(_scores(p)[kind]) if len(p.runs) > 1 else 0.0
+                 for p in mine]
+      axis.errorbar(costs, means, yerr=spreads, marker="o", capsize=3, label=LABELS[family])
+      for p, x, y in zip(mine, costs, means):
+        axis.annotate(f"{p.epochs}", (x, y), textcoords="offset points", xytext=(4, 4),
+                      fontsize=7)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("training compute (DML runs of the registered length)")
+    axis.set_title(f"{kind} top-1")
+    axis.grid(alpha=0.3)
+  axes[0].set_ylabel("test top-1 (%), mean ± std over seeds")
+  axes[0].legend(fontsize=8)
+  figure.suptitle(title + " (labels: epochs)")
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("paths", nargs="+")
+  parser.add_argument("--step_costs", required=True,
+                      help="JSON of benchmark.py --json --experiment=EXPERIMENT")
+  parser.add_argument("--unit_steps", type=int, default=600,
+                      help="training steps of one DML run of the registered length "
+                      "(fashion_mnist_small: 40 epochs of 15 steps)")
+  parser.add_argument("--figure", default=None)
+  parser.add_argument("--title", default="fashion_mnist_small")
+  arguments = parser.parse_args()
+  with open(arguments.step_costs) as handle:
+    step_costs = step_costs_in_dml_steps(json.load(handle))
+  points = collect_points(arguments.paths, step_costs, arguments.unit_steps)
+  print(summarize.format_markdown(table_rows(points), HEADER))
+  if arguments.figure:
+    draw(points, arguments.figure, arguments.title)
+
+
+if __name__ == "__main__":
+  main()

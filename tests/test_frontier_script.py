@@ -1,0 +1,70 @@
+"""experiments/frontier.py: a run's compute from its steps and the benchmarked step
+costs, checked by hand; the points and their paired differences."""
+
+import json
+import os
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+import frontier  # noqa: E402
+
+BENCHMARK = {"dml": 200.0, "independent": 250.0, "dml_noise": 100.0, "acn": 50.0,
+             "acn_no_generator": 80.0}
+
+
+def test_families_fold_lengths_into_one_method():
+  assert frontier.family_of("dml_epochs_16x") == "dml"
+  assert frontier.family_of("dml_compute_matched") == "dml"
+  assert frontier.family_of("acn_epochs_4x") == "acn"
+  assert frontier.family_of("acn_no_generator_epochs_4x") == "acn_no_generator"
+  assert frontier.family_of("acn_no_generator") == "acn_no_generator"
+
+
+def test_a_runs_compute_counts_the_warmup_as_dml_steps():
+  """ACN, 160 epochs of 15 steps, 5 warm-up epochs: 75 DML steps, then 2325 steps
+  at 4 DML steps each (200 / 50 images/s), in units of 600 DML steps."""
+  costs = frontier.step_costs_in_dml_steps(BENCHMARK)
+  assert costs["acn"] == 4.0 and costs["independent"] == 0.8
+  results = {"train_steps": 2400, "epochs": 160}
+  cost = frontier.run_cost(results, {"method": "acn", "adv_warmup_epochs": 5}, costs,
+                           "acn", 600)
+  assert cost == pytest.approx((75 + 2325 * 4.0) / 600)
+  dml = frontier.run_cost({"train_steps": 9600, "epochs": 640},
+                          {"method": "dml", "adv_warmup_epochs": 5}, costs, "dml", 600)
+  assert dml == pytest.approx(16.0)  # DML has no warm-up: every step is a DML step.
+  assert frontier.run_cost(results, {"method": "acn"}, {"dml": 1.0}, "acn", 600) is None
+
+
+def _write_run(root, variant, seed, epochs, method, top1s, steps_per_epoch=15):
+  run = root / f"{variant}-seed{seed}"
+  run.mkdir(parents=True)
+  results = {"seed": seed, "epochs": epochs, "train_steps": epochs * steps_per_epoch,
+             "classifiers": [{"top1": top1} for top1 in top1s],
+             "ensemble_top1": max(top1s)}
+  (run / "results.json").write_text(json.dumps(results))
+  (run / "config.json").write_text(json.dumps({"method": method, "adv_warmup_epochs": 5}))
+
+
+def test_points_pair_with_dml_of_the_same_length_and_the_nearest_compute(tmp_path):
+  for seed, shift in enumerate((0.0, 0.01, 0.03)):
+    _write_run(tmp_path, "dml", seed, 40, "dml", [0.80 + shift, 0.81 + shift])
+    _write_run(tmp_path, "dml_compute_matched", seed, 160, "dml",
+               [0.82 + shift, 0.83 + shift])
+    _write_run(tmp_path, "acn", seed, 40, "acn", [0.80 + shift + 0.002 * seed, 0.81 + shift])
+  points = frontier.collect_points([str(tmp_path)], frontier.step_costs_in_dml_steps(
+      BENCHMARK), 600)
+  assert [(p.family, p.epochs, len(p.runs)) for p in points] == [
+      ("dml", 40, 3), ("dml", 160, 3), ("acn", 40, 3)]
+  acn_cost = (75 + 525 * 4.0) / 600
+  assert points[2].costs == pytest.approx([acn_cost] * 3)
+  assert frontier.nearest_dml(points, acn_cost).epochs == 160  # 3.6 is nearer 4 than 1.
+  row = frontier.table_rows(points)[2]
+  # Ensemble = the better classifier: ACN − DML 40 per seed is 0, 0, 0 (the second
+  # classifier is unchanged); the mean classifier gains 0, 0.001, 0.002: +0.10 points.
+  assert row[6].startswith("+0.00") and row[6].endswith("vs DML 40")
+  assert row[7].startswith("+0.10") and "3 seeds" in row[7]
+  assert row[8].startswith("-2.00") and row[8].endswith("vs DML 160")
