@@ -48,6 +48,7 @@ from acn_tf.config import schema as config_lib, registry
 from acn_tf.data import pipeline
 from acn_tf.networks import backbones
 from acn_tf.run import builders
+from acn_tf.config.methods import min_classifiers
 from acn_tf.config.schema import ExperimentConfig
 from acn_tf.run.export import _common_image_shape
 # Re-exported: the SavedModels run.py writes, for the model build_model returns.
@@ -101,7 +102,7 @@ def build_model(classifiers: Sequence[keras.Model], config: ExperimentConfig,
   if not classifiers or not all(isinstance(c, keras.Model) for c in classifiers):
     raise errors.ConfigError("classifiers must be one or more keras.Model instances "
                              f"([0, 1] images in, logits out), got {classifiers!r}.")
-  if config.method != "independent" and len(classifiers) < 2:
+  if len(classifiers) < min_classifiers(config.method):
     raise errors.ConfigError(f"method={config.method} co-distils two classifiers or more; "
                              f"got {len(classifiers)}. Add one, or use method=independent.")
   if steps_per_epoch < 1:
@@ -124,13 +125,12 @@ def build_model(classifiers: Sequence[keras.Model], config: ExperimentConfig,
 
 
 def callbacks(config: ExperimentConfig) -> List[keras.callbacks.Callback]:
-  """What `fit` needs besides your own callbacks: a stop when the loss turns NaN,
-  and for ACN the switch from DML to ACN after `adv_warmup_epochs`."""
-  needed: List[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
-  if config.uses_adversarial_phase():
-    from acn_tf.method import adversarial
-    needed.append(adversarial.AdversarialWarmup(config.adversarial.adv_warmup_epochs))
-  return needed
+  """Callbacks worth adding to your own: a stop when the loss turns NaN. None is
+  needed to train the method: the ACN model runs its warm-up (DML for
+  `adv_warmup_epochs`) itself, counted in `steps_per_epoch` steps of its
+  classifiers' optimizer, as the learning-rate schedule is."""
+  del config  # Every method's callbacks are the same.
+  return [keras.callbacks.TerminateOnNaN()]
 
 
 def _image_shape(classifiers: Sequence[keras.Model]) -> Tuple[int, int, int]:

@@ -163,11 +163,9 @@ def pipeline_throughput(batch_size: int, batches: int) -> float:
 
 
 def configurations(base) -> dict:
-  """One classifier, DML and ACN (K = 0, 1, 3) with the defaults; the variants
-  that show what two speed-related defaults give (the label mask's own inference
-  pass, `ras_mask_source=search`; 32-filter Phase A networks); the search
-  along the generator loss (`ras_objective=generator_loss`); L_g without
-  its label term, where the search's start gradient costs no backward pass
+  """One classifier, DML and ACN (K = 0, 1, 3) with the defaults; the variant
+  that shows what a speed-related default gives (32-filter Phase A networks);
+  L_g without its label term, where the search's start gradient costs no backward pass
   of its own (`keep_label_weight=0`); and Phase A's passes through Keras'
   batch-norm layers as built (`fold_batch_norm=False`)."""
   pair = base.architectures * 2
@@ -178,15 +176,10 @@ def configurations(base) -> dict:
       "acn_k0": acn.replace(ras_steps=0),
       "acn_k1": acn.replace(ras_steps=1),
       "acn_k3": acn.replace(ras_steps=3),
-      "acn_k1_generator_loss": acn.replace(ras_steps=1, ras_objective="generator_loss"),
       "acn_k1_keep_label_0": acn.replace(ras_steps=1, keep_label_weight=0.0),
       "acn_k1_unfolded": acn.replace(ras_steps=1, fold_batch_norm=False),
-      "acn_k1_mask_search": acn.replace(ras_steps=1, ras_mask_source="search"),
       "acn_k1_filters32": acn.replace(ras_steps=1, generator_filters=32,
                                       discriminator_filters=32),
-      "acn_k1_mask_search_filters32": acn.replace(
-          ras_steps=1, ras_mask_source="search", generator_filters=32,
-          discriminator_filters=32),
   }
 
 

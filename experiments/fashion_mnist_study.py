@@ -16,15 +16,13 @@ import study
 
 # Sized for 2 CPU cores: a 10k-example subset of the training set, two small
 # CNNs, 6 epochs (the first 2 plain DML for ACN). The test split is the full 10k.
-# The label mask from the separate inference pass and the spec's Phase A (JS
-# divergence, generator rate 2e-4, every term of L_g weighted 1, search ball
-# 8/255), as the tables of RESULTS.md were run; a variant's own overrides come after.
+# The spec's Phase A (JS divergence, generator rate 2e-4, every term of L_g
+# weighted 1, search ball 8/255); a variant's own overrides come after.
 CPU_SETTINGS = (
     "architectures=small_cnn,small_cnn",
     "train_examples=10000",
     "epochs=6",
     "adv_warmup_epochs=2",
-    "ras_mask_source=search",
     "divergence=js",
     "divergence_weight=1",
     "keep_label_weight=1",
@@ -34,21 +32,12 @@ CPU_SETTINGS = (
 
 VARIANTS = {
     **study.METHODS_AND_ABLATIONS,
-    # Not an ablation: the label mask from the classifier update's forward pass
-    # (one classifier pass fewer per step; the default today).
-    "acn_mask_update": ("--method=acn", "--override=ras_mask_source=update"),
-    # Not an ablation: today's defaults with the search along the generator loss
-    # (its first step reuses the generator update's backward pass).
-    "acn_generator_loss": ("--method=acn", "--override=ras_mask_source=update",
-                           "--override=ras_objective=generator_loss"),
     # Not an ablation: the generator's label term 10x lighter, so that Div is not
     # outweighed by it (RESULTS.md, "What the search ascends").
-    "acn_keep_label_0.1": ("--method=acn", "--override=ras_mask_source=update",
-                           "--override=keep_label_weight=0.1"),
-    # Not ablations: bfloat16 (losses stay float32), today's defaults otherwise.
+    "acn_keep_label_0.1": ("--method=acn", "--override=keep_label_weight=0.1"),
+    # Not ablations: bfloat16 (losses stay float32), the defaults otherwise.
     "dml_bfloat16": ("--method=dml", "--override=mixed_precision=mixed_bfloat16"),
-    "acn_bfloat16": ("--method=acn", "--override=ras_mask_source=update",
-                     "--override=mixed_precision=mixed_bfloat16"),
+    "acn_bfloat16": ("--method=acn", "--override=mixed_precision=mixed_bfloat16"),
 }
 
 

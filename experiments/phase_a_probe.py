@@ -1,7 +1,7 @@
 """Phase A against frozen classifiers: can the generator make divergent examples?
 
   python experiments/phase_a_probe.py --model_dir=RUN --steps=300 \\
-      --variant=spec: --variant=l1:divergence=logit_l1 [--out=probe.json]
+      --variant=spec: --variant=tv:divergence=total_variation [--out=probe.json]
 
 RUN is a finished run (any method) trained with validation_fraction > 0. Its
 classifiers are loaded and never updated; for each variant (NAME:FIELD=VALUE,...
@@ -43,7 +43,7 @@ def gradient_norms(model, images, labels):
     tape.watch(images)
     logits = [c(images, training=False) for c in model.classifiers]
     terms = {"js": losses.reported_divergence(logits),
-             "logit_l1": losses.pairwise_logit_distance(logits),
+             "total_variation": losses.divergence(logits, "total_variation"),
              "label_ce": losses.ensemble_cross_entropy(logits, labels)}
     if model.discriminator is not None:
       terms["gan"] = losses.generator_adversarial_loss(

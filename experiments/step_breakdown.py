@@ -28,7 +28,8 @@ platform.prefer_onednn()  # Before TensorFlow loads, as run.py does.
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from acn_tf.method.search import SearchResult, divergence_gradient, group_divergence  # noqa: E402
+from acn_tf.method.codistillation import DivergentBatch  # noqa: E402
+from acn_tf.method.search import divergence_gradient, group_divergence  # noqa: E402
 # The same CIFAR-shaped set-up as the throughput benchmark (this script's folder
 # is on the import path when it runs).
 from benchmark import (IMAGE_SHAPE, NUM_CLASSES, cifar_shaped_config,  # noqa: E402
@@ -61,7 +62,7 @@ def parts(model, images, labels) -> dict:
       "classifier update, real batch only (= DML)": lambda: model.classifier_update(
           images, labels),
       "classifier update, real + divergent (Phase B)": lambda: model.classifier_update(
-          images, labels, SearchResult(images, None)),
+          images, labels, DivergentBatch(images)),
       "whole ACN step": lambda: model.train_step((images, labels)),
   }
 

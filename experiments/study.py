@@ -50,14 +50,9 @@ class EpochsTimes(NamedTuple):
 Flag = Union[str, EpochsTimes]
 
 # ACN's training time in DML's on fashion_mnist_small on this project's 2-core
-# machines: 166 ± 19 s against 43 ± 4 s of training over seeds 0 to 5 of
-# 2026-12-02 on the test split (RESULTS.md, "The main comparison at today's
-# recipe", item 5), 3.9, rounded to 4; in the eight-seed comparison run with it,
-# ACN at the spec's weight took 3.69 times DML's training time, the registered
-# ACN 3.74 (seeds 6-7) and this variant 3.83 (RESULTS.md, "Current results"). The
-# validation screen's 2.74 (170 s against 62 s), which set 3 before, counted the
-# validation passes in both runs' seconds, so DML's by far the more: it
-# understated ACN's cost.
+# machines, rounded to a whole number (measured without validation passes, which
+# count against DML the more; experiments/RESULTS.md gives the measurements).
+# summarize.py's last column measures it for a study's own machine.
 ACN_COST_IN_DML_STEPS = 4
 
 # ACN with Phase A tuned for divergence (the health target), the settings the
@@ -69,13 +64,12 @@ DIVERGENCE_SEEKING = ("--method=acn", "--preset=divergence_seeking")
 # adv_weight 0.5).
 SPEC_ACN = ("--method=acn", "--override=adv_weight=1")
 
-# The methods, the two rivals every ACN result is read against (RESULTS.md,
-# "Distance or direction?": its gain there was noise augmentation, at about 3 DML
-# steps a step) and ACN's ablations, as every study runs them. `acn` is the
-# experiment's registered ACN: on fashion_mnist_small the spec's Phase A at half
-# the divergent batch's weight, `acn_spec` the spec's weight. In RESULTS.md's
-# dated sections (its notebook) `acn` was `acn_spec`, and before 2026-12-02 the
-# divergence-seeking settings, `acn_divergence_seeking` now.
+# The methods, the two rivals every ACN result is read against (noise of the
+# divergent batch's size, and DML given ACN's compute) and ACN's ablations, as
+# every study runs them. `acn` is the experiment's registered ACN (with the
+# settings the experiment gives ACN alone), `acn_spec` the spec's weights. In
+# RESULTS.md's notebook these names stood for earlier settings; its sections say
+# which.
 METHODS_AND_ABLATIONS = {
     "independent": ("--method=independent",),
     "dml": ("--method=dml",),
@@ -83,8 +77,8 @@ METHODS_AND_ABLATIONS = {
     "dml_noise": ("--method=dml_noise",),
     # DML given the compute of ACN: as many times the epochs as an ACN step costs.
     "dml_compute_matched": ("--method=dml", EpochsTimes(ACN_COST_IN_DML_STEPS)),
-    # The screen's factor, which gave DML 79% of ACN's training time: the
-    # `dml_compute_matched` of the six-seed comparison in RESULTS.md.
+    # A smaller factor: the `dml_compute_matched` of an earlier comparison in
+    # RESULTS.md.
     "dml_epochs_3x": ("--method=dml", EpochsTimes(3)),
     "acn": ("--method=acn",),
     # KDCL (Guo et al., CVPR 2020): every peer distilled from one MinLogit target.
@@ -119,8 +113,8 @@ PREVIOUS_ACN = (*DIVERGENCE_SEEKING, "--override=wrc_alpha=0.1",
                 "--override=ras_epsilon=0.1", "--override=adv_kd_weight=1")
 
 # Not an ablation: the spec's Phase A (JS at Phase B's temperature, generator
-# rate 2e-4, equal term weights, search ball 8/255) inside today's ACN, with the
-# previous settings' WRC and agreement term.
+# rate 2e-4, equal term weights, search ball 8/255) with the previous settings'
+# WRC and agreement term.
 SPEC_PHASE_A = (*PREVIOUS_ACN, "--override=divergence=js",
                 "--override=divergence_temperature=4", "--override=divergence_weight=1",
                 "--override=keep_label_weight=1",
@@ -137,18 +131,6 @@ VARIANTS = {
     "acn_spec_phase_a": SPEC_PHASE_A,
     # The previous settings themselves: the budget 0.1 and agreement asked on x̃.
     "acn_previous": PREVIOUS_ACN,
-    # A control for the experiment's setting: Phase B gets x + s |x̃ - x| with a
-    # random sign s per pixel, the distances Phase A found without its direction.
-    "acn_random_signs": (*DIVERGENCE_SEEKING, "--override=divergent_signs=random"),
-    # Noise: every pixel moved by the budget (0.2 here) with a random sign; Phase A
-    # runs (for its health figures) but shapes nothing Phase B sees.
-    "acn_noise_budget": (*DIVERGENCE_SEEKING, "--override=divergent_signs=random",
-                         "--override=divergent_sizes=budget"),
-    # The same noise at 0.13, the mean distance |x̃0 - x| of acn_random_signs'
-    # generators on test images (the budget only sets the noise: Phase A's output
-    # reaches only the health figures).
-    "acn_noise_0.13": (*DIVERGENCE_SEEKING, "--override=divergent_signs=random",
-                       "--override=divergent_sizes=budget", "--override=ras_epsilon=0.13"),
     # Phase B options screened on the validation split (RESULTS.md, "What Phase B
     # does with x̃"): each lowers what the divergent batch asks of the classifiers.
     "acn_adv_ce_0": (*PREVIOUS_ACN, "--override=adv_ce_weight=0"),
@@ -158,10 +140,6 @@ VARIANTS = {
                       "--override=wrc_alpha=0.05"),
     # x̃ with its label only, no agreement asked on it (adv_kd_weight=0).
     "acn_adv_kd_0": (*PREVIOUS_ACN, "--override=adv_kd_weight=0"),
-    # Each classifier matches on x̃ its peers' predictions on x (adv_kd_target=real),
-    # with the default Phase A and with the spec's.
-    "acn_kd_at_real": (*PREVIOUS_ACN, "--override=adv_kd_target=real"),
-    "acn_spec_phase_a_kd_at_real": (*SPEC_PHASE_A, "--override=adv_kd_target=real"),
     # Phase A options for the health target (Div(x̃0) / Div(x) >= 3 at the end):
     # two generator updates per step, with and without the keep-the-label term.
     "acn_generator_updates_2": (*PREVIOUS_ACN, "--override=generator_updates=2"),
@@ -187,19 +165,17 @@ VARIANTS = {
         *DIVERGENCE_SEEKING, "--override=wrc_alpha=0.2", "--override=ras_epsilon=0.2",
         "--override=adv_kd_weight=0", "--override=keep_label_weight=0"),
     # The spec's Phase A with a stronger search inside its 8/255 ball: three steps
-    # of 2/255, or one of 4/255 (its generator does nothing; RESULTS.md, "Eight seeds").
+    # of 2/255, or one of 4/255.
     "acn_spec_phase_a_k3": (*SPEC_PHASE_A, "--override=ras_steps=3"),
     "acn_spec_phase_a_step_4": (*SPEC_PHASE_A, f"--override=ras_step_size={4 / 255}"),
-    # The spec's ACN asking less of the classifiers on x̃, whose classifiers
-    # stopped fitting their training set with today's recipe: half the divergent
-    # batch's weight (the screen's choice, fashion_mnist_small's `acn` since),
-    # half the search ball (and step), or Phase A from epoch 20 of 40 (RESULTS.md,
-    # "ACN's Phase A at today's recipe").
+    # The spec's ACN asking less of the classifiers on x̃: half the divergent
+    # batch's weight (the setting fashion_mnist_small gives ACN), half the search
+    # ball (and step), or Phase A from epoch 20 of 40.
     "acn_adv_weight_half": (*SPEC_ACN, "--override=adv_weight=0.5"),
     "acn_ball_4": (*SPEC_ACN, f"--override=ras_epsilon={4 / 255}",
                    f"--override=ras_step_size={1 / 255}"),
     "acn_phase_a_from_epoch_20": (*SPEC_ACN, "--override=adv_warmup_epochs=20"),
-    # The validation screen of dml_noise's noise size (RESULTS.md, "The main comparison").
+    # The validation screen of dml_noise's noise size.
     **{f"dml_noise_{size}": ("--method=dml_noise", f"--override=input_noise={size}")
        for size in ("0.05", "0.1", "0.15", "0.2")},
 }

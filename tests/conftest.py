@@ -39,11 +39,10 @@ RUN_PY = os.path.join(ROOT, "run.py")
 
 def spec_phase_a(**settings) -> AdversarialConfig:
   """Phase A's settings as the spec gives them (JS at temperature 1, equal L_g
-  weights, the search ball 8/255, the label mask from a separate inference
-  pass), with `settings` (by their config names) on top. Tests written against
+  weights, the search ball 8/255), with `settings` (by their config names) on top. Tests written against
   the spec's equations keep them whatever the library's defaults become."""
   spec = dict(divergence="js", divergence_temperature=1.0, keep_label_weight=1.0,
-              divergence_weight=1.0, ras_epsilon=8.0 / 255.0, ras_mask_source="search")
+              divergence_weight=1.0, ras_epsilon=8.0 / 255.0)
   return ExperimentConfig.from_fields(**{**spec, **settings}).adversarial
 
 

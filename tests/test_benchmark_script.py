@@ -15,7 +15,7 @@ def benchmark_run(directory):
   return {"json": Command([
       sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), "--json",
       "--architecture=small_cnn", "--batch_size=8", "--steps=1", "--repeats=3",
-      "--configurations=single,dml,acn_k1_mask_search", "--override=generator_filters=4",
+      "--configurations=single,dml,acn_k1_filters32", "--override=generator_filters=4",
       "--override=discriminator_filters=4",
       f"--profile_dir={os.path.join(directory, 'profile')}"])}
 
@@ -24,13 +24,13 @@ def test_benchmark_script_reports_medians_and_ratios(benchmark_run):
   completed = benchmark_run["json"]
   completed.succeeded()
   results = json.loads(completed.stdout)
-  for name in ("single", "dml", "acn_k1_mask_search"):
+  for name in ("single", "dml", "acn_k1_filters32"):
     rounds = results["rounds"][name]
     assert len(rounds) == 3 and min(rounds) > 0
     assert results[name] == sorted(rounds)[1]  # The median of three.
   assert results["step_time_dml_over_single"] == results["single"] / results["dml"]
-  assert (results["step_time_acn_k1_mask_search_over_dml"]
-          == results["dml"] / results["acn_k1_mask_search"])
+  assert (results["step_time_acn_k1_filters32_over_dml"]
+          == results["dml"] / results["acn_k1_filters32"])
   assert "step_time_acn_k1_over_dml" not in results  # acn_k1 was not run.
   assert results["input_pipeline"] > 0
   assert results["overrides"] == ["generator_filters=4", "discriminator_filters=4"]
@@ -40,7 +40,7 @@ def test_benchmark_script_profiles_each_configuration(benchmark_run):
   """Self-times per op type, read from each configuration's trace, largest first,
   that include the convolutions every configuration runs."""
   results = json.loads(benchmark_run["json"].stdout)
-  for name in ("single", "dml", "acn_k1_mask_search"):
+  for name in ("single", "dml", "acn_k1_filters32"):
     self_times = results["op_self_time_ms"][name]
     assert list(self_times.values()) == sorted(self_times.values(), reverse=True)
     assert min(self_times.values()) >= 0

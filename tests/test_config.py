@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from acn_tf.config import command_line, presets, registry, schema as config_lib
+from acn_tf.config import command_line, presets, registry, saved_runs, schema as config_lib
 from acn_tf.run import builders
 from acn_tf.config.schema import ConfigError, ExperimentConfig
 from acn_tf.data.pipeline import DatasetInfo
@@ -83,7 +83,7 @@ def test_an_unknown_key_names_the_nearest_valid_ones_then_all(tmp_path, typo, me
     assert set(listed) >= set(config_lib.FIELDS) - {"name"}  # The full list stays.
   values = dict(config.to_dict(), **{typo: 1})
   with pytest.raises(ConfigError) as raised:  # A run's config.json.
-    config_lib.config_from_dict(values)
+    saved_runs.config_from_dict(values)
   assert str(raised.value) == f"unknown config fields {typo!r}" + (
       f"; did you mean {suggested}?" if meant else "")
 
@@ -94,14 +94,14 @@ def test_to_dict_is_flat_and_round_trips_through_json():
   values = json.loads(json.dumps(config.to_dict()))
   assert set(values) == set(config_lib.FIELDS)
   assert values["ras_steps"] == 2 and values["architectures"] == ["resnet8", "resnet8"]
-  assert config_lib.config_from_dict(values) == config
+  assert saved_runs.config_from_dict(values) == config
 
 
 def test_a_saved_config_without_newer_settings_loads_with_their_defaults():
   values = registry.get_experiment("digits").to_dict()
   for newer in ("image_size", "channels", "test_folder"):
     del values[newer]
-  assert config_lib.config_from_dict(values) == registry.get_experiment("digits")
+  assert saved_runs.config_from_dict(values) == registry.get_experiment("digits")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -111,8 +111,7 @@ def test_a_saved_config_without_newer_settings_loads_with_their_defaults():
     (dict(momentum=1.5), r"momentum must be in \[0, 1\], got 1.5."),
     (dict(wrc_alpha=2.0), "wrc_alpha must be in .* pixel units"),
     (dict(channels=2), "channels=2 is not one of 1, 3, 0. 1 is grayscale"),
-    (dict(divergence="kl"), "divergence='kl' is not one of js, sym_kl"),
-    (dict(ras_mask_source="both"), "ras_mask_source='both' is not one of search, update"),
+    (dict(divergence="kl"), "divergence='kl' is not one of js, total_variation"),
     (dict(adversarial_beta_1=1.0), r"adversarial_beta_1 must be in \[0, 1\)"),
     (dict(generator_updates=0), "generator_updates must be > 0"),
 ])
@@ -154,11 +153,11 @@ def test_settings_a_method_does_not_read_change_nothing_in_its_step(method):
   step does: every such setting changed at once gives the same weights."""
   base = registry.get_experiment("digits").replace(method=method)
   unused = config_lib.fields_unused_by(method)
-  assert {"wrc_alpha", "ras_steps", "ras_epsilon", "divergent_signs"} <= unused
+  assert {"wrc_alpha", "ras_steps", "ras_epsilon", "divergence"} <= unused
   assert ("kd_weight" in unused) == (method == "independent")
   # dml_noise reads the divergent-batch terms, their label mask and its noise.
-  noise_settings = {"adv_weight", "adv_kd_weight", "adv_ce_weight", "adv_normalization",
-                    "adv_kd_target", "ras_label_restrict", "input_noise"}
+  noise_settings = {"adv_weight", "adv_kd_weight", "adv_ce_weight", "ras_label_restrict",
+                    "input_noise"}
   assert unused & noise_settings == (set() if method == "dml_noise" else noise_settings)
   changed = base.replace(**{name: _another_value(name, base.get(name))
                             for name in unused}).validate()
@@ -244,3 +243,23 @@ def test_a_method_setting_of_a_method_that_cannot_read_it_is_refused(settings, m
   with pytest.raises(KeyError, match=message):
     registry.register("never_registered", method_settings=settings)
   assert "never_registered" not in registry.experiment_names()
+
+
+def test_every_method_has_its_traits_and_they_say_what_it_reads():
+  """acn_tf/config/methods.py is the one table of what a method trains: every
+  method has an entry, and the settings each reads follow from it."""
+  from acn_tf.config import methods
+  assert set(methods.METHOD_TRAITS) == set(config_lib.METHODS)
+  for method, traits in methods.METHOD_TRAITS.items():
+    unused = config_lib.fields_unused_by(method)
+    assert ("kd_weight" not in unused) == traits.distills, method
+    assert ("adv_weight" not in unused) == traits.divergent_batch, method
+    assert ("wrc_alpha" not in unused) == traits.adversarial_phase, method
+    config = registry.get_experiment("digits").replace(method=method)
+    assert config.uses_adversarial_phase() == traits.adversarial_phase
+    assert (config.phase_b().kd_weight > 0) == traits.distills
+    if traits.distills:
+      with pytest.raises(ConfigError, match=f"method={method} needs at least 2 classifiers"):
+        config.replace(architectures=("small_cnn",)).validate()
+  with pytest.raises(KeyError, match="METHOD_TRAITS"):
+    methods.method_traits("no_such_method")

@@ -1104,6 +1104,7 @@ def test_guard_watches_d_loss_only_when_there_is_a_discriminator(tmp_path, has_d
   config = command_line.resolve_config("digits", method="acn")
   model = keras.Model()
   model.adversarial_phase_active = True
+  model.generator = keras.layers.Dense(1)
   model.discriminator = keras.layers.Dense(1) if has_discriminator else None
   training_guard = guard.TrainingGuard(config, safety.SafeBackupAndRestore(str(tmp_path)), steps=2)
   training_guard.set_model(model)
@@ -1115,6 +1116,20 @@ def test_guard_watches_d_loss_only_when_there_is_a_discriminator(tmp_path, has_d
     training_guard.check_logs(logs)
     with pytest.raises(errors.TrainingDivergedError, match="g_loss is nan"):
       training_guard.check_logs({**logs, "g_loss": float("nan")})
+
+
+def test_guard_leaves_g_loss_alone_without_a_generator(tmp_path):
+  """use_generator=false (the no-generator ablation) leaves g_loss NaN by design."""
+  config = command_line.resolve_config("digits", method="acn")
+  model = keras.Model()
+  model.adversarial_phase_active = True
+  model.generator = model.discriminator = None
+  training_guard = guard.TrainingGuard(config, safety.SafeBackupAndRestore(str(tmp_path)), steps=2)
+  training_guard.set_model(model)
+  training_guard.check_logs({"loss": 1.0, "c0_loss": 0.5, "g_loss": float("nan"),
+                             "d_loss": float("nan")})
+  with pytest.raises(errors.TrainingDivergedError, match="c0_loss is nan"):
+    training_guard.check_logs({"loss": 1.0, "c0_loss": float("nan")})
 
 
 class _SignalAt(keras.callbacks.Callback):

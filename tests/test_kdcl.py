@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf.config import command_line, schema as config_lib
+from acn_tf.config import command_line, saved_runs, schema as config_lib
 from acn_tf.config.schema import DistillationConfig
 from acn_tf.data.pipeline import DatasetInfo
 from acn_tf.method import kdcl
@@ -329,9 +329,9 @@ def test_a_config_written_before_kdcl_compares_equal_to_todays():
   saved = {key: value for key, value in config.to_dict().items() if key != "kdcl_target"}
   saved = {key: list(value) if isinstance(value, tuple) else value
            for key, value in saved.items()}
-  assert config_lib.config_differences(saved, config) == []
-  assert config_lib.config_from_dict(saved) == config
-  assert config_lib.differing_fields(saved, config.replace(kdcl_target="mean_logit")) == [
+  assert saved_runs.config_differences(saved, config) == []
+  assert saved_runs.config_from_dict(saved) == config
+  assert saved_runs.differing_fields(saved, config.replace(kdcl_target="mean_logit")) == [
       "kdcl_target"]
 
 

@@ -425,7 +425,7 @@ def test_shapes_the_classifiers_cannot_take_are_config_errors():
 
 def test_acn_trains_on_96x96_rgb_images():
   config = registry.get_experiment("digits").replace(method="acn", batch_size=4,
-                                                       epochs=1)
+                                                       epochs=1, adv_warmup_epochs=0)
   info = pipeline.DatasetInfo("x", 3, (96, 96, 3), 4, 0, 4, "test")
   model = builders.build_model(config, info, [0.5] * 3, [0.1] * 3, steps=1)
   assert model.generator.output_shape == (None, 96, 96, 3)

@@ -282,8 +282,8 @@ def test_config_overrides_are_typed():
   with pytest.raises(config_lib.ConfigError, match="expected bool"):
     command_line.resolve_config("digits", overrides=["nesterov=maybe"])
   with pytest.raises(config_lib.ConfigError,
-                     match="ras_mask_source='phase_b' is not one of search, update"):
-    command_line.resolve_config("digits", overrides=["ras_mask_source=phase_b"])
+                     match="divergence='kl' is not one of js, total_variation"):
+    command_line.resolve_config("digits", overrides=["divergence=kl"])
 
 
 def test_config_file_is_applied_before_overrides(tmp_path):

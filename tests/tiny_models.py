@@ -107,19 +107,17 @@ class PixelSignNoise(NoisyCoDistillation):
 
 
 def exact_dml_noise(strategy):
-  """Masked and averaged over the kept examples: the global kept count (an all-reduce)."""
+  """Masked, and noisy copies that every replica makes as one replica would."""
   with strategy.scope():
     model = PixelSignNoise([_exact_classifier(1, "c0"), _exact_classifier(2, "c1")])
     model.compile(optimizers.PyTorchSGD(0.1, momentum=0.9, weight_decay=1e-3),
-                  distillation=DistillationConfig(temperature=2.0, adv_normalization="kept",
-                                                  input_noise=0.1))
+                  distillation=DistillationConfig(temperature=2.0, input_noise=0.1))
     model(tf.zeros((1, *IMAGE_SHAPE)))
     model.build_optimizers()
   return model
 
 
-def exact_acn(strategy, adv_normalization="batch", mask_source="search",
-              objective="divergence"):
+def exact_acn(strategy):
   with strategy.scope():
     keras.utils.set_random_seed(3)
     discriminator = discriminators.build_discriminator(IMAGE_SHAPE, filters=4)
@@ -130,28 +128,13 @@ def exact_acn(strategy, adv_normalization="batch", mask_source="search",
         optimizers.PyTorchSGD(0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
         generator_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5),
         discriminator_optimizer=keras.optimizers.Adam(1e-2, beta_1=0.5),
-        distillation=DistillationConfig(adv_normalization=adv_normalization),
+        distillation=DistillationConfig(),
         adversarial=spec_phase_a(
             wrc_alpha=0.1, noise_channels=0, ras_steps=2, ras_step_size=0.01,
-            ras_epsilon=0.03, ras_mask_source=mask_source, ras_objective=objective))
+            ras_epsilon=0.03))
     model(tf.zeros((1, *IMAGE_SHAPE)))
     model.build_optimizers()
   return model
-
-
-def exact_acn_kept_mean(strategy):
-  """The masked mean over kept examples needs the global kept count (an all-reduce)."""
-  return exact_acn(strategy, adv_normalization="kept")
-
-
-def exact_acn_mask_from_update(strategy):
-  """The label mask made inside the classifier update, on each replica's batch."""
-  return exact_acn(strategy, mask_source="update")
-
-
-def exact_acn_search_along_generator_loss(strategy):
-  """The search's first step from the replica-scaled generator loss's gradient."""
-  return exact_acn(strategy, objective="generator_loss")
 
 
 def exact_batches(steps=2):

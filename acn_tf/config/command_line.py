@@ -1,19 +1,18 @@
 """From the command line to a config: overrides, config files, the registry.
 
-`resolve_config` is what `run.py` (and a test of it) calls: the named
-experiment (with its settings for the method the run ends with), then a JSON
-config file, then a preset (acn_tf/config/presets.py), then --method, then
-`field=value` overrides, each checked against the schema of
-acn_tf/config/schema.py.
-`resolve_for_run` is the same for a command about a trained run (--mode=eval,
-export), whose own config is the base when the command names none, and
-`field_origin` says which flag gave a field its value, for the messages that
-name the flag at fault.
+The order of precedence is written once, in `layers`: over a base (the named
+experiment, with its settings for the method the run ends with, or a trained
+run's own config), a JSON config file, then a preset (acn_tf/config/presets.py),
+then --method, then `field=value` overrides, each checked against the schema of
+acn_tf/config/schema.py. `resolve_config` (what `run.py` calls) and
+`resolve_for_run` (a command about a trained run, --mode=eval or export) apply
+the layers; `final_method` and `field_origin` read them from the top, for the
+experiment's method settings and for the messages that name the flag at fault.
 """
 
 import json
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 from acn_tf.config.presets import get_preset
 from acn_tf.config.registry import experiment_names, get_experiment
@@ -87,6 +86,44 @@ def load_config_file(path: str) -> Dict[str, Any]:
   return values
 
 
+class Layer(NamedTuple):
+  """Values of some fields and the flag that gave them, as the user typed it
+  (None for the overrides, whose flag is each field's own)."""
+  flag: Optional[str]
+  values: Mapping[str, Any]
+
+
+def layers(config_file: Optional[str], file_values: Mapping[str, Any], preset: Optional[str],
+           method: Optional[str], overrides: Mapping[str, Any]) -> List[Layer]:
+  """What a command sets over its base, lowest precedence first: the config
+  file's fields, the preset's, --method, the overrides."""
+  return [Layer(f"--config_file={config_file}", file_values),
+          Layer(f"--preset={preset}", get_preset(preset) if preset else {}),
+          Layer(f"--method={method}", {"method": method} if method else {}),
+          Layer(None, overrides)]
+
+
+def final_method(command: Sequence[Layer]) -> Optional[str]:
+  """The method the layers end with (None: the base's own)."""
+  for layer in reversed(command):
+    if layer.values.get("method"):
+      return str(layer.values["method"])
+  return None
+
+
+def apply_layers(config: ExperimentConfig, command: Sequence[Layer]) -> ExperimentConfig:
+  """`config` with each layer applied in turn, validated; a config file's error
+  names the file."""
+  for layer in command:
+    try:
+      config = apply_overrides(config, layer.values)
+    except ConfigError as error:
+      if layer.flag is None or not layer.flag.startswith("--config_file="):
+        raise
+      raise ConfigError(f"{layer.flag}: {error}") from None
+  return config.validate()
+
+
 def resolve_config(experiment: Optional[str],
                    method: Optional[str] = None,
                    config_file: Optional[str] = None,
@@ -113,11 +150,11 @@ def resolve_config(experiment: Optional[str],
     raise ConfigError(f"--config_file={config_file}: name must be a non-empty string, got "
                       f"{name!r}.")
   parsed_overrides = parse_override_strings(overrides)
+  command = layers(config_file, file_values, preset, method, parsed_overrides)
   if experiment:
     # The experiment's settings for one method (registry.register) depend on the
     # method the run ends with, whichever flag names it.
-    config = get_experiment(experiment, _final_method(method, file_values, parsed_overrides,
-                                                      preset))
+    config = get_experiment(experiment, final_method(command))
   else:
     if "dataset" not in file_values and "dataset" not in parsed_overrides:
       raise ConfigError(
@@ -130,29 +167,7 @@ def resolve_config(experiment: Optional[str],
         name=stem, dataset=dataset if isinstance(dataset, str) else "")
   if name is not None:
     config = config.replace(name=name.strip())
-  if file_values:
-    try:
-      config = apply_overrides(config, file_values)
-    except ConfigError as error:
-      raise ConfigError(f"--config_file={config_file}: {error}") from None
-  if preset:
-    config = apply_overrides(config, get_preset(preset))
-  if method:
-    config = apply_overrides(config, {"method": method})
-  config = apply_overrides(config, parsed_overrides)
-  return config.validate()
-
-
-
-def _final_method(method: Optional[str], file_values: Mapping[str, Any],
-                  overrides: Mapping[str, str], preset: Optional[str]) -> Optional[str]:
-  """The method resolve_config ends with, by its order of precedence (None: the
-  experiment's own)."""
-  for source in (overrides, {"method": method} if method else {},
-                 get_preset(preset) if preset else {}, file_values):
-    if source.get("method"):
-      return str(source["method"])
-  return None
+  return apply_layers(config, command)
 
 
 def resolve_for_run(run: ExperimentConfig,
@@ -171,12 +186,7 @@ def resolve_for_run(run: ExperimentConfig,
   """
   if experiment or config_file:
     return resolve_config(experiment, method, config_file, overrides, preset)
-  config = run
-  if preset:
-    config = apply_overrides(config, get_preset(preset))
-  if method:
-    config = apply_overrides(config, {"method": method})
-  return apply_overrides(config, parse_override_strings(overrides)).validate()
+  return apply_layers(run, layers(None, {}, preset, method, parse_override_strings(overrides)))
 
 
 def field_origin(field: str, *, experiment: Optional[str], method: Optional[str],
@@ -185,21 +195,17 @@ def field_origin(field: str, *, experiment: Optional[str], method: Optional[str]
   """The flag that gave `field` its value in resolve_config, as the user typed it.
 
   `set_by` maps the fields the overrides set to their flags (--override=KEY=VALUE,
-  or a shorthand such as --mixed_precision=...), which are applied last. Then
-  --method, then the preset's fields, then the config file's own fields (and the name a file without
-  --experiment takes from its file name), then the experiment's value; a field
-  that none of them sets keeps the default of a --config_file without
-  --experiment.
+  or a shorthand such as --mixed_precision=...). The top layer that sets the
+  field gave it (`layers`); below them the base: a config file without
+  --experiment gives its name (from its file name) and the defaults, else the
+  experiment.
   """
-  if field in set_by:
-    return set_by[field]
-  if field == "method" and method:
-    return f"--method={method}"
-  if preset and field in get_preset(preset):
-    return f"--preset={preset}"
-  if config_file and (field in load_config_file(config_file)
-                      or (field == "name" and not experiment)):
-    return f"--config_file={config_file}"
+  file_values = dict(load_config_file(config_file)) if config_file else {}
+  if config_file and not experiment:
+    file_values.setdefault("name", None)
+  for layer in reversed(layers(config_file, file_values, preset, method, set_by)):
+    if field in layer.values:
+      return layer.flag or set_by[field]
   if experiment:
     return f"--experiment={experiment}"
   return f"--config_file={config_file}"

@@ -2,7 +2,6 @@
 before the co-distillation update of `CoDistillation` (docs/METHOD.md).
 """
 
-import dataclasses
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import keras
@@ -12,18 +11,16 @@ from acn_tf.method import losses
 from acn_tf.networks import generators
 from acn_tf.config.schema import AdversarialConfig, DistillationConfig
 from acn_tf.networks.folding import InferenceNetworks
-from acn_tf.method.codistillation import CoDistillation
-from acn_tf.method.noise import moved_by, random_signs
-from acn_tf.method.search import (Objective, SearchResult, divergence_objective,
-                                  group_divergence, inference_logits, label_mask,
+from acn_tf.method.codistillation import CoDistillation, DivergentBatch
+from acn_tf.method.search import (group_divergence, inference_logits,
                                   restricted_adversarial_search)
 
 
 class GeneratorPass(NamedTuple):
   """What one generator update computed at x̃0, with the generator's weights
   before the update and the classifiers frozen: x̃0, the classifiers'
-  inference-mode logits there, and a positive multiple of the gradient of the
-  search objective at x̃0 (None when K = 0): the search uses only its sign."""
+  inference-mode logits there, and a positive multiple of the gradient of D at
+  x̃0 (None when K = 0): the search uses only its sign."""
   images: tf.Tensor
   logits: List[tf.Tensor]
   start_gradient: Optional[tf.Tensor]
@@ -60,8 +57,13 @@ class AdversarialCoDistillation(CoDistillation):
   without g (the "no generator" ablation) x̃0 = x and there is no d either.
 
   One `train_step` = Phase A (generator update, discriminator update, search)
-  then Phase B on the real batch and the divergent batch. Before
-  `adv_warmup_epochs` (see `AdversarialWarmup`) the step is plain DML.
+  then Phase B on the real batch and the divergent batch. The model carries its
+  warm-up as an optimizer carries its learning-rate schedule: for the first
+  `warmup_steps` steps of the classifiers' optimizer (compile; builders give it
+  adv_warmup_epochs x steps per epoch) the step is plain DML, since divergence
+  between untrained classifiers is noise. A plain `fit` does both phases, and a
+  run restored from a checkpoint continues in the phase its optimizer's step
+  count is in (`make_train_function`).
   As for `CoDistillation`, a loaded `.keras` file must be compiled again to train.
   """
 
@@ -72,6 +74,8 @@ class AdversarialCoDistillation(CoDistillation):
     self.discriminator = discriminator
     self.adversarial = AdversarialConfig()
     self._inference_networks = InferenceNetworks(self.classifiers)
+    self.warmup_steps = 0
+    # The phase of the step being traced or run (True: Phase A, then Phase B).
     self.adversarial_phase_active = True
     self.generator_loss_tracker = keras.metrics.Mean(name="g_loss")
     self.discriminator_loss_tracker = keras.metrics.Mean(name="d_loss")
@@ -83,8 +87,12 @@ class AdversarialCoDistillation(CoDistillation):
 
   def compile(self, optimizer, generator_optimizer, discriminator_optimizer=None,
               distillation: DistillationConfig = DistillationConfig(),
-              adversarial: AdversarialConfig = AdversarialConfig(), **kwargs):
-    """Three optimizers, one per player; each touches only its own variables."""
+              adversarial: AdversarialConfig = AdversarialConfig(),
+              warmup_steps: int = 0, **kwargs):
+    """Three optimizers, one per player; each touches only its own variables.
+    The first `warmup_steps` steps of `optimizer` are plain DML."""
+    if warmup_steps < 0:
+      raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
     super().compile(optimizer, distillation=distillation,
                     label_restrict=adversarial.search.ras_label_restrict, **kwargs)
     if (self.discriminator is None) != (discriminator_optimizer is None):
@@ -98,6 +106,7 @@ class AdversarialCoDistillation(CoDistillation):
     self.generator_optimizer = generator_optimizer
     self.discriminator_optimizer = discriminator_optimizer
     self.adversarial = adversarial
+    self.warmup_steps = int(warmup_steps)
 
   def get_config(self) -> dict:
     config = super().get_config()
@@ -130,8 +139,37 @@ class AdversarialCoDistillation(CoDistillation):
     if self.discriminator is not None:
       self.discriminator_optimizer.build(self.discriminator.trainable_variables)
 
+  def make_train_function(self, force: bool = False):
+    """One train function per phase, chosen at every call by the step count of
+    the classifiers' optimizer (saved with it in every checkpoint, so a resumed
+    run continues in its phase, mid-epoch too). Each phase's function is traced
+    once, with `adversarial_phase_active` fixed for its trace: the graphs are
+    those of a model that only ever runs that phase. With steps_per_execution
+    k > 1 a call of k steps runs in the phase of its first step."""
+    if self.train_function is not None and not force:
+      return self.train_function
+    phase_functions = {}
+
+    def train_function(iterator):
+      active = self.in_adversarial_phase()
+      if active not in phase_functions:
+        super(AdversarialCoDistillation, self).make_train_function(force=True)
+        phase_functions[active] = self.train_function
+        self.train_function = train_function
+      self.adversarial_phase_active = active  # Read when the call traces.
+      return phase_functions[active](iterator)
+
+    self.train_function = train_function
+    return train_function
+
+  def in_adversarial_phase(self) -> bool:
+    """Whether the next step is past the warm-up (a read of the step count)."""
+    return (self.warmup_steps == 0 or
+            int(self.optimizer.iterations.numpy()) >= self.warmup_steps)
+
   def train_step(self, data):
-    """Phase A (generator, discriminator, search), then Phase B on x and x̃."""
+    """Phase A (generator, discriminator, search), then Phase B on x and x̃;
+    plain DML in the warm-up."""
     images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
     if not self.adversarial_phase_active:  # Warm-up: plain DML.
       self.classifier_update(images, labels)
@@ -140,11 +178,10 @@ class AdversarialCoDistillation(CoDistillation):
     self.classifier_update(images, labels, divergent)
     return self.metric_results()
 
-  def adversarial_phase(self, images, labels) -> SearchResult:
+  def adversarial_phase(self, images, labels) -> DivergentBatch:
     """Phase A: generator update(s), discriminator update(s), then the search
     from the last generator update's x̃0 (from x without a generator). Returns x̃,
-    with no gradient to it (or, under the controls `divergent_signs` and
-    `divergent_sizes`, x̃ remade)."""
+    with no gradient to it."""
     images = tf.cast(images, tf.float32)
     if self.generator is None:
       start = self.start_at_real(images)
@@ -153,33 +190,7 @@ class AdversarialCoDistillation(CoDistillation):
     if self.discriminator is not None:
       for _ in range(self.adversarial.discriminator_updates):
         self.discriminator_update(images, start.images)
-    divergent = self.search(images, labels, start)
-    if (self.adversarial.divergent_signs, self.adversarial.divergent_sizes) == ("found",) * 2:
-      return divergent
-    return self.controlled_examples(images, divergent)
-
-  def controlled_examples(self, images, divergent: SearchResult) -> SearchResult:
-    """The controls: x + s d per pixel, with s Phase A's sign or a random one
-    (`divergent_signs`) and d Phase A's distance |x̃ - x| or the budget
-    `ras_epsilon` (`divergent_sizes`), clipped to [0, 1]. The search's logits
-    were at x̃, so they go: the mask's inference pass is made again at the new
-    images for `ras_mask_source="search"`; for "update" Phase B's own forward
-    makes it, as always."""
-    settings = self.adversarial
-    moved = divergent.images - images
-    if settings.divergent_signs == "found":
-      signs = tf.sign(moved)
-    else:
-      signs = random_signs(tf.shape(images))
-    if settings.divergent_sizes == "found":
-      sizes = tf.abs(moved)
-    else:
-      sizes = tf.fill(tf.shape(images), settings.search.ras_epsilon)
-    examples = moved_by(images, signs, sizes)
-    logits = None
-    if settings.search.ras_mask_source == "search":
-      logits = inference_logits(self.phase_a_classifiers(), examples)
-    return SearchResult(examples, logits)
+    return self.search(images, start)
 
   # -- Phase A --------------------------------------------------------------------
 
@@ -197,29 +208,29 @@ class AdversarialCoDistillation(CoDistillation):
 
   def inference_examples(self, images, labels, noise) -> InferenceExamples:
     """Phase A's examples for a batch without training anything: x̃0 from `noise`,
-    the search from it, and the mask of a separate inference-mode pass whatever
-    `ras_mask_source` training uses. What the health figures and pictures show."""
+    the search from it, and the mask of an inference-mode pass at x̃ (training
+    takes it from Phase B's forward pass). What the health figures and pictures
+    show."""
     images = tf.cast(images, tf.float32)
     classifiers = self.phase_a_classifiers()
     generated = self.generate(images, training=False, noise=noise)
     generated_logits = inference_logits(classifiers, generated)
-    adversarial = dataclasses.replace(self.adversarial, search=dataclasses.replace(
-        self.adversarial.search, ras_mask_source="search"))
     searched, searched_logits = restricted_adversarial_search(
-        classifiers, images, generated, adversarial, start_logits=generated_logits,
-        objective=self.search_objective(labels))
-    keep_mask = label_mask(searched_logits, labels, adversarial.search.ras_label_restrict)
+        classifiers, images, generated, self.adversarial, start_logits=generated_logits)
+    if searched_logits is None:
+      searched_logits = inference_logits(classifiers, searched)
+    keep_mask = losses.label_mask(searched_logits, labels,
+                                  self.adversarial.search.ras_label_restrict)
     return InferenceExamples(generated, searched, keep_mask,
                              inference_logits(classifiers, images), generated_logits,
                              searched_logits)
 
-  def search(self, images, labels, start: GeneratorPass) -> SearchResult:
+  def search(self, images, start: GeneratorPass) -> DivergentBatch:
     """x̃ = RAS(x̃0), starting from what the last generator update computed at
     x̃0: no classifier has moved since, so its logits and gradient are exact."""
     return restricted_adversarial_search(
         self.phase_a_classifiers(), images, start.images, self.adversarial,
-        start_gradient=start.start_gradient, start_logits=start.logits,
-        objective=self.search_objective(labels))
+        start_gradient=start.start_gradient, start_logits=start.logits)
 
   def phase_a_classifiers(self) -> List[keras.Model]:
     """The classifiers as Phase A's inference passes run them: with each batch
@@ -230,18 +241,6 @@ class AdversarialCoDistillation(CoDistillation):
     if self.adversarial.fold_batch_norm:
       return self._inference_networks.folded
     return self.classifiers
-
-  def search_objective(self, labels) -> Objective:
-    """What the search ascends, by `ras_objective`: D (the spec), or -L_g, the
-    generator's own objective continued in pixel space."""
-    if self.adversarial.search.ras_objective == "divergence":
-      return divergence_objective(self.phase_a_classifiers(), self.adversarial)
-
-    def negative_generator_loss(images):
-      per_example, _, logits = self.generator_loss(images, labels)
-      return -per_example, logits
-
-    return negative_generator_loss
 
   def update_divergent_metrics(self, divergent_logits, keep_mask) -> None:
     """Div at x̃ and the fraction the label restriction keeps."""
@@ -282,7 +281,7 @@ class AdversarialCoDistillation(CoDistillation):
                                             self.adversarial)
       total = tf.reduce_sum(divergence)
     start_gradient = None
-    if self.search_ascends_divergence():
+    if self.adversarial.search.ras_steps > 0:
       start_gradient = _finite_or_zero(tape.gradient(total, images))
     logits = [tf.stop_gradient(z) for z in logits]
     self.generated_divergence.update_state(tf.reduce_mean(losses.reported_divergence(logits)))
@@ -292,7 +291,7 @@ class AdversarialCoDistillation(CoDistillation):
     """One step of g on the batch mean of L_g; only g's variables move. The same
     tape also gives the search its first gradient at x̃0 (`start_gradient`)."""
     variables = self.generator.trainable_variables
-    with tf.GradientTape(persistent=self.search_ascends_divergence()) as tape:
+    with tf.GradientTape(persistent=True) as tape:
       start = self.generate(images, training=True)
       terms = self.generator_loss_terms(start, labels)
       per_example = terms.total(self.adversarial.divergence_weight)
@@ -309,38 +308,20 @@ class AdversarialCoDistillation(CoDistillation):
     return GeneratorPass(tf.stop_gradient(start), [tf.stop_gradient(z) for z in terms.logits],
                          start_gradient)
 
-  def search_ascends_divergence(self) -> bool:
-    """The search's first step ascends D (K > 0, `ras_objective="divergence"`),
-    whose gradient at x̃0 the generator update then computes as well."""
-    search = self.adversarial.search
-    return search.ras_steps > 0 and search.ras_objective == "divergence"
-
   def generator_gradients(self, tape, scaled_loss, scaled_divergence, terms, variables,
                           start) -> Tuple[List[tf.Tensor], Optional[tf.Tensor]]:
-    """g's gradients, and the gradient the search's first step ascends at x̃0.
+    """g's gradients, and the gradient of D at x̃0 that the search's first step
+    ascends (None when K = 0: the search takes no step).
 
-    Reusing the tape is exact: the classifiers are the same frozen networks the
-    search would run at x̃0. With K = 0 the search takes no step (None).
-
-    With `ras_objective="generator_loss"` the direction is -dL_g/dx̃0, which g's
-    own gradient passes through, so one backward pass gives both (only its sign
-    is used, so the positive factors 1/batch and the loss scale do not matter).
-
-    With the spec's "divergence" the search needs dD/dx̃0 (per example). g's
-    gradient is then assembled at x̃0 from it, dL_g/dx̃0 = -divergence_weight
-    dD/dx̃0 + d(rest)/dx̃0, and carried back through g alone: the classifiers
-    are back-propagated once for D and once more only if the label term is on
-    (the GAN term goes through the discriminator only). Both parts are of the
-    batch mean, scaled like the loss, so float16 gradients keep the loss
-    scale's protection and overflow where plain back-propagation would.
+    The search needs dD/dx̃0 per example. g's gradient is assembled at x̃0 from
+    it, dL_g/dx̃0 = -divergence_weight dD/dx̃0 + d(rest)/dx̃0, and carried back
+    through g alone: the classifiers are back-propagated once for D and once
+    more only if the label term is on (the GAN term goes through the
+    discriminator only). Reusing the tape for the search is exact: the
+    classifiers are the same frozen networks the search would run at x̃0. Both
+    parts are of the batch mean, scaled like the loss, so float16 gradients
+    keep the loss scale's protection.
     """
-    search = self.adversarial.search
-    if search.ras_steps > 0 and search.ras_objective == "generator_loss":
-      *gradients, loss_gradient = tape.gradient(scaled_loss, [*variables, start])
-      return gradients, _finite_or_zero(-loss_gradient)
-    if not self.search_ascends_divergence():
-      return tape.gradient(scaled_loss, variables), None
-    # One backward pass through the classifiers, for the search and for g.
     divergence_gradient = tape.gradient(scaled_divergence, start)
     at_start = tf.zeros_like(start)
     if self.adversarial.divergence_weight:
@@ -349,6 +330,8 @@ class AdversarialCoDistillation(CoDistillation):
       at_start += tape.gradient(terms.others, start,
                                 output_gradients=tape.gradient(scaled_loss, terms.others))
     gradients = tape.gradient(start, variables, output_gradients=at_start)
+    if self.adversarial.search.ras_steps == 0:
+      return gradients, None
     return gradients, _finite_or_zero(divergence_gradient)
 
   def discriminator_update(self, images, start) -> None:
@@ -367,21 +350,6 @@ class AdversarialCoDistillation(CoDistillation):
         tf.reduce_mean(tf.cast(real_logits > 0, tf.float32)))
     self.discriminator_fake_accuracy.update_state(
         tf.reduce_mean(tf.cast(fake_logits < 0, tf.float32)))
-
-
-class AdversarialWarmup(keras.callbacks.Callback):
-  """Plain DML before `warmup_epochs`, ACN after: divergence between untrained
-  classifiers is noise. Switching retraces the train function once."""
-
-  def __init__(self, warmup_epochs: int):
-    super().__init__()
-    self.warmup_epochs = warmup_epochs
-
-  def on_epoch_begin(self, epoch, logs=None):
-    active = epoch >= self.warmup_epochs
-    if active != self.model.adversarial_phase_active:
-      self.model.adversarial_phase_active = active
-      self.model.make_train_function(force=True)
 
 
 def _finite_or_zero(gradient: tf.Tensor) -> tf.Tensor:

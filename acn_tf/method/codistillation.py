@@ -8,14 +8,23 @@ examples, dml_noise (`NoisyCoDistillation`, acn_tf/method/noise.py) a noisy copy
 the batch, so every method shares one code path.
 """
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
 from acn_tf.method import losses
 from acn_tf.config.schema import DistillationConfig
-from acn_tf.method.search import SearchResult, label_mask
+
+
+class DivergentBatch(NamedTuple):
+  """What a method hands Phase B besides the real batch: x̃ (no gradient flows
+  back to it) and, when the method already has them, the classifiers'
+  inference-mode logits at x̃ for the label mask. None: Phase B makes the mask
+  from its own training-mode forward pass on x̃ (one pass of every classifier
+  fewer). ACN's search has them only when it takes no step (K = 0)."""
+  images: tf.Tensor
+  logits: Optional[List[tf.Tensor]] = None
 
 
 @keras.saving.register_keras_serializable(package="acn_tf")
@@ -134,7 +143,7 @@ class CoDistillation(keras.Model):
     return self.metric_results(self.classifier_metrics)
 
   def classifier_update(self, images, labels,
-                        divergent: Optional[SearchResult] = None) -> None:
+                        divergent: Optional[DivergentBatch] = None) -> None:
     """Phase B: one update of all classifiers on the real batch and, when given,
     on a divergent batch x̃ (ACN's examples after the warm-up, dml_noise's noisy
     copy) with its label mask m, made from `divergent.logits` when the caller
@@ -145,7 +154,7 @@ class CoDistillation(keras.Model):
         divergent_logits = self(divergent.images, training=True)
         mask_logits = divergent.logits if divergent.logits is not None else divergent_logits
         keep_mask = tf.stop_gradient(self.keep_mask(mask_logits, labels))
-        total += self.divergent_batch_loss(divergent_logits, labels, keep_mask, logits)
+        total += self.divergent_batch_loss(divergent_logits, labels, keep_mask)
       scaled_total = self.optimizer.scale_loss(total)
     self.apply_classifier_gradients(tape, scaled_total)
     self.update_classifier_metrics(logits, labels, per_classifier)
@@ -163,31 +172,20 @@ class CoDistillation(keras.Model):
 
   def keep_mask(self, logits, labels) -> tf.Tensor:
     """m = [argmax p̄(x̃) = y] (all ones when `label_restrict` is off), from the
-    logits the caller passes: ACN's search's inference-mode ones at x̃ or, with
-    `ras_mask_source="update"` and for dml_noise, Phase B's own forward pass on
-    the same x̃ (one pass of every classifier fewer; batch statistics of x̃)."""
-    return label_mask(logits, labels, self.label_restrict)
+    logits the caller passes: the divergent batch's own, or Phase B's forward
+    pass on the same x̃ (batch statistics of x̃)."""
+    return losses.label_mask(logits, labels, self.label_restrict)
 
-  def divergent_batch_loss(self, divergent_logits, labels, keep_mask,
-                           real_logits=None) -> tf.Tensor:
-    """adv_weight Σ_i mean over m of (adv_kd_weight T² KL to the peers +
-    adv_ce_weight CE) on x̃: "batch" divides the masked sum by the batch size,
-    "kept" by the number of kept examples (`adv_normalization`). The peers'
-    predictions are on x̃, or with `adv_kd_target="real"` on the real batch
-    (`real_logits`, the example x̃ was made from at the same position)."""
+  def divergent_batch_loss(self, divergent_logits, labels, keep_mask) -> tf.Tensor:
+    """adv_weight Σ_i (adv_kd_weight T² KL to the peers + adv_ce_weight CE) on x̃,
+    summed over the kept examples and divided by the batch size: the term is
+    scaled by the kept share (the mean over kept examples collapses training from
+    scratch, docs/INTERPRETATION.md)."""
     distillation = self.distillation
-    targets = None
-    if distillation.adv_kd_target == "real":
-      if real_logits is None:
-        raise ValueError('adv_kd_target="real" needs the real batch\'s logits.')
-      targets = real_logits
     per_classifier = losses.codistillation_losses(
         divergent_logits, labels, distillation.temperature, distillation.adv_kd_weight,
-        ce_weight=distillation.adv_ce_weight, target_logits=targets)
-    if distillation.adv_normalization == "kept":
-      terms = [losses.global_mean(loss, keep_mask) for loss in per_classifier]
-    else:
-      terms = [losses.global_mean(loss * keep_mask) for loss in per_classifier]
+        ce_weight=distillation.adv_ce_weight)
+    terms = [losses.global_mean(loss * keep_mask) for loss in per_classifier]
     return distillation.adv_weight * tf.add_n(terms)
 
   def apply_classifier_gradients(self, tape: tf.GradientTape,

@@ -17,7 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 from acn_tf.method import losses
-from acn_tf.method.search import label_mask
 
 # Sums over examples, accumulated over batches; `summarize` turns them into means.
 _SUMS = ("examples", "divergence_real", "divergence_generated", "divergence_searched",
@@ -36,7 +35,7 @@ def batch_sums(model, images: tf.Tensor, labels: tf.Tensor,
       "divergence_real": divergence(examples.real_logits),
       "divergence_generated": divergence(examples.generated_logits),
       "divergence_searched": divergence(examples.searched_logits),
-      "kept_generated": tf.reduce_sum(label_mask(examples.generated_logits, labels)),
+      "kept_generated": tf.reduce_sum(losses.label_mask(examples.generated_logits, labels)),
       "kept_searched": tf.reduce_sum(examples.keep_mask),
       "residual_linf": tf.reduce_sum(
           tf.reduce_max(tf.abs(examples.generated - images), axis=[1, 2, 3])),

@@ -6,6 +6,7 @@ is the model's job, because the right reduction depends on the number of replica
 """
 
 import math
+from typing import Sequence
 
 import tensorflow as tf
 
@@ -46,10 +47,6 @@ def js_divergence_from_logs(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
           + 0.5 * kl_divergence_from_logs(second, log_middle))
 
 
-def symmetric_kl_divergence_from_logs(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
-  """KL(a || b) + KL(b || a) per example, for rows of log-probabilities."""
-  return kl_divergence_from_logs(first, second) + kl_divergence_from_logs(second, first)
-
 
 def kl_divergence(target: tf.Tensor, prediction: tf.Tensor) -> tf.Tensor:
   """KL(target || prediction) per example, for probability rows (clipped at 1e-7)."""
@@ -62,22 +59,13 @@ def js_divergence(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
   return js_divergence_from_logs(_clipped_log(first), _clipped_log(second))
 
 
-def symmetric_kl_divergence(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
-  """KL(a || b) + KL(b || a) per example: the unbounded alternative to JS."""
-  return symmetric_kl_divergence_from_logs(_clipped_log(first), _clipped_log(second))
-
-
 def total_variation_distance(first: tf.Tensor, second: tf.Tensor) -> tf.Tensor:
   """0.5 * sum_k |a_k - b_k| per example: bounded by 1, and unlike JS or KL its
   gradient does not vanish where the two distributions agree."""
   return 0.5 * tf.reduce_sum(tf.abs(first - second), axis=-1)
 
 
-_DIVERGENCES = {"js": js_divergence, "sym_kl": symmetric_kl_divergence,
-                "total_variation": total_variation_distance}
-# The divergences of log-probabilities, for the terms computed from logits.
-_LOG_DIVERGENCES = {"js": js_divergence_from_logs,
-                    "sym_kl": symmetric_kl_divergence_from_logs}
+_DIVERGENCES = {"js": js_divergence, "total_variation": total_variation_distance}
 
 
 def _mean_over_pairs(rows, divergence) -> tf.Tensor:
@@ -94,7 +82,7 @@ def pairwise_divergence(probabilities, kind: str = "js") -> tf.Tensor:
 
   Args:
     probabilities: a list of n >= 2 tensors [batch, classes].
-    kind: "js" (default, bounded), "sym_kl" or "total_variation".
+    kind: "js" (default) or "total_variation".
   Returns:
     [batch] tensor. With one classifier there is no pair and the result is zero.
   For the classifiers' own logits `divergence` is exact (no clipping at 1e-7).
@@ -102,33 +90,18 @@ def pairwise_divergence(probabilities, kind: str = "js") -> tf.Tensor:
   return _mean_over_pairs(list(probabilities), _DIVERGENCES[kind])
 
 
-def pairwise_logit_distance(logits) -> tf.Tensor:
-  """Mean over pairs i < j of mean_k |z_ik - z_jk|, per example.
-
-  The generator's alternative to a divergence of probabilities (as in DFAD's
-  and DFME's adversarial generators): JS and KL between nearly equal
-  distributions grow quadratically, so their gradient vanishes exactly where
-  the generator starts (x̃0 = x, peers agree), while the L1 distance between
-  logits has a gradient of order one there. Zero with one classifier.
-  """
-  return _mean_over_pairs([tf.cast(z, tf.float32) for z in logits],
-                          lambda a, b: tf.reduce_mean(tf.abs(a - b), axis=-1))
-
-
 def divergence(logits, kind: str = "js", temperature: float = 1.0) -> tf.Tensor:
   """The group's disagreement per example, from its logits: the one definition
   that the generator's loss, the search and every metric use.
 
-  "js", "sym_kl" and "total_variation" compare the tempered probabilities of
-  each pair (JS and KL from log-softmax, exact where a probability is below the
-  1e-7 that `pairwise_divergence` clips at); "logit_l1" the logits themselves
-  (`pairwise_logit_distance`, which has no temperature).
+  "js" (the spec's) and "total_variation" (the divergence_seeking preset's,
+  whose gradient does not vanish where the peers agree) compare the tempered
+  probabilities of each pair; JS from log-softmax, exact where a probability is
+  below the 1e-7 that `pairwise_divergence` clips at.
   """
-  if kind == "logit_l1":
-    return pairwise_logit_distance(logits)
-  if kind in _LOG_DIVERGENCES:  # From log-softmax: exact, with no clip.
+  if kind == "js":  # From log-softmax: exact, with no clip.
     return _mean_over_pairs([tempered_log_probabilities(z, temperature) for z in logits],
-                            _LOG_DIVERGENCES[kind])
+                            js_divergence_from_logs)
   return pairwise_divergence([tempered_probabilities(z, temperature) for z in logits], kind)
 
 
@@ -145,21 +118,17 @@ def cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
       labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
 
 
-def peer_distillation(logits, temperature: float, target_logits=None):
+def peer_distillation(logits, temperature: float):
   """T^2 * mean_{j != i} KL(sg(p_j^T) || p_i^T) for each classifier i (the DML term).
 
   Returns a list of n per-example tensors. The stop-gradient on the peer makes the
   sum over i of these terms have, for each classifier's weights, exactly that
-  classifier's own gradient, so all classifiers can update in one step. With
-  `target_logits` the peers' p_j come from those logits (the same examples in
-  another form, e.g. the real images a divergent batch was made from). Computed
+  classifier's own gradient, so all classifiers can update in one step. Computed
   from log-softmax, so the gradient to z_i is exactly T (p_i^T - mean_j p_j^T),
   also where p_i^T is below any clip (a confidently wrong classifier).
   """
   log_probabilities = [tempered_log_probabilities(z, temperature) for z in logits]
-  peers = log_probabilities if target_logits is None else [
-      tempered_log_probabilities(z, temperature) for z in target_logits]
-  targets = [tf.stop_gradient(p) for p in peers]
+  targets = [tf.stop_gradient(p) for p in log_probabilities]
   count = len(logits)
   terms = []
   for i in range(count):
@@ -173,15 +142,14 @@ def peer_distillation(logits, temperature: float, target_logits=None):
 
 
 def codistillation_losses(logits, labels, temperature: float, kd_weight: float,
-                          ce_weight: float = 1.0, target_logits=None):
+                          ce_weight: float = 1.0):
   """Phase B on one batch: ce_weight * CE(z_i, y) + kd_weight * DML term.
 
   On the real batch ce_weight = 1; on the divergent batch the spec weighs the
   terms as (KL term + adv_ce_weight * CE), i.e. kd_weight = 1, ce_weight =
-  adv_ce_weight. `target_logits`: the peers' logits the DML term matches, if not
-  `logits` themselves. Returns a list of n per-example tensors [batch].
+  adv_ce_weight. Returns a list of n per-example tensors [batch].
   """
-  distillation = peer_distillation(logits, temperature, target_logits)
+  distillation = peer_distillation(logits, temperature)
   return [ce_weight * cross_entropy(labels, z) + kd_weight * kd
           for z, kd in zip(logits, distillation)]
 
@@ -250,3 +218,13 @@ def local_mean(values: tf.Tensor, weights: tf.Tensor = None) -> tf.Tensor:
     return tf.reduce_mean(values)
   weights = tf.cast(weights, tf.float32)
   return tf.math.divide_no_nan(tf.reduce_sum(weights * values), tf.reduce_sum(weights))
+
+
+def label_mask(logits: Sequence[tf.Tensor], labels: tf.Tensor,
+               label_restrict: bool = True) -> tf.Tensor:
+  """m = 1.0 where argmax p̄ == y (everywhere when label_restrict is off): which
+  examples of a divergent batch Phase B trains on."""
+  if not label_restrict:
+    return tf.ones(tf.shape(labels)[:1], tf.float32)
+  predictions = tf.argmax(ensemble_probabilities(logits), axis=-1, output_type=tf.int32)
+  return tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32)

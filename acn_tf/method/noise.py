@@ -1,14 +1,14 @@
 """DML with a noisy copy of every batch as Phase B's divergent batch (method dml_noise).
 
-On fashion_mnist_small the gain ACN's divergent batch brought came from noise of the
-right size (experiments/RESULTS.md, "Distance or direction?"): every pixel moved by
-± 0.13 with a random sign, then clipped, did as well as Phase A's distances with
-random signs. `NoisyCoDistillation` is that rival without Phase A: no generator, no
-discriminator, no search. Each step is one DML update whose loss also has the
-divergent-batch terms of `CoDistillation.classifier_update` on x ± input_noise,
-with the same label mask, weights and averaging as ACN's x̃: about one DML step
-plus one forward and backward pass of every classifier on the noisy batch. Its size,
-`input_noise`, is chosen on a validation split (acn_tf/config/schema.py).
+The rival an ACN result is read against: if a divergent batch helps because its
+pixels moved, not because of where Phase A moved them, noise of the same size
+does as well (docs/METHOD.md, "The rival"). `NoisyCoDistillation` is that rival
+without Phase A: no generator, no discriminator, no search. Each step is one DML
+update whose loss also has the divergent-batch terms of
+`CoDistillation.classifier_update` on x ± input_noise, with the same label mask,
+weights and averaging as ACN's x̃: about one DML step plus one forward and
+backward pass of every classifier on the noisy batch. Its size, `input_noise`,
+is chosen on a validation split.
 """
 
 from typing import List
@@ -17,8 +17,7 @@ import keras
 import tensorflow as tf
 
 from acn_tf.method import losses
-from acn_tf.method.codistillation import CoDistillation
-from acn_tf.method.search import SearchResult
+from acn_tf.method.codistillation import CoDistillation, DivergentBatch
 
 
 def random_signs(shape) -> tf.Tensor:
@@ -53,7 +52,7 @@ class NoisyCoDistillation(CoDistillation):
 
   def train_step(self, data):
     images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-    self.classifier_update(images, labels, SearchResult(self.noisy_batch(images), None))
+    self.classifier_update(images, labels, DivergentBatch(self.noisy_batch(images)))
     return self.metric_results()
 
   def noisy_batch(self, images) -> tf.Tensor:

@@ -12,7 +12,7 @@ RESNET_PATTERN = re.compile(r"^resnet(\d+)$")
 WIDE_RESNET_PATTERN = re.compile(r"^wrn(\d+)_(\d+)$")
 
 # How the ResNets' and WRNs' strided convolutions pad (backbones.py): "symmetric",
-# PyTorch's padding=1, or "same", TensorFlow's, which acn-tf used before 2026-12-02;
+# PyTorch's padding=1, or "same", TensorFlow's, which acn-tf used at first;
 # kept so that classifiers trained then compute, when restored, the function they
 # were trained as.
 DOWNSAMPLING_PADDINGS = ("symmetric", "same")

@@ -10,6 +10,7 @@ import tensorflow as tf
 from acn_tf import errors
 from acn_tf.data import pipeline
 from acn_tf.networks import backbones, discriminators, generators
+from acn_tf.config.methods import method_traits
 from acn_tf.config.schema import ExperimentConfig, OptimizationConfig
 from acn_tf.method.codistillation import CoDistillation
 from acn_tf.run import optimizers
@@ -199,9 +200,10 @@ def assemble_model(config: ExperimentConfig, classifiers, info: pipeline.Dataset
     model = build_adversarial_model(config, info, classifiers)
     model.compile(optimizer=optimizer, distillation=config.phase_b(),
                   adversarial=config.adversarial, jit_compile=use_xla(config),
+                  warmup_steps=config.adversarial.adv_warmup_epochs * steps,
                   **phase_a_optimizers(config, model.discriminator is not None,
                                        with_generator=model.generator is not None))
-  elif config.method == "dml_noise":
+  elif method_traits(config.method).divergent_batch:
     from acn_tf.method.noise import NoisyCoDistillation  # Only method=dml_noise needs it.
     model = NoisyCoDistillation(classifiers, name="noisy_codistillation")
     model.compile(optimizer=optimizer, distillation=config.phase_b(),

@@ -11,9 +11,9 @@ import tempfile
 from typing import Any, Dict, List
 
 from acn_tf import errors, strict_json
-from acn_tf.config.schema import (FIELDS, ExperimentConfig, config_differences,
-                                  config_from_dict, differing_fields,
-                                  with_fields_added_later)
+from acn_tf.config.saved_runs import (config_differences, config_from_dict,
+                                      differing_fields, with_fields_added_later)
+from acn_tf.config.schema import FIELDS, ExperimentConfig
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -37,7 +37,7 @@ TUNING_MARKERS = ("search.json", "tuner")
 RESUMABLE_AFTER_DIVERGENCE = (
     "learning_rate", "lr_decay_epochs", "lr_decay_factor", "weight_decay", "nesterov",
     "temperature", "kd_weight", "adv_weight", "adv_ce_weight", "adv_kd_weight",
-    "adv_kd_target", "divergence_weight", "keep_label_weight", "wrc_alpha", "ras_epsilon",
+    "divergence_weight", "keep_label_weight", "wrc_alpha", "ras_epsilon",
     "ras_step_size", "generator_learning_rate", "discriminator_learning_rate", "jit_compile",
     "deterministic", "log_every_steps")
 

@@ -65,8 +65,6 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
         mode="max", save_best_only=True, save_weights_only=True,
         initial_value_threshold=best_so_far))
   if config.uses_adversarial_phase():
-    from acn_tf.method import adversarial
-    callbacks.append(adversarial.AdversarialWarmup(config.adversarial.adv_warmup_epochs))
     if preview_batch is not None:
       callbacks.append(acn_callbacks.DivergentExamplesSummary(
           os.path.join(model_dir, run_dir.LOG_DIR), *preview_batch))

@@ -19,8 +19,9 @@ import keras_tuner as kt
 import tensorflow as tf
 
 from acn_tf import strict_json
-from acn_tf.config.schema import (TUNERS, ConfigError, ExperimentConfig, config_differences,
-                                  field_types, fields_unused_by)
+from acn_tf.config.saved_runs import config_differences
+from acn_tf.config.schema import (TUNERS, ConfigError, ExperimentConfig, field_types,
+                                  fields_unused_by)
 from acn_tf.config.search_space import SearchDimension, parse_search_space
 from acn_tf.data import pipeline
 from acn_tf.errors import SearchFailedError
@@ -136,20 +137,10 @@ class CoDistillationHyperModel(kt.HyperModel):
                       "call tuner.search() without data arguments.")
     config = self.trial_config(hp)
     train_data, validation_data, _ = training.make_pipelines(config, self.splits)
-    callbacks = [*trial_callbacks(config), *kwargs.pop("callbacks", [])]
     return model.fit(train_data, validation_data=validation_data,
                      epochs=kwargs.pop("epochs", config.optimization.epochs),
                      steps_per_epoch=builders.steps_per_epoch(config, self.splits.info),
-                     callbacks=callbacks, shuffle=False, **kwargs)
-
-
-def trial_callbacks(config: ExperimentConfig) -> List[keras.callbacks.Callback]:
-  """Only what changes training itself: trials write no logs of their own
-  beyond keras-tuner's trial folder and the HParams summary (HParamsLog)."""
-  if not config.uses_adversarial_phase():
-    return []
-  from acn_tf.method import adversarial
-  return [adversarial.AdversarialWarmup(config.adversarial.adv_warmup_epochs)]
+                     shuffle=False, **kwargs)
 
 
 # -- Tuners ---------------------------------------------------------------------------
