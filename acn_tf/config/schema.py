@@ -11,6 +11,11 @@ themselves; `validate()` reads them from there.
 
 Only `run.py` reads flags; `acn_tf/config/command_line.py` turns them into a config and
 `acn_tf/config/registry.py` holds the named experiments.
+
+Why one module of a little over 400 lines: it is the schema, every section's
+dataclass with its fields' defaults and ranges, which a reader looks up in one
+place; the checks, override parsing and old run directories live in fields.py,
+scalars.py and saved_runs.py.
 """
 
 import dataclasses
