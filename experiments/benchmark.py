@@ -163,7 +163,8 @@ def pipeline_throughput(batch_size: int, batches: int) -> float:
 
 
 def configurations(base) -> dict:
-  """One classifier, DML and ACN (K = 0, 1, 3) with the defaults; the variant
+  """One classifier, DML, the field's rivals (KDCL; ONE and CL-ILR on a pair of
+  branches) and ACN (K = 0, 1, 3) with the defaults; the variant
   that shows what a speed-related default gives (32-filter Phase A networks);
   L_g without its label term, where the search's start gradient costs no backward pass
   of its own (`keep_label_weight=0`); and Phase A's passes through Keras'
@@ -173,6 +174,9 @@ def configurations(base) -> dict:
   return {
       "single": base.replace(method="independent"),
       "dml": base.replace(method="dml", architectures=pair),
+      "kdcl": base.replace(method="kdcl", architectures=pair),
+      "one": base.replace(method="one", architectures=pair),
+      "cl_ilr": base.replace(method="cl_ilr", architectures=pair),
       "acn_k0": acn.replace(ras_steps=0),
       "acn_k1": acn.replace(ras_steps=1),
       "acn_k3": acn.replace(ras_steps=3),
@@ -225,7 +229,7 @@ def main() -> None:
   ratios = {"step_time_dml_over_single": ("single", "dml"),
             "pipeline_over_dml_consumption": ("input_pipeline", "dml")}
   for name in names:
-    if name != "dml" and (arguments.experiment or name.startswith("acn")):
+    if name not in ("dml", "single"):
       ratios[f"step_time_{name}_over_dml"] = ("dml", name)
   for key, (numerator, denominator) in ratios.items():
     if numerator in results and denominator in results:
