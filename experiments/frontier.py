@@ -29,7 +29,7 @@ from summary import comparison, runs, tables  # noqa: E402
 
 # A variant's method family: its name without a length suffix; DML's 4x is a length.
 _LENGTH_SUFFIX = re.compile(r"_epochs_\d+x$")
-_ALIASES = {"dml_compute_matched": "dml", "acn_no_generator_compute_matched": "acn_no_generator"}
+_ALIASES = {"dml_compute_matched": "dml"}
 
 LABELS = {
     "independent": "independent",
@@ -46,7 +46,8 @@ LABELS = {
 # The benchmark's configuration whose step time each family's Phase A steps take
 # (ACN at the spec's weight does the same work per step as the registered one).
 _STEP_COST_KEYS = {"independent": "independent", "dml": "dml", "dml_noise": "dml_noise",
-                   "kdcl": "kdcl", "one": "one", "cl_ilr": "cl_ilr", "acn": "acn", "acn_spec": "acn", "acn_no_generator": "acn_no_generator"}
+                   "kdcl": "kdcl", "one": "one", "cl_ilr": "cl_ilr", "acn": "acn",
+                   "acn_spec": "acn", "acn_no_generator": "acn_no_generator"}
 
 
 class Point(NamedTuple):
@@ -75,7 +76,10 @@ def run_cost(results: dict, config: dict, step_costs: Dict[str, float], family: 
   key = _STEP_COST_KEYS.get(family)
   if key not in step_costs:
     return None
-  steps, epochs = results["train_steps"], results["epochs"]
+  # The classifiers' optimizer counts every step of the run; train_steps only the
+  # last process's, so a resumed run would be undercounted.
+  steps = results.get("optimizer_iterations", {}).get("classifiers", results["train_steps"])
+  epochs = results["epochs"]
   warmup = min(config.get("adv_warmup_epochs", 0), epochs) if config["method"] == "acn" else 0
   warmup_steps = steps * warmup / epochs
   return (warmup_steps + (steps - warmup_steps) * step_costs[key]) / unit_steps

@@ -37,6 +37,10 @@ def test_a_runs_compute_counts_the_warmup_as_dml_steps():
                           {"method": "dml", "adv_warmup_epochs": 5}, costs, "dml", 600)
   assert dml == pytest.approx(16.0)  # DML has no warm-up: every step is a DML step.
   assert frontier.run_cost(results, {"method": "acn"}, {"dml": 1.0}, "acn", 600) is None
+  # A resumed run: train_steps counts the last process's steps, the optimizer all.
+  resumed = {"train_steps": 100, "epochs": 160, "optimizer_iterations": {"classifiers": 2400}}
+  assert frontier.run_cost(resumed, {"method": "acn", "adv_warmup_epochs": 5}, costs, "acn",
+                           600) == pytest.approx(cost)
 
 
 def _write_run(root, variant, seed, epochs, method, top1s, steps_per_epoch=15):

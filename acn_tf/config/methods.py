@@ -14,10 +14,12 @@ class MethodTraits(NamedTuple):
   """distills: the DML term between the classifiers (temperature, kd_weight);
   divergent_batch: Phase B's terms on a divergent batch (adv_* weights, the
   label mask); adversarial_phase: Phase A makes that batch (the adversarial
-  section)."""
+  section); branched: the classifiers are the branches of one network, which
+  learn from each other through terms of their own (the branched section)."""
   distills: bool
   divergent_batch: bool
   adversarial_phase: bool
+  branched: bool = False
 
 
 METHOD_TRAITS = {
@@ -33,8 +35,10 @@ METHOD_TRAITS = {
     # ONE and CL-ILR: the branches of one network distil from a gated ensemble or
     # the other heads' consensus (acn_tf/method/one.py, cl_ilr.py); their own
     # temperatures and weights are the branched section's.
-    "one": MethodTraits(distills=False, divergent_batch=False, adversarial_phase=False),
-    "cl_ilr": MethodTraits(distills=False, divergent_batch=False, adversarial_phase=False),
+    "one": MethodTraits(distills=False, divergent_batch=False, adversarial_phase=False,
+                        branched=True),
+    "cl_ilr": MethodTraits(distills=False, divergent_batch=False, adversarial_phase=False,
+                           branched=True),
 }
 
 
@@ -51,11 +55,8 @@ def methods_with(trait: str) -> Tuple[str, ...]:
   return tuple(method for method, traits in METHOD_TRAITS.items() if getattr(traits, trait))
 
 
-# Methods whose classifiers learn from each other through a section of their own
-# rather than the DML term: they need two as well.
-_GROUP_METHODS = ("one", "cl_ilr")
-
-
 def min_classifiers(method: str) -> int:
-  """Co-distillation needs a peer; a method that does not distil trains one or more."""
-  return 2 if method_traits(method).distills or method in _GROUP_METHODS else 1
+  """Co-distillation needs a peer, as do branches that learn from each other; a
+  method that does neither trains one or more."""
+  traits = method_traits(method)
+  return 2 if traits.distills or traits.branched else 1

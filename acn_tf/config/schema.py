@@ -39,7 +39,7 @@ from acn_tf.networks import architecture_names
 METHODS = ("independent", "dml", "dml_noise", "acn", "kdcl", "one", "cl_ilr")
 # The methods whose classifiers are the branches of one network (acn_tf/networks/branched.py):
 # ONE (acn_tf/method/one.py) and CL-ILR (acn_tf/method/cl_ilr.py).
-BRANCHED_METHODS = ("one", "cl_ilr")
+BRANCHED_METHODS = methods_with("branched")
 # The methods that read a section's settings (acn_tf/config/methods.py).
 _DISTILLING = methods_with("distills")
 _WITH_DIVERGENT_BATCH = methods_with("divergent_batch")

@@ -47,9 +47,8 @@ def check_images_decode(paths: Sequence[str], channels: int, field: str) -> None
   training split's statistics; of a test split, perhaps only the evaluation
   after training). Why fail rather than skip it: a skipped file would silently change
   the dataset, and with it which images the fixed-seed test carve-out picks.
-  Cost: one parallel tf.data pass that decodes and discards, about 0.4 s for
-  2,000 PNGs of 32x32 and 1 s for 2,000 JPEGs of 256x256 on 2 CPU cores; one
-  epoch's decoding, once per read.
+  Cost: one parallel tf.data pass that decodes and discards: one epoch's
+  decoding, once per read (docs/DATA.md gives a timing).
   """
   indexed = tf.data.Dataset.from_tensor_slices(
       (tf.range(len(paths), dtype=tf.int64), tf.constant(list(paths), tf.string)))

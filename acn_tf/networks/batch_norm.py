@@ -2,8 +2,8 @@
 
 Keras 3's BatchNormalization computes the batch moments and the normalisation
 with separate element-wise ops (mean, squared difference, subtract, multiply,
-and their gradients). On CPU these were 41% of a ResNet-32 training step's op
-time; TensorFlow's FusedBatchNormV3 does the same in one op (oneDNN's kernel
+and their gradients), a large share of a CPU training step's op time
+(experiments/BENCHMARKS.md); TensorFlow's FusedBatchNormV3 does the same in one op (oneDNN's kernel
 when oneDNN is on), and Grappler can fuse it with the following ReLU
 (experiments/BENCHMARKS.md). This matters in training mode, where the batch's
 moments are computed; in inference mode the layer is Keras' own. The layer

@@ -8,8 +8,8 @@ is a fixed per-channel affine map, so after a convolution
 
 one convolution with a bias. Grappler fuses that bias (and a ReLU after it)
 into the convolution, so the scale and shift leave the forward pass and their
-gradients the backward pass (experiments/BENCHMARKS.md: a ResNet-32 pair's
-inference forward 16% and forward with input gradient 12% faster on CPU).
+gradients the backward pass: fewer ops in every Phase A pass
+(experiments/BENCHMARKS.md measures what it saves).
 
 The folded network is built from the classifier's graph once and reads the
 classifier's own variables at every call: it always computes the classifier's

@@ -32,7 +32,8 @@ def apply_learning_rates(model, config) -> None:
   rates = [(model.optimizer, config.optimization.learning_rate
             if config.optimization.lr_schedule == "constant" else None)]
   if config.uses_adversarial_phase():
-    rates += [(getattr(model, "generator_optimizer", None), config.adversarial.generator_learning_rate),
+    rates += [(getattr(model, "generator_optimizer", None),
+               config.adversarial.generator_learning_rate),
               (getattr(model, "discriminator_optimizer", None),
                config.adversarial.discriminator_learning_rate)]
   for optimizer, rate in rates:

@@ -246,8 +246,9 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
     splits = training.load_data(config, data_dir)  # Missing data fails before any file.
     with storage.writing(model_dir):
       os.makedirs(model_dir, exist_ok=True)
+      lock.acquire(record=False)
+      check_same_search(model_dir, tuner, config)  # May refuse: the lock file untouched.
       lock.acquire()
-      check_same_search(model_dir, tuner, config)
       hypermodel = CoDistillationHyperModel(config, splits, strategy)
       search = make_tuner(tuner, hypermodel, model_dir, max_trials)
       try:

@@ -15,8 +15,9 @@ _RUN_NAME = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
 
 # Baselines and DML's rivals first, then the method, then its ablations; other
 # variants after.
-_ORDER = ("independent", "dml", "dml_noise", "dml_compute_matched", "dml_epochs_3x", "acn",
-          "acn_no_wrc", "acn_no_ras", "acn_no_gan")
+_ORDER = ("independent", "dml", "dml_noise", "dml_compute_matched", "dml_epochs_3x",
+          "dml_epochs_16x", "kdcl", "one", "cl_ilr", "acn", "acn_epochs_4x", "acn_no_wrc",
+          "acn_no_ras", "acn_no_gan", "acn_no_generator", "acn_no_generator_epochs_4x")
 
 
 def display_order(variant: str):
