@@ -178,7 +178,7 @@ def draw(points: Sequence[Point], path: str, title: str) -> None:
     axis.set_title(f"{kind} top-1")
     axis.grid(alpha=0.3)
   axes[0].set_ylabel("test top-1 (%), mean ± std over seeds")
-  axes[0].legend(fontsize=8)
+  axes[1].legend(fontsize=8, loc="lower right")
   figure.suptitle(title + " (labels: epochs)")
   figure.tight_layout()
   figure.savefig(path, dpi=120)
