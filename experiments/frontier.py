@@ -159,7 +159,7 @@ def draw(points: Sequence[Point], path: str, title: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+  figure, axes = plt.subplots(1, 2, figsize=(12, 5.4), sharey=True)
   for axis, kind in zip(axes, ("ensemble", "mean classifier")):
     for family in LABELS:
       mine = [p for p in points if p.family == family]
@@ -178,9 +178,10 @@ def draw(points: Sequence[Point], path: str, title: str) -> None:
     axis.set_title(f"{kind} top-1")
     axis.grid(alpha=0.3)
   axes[0].set_ylabel("test top-1 (%), mean ± std over seeds")
-  axes[1].legend(fontsize=8, loc="lower right")
+  handles, labels = axes[0].get_legend_handles_labels()
+  figure.legend(handles, labels, loc="lower center", ncol=5, fontsize=8)
   figure.suptitle(title + " (labels: epochs)")
-  figure.tight_layout()
+  figure.tight_layout(rect=(0, 0.1, 1, 1))
   figure.savefig(path, dpi=120)
 
 
