@@ -414,3 +414,20 @@ def test_a_full_disk_ends_the_search_with_one_error_instead_of_failing_every_tri
   assert f"Cannot write {os.path.join(model_dir, tuning.TUNER_DIR)}" in message
   assert "No space left on device" in message and "run the same command again" in message
   assert len(_trial_folders(model_dir)) == 1  # It stopped at the first trial.
+
+
+def test_each_acn_trial_records_phase_a_health(search):
+  """Every trial's keras-tuner record holds Phase A's health figures of each epoch
+  (PhaseAHealth on the validation split), beside its score: what a search that
+  constrains the generator's health chooses among."""
+  model_dir, _ = search
+  for folder in _trial_folders(model_dir):
+    with open(os.path.join(model_dir, tuning.TUNER_DIR, folder, "trial.json")) as handle:
+      metrics = json.load(handle)["metrics"]["metrics"]
+    for name in ("health_divergence_ratio_generated", "health_residual_linf",
+                 "val_ensemble_top1"):
+      values = [value for observation in metrics[name]["observations"]
+                for value in observation["value"]]
+      assert values and all(np.isfinite(values)), (folder, name)
+    residual = metrics["health_residual_linf"]["observations"][-1]["value"][0]
+    assert 0.0 <= residual <= 1.0  # |x̃0 - x| of [0, 1] images.

@@ -137,6 +137,13 @@ class CoDistillationHyperModel(kt.HyperModel):
                       "call tuner.search() without data arguments.")
     config = self.trial_config(hp)
     train_data, validation_data, _ = training.make_pipelines(config, self.splits)
+    if config.uses_adversarial_phase():
+      # Phase A's health in every epoch's logs, so each trial's record holds it:
+      # a search may then choose among the trials whose generator does its job.
+      from acn_tf.method import health
+      kwargs["callbacks"] = [
+          health.PhaseAHealth(training.health_batches(validation_data), seed=config.seed),
+          *kwargs.get("callbacks", [])]
     return model.fit(train_data, validation_data=validation_data,
                      epochs=kwargs.pop("epochs", config.optimization.epochs),
                      steps_per_epoch=builders.steps_per_epoch(config, self.splits.info),
