@@ -185,8 +185,9 @@ class AdversarialCoDistillation(CoDistillation):
     images = tf.cast(images, tf.float32)
     if self.generator is None:
       start = self.start_at_real(images)
-    for _ in range(self.adversarial.generator_updates if self.generator is not None else 0):
-      start = self.generator_update(images, labels)
+    else:
+      for _ in range(self.adversarial.generator_updates):
+        start = self.generator_update(images, labels)
     if self.discriminator is not None:
       for _ in range(self.adversarial.discriminator_updates):
         self.discriminator_update(images, start.images)
