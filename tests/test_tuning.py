@@ -21,7 +21,7 @@ from acn_tf import errors
 from acn_tf.config import command_line, schema as config_lib, search_space
 from acn_tf.config.schema import ConfigError
 from acn_tf.config.search_space import SearchDimension
-from acn_tf.run import run_dir, storage, training, tuning
+from acn_tf.run import hparams_log, run_dir, storage, training, tuning
 from conftest import error_lines, read_json, run_py, start_run_py
 
 TINY_ACN = ["epochs=1", "train_examples=256", "adv_warmup_epochs=0",
@@ -42,6 +42,8 @@ def _digits(method="acn", overrides=TINY_ACN):
     ("temperature=choice:1|2|4", SearchDimension("temperature", "choice",
                                                  choices=(1.0, 2.0, 4.0))),
     ("batch_size=choice:32|64", SearchDimension("batch_size", "choice", choices=(32, 64))),
+    ("divergence=choice:js|total_variation",
+     SearchDimension("divergence", "choice", choices=("js", "total_variation"))),
     (" kd_weight = 0.5:2 ", SearchDimension("kd_weight", "linear", 0.5, 2.0)),
 ])
 def test_parses_each_spec_kind(entry, expected):
@@ -57,8 +59,10 @@ def test_parses_each_spec_kind(entry, expected):
     ("learning_rat=log:0.01:0.2", "'learning_rat' is not a config field; did you mean "
      "'learning_rate', 'generator_learning_rate' or 'discriminator_learning_rate'? "
      "Searchable fields: "),
-    ("method=choice:dml|acn", "'method' is not a numeric config field"),
-    ("nesterov=choice:0|1", "'nesterov' is not a numeric config field"),
+    ("method=choice:dml|acn", "'method' is not a numeric or text config field"),
+    ("dataset=choice:digits|fashion_mnist", "'dataset' is not a numeric or text config field"),
+    ("nesterov=choice:0|1", "'nesterov' is not a numeric or text config field"),
+    ("divergence=js:total_variation", "divergence is a text setting: use choice:A|B"),
     ("seed=int:0:5", "seed shapes the data splits"),
     ("validation_fraction=0.1:0.2", "validation_fraction shapes the data splits"),
     ("image_size=int:16:32", "image_size shapes the data splits or the images"),
@@ -96,6 +100,9 @@ def test_validate_checks_the_search_space():
 def test_search_config_is_checked_before_any_training():
   with pytest.raises(ConfigError, match="allows wrc_alpha=2.0, which is invalid"):
     tuning.prepare_search_config(_digits().replace(search_space=("wrc_alpha=0.5:2.0",)))
+  with pytest.raises(ConfigError, match="allows divergence=kl, which is invalid: "
+                     "divergence='kl' is not one of js, total_variation"):
+    tuning.prepare_search_config(_digits().replace(search_space=("divergence=choice:js|kl",)))
   with pytest.raises(ConfigError, match="Nothing to tune: search_space has no field "
                      "that method=dml uses"):
     tuning.prepare_search_config(_digits("dml").replace(search_space=("wrc_alpha=0:1",)))
@@ -106,6 +113,19 @@ def test_search_config_is_checked_before_any_training():
   assert [dimension.field for dimension in tuning.search_dimensions(config)] == [
       "learning_rate"]
   assert "kd_weight" in notes[1] and "wrc_alpha" in notes[1]
+
+
+def test_a_text_setting_is_chosen_among_its_values_and_logged_as_text():
+  config = _digits().replace(search_space=("divergence=choice:total_variation|js",
+                                           "wrc_alpha=0.02:0.2"))
+  dimensions = tuning.search_dimensions(config)
+  hp = kt.HyperParameters()
+  trial = tuning.trial_config(config, hp, dimensions)
+  # keras-tuner's first draw of a Choice is its first value, of a Float its low end.
+  assert (trial.adversarial.divergence, trial.adversarial.wrc_alpha) == (
+      "total_variation", 0.02)
+  domain = hparams_log.hparam_domain(dimensions[0])
+  assert sorted(domain.values) == ["js", "total_variation"]
 
 
 def test_unknown_tuner_is_a_clear_error(tmp_path):

@@ -18,8 +18,14 @@ SEARCH_KINDS = ("log", "linear", "int", "choice")
 # are those that shape the images (the channel statistics are computed once).
 UNSEARCHABLE_FIELDS = ("seed", "train_examples", "validation_fraction", "test_fraction",
                        "image_size", "channels")
+# Text settings a search may choose among (`divergence=choice:js|total_variation`):
+# every one except the run's name, its method (a search compares settings of one
+# method) and those that choose its data (every trial sees the same examples).
+STRUCTURAL_TEXT_FIELDS = ("name", "method", "dataset", "test_folder", "train_split",
+                          "test_split")
 _SPEC_HELP = ("expected field=SPEC with SPEC one of log:LOW:HIGH, LOW:HIGH, "
-              "int:LOW:HIGH or choice:A|B|C, e.g. learning_rate=log:0.01:0.2")
+              "int:LOW:HIGH or choice:A|B|C (the only kind for a text setting), e.g. "
+              "learning_rate=log:0.01:0.2 or divergence=choice:js|total_variation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,13 +57,13 @@ def parse_search_dimension(entry: str, field_types: Mapping[str, Any]) -> Search
   if not separator or not field or not spec:
     raise ConfigError(f"search_space entry {entry!r}: {_SPEC_HELP}.")
   kind = field_types.get(field)
-  if kind not in (int, float) or field == "name":
-    numeric = sorted(name for name, field_kind in field_types.items()
-                     if field_kind in (int, float) and name not in UNSEARCHABLE_FIELDS)
-    problem = ("is not a numeric config field." if kind is not None else
-               f"is not a config field{did_you_mean(field, numeric) or '.'}")
+  if not _searchable(field, kind):
+    searchable = sorted(name for name, field_kind in field_types.items()
+                        if _searchable(name, field_kind) and name not in UNSEARCHABLE_FIELDS)
+    problem = ("is not a numeric or text config field." if kind is not None else
+               f"is not a config field{did_you_mean(field, searchable) or '.'}")
     raise ConfigError(f"search_space entry {entry!r}: {field!r} {problem} Searchable "
-                      f"fields: {', '.join(numeric)}.")
+                      f"fields: {', '.join(searchable)}.")
   if field in UNSEARCHABLE_FIELDS:
     raise ConfigError(f"search_space entry {entry!r}: {field} shapes the data splits or "
                       "the images, which must be the same for every trial; set it with an "
@@ -69,9 +75,15 @@ def parse_search_dimension(entry: str, field_types: Mapping[str, Any]) -> Search
   return dimension
 
 
+def _searchable(field: str, kind: Any) -> bool:
+  return kind in (int, float) or (kind is str and field not in STRUCTURAL_TEXT_FIELDS)
+
+
 def _parse_spec(field: str, kind: Any, spec: str) -> SearchDimension:
   """Raises ValueError (with the reason) for a malformed or empty range."""
   head, _, rest = spec.partition(":")
+  if kind is str and head != "choice":
+    raise ValueError(f"{field} is a text setting: use choice:A|B")
   if head == "choice":
     choices = tuple(scalars.parse_scalar(kind, value.strip()) for value in rest.split("|"))
     if any(isinstance(choice, float) and not math.isfinite(choice) for choice in choices):
