@@ -1,6 +1,7 @@
 """Tests of acn_tf.run.tuning: search-space parsing, a tiny ACN search, its resumption,
 its TensorBoard HParams runs, and training from the best_config.json it writes."""
 
+import csv
 import errno
 import json
 import os
@@ -24,7 +25,7 @@ from acn_tf.config.search_space import SearchDimension
 from acn_tf.run import hparams_log, run_dir, storage, training, tuning
 from conftest import error_lines, read_json, run_py, start_run_py
 
-TINY_ACN = ["epochs=1", "train_examples=256", "adv_warmup_epochs=0",
+TINY_ACN = ["epochs=2", "train_examples=128", "adv_warmup_epochs=0",
             "validation_fraction=0.2"]
 
 
@@ -282,8 +283,10 @@ def test_each_trial_is_a_tensorboard_hparams_run(search):
     trial_id, values, scores, status = trials[f"trial_{trial['trial']}"]
     assert trial_id == trial["trial"] and status == "STATUS_SUCCESS"
     assert values == trial["values"]
-    # One epoch: its score is that of step 0, float32 like the Keras metric it was.
-    assert scores == [(0, np.float32(trial["score"]))]
+    # The score at its best epoch, float32 like the Keras metric it was.
+    best_step = read_json(os.path.join(model_dir, tuning.TUNER_DIR,
+                                       f"trial_{trial['trial']}", "trial.json"))["best_step"]
+    assert scores == [(best_step, np.float32(trial["score"]))]
   assert trials["trial_" + recorded["best_trial"]][2][0][1] == np.float32(
       recorded["best_score"])
 
@@ -437,13 +440,24 @@ def test_a_full_disk_ends_the_search_with_one_error_instead_of_failing_every_tri
 
 
 def test_each_acn_trial_records_phase_a_health(search):
-  """Every trial's keras-tuner record holds Phase A's health figures of each epoch
-  (PhaseAHealth on the validation split), beside its score: what a search that
-  constrains the generator's health chooses among."""
+  """Every trial's keras-tuner record holds Phase A's health figures of its best
+  epoch (PhaseAHealth on the validation split), and its history.csv those of every
+  epoch, beside its scores: what a search that constrains the generator's health
+  chooses among."""
   model_dir, _ = search
   for folder in _trial_folders(model_dir):
-    with open(os.path.join(model_dir, tuning.TUNER_DIR, folder, "trial.json")) as handle:
-      metrics = json.load(handle)["metrics"]["metrics"]
+    trial_dir = os.path.join(model_dir, tuning.TUNER_DIR, folder)
+    with open(os.path.join(trial_dir, "trial.json")) as handle:
+      record = json.load(handle)
+    metrics = record["metrics"]["metrics"]
+    with open(os.path.join(trial_dir, "history.csv")) as handle:
+      history = list(csv.DictReader(handle))
+    # One row an epoch, the epoch keras-tuner scored among them with its figures.
+    assert [int(row["epoch"]) for row in history] == list(range(_digits().optimization.epochs))
+    best = history[record["best_step"]]
+    for name in ("health_residual_linf", "val_ensemble_top1", "val_c0_top1"):
+      np.testing.assert_allclose(float(best[name]),
+                                 metrics[name]["observations"][-1]["value"][0], rtol=1e-6)
     for name in ("health_divergence_ratio_generated", "health_residual_linf",
                  "val_ensemble_top1"):
       values = [value for observation in metrics[name]["observations"]

@@ -1,7 +1,8 @@
 """The keras-tuner tuners of a search (acn_tf/run/tuning.py): keras-tuner's own,
-with the search written to TensorBoard's HParams dashboard (hparams_log), a
-stop on SIGTERM or SIGINT that the same command continues from, and a failed
-write that ends the search rather than failing every trial after it."""
+with each trial's every epoch in its folder, the search written to TensorBoard's
+HParams dashboard (hparams_log), a stop on SIGTERM or SIGINT that the same command
+continues from, and a failed write that ends the search rather than failing every
+trial after it."""
 
 import contextlib
 import os
@@ -9,6 +10,7 @@ import signal
 import threading
 from typing import Optional
 
+import keras
 import keras_tuner as kt
 
 from acn_tf.errors import TrainingInterrupted
@@ -17,6 +19,8 @@ from acn_tf.run.hparams_log import HParamsLog
 
 # keras-tuner's record of a trial, in the trial's folder (model_dir/tuner/trial_ID).
 TRIAL_FILE = "trial.json"
+# Every epoch's logs of a trial, in the same folder.
+TRIAL_HISTORY_FILE = "history.csv"
 
 
 def stopped_for_failures(error: RuntimeError) -> bool:
@@ -71,6 +75,19 @@ class _HParamsLogging:
     if ended.status in (kt.engine.trial.TrialStatus.COMPLETED,
                         kt.engine.trial.TrialStatus.FAILED):
       self.hparams_log.write_trial(ended)
+
+
+class _TrialHistory:
+  """Mixin for a keras-tuner tuner: each trial's logs of every epoch, as a run's
+  history.csv, in the trial's folder. keras-tuner's record keeps the metrics of
+  the best epoch only; a search that reads a trial at its last epoch, or follows
+  a figure (Phase A's health) through training, reads this file. A trial run
+  again from its start (after a stop) writes it anew."""
+
+  def run_trial(self, trial, *args, **kwargs):
+    path = os.path.join(self.get_trial_dir(trial.trial_id), TRIAL_HISTORY_FILE)
+    kwargs["callbacks"] = [*kwargs.get("callbacks", []), keras.callbacks.CSVLogger(path)]
+    return super().run_trial(trial, *args, **kwargs)
 
 
 class SearchStopped(BaseException):
@@ -131,15 +148,15 @@ class _StopOnSignals:
         "are kept. Run the same command again to continue the search.", signum)
 
 
-class RandomSearch(_StopOnSignals, _HParamsLogging, kt.RandomSearch):
+class RandomSearch(_StopOnSignals, _TrialHistory, _HParamsLogging, kt.RandomSearch):
   pass
 
 
-class BayesianOptimization(_StopOnSignals, _HParamsLogging, kt.BayesianOptimization):
+class BayesianOptimization(_StopOnSignals, _TrialHistory, _HParamsLogging, kt.BayesianOptimization):
   pass
 
 
-class Hyperband(_StopOnSignals, _HParamsLogging, kt.Hyperband):
+class Hyperband(_StopOnSignals, _TrialHistory, _HParamsLogging, kt.Hyperband):
   pass
 
 
