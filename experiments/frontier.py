@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from summary import comparison, runs, tables  # noqa: E402
 
 # A variant's method family: its name without a length suffix; DML's 4x is a length.
-_LENGTH_SUFFIX = re.compile(r"_epochs_\d+x$")
+_LENGTH_SUFFIX = re.compile(r"_epochs_\d+(_\d+)?x$")
 _ALIASES = {"dml_compute_matched": "dml"}
 
 LABELS = {

@@ -18,6 +18,7 @@ BENCHMARK = {"dml": 200.0, "independent": 250.0, "dml_noise": 100.0, "acn": 50.0
 
 def test_families_fold_lengths_into_one_method():
   assert frontier.family_of("dml_epochs_16x") == "dml"
+  assert frontier.family_of("dml_epochs_0_65x") == "dml"
   assert frontier.family_of("dml_compute_matched") == "dml"
   assert frontier.family_of("acn_epochs_4x") == "acn"
   assert frontier.family_of("acn_no_generator_epochs_4x") == "acn_no_generator"

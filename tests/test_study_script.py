@@ -166,3 +166,8 @@ def test_length_variants_stretch_dml_16_and_acn_4_times(monkeypatch, tmp_path):
                        ["dml_epochs_16x", "acn_epochs_4x"])
   assert "--method=dml" in dml and _epochs(dml) == "--override=epochs=640"
   assert "--method=acn" in acn and _epochs(acn) == "--override=epochs=160"
+
+
+def test_dml_at_the_branched_rivals_compute_has_0_65_of_the_epochs(monkeypatch, tmp_path):
+  (dml,) = _commands(monkeypatch, tmp_path, "fashion_mnist_small", ["dml_epochs_0_65x"])
+  assert "--method=dml" in dml and _epochs(dml) == "--override=epochs=26"
