@@ -1,0 +1,179 @@
+"""Ranks a search's trials by a score at their last epoch, among those that meet
+constraints, and writes the best ones' configs for runs of their own.
+
+  python experiments/choose_trial.py MODEL_DIR \
+      --require='health_residual_linf>0.0314' \
+      --require='health_divergence_ratio_generated>=1.5' [--top=3] [--configs=DIR]
+
+MODEL_DIR is a `run.py --mode=tune` directory. keras-tuner ranks trials by the
+best epoch of its objective; a study that trains every setting for its whole
+schedule reads each trial where it ends instead: the last row of the trial's
+`history.csv` (acn_tf/run/tuners.py writes one per trial). The score is the mean
+classifier's validation top-1 there (the mean of `val_c*_top1`), so that accuracy
+is the objective and each `--require` (a logged figure, `<`, `<=`, `>` or `>=`, a
+number) a constraint on the same epoch, never the other way round. Prints every
+trial in a Markdown table, best first, and with `--configs=DIR` writes the `--top`
+best trials that meet every constraint as DIR/trial_ID.json: the search's config
+with the trial's values, whole, for `run.py --config_file=`.
+"""
+
+import argparse
+import csv
+import json
+import operator
+import os
+import re
+import statistics
+import sys
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from acn_tf import strict_json  # noqa: E402
+from acn_tf.run import tuners, tuning  # noqa: E402
+
+_COMPARISONS: Dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
+_REQUIREMENT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
+_CLASSIFIER_TOP1 = re.compile(r"^val_c\d+_top1$")
+
+
+class Requirement(NamedTuple):
+  metric: str
+  comparison: str
+  bound: float
+
+  def met_by(self, row: Dict[str, float]) -> bool:
+    return _COMPARISONS[self.comparison](row[self.metric], self.bound)
+
+  def __str__(self) -> str:
+    return f"{self.metric} {self.comparison} {self.bound:g}"
+
+
+def parse_requirement(text: str) -> Requirement:
+  match = _REQUIREMENT.match(text)
+  if not match:
+    raise ValueError(f"--require={text!r}: expected METRIC<BOUND, METRIC<=BOUND, "
+                     "METRIC>BOUND or METRIC>=BOUND, e.g. health_residual_linf>0.0314")
+  metric, comparison, bound = match.groups()
+  try:
+    return Requirement(metric, comparison, float(bound))
+  except ValueError:
+    raise ValueError(f"--require={text!r}: {bound!r} is not a number") from None
+
+
+class Trial(NamedTuple):
+  trial_id: str
+  values: Dict[str, object]  # The searched settings' values.
+  last_epoch: Dict[str, float]  # The last row of the trial's history.csv.
+
+  @property
+  def score(self) -> float:
+    """The mean classifier's validation top-1 at the last epoch."""
+    return statistics.fmean(value for name, value in self.last_epoch.items()
+                            if _CLASSIFIER_TOP1.match(name))
+
+
+def last_epoch(history_file: str) -> Dict[str, float]:
+  with open(history_file, newline="") as handle:
+    rows = list(csv.DictReader(handle))
+  if not rows:
+    raise ValueError(f"{history_file} has no epoch: the trial did not train.")
+  return {name: float(value) for name, value in rows[-1].items() if value != ""}
+
+
+def completed_trials(model_dir: str) -> List[Trial]:
+  """The search's completed trials, read from tuning_results.json and each trial's
+  history.csv."""
+  summary = strict_json.read(os.path.join(model_dir, tuning.RESULTS_FILE))
+  trials = []
+  for record in summary["trials"]:
+    if record["status"] != "COMPLETED":
+      continue
+    history = os.path.join(model_dir, tuning.TUNER_DIR, f"trial_{record['trial']}",
+                           tuners.TRIAL_HISTORY_FILE)
+    if not os.path.exists(history):
+      raise FileNotFoundError(f"{history} is missing: the search predates per-trial "
+                              "histories, so its trials cannot be read at their last "
+                              "epoch.")
+    trials.append(Trial(record["trial"], record["values"], last_epoch(history)))
+  return trials
+
+
+def rank(trials: Sequence[Trial], requirements: Sequence[Requirement]
+         ) -> List[tuple]:
+  """(trial, requirements it fails) for every trial, best score first."""
+  for trial in trials:
+    for requirement in requirements:
+      if requirement.metric not in trial.last_epoch:
+        raise ValueError(f"--require names {requirement.metric!r}, which trial "
+                         f"{trial.trial_id} did not log; it logged: "
+                         f"{', '.join(sorted(trial.last_epoch))}")
+  ordered = sorted(trials, key=lambda trial: (-trial.score, trial.trial_id))
+  return [(trial, [str(requirement) for requirement in requirements
+                   if not requirement.met_by(trial.last_epoch)]) for trial in ordered]
+
+
+def trial_config(model_dir: str, trial: Trial) -> dict:
+  """The search's base config (search.json) with the trial's values."""
+  base = strict_json.read(os.path.join(model_dir, tuning.SEARCH_FILE))["config"]
+  unknown = sorted(set(trial.values) - set(base))
+  if unknown:
+    raise ValueError(f"trial {trial.trial_id} sets {', '.join(unknown)}, which the "
+                     "search's config does not hold")
+  return {**base, **trial.values}
+
+
+def table(ranked: Sequence[tuple], requirements: Sequence[Requirement]) -> str:
+  searched = sorted({name for trial, _ in ranked for name in trial.values})
+  shown = [requirement.metric for requirement in requirements]
+  shown = list(dict.fromkeys(shown))
+  header = ["trial", "mean classifier top-1 (%)", "ensemble top-1 (%)", *shown,
+            "meets", *searched]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for trial, failed in ranked:
+    cells = [trial.trial_id, f"{100 * trial.score:.2f}",
+             f"{100 * trial.last_epoch.get('val_ensemble_top1', float('nan')):.2f}",
+             *(f"{trial.last_epoch[metric]:.4g}" for metric in shown),
+             "yes" if not failed else "no: " + "; ".join(failed),
+             *(_value(trial.values.get(name)) for name in searched)]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _value(value: object) -> str:
+  return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("model_dir", help="a run.py --mode=tune directory")
+  parser.add_argument("--require", action="append", default=[],
+                      help="a constraint on a logged figure at the last epoch, e.g. "
+                      "health_residual_linf>0.0314 (repeatable)")
+  parser.add_argument("--top", type=int, default=3)
+  parser.add_argument("--configs", help="write the --top best trials that meet every "
+                      "constraint as DIR/trial_ID.json")
+  arguments = parser.parse_args(argv)
+  try:
+    requirements = [parse_requirement(text) for text in arguments.require]
+    ranked = rank(completed_trials(arguments.model_dir), requirements)
+  except (ValueError, FileNotFoundError) as error:
+    parser.exit(2, f"choose_trial.py: {error}\n")
+  print(table(ranked, requirements))
+  chosen = [trial for trial, failed in ranked if not failed][:arguments.top]
+  print(f"\n{len(chosen)} chosen (best {arguments.top} of the "
+        f"{sum(not failed for _, failed in ranked)} of {len(ranked)} completed trials "
+        f"that meet every constraint): {', '.join(t.trial_id for t in chosen) or 'none'}")
+  if arguments.configs and chosen:
+    os.makedirs(arguments.configs, exist_ok=True)
+    for trial in chosen:
+      path = os.path.join(arguments.configs, f"trial_{trial.trial_id}.json")
+      with open(path, "w") as handle:
+        json.dump(trial_config(arguments.model_dir, trial), handle, indent=2)
+      print(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+  main()
