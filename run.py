@@ -269,9 +269,12 @@ def _run() -> None:
           f"--config_file={os.path.join(model_dir, tuning.BEST_CONFIG_FILE)}")
   else:
     model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config))
+    results_path = os.path.join(model_dir, run_dir.RESULTS_FILE)
+    finished_before = os.path.exists(results_path)
     results = training.train(config, model_dir, FLAGS.data_dir, strategy,
                              verbose=keras_verbosity(), export=FLAGS.export)
-    print(f"Wrote {os.path.join(model_dir, run_dir.RESULTS_FILE)}")
+    print(f"{results_path} holds this run, finished by an earlier launch: nothing to "
+          "train." if finished_before else f"Wrote {results_path}")
     _print_summary(results)
 
 

@@ -141,14 +141,24 @@ def test_killed_run_resumes_with_every_optimizer_and_finishes_all_epochs(tmp_pat
   assert set(recorded) >= set(range(resumed_from, epochs))
 
 
-def test_finished_run_is_not_resumed_and_other_config_is_refused(acn_run, run_py_here,
-                                                                  tmp_path):
+def test_a_finished_run_launched_again_trains_nothing_and_other_config_is_refused(
+    acn_run, run_py_here, tmp_path):
+  """The same command again (a scheduler's retry) succeeds without training and
+  prints the run's recorded results; another configuration is refused, there and
+  in an unfinished run."""
   settings = ["--experiment=digits", "--method=acn", "--verbose=0", "--override=epochs=2",
               "--override=train_examples=320", "--override=adv_warmup_epochs=0",
               "--override=validation_fraction=0.2"]
   before = snapshot(acn_run)
   again = run_py_here(*settings, f"--model_dir={acn_run}")
-  assert_one_error_line(again, "already holds a finished run")
+  assert again.returncode == 0, again.stderr
+  assert "holds this run, finished by an earlier launch: nothing to train" in again.stdout
+  recorded = read_json(os.path.join(acn_run, "results.json"))
+  assert f"ensemble top1 {recorded['ensemble_top1']:.4f}" in again.stdout
+  assert snapshot(acn_run) == before
+  longer = run_py_here(*settings, f"--model_dir={acn_run}", "--override=epochs=3")
+  assert_one_error_line(longer, "already holds a finished run (results.json) of another "
+                        "configuration. Different: epochs (saved 2, now 3)")
   assert snapshot(acn_run) == before
   unfinished = tmp_path / "unfinished"
   os.makedirs(unfinished)

@@ -8,7 +8,7 @@ message that says what to do, before any work is lost or overwritten.
 
 import os
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from acn_tf import errors, strict_json
 from acn_tf.config.saved_runs import (config_differences, config_from_dict,
@@ -119,11 +119,11 @@ def inspect_model_dir(model_dir: str, config: ExperimentConfig) -> List[str]:
   check_model_dir_path(model_dir)
   if not os.path.exists(model_dir):
     return []
-  if os.path.exists(os.path.join(model_dir, RESULTS_FILE)):
+  if finished_results(model_dir, config) is not None:
     raise ModelDirError(
-        f"--model_dir={model_dir} already holds a finished run ({RESULTS_FILE}). "
-        "Choose a new --model_dir, evaluate it with --mode=eval, or delete the "
-        "directory yourself to start over.")
+        f"--model_dir={model_dir} already holds a finished run of this configuration "
+        f"({RESULTS_FILE}): there is nothing to train. Evaluate it with --mode=eval, or "
+        "choose a new --model_dir.")
   if not os.path.exists(os.path.join(model_dir, CONFIG_FILE)):
     if is_search_dir(model_dir):
       raise ModelDirError(
@@ -149,6 +149,29 @@ def inspect_model_dir(model_dir: str, config: ExperimentConfig) -> List[str]:
       f"--model_dir={model_dir} holds an unfinished run of another configuration; "
       f"resuming needs the same one. Different: {'; '.join(differences)}. "
       "Run the original command again to resume, or choose a new --model_dir.")
+
+
+def finished_results(model_dir: str, config: ExperimentConfig) -> Optional[Dict[str, Any]]:
+  """The results of `config`'s run if model_dir holds it finished, else None.
+
+  A launch that finds its own run finished has nothing to do (a scheduler's retry
+  of a job that ended, say): its caller reports the results instead of training.
+  A finished run of another configuration, or results without the config.json
+  they came from, is refused: training there would overwrite or mislabel them.
+  """
+  results_path = os.path.join(model_dir, RESULTS_FILE)
+  if not os.path.exists(results_path):
+    return None
+  refusal = (f"--model_dir={model_dir} already holds a finished run ({RESULTS_FILE})")
+  advice = ("Choose a new --model_dir, evaluate it with --mode=eval, or delete the "
+            "directory yourself to start over.")
+  if not os.path.exists(os.path.join(model_dir, CONFIG_FILE)):
+    raise ModelDirError(f"{refusal} without its {CONFIG_FILE}. {advice}")
+  differences = config_differences(load_run_config(model_dir), config)
+  if differences:
+    raise ModelDirError(f"{refusal} of another configuration. Different: "
+                        f"{'; '.join(differences)}. {advice}")
+  return strict_json.read(results_path)
 
 
 def prepare_model_dir(model_dir: str, config: ExperimentConfig, lock=None) -> bool:

@@ -149,7 +149,8 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
           strategy: Optional[tf.distribute.Strategy] = None,
           verbose: int = 2, export: bool = False) -> Dict[str, Any]:
   """Trains `config` into `model_dir` (resuming an unfinished run there), writes
-  results.json and, with `export`, the SavedModels; returns the results.
+  results.json and, with `export`, the SavedModels; returns the results. If
+  model_dir holds this run finished, returns its results and trains nothing.
 
   Every input is checked before the first file is written: the model_dir (read
   only; in use by another process is refused: storage.RunDirLock), the data
@@ -163,6 +164,9 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   config.validate()
   with storage.RunDirLock(model_dir) as lock:
     lock.acquire(create=False, record=False)  # At once, if a run there ever took it.
+    finished = run_dir.finished_results(model_dir, config)
+    if finished is not None:  # This run, finished by an earlier launch.
+      return finished
     run_dir.inspect_model_dir(model_dir, config)
     if lock.held:
       lock.acquire()  # This command goes on: its PID for a process refused.
