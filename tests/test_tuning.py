@@ -27,6 +27,9 @@ from conftest import error_lines, read_json, run_py, start_run_py
 
 TINY_ACN = ["epochs=2", "train_examples=128", "adv_warmup_epochs=0",
             "validation_fraction=0.2"]
+# For the tests of how a search handles its trials' failures, which no method's
+# step reaches: one epoch of one DML step.
+TINY_DML = ["epochs=1", "train_examples=128", "validation_fraction=0.2"]
 
 
 def _digits(method="acn", overrides=TINY_ACN):
@@ -356,7 +359,7 @@ def test_a_search_without_a_completed_trial_is_a_clear_error(tmp_path, monkeypat
   _failing_fit(monkeypatch, succeed_first=0)
   model_dir = str(tmp_path / "tune")
   with pytest.raises(errors.SearchFailedError) as raised:
-    tuning.tune(_digits(), model_dir, max_trials=5, verbose=0)
+    tuning.tune(_digits("dml", TINY_DML), model_dir, max_trials=5, verbose=0)
   message = str(raised.value)
   assert "No trial" in message and "(3 failed)" in message
   assert "ValueError: trial 3 exploded" in message
@@ -371,7 +374,8 @@ def test_a_search_without_a_completed_trial_is_a_clear_error(tmp_path, monkeypat
 def test_a_search_stopped_by_failures_keeps_its_completed_trial(tmp_path, monkeypatch):
   _failing_fit(monkeypatch, succeed_first=1)
   model_dir = str(tmp_path / "tune")
-  summary = tuning.tune(_digits(), model_dir, max_trials=6, verbose=0)
+  config = _digits("dml", TINY_DML)
+  summary = tuning.tune(config, model_dir, max_trials=6, verbose=0)
   assert [trial["status"] for trial in summary["trials"]] == ["COMPLETED"] + ["FAILED"] * 3
   assert summary["best_trial"] == summary["trials"][0]["trial"]
   assert any("stopped early" in note for note in summary["notes"])
@@ -387,7 +391,7 @@ def test_a_search_stopped_by_failures_keeps_its_completed_trial(tmp_path, monkey
                            "trial.json")) as f:
       assert json.load(f)["status"] == trial["status"]
   # ...so running the command again starts a new trial rather than repeating it.
-  again = tuning.tune(_digits(), model_dir, max_trials=6, verbose=0)
+  again = tuning.tune(config, model_dir, max_trials=6, verbose=0)
   assert again["trials"][:4] == summary["trials"]
   assert len(again["trials"]) == 5 and again["trials"][4]["status"] == "FAILED"
 
