@@ -129,10 +129,13 @@ def _no_temporary_folders(model_dir):
   assert leftovers == [], leftovers
 
 
-def test_a_kill_at_each_stage_of_the_final_phase_is_completed_by_the_same_command(tmp_path):
+def test_a_kill_at_each_stage_of_the_final_phase_is_completed_by_the_same_command(
+    tmp_path, run_py_here):
   """One run killed (SIGKILL) at every stage after training in turn, each rerun
   being killed at the next: the last rerun finishes it without training again.
-  Before, a kill during the export left files that every rerun refused."""
+  Before, a kill during the export left files that every rerun refused. The
+  killed commands run in processes of their own (the kill ends the process);
+  the reruns that finish, through run.py's main in this process."""
   model_dir = str(tmp_path / "run")
   command = [*DIGITS, f"--model_dir={model_dir}"]
   export_dir = os.path.join(model_dir, "export")
@@ -145,7 +148,7 @@ def test_a_kill_at_each_stage_of_the_final_phase_is_completed_by_the_same_comman
       _export_is_whole(export_dir)
   assert os.path.exists(export_dir + storage.REMOVING_SUFFIX)  # Killed while replacing.
 
-  finished = run_py(*command)
+  finished = run_py_here(*command)
   assert finished.returncode == 0, finished.stderr[-3000:]
   results = read_json(os.path.join(model_dir, "results.json"))
   assert results["optimizer_iterations"] == {"classifiers": 2 * 4}  # Trained once.
@@ -160,7 +163,7 @@ def test_a_kill_at_each_stage_of_the_final_phase_is_completed_by_the_same_comman
   killed = run_py(*export, env=subprocess_environment(**{storage.STOP_AT_VARIABLE: "export"}))
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   assert not os.path.exists(export_dir)
-  completed = run_py(*export)
+  completed = run_py_here(*export)
   assert completed.returncode == 0, completed.stderr[-3000:]
   _export_is_whole(export_dir)
   _no_temporary_folders(model_dir)

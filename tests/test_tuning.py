@@ -23,7 +23,7 @@ from acn_tf.config import command_line, schema as config_lib, search_space
 from acn_tf.config.schema import ConfigError
 from acn_tf.config.search_space import SearchDimension
 from acn_tf.run import hparams_log, run_dir, storage, training, tuning
-from conftest import error_lines, read_json, run_py, start_run_py
+from conftest import error_lines, read_json, start_run_py
 
 TINY_ACN = ["epochs=2", "train_examples=128", "adv_warmup_epochs=0",
             "validation_fraction=0.2"]
@@ -396,8 +396,11 @@ def test_a_search_stopped_by_failures_keeps_its_completed_trial(tmp_path, monkey
   assert len(again["trials"]) == 5 and again["trials"][4]["status"] == "FAILED"
 
 
-def test_sigterm_stops_a_search_saying_where_and_the_same_command_continues_it(tmp_path):
-  """Before, SIGTERM ended a search silently (no message, killed by the signal)."""
+def test_sigterm_stops_a_search_saying_where_and_the_same_command_continues_it(
+    tmp_path, run_py_here):
+  """Before, SIGTERM ended a search silently (no message, killed by the signal).
+  The signalled search is a process of its own; the same command continues it
+  through run.py's main in this process."""
   model_dir = str(tmp_path / "search")
   command = ["--experiment=digits", "--method=dml", "--mode=tune", f"--model_dir={model_dir}",
              "--max_trials=2", "--verbose=0", "--override=epochs=2",
@@ -418,7 +421,7 @@ def test_sigterm_stops_a_search_saying_where_and_the_same_command_continues_it(t
   assert "during trial" in lines[0] or "after trial" in lines[0]
   assert not os.path.exists(os.path.join(model_dir, tuning.RESULTS_FILE))
 
-  completed = run_py(*command)
+  completed = run_py_here(*command)
   assert completed.returncode == 0, completed.stderr[-3000:]
   summary = read_json(os.path.join(model_dir, tuning.RESULTS_FILE))
   assert summary["num_trials"] == 2 and summary["num_completed"] == 2
