@@ -193,9 +193,12 @@ def _mount_tmpfs(path, size):
     pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
 
 
-def test_a_full_disk_is_one_message_and_the_same_command_resumes_with_room(tmp_path):
+def test_a_full_disk_is_one_message_and_the_same_command_resumes_with_room(tmp_path,
+                                                                         run_py_here):
   """A 300 kB tmpfs holds the run's first files, not its first checkpoint. Before,
-  h5py printed 46 lines of tracebacks and the process crashed (status 139)."""
+  h5py printed 46 lines of tracebacks and the process crashed (status 139): the
+  run on the full disk is a process of its own; the same command with room, run.py's
+  main in this process."""
   disk = tmp_path / "disk"
   _mount_tmpfs(disk, "300k")
   try:
@@ -207,7 +210,7 @@ def test_a_full_disk_is_one_message_and_the_same_command_resumes_with_room(tmp_p
     assert "Segmentation" not in full.stderr and len(full.stderr.splitlines()) < 10, line
     assert os.listdir(os.path.join(model_dir, "backup")) == []  # No partial checkpoint.
     subprocess.run(["mount", "-o", "remount,size=20m", str(disk)], check=True)
-    resumed = run_py(*command)
+    resumed = run_py_here(*command)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_json(os.path.join(model_dir, "results.json"))["optimizer_iterations"] == {
         "classifiers": 2 * 4}
