@@ -139,6 +139,7 @@ def _saved_epoch(metadata):
     return 0
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_and_finishes_every_step(tmp_path, run_py_here):
   """Killed in a process of its own; the same command resumes it through run.py's
   main in this process."""

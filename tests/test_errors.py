@@ -912,6 +912,7 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
 # SIGTERM.
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, run_py_here):
   """A real process takes the signal; the same command again runs through run.py's
   main in this process. 10 epochs of 8 DML steps: the signal comes 0.1 s after

@@ -255,6 +255,7 @@ def test_exports_its_peers_and_their_ensemble_and_round_trips(tmp_path):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+@pytest.mark.slow
 def test_run_py_trains_evaluates_and_exports_kdcl(tmp_path, run_py_here):
   """results.json carries each peer's and the ensemble's top-1, which --mode=eval of
   the stored run repeats (through run.py's main in this process); the SavedModels

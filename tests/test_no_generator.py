@@ -5,6 +5,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from acn_tf.config.schema import ExperimentConfig
@@ -93,6 +94,7 @@ def test_health_says_x0_is_x():
   assert figures["discriminator_real_accuracy"] is None
 
 
+@pytest.mark.slow
 def test_a_run_without_generator_trains_evaluates_and_exports(tmp_path, run_py_here):
   """Two steps an epoch: the warm-up epoch, then one whose steps run Phase A's search.
   The evaluation runs in this process (run.py's own main): the restore without g is

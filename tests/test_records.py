@@ -103,6 +103,7 @@ def _saved_epoch(metadata):
     return 0
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_every_optimizer_and_finishes_all_epochs(tmp_path,
                                                                         run_py_here):
   """Killed after the checkpoint of epoch 2, the first with Phase A (epoch 1 is

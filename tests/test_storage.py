@@ -82,6 +82,7 @@ def test_a_directory_in_use_is_refused_at_once_naming_it_and_the_holder(
   lock.release()
 
 
+@pytest.mark.slow
 def test_the_same_command_twice_trains_once_and_resumes_after_a_kill(tmp_path, run_py_here):
   """The issue's case: a scheduler retries a command while the first still runs.
   The second is refused before it writes; once the first is killed, the same
@@ -129,6 +130,7 @@ def _no_temporary_folders(model_dir):
   assert leftovers == [], leftovers
 
 
+@pytest.mark.slow
 def test_a_kill_at_each_stage_of_the_final_phase_is_completed_by_the_same_command(
     tmp_path, run_py_here):
   """One run killed (SIGKILL) at every stage after training in turn, each rerun
@@ -169,6 +171,7 @@ def test_a_kill_at_each_stage_of_the_final_phase_is_completed_by_the_same_comman
   _no_temporary_folders(model_dir)
 
 
+@pytest.mark.slow
 def test_a_kill_after_the_results_leaves_a_finished_run(tmp_path, run_py_here):
   model_dir = str(tmp_path / "run")
   killed = run_py(*DIGITS, f"--model_dir={model_dir}", "--noexport",
@@ -193,6 +196,7 @@ def _mount_tmpfs(path, size):
     pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_message_and_the_same_command_resumes_with_room(tmp_path,
                                                                          run_py_here):
   """A 300 kB tmpfs holds the run's first files, not its first checkpoint. Before,

@@ -396,6 +396,7 @@ def test_a_search_stopped_by_failures_keeps_its_completed_trial(tmp_path, monkey
   assert len(again["trials"]) == 5 and again["trials"][4]["status"] == "FAILED"
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_search_saying_where_and_the_same_command_continues_it(
     tmp_path, run_py_here):
   """Before, SIGTERM ended a search silently (no message, killed by the signal).
