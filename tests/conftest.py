@@ -232,13 +232,37 @@ def early_runs(commands):
   return finished
 
 
+def _uses_a_module_fixture(item):
+  """Whether `item` uses a module-scoped fixture (directly, through another fixture,
+  or autouse)."""
+  info = getattr(item, "_fixtureinfo", None)
+  return info is not None and any(
+      definitions and definitions[-1].scope == "module"
+      for definitions in info.name2fixturedefs.values())
+
+
 @pytest.hookimpl(tryfirst=True)  # Before pytest-xdist reads the groups.
 def pytest_collection_modifyitems(items):
+  """Groups and order for pytest-xdist's `--dist loadgroup`.
+
+  A test that reads an `early_runs` fixture is marked `slow` and put in that
+  fixture's `xdist_group`. The tests of a module that share a module-scoped fixture
+  are one `xdist_group`, so that one worker builds it: under loadgroup, tests
+  without a group are scheduled one by one, and a module fixture is built anew
+  by each worker that runs one of its tests.
+
+  loadgroup hands out the groups first (most tests first), then the other tests in
+  collection order, each to the next worker with room. The `slow` tests (processes
+  of their own) are moved to the front of that order, so that they start first and
+  the last tests to start are short: a long test started last would end alone."""
   for item in items:
     fixtures = sorted(_EARLY_RUNS & set(getattr(item, "fixturenames", ())))
     if fixtures:
       item.add_marker(pytest.mark.slow)
       item.add_marker(pytest.mark.xdist_group(fixtures[0]))
+    elif _uses_a_module_fixture(item):
+      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # Stable.
 
 
 # -- Digits runs that several tests read ------------------------------------------------

@@ -21,7 +21,7 @@ from acn_tf.method.one import OnTheFlyNativeEnsemble
 from acn_tf.networks import branched
 from acn_tf.run import distribute, optimizers, training, tuning
 from acn_tf.run.export import ENSEMBLE_NAME
-from conftest import assert_one_error_line, read_json, run_py, start_run_py
+from conftest import assert_one_error_line, read_json, start_run_py
 
 THREE = "--override=architectures=small_cnn,small_cnn,small_cnn"
 TINY = ["--experiment=digits", THREE, "--override=epochs=1", "--override=train_examples=256",
@@ -139,7 +139,10 @@ def _saved_epoch(metadata):
     return 0
 
 
-def test_a_killed_run_resumes_and_finishes_every_step(tmp_path):
+@pytest.mark.slow
+def test_a_killed_run_resumes_and_finishes_every_step(tmp_path, run_py_here):
+  """Killed in a process of its own; the same command resumes it through run.py's
+  main in this process."""
   model_dir = str(tmp_path / "run")
   epochs, steps = 4, 256 // 64
   command = ["--experiment=digits", "--method=one", THREE, f"--model_dir={model_dir}",
@@ -156,7 +159,7 @@ def test_a_killed_run_resumes_and_finishes_every_step(tmp_path):
       "the run finished before it was killed: make it longer"
   resumed_from = _saved_epoch(metadata)
   assert 1 <= resumed_from < epochs
-  completed = run_py(*command)
+  completed = run_py_here(*command)
   assert completed.returncode == 0, completed.stderr[-3000:]
   results = read_json(os.path.join(model_dir, "results.json"))
   assert results["optimizer_iterations"] == {"classifiers": epochs * steps}

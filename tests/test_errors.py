@@ -39,7 +39,7 @@ from acn_tf import errors, strict_json
 from acn_tf.config import command_line, schema as config_lib, registry
 from acn_tf.data import pipeline, sources
 from acn_tf.run import guard, run_dir, safety, storage, training
-from conftest import (ROOT, assert_one_error_line, early_runs, error_lines, run_py, snapshot,
+from conftest import (ROOT, assert_one_error_line, early_runs, error_lines, snapshot,
                       start_run_py, strict_json_files)
 from dataset_files import write_idx
 
@@ -912,10 +912,12 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
 # SIGTERM.
 
 
-def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
-  """Two real processes (the signal, then the same command again). 10 epochs of
-  8 DML steps: the signal comes 0.1 s after the first checkpoint, about one
-  epoch (measured: 0.1 s an epoch on 2 busy cores) of the nine still to run."""
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, run_py_here):
+  """A real process takes the signal; the same command again runs through run.py's
+  main in this process. 10 epochs of 8 DML steps: the signal comes 0.1 s after
+  the first checkpoint, about one epoch (measured: 0.1 s an epoch on 2 busy
+  cores) of the nine still to run."""
   model_dir = str(tmp_path / "run")
   epochs, steps = 10, 512 // 64
   command = ["--experiment=digits", f"--model_dir={model_dir}", "--verbose=0", "--noexport",
@@ -940,7 +942,7 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
   assert saved["weights_sha256"] == safety._sha256(
       os.path.join(model_dir, "backup", "latest.weights.h5"))
 
-  completed = run_py(*command)
+  completed = run_py_here(*command)
   assert completed.returncode == 0, completed.stderr[-3000:]
   results = strict_json_files(model_dir)["results.json"]
   # Resumed from the checkpoint, not from scratch: the optimizer kept its step count;

@@ -255,9 +255,11 @@ def test_exports_its_peers_and_their_ensemble_and_round_trips(tmp_path):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_run_py_trains_evaluates_and_exports_kdcl(tmp_path):
+@pytest.mark.slow
+def test_run_py_trains_evaluates_and_exports_kdcl(tmp_path, run_py_here):
   """results.json carries each peer's and the ensemble's top-1, which --mode=eval of
-  the stored run repeats; the SavedModels are DML's."""
+  the stored run repeats (through run.py's main in this process); the SavedModels
+  are DML's."""
   model_dir = str(tmp_path / "run")
   command = ["--experiment=digits", "--method=kdcl", f"--model_dir={model_dir}",
              "--verbose=0", "--override=epochs=1", "--override=train_examples=256",
@@ -274,7 +276,7 @@ def test_run_py_trains_evaluates_and_exports_kdcl(tmp_path):
   for name in ("classifier_0", "classifier_1", "ensemble"):
     assert os.path.exists(os.path.join(model_dir, "export", name, "saved_model.pb")), name
   assert run_dir.run_config(model_dir).distillation.kdcl_target == "mean_logit"
-  evaluated = run_py("--mode=eval", f"--model_dir={model_dir}", "--verbose=0")
+  evaluated = run_py_here("--mode=eval", f"--model_dir={model_dir}", "--verbose=0")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   again = read_json(os.path.join(model_dir, "results.json"))
   assert again["ensemble_top1"] == pytest.approx(results["ensemble_top1"], abs=1e-6)

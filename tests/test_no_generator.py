@@ -5,6 +5,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from acn_tf.config.schema import ExperimentConfig
@@ -93,17 +94,21 @@ def test_health_says_x0_is_x():
   assert figures["discriminator_real_accuracy"] is None
 
 
-def test_a_run_without_generator_trains_evaluates_and_exports(tmp_path):
+@pytest.mark.slow
+def test_a_run_without_generator_trains_evaluates_and_exports(tmp_path, run_py_here):
+  """Two steps an epoch: the warm-up epoch, then one whose steps run Phase A's search.
+  The evaluation runs in this process (run.py's own main): the restore without g is
+  the code under test, not a process's start-up."""
   model_dir = str(tmp_path / "run")
   flags = ("--experiment=digits", "--method=acn", f"--model_dir={model_dir}",
            "--override=use_generator=false", "--override=epochs=2",
-           "--override=adv_warmup_epochs=1", "--verbose=0")
+           "--override=adv_warmup_epochs=1", "--override=train_examples=128", "--verbose=0")
   completed = run_py(*flags)
   assert completed.returncode == 0, completed.stderr[-3000:]
   results = read_json(os.path.join(model_dir, "results.json"))
-  assert results["optimizer_iterations"].keys() == {"classifiers"}
+  assert results["optimizer_iterations"] == {"classifiers": 2 * 2}
   assert results["phase_a_health"]["residual_linf"] == 0.0
   assert os.path.isdir(os.path.join(model_dir, "export"))
-  evaluated = run_py("--mode=eval", f"--model_dir={model_dir}")  # Restores without g.
+  evaluated = run_py_here("--mode=eval", f"--model_dir={model_dir}")  # Restores without g.
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   assert f"{results['ensemble_top1']:.4f}" in evaluated.stdout + evaluated.stderr

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from acn_tf import strict_json
-from conftest import assert_one_error_line, read_json, run_py, snapshot, start_run_py
+from conftest import assert_one_error_line, read_json, snapshot, start_run_py
 
 
 
@@ -103,9 +103,12 @@ def _saved_epoch(metadata):
     return 0
 
 
-def test_killed_run_resumes_with_every_optimizer_and_finishes_all_epochs(tmp_path):
+@pytest.mark.slow
+def test_killed_run_resumes_with_every_optimizer_and_finishes_all_epochs(tmp_path,
+                                                                        run_py_here):
   """Killed after the checkpoint of epoch 2, the first with Phase A (epoch 1 is
-  the warm-up), so that every optimizer has taken steps when it is saved."""
+  the warm-up), so that every optimizer has taken steps when it is saved. The
+  resuming command runs through run.py's main in this process."""
   model_dir = str(tmp_path / "run")
   epochs, steps = 4, 256 // 64
   command = ["--experiment=digits", "--method=acn", f"--model_dir={model_dir}", "--verbose=0",
@@ -125,7 +128,7 @@ def test_killed_run_resumes_with_every_optimizer_and_finishes_all_epochs(tmp_pat
   resumed_from = _saved_epoch(metadata)
   assert 2 <= resumed_from < epochs
 
-  completed = run_py(*command)
+  completed = run_py_here(*command)
   assert completed.returncode == 0, completed.stderr[-3000:]
   results = read_json(os.path.join(model_dir, "results.json"))
   # Every optimizer's step counter came back: none restarted from zero.

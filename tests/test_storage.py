@@ -82,6 +82,7 @@ def test_a_directory_in_use_is_refused_at_once_naming_it_and_the_holder(
   lock.release()
 
 
+@pytest.mark.slow
 def test_the_same_command_twice_trains_once_and_resumes_after_a_kill(tmp_path, run_py_here):
   """The issue's case: a scheduler retries a command while the first still runs.
   The second is refused before it writes; once the first is killed, the same
@@ -129,10 +130,14 @@ def _no_temporary_folders(model_dir):
   assert leftovers == [], leftovers
 
 
-def test_a_kill_at_each_stage_of_the_final_phase_is_completed_by_the_same_command(tmp_path):
+@pytest.mark.slow
+def test_a_kill_at_each_stage_of_the_final_phase_is_completed_by_the_same_command(
+    tmp_path, run_py_here):
   """One run killed (SIGKILL) at every stage after training in turn, each rerun
   being killed at the next: the last rerun finishes it without training again.
-  Before, a kill during the export left files that every rerun refused."""
+  Before, a kill during the export left files that every rerun refused. The
+  killed commands run in processes of their own (the kill ends the process);
+  the reruns that finish, through run.py's main in this process."""
   model_dir = str(tmp_path / "run")
   command = [*DIGITS, f"--model_dir={model_dir}"]
   export_dir = os.path.join(model_dir, "export")
@@ -145,7 +150,7 @@ def test_a_kill_at_each_stage_of_the_final_phase_is_completed_by_the_same_comman
       _export_is_whole(export_dir)
   assert os.path.exists(export_dir + storage.REMOVING_SUFFIX)  # Killed while replacing.
 
-  finished = run_py(*command)
+  finished = run_py_here(*command)
   assert finished.returncode == 0, finished.stderr[-3000:]
   results = read_json(os.path.join(model_dir, "results.json"))
   assert results["optimizer_iterations"] == {"classifiers": 2 * 4}  # Trained once.
@@ -160,12 +165,13 @@ def test_a_kill_at_each_stage_of_the_final_phase_is_completed_by_the_same_comman
   killed = run_py(*export, env=subprocess_environment(**{storage.STOP_AT_VARIABLE: "export"}))
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   assert not os.path.exists(export_dir)
-  completed = run_py(*export)
+  completed = run_py_here(*export)
   assert completed.returncode == 0, completed.stderr[-3000:]
   _export_is_whole(export_dir)
   _no_temporary_folders(model_dir)
 
 
+@pytest.mark.slow
 def test_a_kill_after_the_results_leaves_a_finished_run(tmp_path, run_py_here):
   model_dir = str(tmp_path / "run")
   killed = run_py(*DIGITS, f"--model_dir={model_dir}", "--noexport",
@@ -190,9 +196,13 @@ def _mount_tmpfs(path, size):
     pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
 
 
-def test_a_full_disk_is_one_message_and_the_same_command_resumes_with_room(tmp_path):
+@pytest.mark.slow
+def test_a_full_disk_is_one_message_and_the_same_command_resumes_with_room(tmp_path,
+                                                                         run_py_here):
   """A 300 kB tmpfs holds the run's first files, not its first checkpoint. Before,
-  h5py printed 46 lines of tracebacks and the process crashed (status 139)."""
+  h5py printed 46 lines of tracebacks and the process crashed (status 139): the
+  run on the full disk is a process of its own; the same command with room, run.py's
+  main in this process."""
   disk = tmp_path / "disk"
   _mount_tmpfs(disk, "300k")
   try:
@@ -204,7 +214,7 @@ def test_a_full_disk_is_one_message_and_the_same_command_resumes_with_room(tmp_p
     assert "Segmentation" not in full.stderr and len(full.stderr.splitlines()) < 10, line
     assert os.listdir(os.path.join(model_dir, "backup")) == []  # No partial checkpoint.
     subprocess.run(["mount", "-o", "remount,size=20m", str(disk)], check=True)
-    resumed = run_py(*command)
+    resumed = run_py_here(*command)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_json(os.path.join(model_dir, "results.json"))["optimizer_iterations"] == {
         "classifiers": 2 * 4}

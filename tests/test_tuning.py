@@ -23,10 +23,13 @@ from acn_tf.config import command_line, schema as config_lib, search_space
 from acn_tf.config.schema import ConfigError
 from acn_tf.config.search_space import SearchDimension
 from acn_tf.run import hparams_log, run_dir, storage, training, tuning
-from conftest import error_lines, read_json, run_py, start_run_py
+from conftest import error_lines, read_json, start_run_py
 
 TINY_ACN = ["epochs=2", "train_examples=128", "adv_warmup_epochs=0",
             "validation_fraction=0.2"]
+# For the tests of how a search handles its trials' failures, which no method's
+# step reaches: one epoch of one DML step.
+TINY_DML = ["epochs=1", "train_examples=128", "validation_fraction=0.2"]
 
 
 def _digits(method="acn", overrides=TINY_ACN):
@@ -356,7 +359,7 @@ def test_a_search_without_a_completed_trial_is_a_clear_error(tmp_path, monkeypat
   _failing_fit(monkeypatch, succeed_first=0)
   model_dir = str(tmp_path / "tune")
   with pytest.raises(errors.SearchFailedError) as raised:
-    tuning.tune(_digits(), model_dir, max_trials=5, verbose=0)
+    tuning.tune(_digits("dml", TINY_DML), model_dir, max_trials=5, verbose=0)
   message = str(raised.value)
   assert "No trial" in message and "(3 failed)" in message
   assert "ValueError: trial 3 exploded" in message
@@ -371,7 +374,8 @@ def test_a_search_without_a_completed_trial_is_a_clear_error(tmp_path, monkeypat
 def test_a_search_stopped_by_failures_keeps_its_completed_trial(tmp_path, monkeypatch):
   _failing_fit(monkeypatch, succeed_first=1)
   model_dir = str(tmp_path / "tune")
-  summary = tuning.tune(_digits(), model_dir, max_trials=6, verbose=0)
+  config = _digits("dml", TINY_DML)
+  summary = tuning.tune(config, model_dir, max_trials=6, verbose=0)
   assert [trial["status"] for trial in summary["trials"]] == ["COMPLETED"] + ["FAILED"] * 3
   assert summary["best_trial"] == summary["trials"][0]["trial"]
   assert any("stopped early" in note for note in summary["notes"])
@@ -387,13 +391,17 @@ def test_a_search_stopped_by_failures_keeps_its_completed_trial(tmp_path, monkey
                            "trial.json")) as f:
       assert json.load(f)["status"] == trial["status"]
   # ...so running the command again starts a new trial rather than repeating it.
-  again = tuning.tune(_digits(), model_dir, max_trials=6, verbose=0)
+  again = tuning.tune(config, model_dir, max_trials=6, verbose=0)
   assert again["trials"][:4] == summary["trials"]
   assert len(again["trials"]) == 5 and again["trials"][4]["status"] == "FAILED"
 
 
-def test_sigterm_stops_a_search_saying_where_and_the_same_command_continues_it(tmp_path):
-  """Before, SIGTERM ended a search silently (no message, killed by the signal)."""
+@pytest.mark.slow
+def test_sigterm_stops_a_search_saying_where_and_the_same_command_continues_it(
+    tmp_path, run_py_here):
+  """Before, SIGTERM ended a search silently (no message, killed by the signal).
+  The signalled search is a process of its own; the same command continues it
+  through run.py's main in this process."""
   model_dir = str(tmp_path / "search")
   command = ["--experiment=digits", "--method=dml", "--mode=tune", f"--model_dir={model_dir}",
              "--max_trials=2", "--verbose=0", "--override=epochs=2",
@@ -414,7 +422,7 @@ def test_sigterm_stops_a_search_saying_where_and_the_same_command_continues_it(t
   assert "during trial" in lines[0] or "after trial" in lines[0]
   assert not os.path.exists(os.path.join(model_dir, tuning.RESULTS_FILE))
 
-  completed = run_py(*command)
+  completed = run_py_here(*command)
   assert completed.returncode == 0, completed.stderr[-3000:]
   summary = read_json(os.path.join(model_dir, tuning.RESULTS_FILE))
   assert summary["num_trials"] == 2 and summary["num_completed"] == 2
