@@ -263,3 +263,19 @@ def test_every_method_has_its_traits_and_they_say_what_it_reads():
         config.replace(architectures=("small_cnn",)).validate()
   with pytest.raises(KeyError, match="METHOD_TRAITS"):
     methods.method_traits("no_such_method")
+
+
+def test_the_augmented_regime_is_the_small_one_with_the_recipes_augmentation_at_t1():
+  """Stage 4b's choice (experiments/RESULTS.md): 4,000 images, crop and flip, T = 1;
+  every other setting fashion_mnist_small's, and ACN at the library's weight."""
+  small = registry.get_experiment("fashion_mnist_small")
+  augmented = registry.get_experiment("fashion_mnist_small_augmented")
+  changed = {name for name, value in augmented.to_dict().items()
+             if small.to_dict()[name] != value}
+  assert changed == {"name", "train_examples", "augmentation", "crop_padding",
+                     "temperature", "divergence_temperature"}
+  assert [augmented.get(name) for name in ("train_examples", "augmentation",
+                                            "crop_padding", "temperature")] == [
+      4000, "crop_flip", 2, 1.0]
+  acn = command_line.resolve_config("fashion_mnist_small_augmented", "acn")
+  assert acn.get("adv_weight") == ExperimentConfig().get("adv_weight") == 1.0
