@@ -19,7 +19,6 @@ with the trial's values, whole, for `run.py --config_file=`.
 
 import argparse
 import csv
-import json
 import operator
 import os
 import re
@@ -170,8 +169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     os.makedirs(arguments.configs, exist_ok=True)
     for trial in chosen:
       path = os.path.join(arguments.configs, f"trial_{trial.trial_id}.json")
-      with open(path, "w") as handle:
-        json.dump(trial_config(arguments.model_dir, trial), handle, indent=2)
+      strict_json.write(path, trial_config(arguments.model_dir, trial))
       print(f"Wrote {path}")
 
 

@@ -162,7 +162,7 @@ def finished_results(model_dir: str, config: ExperimentConfig) -> Optional[Dict[
   results_path = os.path.join(model_dir, RESULTS_FILE)
   if not os.path.exists(results_path):
     return None
-  refusal = (f"--model_dir={model_dir} already holds a finished run ({RESULTS_FILE})")
+  refusal = f"--model_dir={model_dir} already holds a finished run ({RESULTS_FILE})"
   advice = ("Choose a new --model_dir, evaluate it with --mode=eval, or delete the "
             "directory yourself to start over.")
   if not os.path.exists(os.path.join(model_dir, CONFIG_FILE)):

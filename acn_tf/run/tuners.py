@@ -14,13 +14,13 @@ import keras
 import keras_tuner as kt
 
 from acn_tf.errors import TrainingInterrupted
-from acn_tf.run import storage
+from acn_tf.run import run_dir, storage
 from acn_tf.run.hparams_log import HParamsLog
 
 # keras-tuner's record of a trial, in the trial's folder (model_dir/tuner/trial_ID).
 TRIAL_FILE = "trial.json"
-# Every epoch's logs of a trial, in the same folder.
-TRIAL_HISTORY_FILE = "history.csv"
+# Every epoch's logs of a trial, in the same folder, named as a run's.
+TRIAL_HISTORY_FILE = run_dir.HISTORY_FILE
 
 
 def stopped_for_failures(error: RuntimeError) -> bool:
