@@ -15,6 +15,15 @@ number) a constraint on the same epoch, never the other way round. Prints every
 trial in a Markdown table, best first, and with `--configs=DIR` writes the `--top`
 best trials that meet every constraint as DIR/trial_ID.json: the search's config
 with the trial's values, whole, for `run.py --config_file=`.
+
+The chosen trials run again on other seeds (`run.py --config_file=... --override=seed=S
+--model_dir=AGAIN/trial_ID`); then
+
+  python experiments/choose_trial.py MODEL_DIR --again=AGAIN [--again=...] --require=...
+
+ranks the trials that ran again in every AGAIN folder by their score averaged over
+the search's run and the repeats, each constraint required of every run, and names
+the best: the choice over seeds.
 """
 
 import argparse
@@ -24,7 +33,7 @@ import os
 import re
 import statistics
 import sys
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -62,16 +71,27 @@ def parse_requirement(text: str) -> Requirement:
     raise ValueError(f"--require={text!r}: {bound!r} is not a number") from None
 
 
+def classifier_mean(row: Dict[str, float]) -> float:
+  """The mean classifier's validation top-1 in one history row."""
+  return statistics.fmean(value for name, value in row.items() if _CLASSIFIER_TOP1.match(name))
+
+
 class Trial(NamedTuple):
   trial_id: str
   values: Dict[str, object]  # The searched settings' values.
   last_epoch: Dict[str, float]  # The last row of the trial's history.csv.
+  # The last rows of the trial's runs on other seeds (`--again`), in their order.
+  repeats: Tuple[Dict[str, float], ...] = ()
+
+  @property
+  def runs(self) -> Tuple[Dict[str, float], ...]:
+    return (self.last_epoch, *self.repeats)
 
   @property
   def score(self) -> float:
-    """The mean classifier's validation top-1 at the last epoch."""
-    return statistics.fmean(value for name, value in self.last_epoch.items()
-                            if _CLASSIFIER_TOP1.match(name))
+    """The mean classifier's validation top-1 at the last epoch, averaged over the
+    trial's runs."""
+    return statistics.fmean(classifier_mean(run) for run in self.runs)
 
 
 def last_epoch(history_file: str) -> Dict[str, float]:
@@ -100,18 +120,35 @@ def completed_trials(model_dir: str) -> List[Trial]:
   return trials
 
 
+def with_repeats(trials: Sequence[Trial], again_dirs: Sequence[str]) -> List[Trial]:
+  """The trials that ran again in every folder of `again_dirs`
+  (AGAIN/trial_ID/history.csv), each with those runs' last epochs."""
+  repeated = []
+  for trial in trials:
+    histories = [os.path.join(again, f"trial_{trial.trial_id}", tuners.TRIAL_HISTORY_FILE)
+                 for again in again_dirs]
+    if all(os.path.exists(history) for history in histories):
+      repeated.append(trial._replace(repeats=tuple(last_epoch(h) for h in histories)))
+  if not repeated:
+    raise FileNotFoundError(f"no trial ran again in every one of {', '.join(again_dirs)} "
+                            "(expected AGAIN/trial_ID/history.csv)")
+  return repeated
+
+
 def rank(trials: Sequence[Trial], requirements: Sequence[Requirement]
          ) -> List[tuple]:
-  """(trial, requirements it fails) for every trial, best score first."""
+  """(trial, requirements one of its runs fails) for every trial, best score first."""
   for trial in trials:
-    for requirement in requirements:
-      if requirement.metric not in trial.last_epoch:
-        raise ValueError(f"--require names {requirement.metric!r}, which trial "
-                         f"{trial.trial_id} did not log; it logged: "
-                         f"{', '.join(sorted(trial.last_epoch))}")
+    for run in trial.runs:
+      for requirement in requirements:
+        if requirement.metric not in run:
+          raise ValueError(f"--require names {requirement.metric!r}, which trial "
+                           f"{trial.trial_id} did not log; it logged: "
+                           f"{', '.join(sorted(run))}")
   ordered = sorted(trials, key=lambda trial: (-trial.score, trial.trial_id))
   return [(trial, [str(requirement) for requirement in requirements
-                   if not requirement.met_by(trial.last_epoch)]) for trial in ordered]
+                   if not all(requirement.met_by(run) for run in trial.runs)])
+          for trial in ordered]
 
 
 def trial_config(model_dir: str, trial: Trial) -> dict:
@@ -128,15 +165,23 @@ def table(ranked: Sequence[tuple], requirements: Sequence[Requirement]) -> str:
   searched = sorted({name for trial, _ in ranked for name in trial.values})
   shown = [requirement.metric for requirement in requirements]
   shown = list(dict.fromkeys(shown))
+  repeated = any(trial.repeats for trial, _ in ranked)
   header = ["trial", "mean classifier top-1 (%)", "ensemble top-1 (%)", *shown,
             "meets", *searched]
+  if repeated:
+    header.insert(1, "mean over runs (%)")
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for trial, failed in ranked:
-    cells = [trial.trial_id, f"{100 * trial.score:.2f}",
-             f"{100 * trial.last_epoch.get('val_ensemble_top1', float('nan')):.2f}",
-             *(f"{trial.last_epoch[metric]:.4g}" for metric in shown),
+    def per_run(figure: Callable[[Dict[str, float]], str]) -> str:
+      return " / ".join(figure(run) for run in trial.runs)  # Search's run first.
+    cells = [trial.trial_id,
+             per_run(lambda run: f"{100 * classifier_mean(run):.2f}"),
+             per_run(lambda run: f"{100 * run.get('val_ensemble_top1', float('nan')):.2f}"),
+             *(per_run(lambda run, metric=metric: f"{run[metric]:.4g}") for metric in shown),
              "yes" if not failed else "no: " + "; ".join(failed),
              *(_value(trial.values.get(name)) for name in searched)]
+    if repeated:
+      cells.insert(1, f"{100 * trial.score:.2f}")
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -151,19 +196,28 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument("--require", action="append", default=[],
                       help="a constraint on a logged figure at the last epoch, e.g. "
                       "health_residual_linf>0.0314 (repeatable)")
+  parser.add_argument("--again", action="append", default=[],
+                      help="a folder of the trials' runs on another seed, "
+                      "AGAIN/trial_ID/history.csv (repeatable): rank the trials that "
+                      "ran again in every one by their score over all their runs")
   parser.add_argument("--top", type=int, default=3)
   parser.add_argument("--configs", help="write the --top best trials that meet every "
                       "constraint as DIR/trial_ID.json")
   arguments = parser.parse_args(argv)
   try:
     requirements = [parse_requirement(text) for text in arguments.require]
-    ranked = rank(completed_trials(arguments.model_dir), requirements)
+    trials = completed_trials(arguments.model_dir)
+    if arguments.again:
+      trials = with_repeats(trials, arguments.again)
+    ranked = rank(trials, requirements)
   except (ValueError, FileNotFoundError) as error:
     parser.exit(2, f"choose_trial.py: {error}\n")
   print(table(ranked, requirements))
   chosen = [trial for trial, failed in ranked if not failed][:arguments.top]
+  pool = (f"trials run {len(arguments.again) + 1} times, scored over their runs"
+          if arguments.again else "completed trials")
   print(f"\n{len(chosen)} chosen (best {arguments.top} of the "
-        f"{sum(not failed for _, failed in ranked)} of {len(ranked)} completed trials "
+        f"{sum(not failed for _, failed in ranked)} of {len(ranked)} {pool} "
         f"that meet every constraint): {', '.join(t.trial_id for t in chosen) or 'none'}")
   if arguments.configs and chosen:
     os.makedirs(arguments.configs, exist_ok=True)

@@ -101,3 +101,37 @@ def test_a_constraint_on_a_figure_never_logged_names_what_was(search):
   with pytest.raises(ValueError, match="'health_residual', which trial 00 did not log; "
                      "it logged: epoch, health_residual_linf, val_c0_top1"):
     choose_trial.rank(choose_trial.completed_trials(search), [requirement])
+
+
+def _write_history(path, row):
+  path.parent.mkdir(parents=True)
+  with open(path, "w", newline="") as handle:
+    writer = csv.DictWriter(handle, ["epoch", *row])
+    writer.writeheader()
+    writer.writerow({"epoch": 0, **row})
+
+
+def test_trials_run_again_rank_by_their_score_over_every_run(search, tmp_path, capsys):
+  """Trials 00 and 02 ran again on one seed (01 did not, so it drops out). By hand:
+  00 scores (0.72 + 0.90) / 2 = 0.81 and 02 (0.76 + 0.70) / 2 = 0.73, so the repeat
+  reverses their order; a constraint must hold on every run: 00's repeat fails it."""
+  again = tmp_path / "seed1"
+  _write_history(again / "trial_00" / "history.csv",
+                 {"val_c0_top1": 0.92, "val_c1_top1": 0.88, "val_ensemble_top1": 0.9,
+                  "health_residual_linf": 0.02})
+  _write_history(again / "trial_02" / "history.csv",
+                 {"val_c0_top1": 0.70, "val_c1_top1": 0.70, "val_ensemble_top1": 0.7,
+                  "health_residual_linf": 0.05})
+  trials = choose_trial.with_repeats(choose_trial.completed_trials(search), [str(again)])
+  ranked = choose_trial.rank(trials, [])
+  assert [(trial.trial_id, round(trial.score, 6)) for trial, _ in ranked] == [
+      ("00", 0.81), ("02", 0.73)]
+  choose_trial.main([search, f"--again={again}", "--require=health_residual_linf>0.03",
+                     "--top=1"])
+  printed = capsys.readouterr().out
+  assert "| 02 | 73.00 | 76.00 / 70.00 | 77.00 / 70.00 | 0.04 / 0.05 | yes |" in printed
+  assert "| 00 | 81.00 | 72.00 / 90.00 |" in printed and "no: health_residual_linf" in printed
+  assert "1 chosen (best 1 of the 1 of 2 trials run 2 times, scored over their runs" \
+      " that meet every constraint): 02" in printed
+  with pytest.raises(FileNotFoundError, match="no trial ran again"):
+    choose_trial.with_repeats(choose_trial.completed_trials(search), [str(tmp_path / "x")])
