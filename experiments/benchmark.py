@@ -37,7 +37,7 @@ platform.prefer_onednn()  # Before TensorFlow loads, as run.py does.
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from acn_tf.config import command_line, schema as config_lib, registry
+from acn_tf.config import command_line, presets, schema as config_lib, registry
 from acn_tf.data import pipeline
 from acn_tf.run import builders
 from acn_tf.data.pipeline import DatasetInfo  # noqa: E402
@@ -68,16 +68,18 @@ DATASET_SHAPES = {"cifar100": (IMAGE_SHAPE, NUM_CLASSES), "cifar10": (IMAGE_SHAP
 
 def experiment_configurations(experiment: str) -> dict:
   """The registered `experiment`'s config for each method as it registers it (its
-  method settings included), and ACN without a generator; Phase A from the first
-  step, no augmentation (synthetic batches)."""
+  method settings included), ACN without a generator and ACN with the
+  `live_generator` preset; Phase A from the first step, no augmentation (synthetic
+  batches)."""
   def config(method, **changes):
     return registry.get_experiment(experiment, method).replace(
-        adv_warmup_epochs=0, augmentation="none", **changes)
+        **{**changes, "adv_warmup_epochs": 0, "augmentation": "none"})
 
   return {"independent": config("independent"), "dml": config("dml"),
           "dml_noise": config("dml_noise"), "kdcl": config("kdcl"), "one": config("one"),
           "cl_ilr": config("cl_ilr"), "acn": config("acn"),
-          "acn_no_generator": config("acn", use_generator=False)}
+          "acn_no_generator": config("acn", use_generator=False),
+          "acn_live_generator": config("acn", **presets.get_preset("live_generator"))}
 
 
 def synthetic_model(config):

@@ -59,6 +59,10 @@ ACN_COST_IN_DML_STEPS = 4
 # defaults had before they became the spec's (acn_tf/config/presets.py).
 DIVERGENCE_SEEKING = ("--method=acn", "--preset=divergence_seeking")
 
+# ACN with a generator that does something: `fashion_mnist_small`'s best-accuracy
+# setting among those whose x̃0 leaves the search ball and diverges.
+LIVE_GENERATOR = ("--method=acn", "--preset=live_generator")
+
 # ACN as the library's defaults have it, the spec's Phase A at the spec's weights,
 # where an experiment gives ACN settings of its own (fashion_mnist_small's
 # adv_weight 0.5).
@@ -100,6 +104,10 @@ METHODS_AND_ABLATIONS = {
     "acn_epochs_4x": ("--method=acn", EpochsTimes(4)),
     "acn_no_generator_epochs_4x": ("--method=acn", "--override=use_generator=false",
                                    EpochsTimes(4)),
+    # ACN whose generator moves x̃0 (the preset chosen for accuracy among the search's
+    # live-generator settings, experiments/RESULTS.md "The frontier", stage 3).
+    "acn_live_generator": LIVE_GENERATOR,
+    "acn_live_generator_epochs_4x": (*LIVE_GENERATOR, EpochsTimes(4)),
     # The field's branched online-distillation rivals (docs/METHOD.md, "Branched
     # rivals"), with as many branches as the experiment has classifiers, so that each
     # is set beside a DML group of the same size: ONE (a gated ensemble teacher) and

@@ -53,14 +53,16 @@ def test_an_experiments_configurations_are_its_registered_methods():
   batches of the dataset's shape."""
   sys.path.insert(0, os.path.join(ROOT, "experiments"))
   import benchmark  # noqa: E402
-  from acn_tf.config import registry
+  from acn_tf.config import command_line, registry
   cases = benchmark.experiment_configurations("fashion_mnist_small")
   assert set(cases) == {"independent", "dml", "dml_noise", "kdcl", "one", "cl_ilr", "acn",
-                        "acn_no_generator"}
+                        "acn_no_generator", "acn_live_generator"}
   registered = registry.get_experiment("fashion_mnist_small", "acn")
   assert cases["acn"] == registered.replace(adv_warmup_epochs=0, augmentation="none")
   assert cases["acn"].distillation.adv_weight == 0.5
   assert cases["acn_no_generator"] == cases["acn"].replace(use_generator=False)
+  live = command_line.resolve_config("fashion_mnist_small", "acn", preset="live_generator")
+  assert cases["acn_live_generator"] == live.replace(adv_warmup_epochs=0, augmentation="none")
   assert {case.method for case in cases.values()} == {
       "independent", "dml", "dml_noise", "kdcl", "one", "cl_ilr", "acn"}
   assert all(case.architectures == ("resnet8", "resnet8") and case.data.batch_size == 64

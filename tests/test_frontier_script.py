@@ -23,6 +23,9 @@ def test_families_fold_lengths_into_one_method():
   assert frontier.family_of("acn_epochs_4x") == "acn"
   assert frontier.family_of("acn_no_generator_epochs_4x") == "acn_no_generator"
   assert frontier.family_of("acn_no_generator") == "acn_no_generator"
+  assert frontier.family_of("acn_live_generator_epochs_4x") == "acn_live_generator"
+  # Every family the study's variants fold into has a label and a benchmarked step.
+  assert set(frontier.LABELS) == set(frontier._STEP_COST_KEYS)
 
 
 def test_a_runs_compute_counts_the_warmup_as_dml_steps():
