@@ -8,11 +8,13 @@ Each PATH is what summarize.py reads (folders of VARIANT-seedS runs). A run's
 compute is its training steps times its method's step time, in DML steps, from
 `--step_costs` (the JSON of `benchmark.py --json --experiment=EXPERIMENT`, measured
 alone): ACN's warm-up epochs count as DML steps. The unit is one DML run of the
-experiment's registered length, so a point's cost does not depend on what else
-shared the CPU while it trained. Prints the table (mean ± std over seeds, and
-paired differences with two-sided paired t-tests against DML of the same length and
-against the DML point nearest in compute) and draws the figure: ensemble and mean
-classifier top-1, mean ± std over seeds, against compute on a log scale.
+run's experiment at its registered length, so a point's cost does not depend on
+what else shared the CPU while it trained. Runs of several experiments (regimes)
+make one table and one row of the figure each, every point compared with DML of its
+own regime. Prints the tables (mean ± std over seeds, and paired differences with
+two-sided paired t-tests against DML of the same length and against the DML point
+nearest in compute) and draws the figure: ensemble and mean classifier top-1, mean ±
+std over seeds, against compute on a log scale.
 """
 
 import argparse
@@ -25,6 +27,8 @@ import sys
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from acn_tf.config import registry  # noqa: E402
 from summary import comparison, runs, tables  # noqa: E402
 
 # A variant's method family: its name without a length suffix; DML's 4x is a length.
@@ -53,6 +57,7 @@ _STEP_COST_KEYS = {"independent": "independent", "dml": "dml", "dml_noise": "dml
 
 
 class Point(NamedTuple):
+  experiment: str  # The regime: the registered experiment the runs trained.
   family: str
   epochs: int
   runs: List[dict]  # results.json of each seed
@@ -72,24 +77,26 @@ def step_costs_in_dml_steps(benchmark: dict) -> Dict[str, float]:
 
 
 def run_cost(results: dict, config: dict, step_costs: Dict[str, float], family: str,
-             unit_steps: int) -> Optional[float]:
-  """Training compute of one run in DML runs of `unit_steps` steps; None when the
-  family's step was not benchmarked."""
+             unit_epochs: int) -> Optional[float]:
+  """Training compute of one run in DML runs of `unit_epochs` epochs of the same
+  steps per epoch (the run's images and batch); None when the family's step was not
+  benchmarked."""
   key = _STEP_COST_KEYS.get(family)
   if key not in step_costs:
     return None
-  # The classifiers' optimizer counts every step of the run; train_steps only the
-  # last process's, so a resumed run would be undercounted.
-  steps = results.get("optimizer_iterations", {}).get("classifiers", results["train_steps"])
   epochs = results["epochs"]
   warmup = min(config.get("adv_warmup_epochs", 0), epochs) if config["method"] == "acn" else 0
-  warmup_steps = steps * warmup / epochs
-  return (warmup_steps + (steps - warmup_steps) * step_costs[key]) / unit_steps
+  return (warmup + (epochs - warmup) * step_costs[key]) / unit_epochs
 
 
-def collect_points(paths: Sequence[str], step_costs: Dict[str, float],
-                   unit_steps: int) -> List[Point]:
-  """Points of every family with a benchmarked step, by (family, epochs)."""
+def registered_epochs(experiment: str) -> int:
+  """The length of the unit DML run: `experiment`'s registered epochs."""
+  return registry.get_experiment(experiment).optimization.epochs
+
+
+def collect_points(paths: Sequence[str], step_costs: Dict[str, float]) -> List[Point]:
+  """Points of every family with a benchmarked step, by (experiment, family,
+  epochs), in the order of the experiments' first appearance."""
   grouped: Dict[tuple, Point] = {}
   for variant, model_dirs in runs.finished_runs(paths).items():
     family = family_of(variant)
@@ -100,14 +107,25 @@ def collect_points(paths: Sequence[str], step_costs: Dict[str, float],
         results = json.load(handle)
       with open(os.path.join(model_dir, "config.json")) as handle:
         config = json.load(handle)
-      cost = run_cost(results, config, step_costs, family, unit_steps)
+      experiment = results["experiment"]
+      cost = run_cost(results, config, step_costs, family, registered_epochs(experiment))
       if cost is None:
         continue
-      key = (family, results["epochs"])
-      point = grouped.setdefault(key, Point(family, results["epochs"], [], []))
+      key = (experiment, family, results["epochs"])
+      point = grouped.setdefault(key, Point(experiment, family, results["epochs"], [], []))
       point.runs.append(results)
       point.costs.append(cost)
-  return sorted(grouped.values(), key=lambda p: (list(LABELS).index(p.family), p.epochs))
+  order = list(dict.fromkeys(key[0] for key in grouped))
+  return sorted(grouped.values(), key=lambda p: (order.index(p.experiment),
+                                                 list(LABELS).index(p.family), p.epochs))
+
+
+def regimes(points: Sequence[Point]) -> Dict[str, List[Point]]:
+  """The points of each experiment, in their order."""
+  grouped: Dict[str, List[Point]] = {}
+  for point in points:
+    grouped.setdefault(point.experiment, []).append(point)
+  return grouped
 
 
 def _scores(point: Point) -> Dict[str, List[float]]:
@@ -126,7 +144,8 @@ def _difference_cell(point: Point, baseline: Optional[Point], kind: str) -> str:
 
 
 def nearest_dml(points: Sequence[Point], cost: float) -> Optional[Point]:
-  """The DML point whose mean compute is nearest `cost` (on a log scale)."""
+  """The DML point whose mean compute is nearest `cost` (on a log scale), among
+  `points` (one regime's)."""
   dml = [p for p in points if p.family == "dml"]
   if not dml:
     return None
@@ -140,6 +159,7 @@ HEADER = ["method", "epochs", "seeds", "compute (DML runs)", "ensemble top-1 (%)
 
 
 def table_rows(points: Sequence[Point]) -> List[List[str]]:
+  """One regime's rows."""
   rows = []
   for point in points:
     same_length = next((p for p in points if p.family == "dml" and p.epochs == point.epochs),
@@ -157,33 +177,42 @@ def table_rows(points: Sequence[Point]) -> List[List[str]]:
   return rows
 
 
-def draw(points: Sequence[Point], path: str, title: str) -> None:
+def draw(points: Sequence[Point], path: str) -> None:
+  """One row of panels per regime: ensemble and mean classifier top-1 against
+  compute."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  figure, axes = plt.subplots(1, 2, figsize=(12, 5.4), sharey=True)
-  for axis, kind in zip(axes, ("ensemble", "mean classifier")):
-    for family in LABELS:
-      mine = [p for p in points if p.family == family]
-      if not mine:
-        continue
-      costs = [statistics.mean(p.costs) for p in mine]
-      means = [100 * statistics.mean(_scores(p)[kind]) for p in mine]
-      spreads = [100 * statistics.stdev(_scores(p)[kind]) if len(p.runs) > 1 else 0.0
-                 for p in mine]
-      axis.errorbar(costs, means, yerr=spreads, marker="o", capsize=3, label=LABELS[family])
-      for p, x, y in zip(mine, costs, means):
-        axis.annotate(f"{p.epochs}", (x, y), textcoords="offset points", xytext=(4, 4),
-                      fontsize=7)
-    axis.set_xscale("log", base=2)
-    axis.set_xlabel("training compute (DML runs of the registered length)")
-    axis.set_title(f"{kind} top-1")
-    axis.grid(alpha=0.3)
-  axes[0].set_ylabel("test top-1 (%), mean ± std over seeds")
-  handles, labels = axes[0].get_legend_handles_labels()
-  figure.legend(handles, labels, loc="lower center", ncol=5, fontsize=8)
-  figure.suptitle(title + " (labels: epochs)")
-  figure.tight_layout(rect=(0, 0.1, 1, 1))
+  by_regime = regimes(points)
+  figure, axes = plt.subplots(len(by_regime), 2, figsize=(12, 1.2 + 4.6 * len(by_regime)),
+                              squeeze=False)
+  for row, (experiment, mine_all) in zip(axes, by_regime.items()):
+    for axis, kind in zip(row, ("ensemble", "mean classifier")):
+      for family in LABELS:
+        mine = [p for p in mine_all if p.family == family]
+        if not mine:
+          continue
+        costs = [statistics.mean(p.costs) for p in mine]
+        means = [100 * statistics.mean(_scores(p)[kind]) for p in mine]
+        spreads = [100 * statistics.stdev(_scores(p)[kind]) if len(p.runs) > 1 else 0.0
+                   for p in mine]
+        axis.errorbar(costs, means, yerr=spreads, marker="o", capsize=3,
+                      label=LABELS[family], color=f"C{list(LABELS).index(family)}")
+        for p, x, y in zip(mine, costs, means):
+          axis.annotate(f"{p.epochs}", (x, y), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+      axis.set_xscale("log", base=2)
+      axis.set_xlabel(f"training compute (DML runs of {experiment}'s registered length)")
+      axis.set_title(f"{experiment}: {kind} top-1 (labels: epochs)")
+      axis.grid(alpha=0.3)
+    row[0].set_ylabel("test top-1 (%), mean ± std over seeds")
+  handles = {}
+  for axis in axes.flat:
+    for handle, label in zip(*axis.get_legend_handles_labels()):
+      handles.setdefault(label, handle)
+  figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=5,
+                fontsize=8)
+  figure.tight_layout(rect=(0, 0.9 / (1.2 + 4.6 * len(by_regime)), 1, 1))
   figure.savefig(path, dpi=120)
 
 
@@ -192,18 +221,16 @@ def main() -> None:
   parser.add_argument("paths", nargs="+")
   parser.add_argument("--step_costs", required=True,
                       help="JSON of benchmark.py --json --experiment=EXPERIMENT")
-  parser.add_argument("--unit_steps", type=int, default=600,
-                      help="training steps of one DML run of the registered length "
-                      "(fashion_mnist_small: 40 epochs of 15 steps)")
   parser.add_argument("--figure", default=None)
-  parser.add_argument("--title", default="fashion_mnist_small")
   arguments = parser.parse_args()
   with open(arguments.step_costs) as handle:
     step_costs = step_costs_in_dml_steps(json.load(handle))
-  points = collect_points(arguments.paths, step_costs, arguments.unit_steps)
-  print(tables.format_markdown(table_rows(points), HEADER))
+  points = collect_points(arguments.paths, step_costs)
+  for experiment, mine in regimes(points).items():
+    print(f"\n{experiment}\n")
+    print(tables.format_markdown(table_rows(mine), HEADER))
   if arguments.figure:
-    draw(points, arguments.figure, arguments.title)
+    draw(points, arguments.figure)
 
 
 if __name__ == "__main__":
