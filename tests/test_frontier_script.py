@@ -102,3 +102,26 @@ def test_each_regime_is_compared_with_its_own_dml(tmp_path):
   # Paired with the other regime's DML it would be about +8.
   assert acn_row[6].startswith("+1.50") and acn_row[6].endswith("vs DML 40")
   assert acn_row[7].startswith("+1.25")
+
+
+def test_the_command_prints_a_table_and_draws_a_row_of_panels_per_regime(tmp_path, capsys,
+                                                                           monkeypatch):
+  small, augmented = tmp_path / "small", tmp_path / "augmented"
+  for seed in range(2):
+    _write_run(small, "dml", seed, 40, "dml", [0.80, 0.81])
+    _write_run(augmented, "dml", seed, 40, "dml", [0.88, 0.88],
+               experiment="fashion_mnist_small_augmented")
+  costs = tmp_path / "costs.json"
+  costs.write_text(json.dumps(BENCHMARK))
+  figure = tmp_path / "frontier.png"
+  monkeypatch.setattr(sys, "argv", ["frontier.py", str(small), str(augmented),
+                                    f"--step_costs={costs}", f"--figure={figure}"])
+  frontier.main()
+  printed = capsys.readouterr().out
+  assert printed.index("\nfashion_mnist_small\n") < printed.index(
+      "\nfashion_mnist_small_augmented\n")
+  assert printed.count("| DML | 40 | 2 | 1.00 |") == 2
+  import matplotlib.image
+  height, width = matplotlib.image.imread(str(figure)).shape[:2]
+  # 120 dpi: 12 inches wide, 1.2 + 4.6 inches per regime high.
+  assert (width, height) == (12 * 120, round((1.2 + 2 * 4.6) * 120))
