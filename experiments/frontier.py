@@ -46,14 +46,17 @@ LABELS = {
     "acn_spec": "ACN, the spec's weight",
     "acn_no_generator": "ACN without generator (search alone)",
     "acn_live_generator": "ACN, live generator",
+    "acn_live_generator_wide_ball": "ACN, live generator, ball of its reach",
 }
 
 # The benchmark's configuration whose step time each family's Phase A steps take
-# (ACN at the spec's weight does the same work per step as the registered one).
+# (ACN at the spec's weight does the same work per step as the registered one, and
+# a wider search ball the same as the live generator's own).
 _STEP_COST_KEYS = {"independent": "independent", "dml": "dml", "dml_noise": "dml_noise",
                    "kdcl": "kdcl", "one": "one", "cl_ilr": "cl_ilr", "acn": "acn",
                    "acn_spec": "acn", "acn_no_generator": "acn_no_generator",
-                   "acn_live_generator": "acn_live_generator"}
+                   "acn_live_generator": "acn_live_generator",
+                   "acn_live_generator_wide_ball": "acn_live_generator"}
 
 
 class Point(NamedTuple):

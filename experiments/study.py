@@ -27,7 +27,7 @@ from typing import Dict, List, NamedTuple, Sequence, Union
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from acn_tf.config import registry, schema as config_lib  # noqa: E402
+from acn_tf.config import presets, registry, schema as config_lib  # noqa: E402
 
 
 class EpochsTimes(NamedTuple):
@@ -108,6 +108,12 @@ METHODS_AND_ABLATIONS = {
     # live-generator settings, experiments/RESULTS.md "The frontier", stage 3).
     "acn_live_generator": LIVE_GENERATOR,
     "acn_live_generator_epochs_4x": (*LIVE_GENERATOR, EpochsTimes(4)),
+    # The same with the search's ball as wide as the generator's reach, so that the
+    # projection around x does not clip x̃0 back into 8/255 of x: Phase B sees what
+    # the generator made.
+    "acn_live_generator_wide_ball": (
+        *LIVE_GENERATOR,
+        f"--override=ras_epsilon={presets.get_preset('live_generator')['wrc_alpha']}"),
     # The field's branched online-distillation rivals (docs/METHOD.md, "Branched
     # rivals"), with as many branches as the experiment has classifiers, so that each
     # is set beside a DML group of the same size: ONE (a gated ensemble teacher) and

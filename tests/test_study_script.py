@@ -101,26 +101,45 @@ def _resolved(experiment, flags, seed):
                                      arguments["overrides"], arguments["preset"])
 
 
-def test_the_committed_runs_are_what_their_variants_give_today():
-  """experiments/results/main holds the table of README and RESULTS.md: each run's
-  config.json must be what `study.py --variants=VARIANT` trains with today's code,
-  field for field, so that the table's rows (`acn` among them: the registered
-  ACN) are the settings their names say."""
-  root = os.path.join(ROOT, "experiments", "results", "main")
-  runs = sorted(os.listdir(root))
-  assert {run.rsplit("-seed", 1)[0] for run in runs} >= {"dml", "acn", "acn_spec", "dml_noise"}
+# The folders of test-split runs that README and RESULTS.md tabulate, kept by
+# `study.py --keep` with no study-wide override.
+TABULATED_RESULTS = ("main", "rivals", "frontier", "frontier_augmented")
+
+
+@pytest.mark.parametrize("folder", TABULATED_RESULTS)
+def test_the_committed_runs_are_what_their_variants_give_today(folder):
+  """Each kept test run's config.json must be what `study.py --variants=VARIANT`
+  trains for its experiment with today's code, field for field, so that the tables'
+  rows (`acn` among them: the registered ACN) are the settings their names say."""
+  root = os.path.join(ROOT, "experiments", "results", folder)
+  if not os.path.isdir(root):
+    pytest.skip(f"no run kept in {folder} yet")
+  runs = sorted(name for name in os.listdir(root) if "-seed" in name)
+  if folder == "main":
+    assert {run.rsplit("-seed", 1)[0] for run in runs} >= {
+        "dml", "acn", "acn_spec", "dml_noise"}
   mismatches = {}
   for run in runs:
     variant, seed = run.rsplit("-seed", 1)
-    config = _resolved("fashion_mnist_small",
-                       study.variant_flags(study.VARIANTS[variant], "fashion_mnist_small"),
-                       int(seed))
     with open(os.path.join(root, run, "config.json"), encoding="utf-8") as handle:
       saved = json.load(handle)
+    experiment = saved["name"]
+    config = _resolved(experiment, study.variant_flags(study.VARIANTS[variant], experiment),
+                       int(seed))
     differences = saved_runs.config_differences(saved, config)
     if differences:
       mismatches[run] = differences
   assert not mismatches
+
+
+def test_the_live_generator_variants_are_its_preset_and_the_wide_ball_its_reach():
+  live = _resolved("fashion_mnist_small", study.VARIANTS["acn_live_generator"], 0)
+  wide = _resolved("fashion_mnist_small", study.VARIANTS["acn_live_generator_wide_ball"], 0)
+  assert live == command_line.resolve_config("fashion_mnist_small", "acn", None, ["seed=0"],
+                                             "live_generator")
+  assert live.get("divergence") == "total_variation"
+  assert wide == live.replace(ras_epsilon=live.get("wrc_alpha"))
+  assert wide.get("ras_epsilon") == 0.122 > live.get("ras_epsilon")
 
 
 def test_acn_is_the_registered_acn_and_acn_spec_the_spec_weights():
