@@ -199,8 +199,9 @@ def draw(points: Sequence[Point], path: str) -> None:
         means = [100 * statistics.mean(_scores(p)[kind]) for p in mine]
         spreads = [100 * statistics.stdev(_scores(p)[kind]) if len(p.runs) > 1 else 0.0
                    for p in mine]
-        axis.errorbar(costs, means, yerr=spreads, marker="o", capsize=3,
-                      label=LABELS[family], color=f"C{list(LABELS).index(family)}")
+        index = list(LABELS).index(family)  # Ten colours, then the next marker.
+        axis.errorbar(costs, means, yerr=spreads, marker="os^"[index // 10 % 3], capsize=3,
+                      label=LABELS[family], color=f"C{index % 10}")
         for p, x, y in zip(mine, costs, means):
           axis.annotate(f"{p.epochs}", (x, y), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
