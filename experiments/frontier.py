@@ -206,8 +206,12 @@ def draw(points: Sequence[Point], path: str) -> None:
           axis.annotate(f"{p.epochs}", (x, y), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
       axis.set_xscale("log", base=2)
-      axis.set_xlabel(f"training compute (DML runs of {experiment}'s registered length)")
-      axis.set_title(f"{experiment}: {kind} top-1 (labels: epochs)")
+      costs = [statistics.mean(p.costs) for p in mine_all]
+      # At least a factor of 4 wide, so that a regime of few points is not stretched.
+      axis.set_xlim(min(min(costs), max(costs) / 4) / 1.3, max(costs) * 1.3)
+      axis.set_xlabel(f"training compute (DML runs of "
+                      f"{registered_epochs(experiment)} epochs)")
+      axis.set_title(f"{experiment}\n{kind} top-1 (labels: epochs)", fontsize=10)
       axis.grid(alpha=0.3)
     row[0].set_ylabel("test top-1 (%), mean ± std over seeds")
   handles = {}
