@@ -187,9 +187,12 @@ def draw(points: Sequence[Point], path: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   by_regime = regimes(points)
-  figure, axes = plt.subplots(len(by_regime), 2, figsize=(12, 1.2 + 4.6 * len(by_regime)),
-                              squeeze=False)
+  height = 1.2 + 4.6 * len(by_regime)  # Inches: the legend's strip, then a row each.
+  figure, axes = plt.subplots(len(by_regime), 2, figsize=(12, height), squeeze=False)
   for row, (experiment, mine_all) in zip(axes, by_regime.items()):
+    regime_costs = [statistics.mean(p.costs) for p in mine_all]
+    # At least a factor of 4 wide, so that a regime of few points is not stretched.
+    x_limits = (min(min(regime_costs), max(regime_costs) / 4) / 1.3, max(regime_costs) * 1.3)
     for axis, kind in zip(row, ("ensemble", "mean classifier")):
       for family in LABELS:
         mine = [p for p in mine_all if p.family == family]
@@ -206,9 +209,7 @@ def draw(points: Sequence[Point], path: str) -> None:
           axis.annotate(f"{p.epochs}", (x, y), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
       axis.set_xscale("log", base=2)
-      costs = [statistics.mean(p.costs) for p in mine_all]
-      # At least a factor of 4 wide, so that a regime of few points is not stretched.
-      axis.set_xlim(min(min(costs), max(costs) / 4) / 1.3, max(costs) * 1.3)
+      axis.set_xlim(*x_limits)
       axis.set_xlabel(f"training compute (DML runs of "
                       f"{registered_epochs(experiment)} epochs)")
       axis.set_title(f"{experiment}\n{kind} top-1 (labels: epochs)", fontsize=10)
@@ -220,7 +221,7 @@ def draw(points: Sequence[Point], path: str) -> None:
       handles.setdefault(label, handle)
   figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=5,
                 fontsize=8)
-  figure.tight_layout(rect=(0, 0.9 / (1.2 + 4.6 * len(by_regime)), 1, 1))
+  figure.tight_layout(rect=(0, 0.9 / height, 1, 1))
   figure.savefig(path, dpi=120)
 
 
