@@ -49,6 +49,9 @@ LABELS = {
     "acn_live_generator_wide_ball": "ACN, live generator, ball of its reach",
 }
 
+# Matplotlib's ten default colours and three more, so that no two families share one.
+_COLOURS = [f"C{i}" for i in range(10)] + ["black", "gold", "lightseagreen"]
+
 # The benchmark's configuration whose step time each family's Phase A steps take
 # (ACN at the spec's weight does the same work per step as the registered one, and
 # a wider search ball the same as the live generator's own).
@@ -202,9 +205,10 @@ def draw(points: Sequence[Point], path: str) -> None:
         means = [100 * statistics.mean(_scores(p)[kind]) for p in mine]
         spreads = [100 * statistics.stdev(_scores(p)[kind]) if len(p.runs) > 1 else 0.0
                    for p in mine]
-        index = list(LABELS).index(family)  # Ten colours, then the next marker.
-        axis.errorbar(costs, means, yerr=spreads, marker="os^"[index // 10 % 3], capsize=3,
-                      label=LABELS[family], color=f"C{index % 10}")
+        index = list(LABELS).index(family)  # A colour each, then the next marker.
+        axis.errorbar(costs, means, yerr=spreads, capsize=3, label=LABELS[family],
+                      marker="os^"[index // len(_COLOURS) % 3],
+                      color=_COLOURS[index % len(_COLOURS)])
         for p, x, y in zip(mine, costs, means):
           axis.annotate(f"{p.epochs}", (x, y), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
