@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import types
 
@@ -910,6 +911,40 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
 
 # ---------------------------------------------------------------------------
 # SIGTERM.
+
+
+class _Stoppable:
+  stop_requested = None
+
+
+def test_first_signal_asks_to_stop_the_second_raises_and_the_old_handler_returns():
+  """safety.two_stage_stop, which training and the tuner's search both use, with a
+  signal pytest does not use, sent to this process (its handler runs before the next
+  line)."""
+  assert threading.current_thread() is threading.main_thread()
+  target, before = _Stoppable(), signal.getsignal(signal.SIGUSR1)
+  with safety.two_stage_stop(target, lambda signum: RuntimeError(f"again {signum}"),
+                             signals=(signal.SIGUSR1,)):
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert target.stop_requested == signal.SIGUSR1
+    with pytest.raises(RuntimeError, match=f"again {int(signal.SIGUSR1)}"):
+      os.kill(os.getpid(), signal.SIGUSR1)
+  assert signal.getsignal(signal.SIGUSR1) is before
+
+
+def test_no_signal_handler_is_set_outside_the_main_thread():
+  """Python sets handlers in the main thread only; a fit run from another thread
+  (a notebook's worker, a test runner's) trains without them rather than failing."""
+  before, seen = signal.getsignal(signal.SIGUSR1), []
+
+  def in_a_thread():
+    with safety.two_stage_stop(_Stoppable(), RuntimeError, signals=(signal.SIGUSR1,)):
+      seen.append(signal.getsignal(signal.SIGUSR1))
+
+  thread = threading.Thread(target=in_a_thread)
+  thread.start()
+  thread.join()
+  assert seen == [before]
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@
   the previous checkpoints intact and the partial files removed.
   A run that got SIGTERM or SIGINT is stopped by the backup at the next step's
   end, after it saved a checkpoint there (TrainingInterrupted).
-- `stop_on_signals`: the signal handlers, installed around `fit` only.
+- `stop_on_signals`: the signal handlers, installed around `fit` only (through
+  `two_stage_stop`, which the tuner's search uses too).
 
 Why not `tf.train.CheckpointManager`: it writes TensorFlow checkpoints
 (index + data shards) and trusts its `checkpoint` state file; it neither
@@ -251,22 +252,24 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     return f"the last good checkpoint, {self.backup_dir} ({where}), is kept"
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 @contextlib.contextmanager
-def stop_on_signals(backup: SafeBackupAndRestore, signals=(signal.SIGTERM, signal.SIGINT)):
-  """While the block runs, SIGTERM and SIGINT ask `backup` to checkpoint and stop at
-  the next step's end; a second signal stops at once (the last checkpoint stays).
-  Outside the main thread (where handlers cannot be set) this does nothing."""
+def two_stage_stop(target, error_on_second, signals=STOP_SIGNALS):
+  """While the block runs, a first signal sets `target.stop_requested` to its number,
+  for whoever owns `target` to stop cleanly at the next step's end; a second raises
+  `error_on_second(signum)` at once, for a user who cannot wait. Outside the main
+  thread (where handlers cannot be set) this installs nothing; the previous handlers
+  come back when the block ends."""
   if threading.current_thread() is not threading.main_thread():
     yield
     return
 
   def handler(signum, frame):
-    if backup.stop_requested is not None:
-      raise TrainingInterrupted(
-          f"{signal.Signals(signum).name} again: stopped at once, without a new "
-          f"checkpoint; {backup.describe()}. Run the same command again to resume.",
-          signum)
-    backup.stop_requested = signum
+    if target.stop_requested is not None:
+      raise error_on_second(signum)
+    target.stop_requested = signum
 
   previous = {number: signal.signal(number, handler) for number in signals}
   try:
@@ -274,3 +277,12 @@ def stop_on_signals(backup: SafeBackupAndRestore, signals=(signal.SIGTERM, signa
   finally:
     for number, old in previous.items():
       signal.signal(number, old)
+
+
+def stop_on_signals(backup: SafeBackupAndRestore, signals=STOP_SIGNALS):
+  """While the block runs, SIGTERM and SIGINT ask `backup` to checkpoint and stop at
+  the next step's end; a second signal stops at once (the last checkpoint stays)."""
+  return two_stage_stop(backup, lambda signum: TrainingInterrupted(
+      f"{signal.Signals(signum).name} again: stopped at once, without a new "
+      f"checkpoint; {backup.describe()}. Run the same command again to resume.",
+      signum), signals)

@@ -4,17 +4,15 @@ HParams dashboard (hparams_log), a stop on SIGTERM or SIGINT that the same comma
 continues from, and a failed write that ends the search rather than failing every
 trial after it."""
 
-import contextlib
 import os
 import signal
-import threading
 from typing import Optional
 
 import keras
 import keras_tuner as kt
 
 from acn_tf.errors import TrainingInterrupted
-from acn_tf.run import run_dir, storage
+from acn_tf.run import run_dir, safety, storage
 from acn_tf.run.hparams_log import HParamsLog
 
 # keras-tuner's record of a trial, in the trial's folder (model_dir/tuner/trial_ID).
@@ -160,26 +158,14 @@ class Hyperband(_StopOnSignals, _TrialHistory, _HParamsLogging, kt.Hyperband):
   pass
 
 
-@contextlib.contextmanager
-def stop_search_on_signals(search: _StopOnSignals, signals=(signal.SIGTERM, signal.SIGINT)):
+def stop_search_on_signals(search: _StopOnSignals, signals=safety.STOP_SIGNALS):
   """While the block runs, SIGTERM and SIGINT stop `search` at the next training
-  step (as training stops: safety.stop_on_signals); a second signal stops at
-  once. Outside the main thread (where handlers cannot be set) this does nothing."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
+  step (as training stops: safety.stop_on_signals); a second signal stops at once."""
 
-  def handler(signum, frame):
-    if search.stop_requested is not None:
-      trial = search.current_trial
-      raise SearchStopped(search.interrupted(signum, "again: stopped at once" + (
-          f", during trial {trial}, which a rerun runs again from its start" if trial
-          else "")))
-    search.stop_requested = signum
+  def error_on_second(signum):
+    trial = search.current_trial
+    return SearchStopped(search.interrupted(signum, "again: stopped at once" + (
+        f", during trial {trial}, which a rerun runs again from its start" if trial
+        else "")))
 
-  previous = {number: signal.signal(number, handler) for number in signals}
-  try:
-    yield
-  finally:
-    for number, old in previous.items():
-      signal.signal(number, old)
+  return safety.two_stage_stop(search, error_on_second, signals)
