@@ -1,19 +1,23 @@
 """A step on 2 replicas equals a step on 1 replica with the same global batch.
 
 This is the test that catches a hand-written loss not scaled for the number of
-replicas (MirroredStrategy sums the replicas' gradients). The networks here have
-no batch norm, whose per-replica batch statistics would differ by design.
+replicas (MirroredStrategy sums the replicas' gradients). The exact models have no
+batch norm; networks with it match too once their moments are the global batch's
+(distribute.synchronize_batch_norm, which the builders apply).
 """
 
 import json
+
+import keras
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from acn_tf import api
 from acn_tf.run import distribute
-from tiny_models import (exact_acn, exact_batches, exact_dml,
-                         exact_dml_noise)
+from tiny_models import (EXACT_CLASSES, GLOBAL_BATCH, exact_acn, exact_batches, exact_dml,
+                         exact_dml_noise, small_cnns)
 
 
 def _two_replicas():
@@ -43,6 +47,49 @@ def test_two_replicas_match_one_replica(build):
   for key in ("loss", "c0_loss") + extra:
     np.testing.assert_allclose(single_logs[key], mirrored_logs[key], rtol=1e-4,
                                err_msg=key)
+
+
+def _batch_norm_dml(strategy, synchronize=True):
+  """DML of two small_cnns (a batch norm after every convolution) through the API,
+  which synchronises their batch norms; `synchronize=False` undoes it."""
+  with strategy.scope():
+    model = api.build_model(small_cnns(num_classes=EXACT_CLASSES),
+                            api.config(method="dml", learning_rate=0.1), steps_per_epoch=2)
+  batch_norms = [layer for layer in model._flatten_layers()
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+  assert len(batch_norms) == 4 and all(layer.synchronized == (strategy.num_replicas_in_sync > 1)
+                                       for layer in batch_norms)
+  for layer in batch_norms:
+    layer.synchronized = layer.synchronized and synchronize
+  return model, batch_norms
+
+
+def _replica_copies(variable):
+  """Each replica's copy of a mirrored variable (one for a plain one)."""
+  value = getattr(variable, "value", variable)
+  return [copy.numpy() for copy in getattr(value, "values", (value,))]
+
+
+@pytest.mark.parametrize("synchronize", [True, False], ids=["synchronized", "per_replica"])
+def test_batch_norm_on_two_replicas_is_one_device_only_when_synchronized(synchronize):
+  """Weights and moving statistics after two steps. Per replica, each normalises
+  by 8 of the 16 images and keeps its own moving statistics: the replicas' copies
+  part, and the weights leave one device's (the control that shows the first case
+  could fail)."""
+  single, _ = _batch_norm_dml(tf.distribute.get_strategy())
+  mirrored, batch_norms = _batch_norm_dml(_two_replicas(), synchronize)
+  single.fit(exact_batches(), epochs=1, verbose=0, shuffle=False)
+  mirrored.fit(exact_batches(), epochs=1, verbose=0, shuffle=False)
+  assert GLOBAL_BATCH % 2 == 0
+  for layer in batch_norms:
+    first, second = _replica_copies(layer.moving_mean)
+    assert np.array_equal(first, second) == synchronize, layer.path
+  matches = [np.allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+             for a, b in zip(single.weights, mirrored.weights)]
+  if synchronize:
+    assert all(matches), [w.path for w, m in zip(single.weights, matches) if not m]
+  else:
+    assert not all(matches)
 
 
 def test_create_strategy_names():

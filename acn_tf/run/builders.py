@@ -13,7 +13,7 @@ from acn_tf.networks import backbones, discriminators, generators
 from acn_tf.config.methods import method_traits
 from acn_tf.config.schema import ExperimentConfig, OptimizationConfig
 from acn_tf.method.codistillation import CoDistillation
-from acn_tf.run import optimizers
+from acn_tf.run import distribute, optimizers
 
 # Each network's initialisation seed is derived from the run's seed, so that the
 # classifiers start apart (DML needs that) and Phase A's networks differ from all.
@@ -178,6 +178,7 @@ def build_model(config: ExperimentConfig, info: pipeline.DatasetInfo, channel_me
     model.compile(optimizer=classifier_optimizer(config.optimization, steps),
                   branched=config.branched, steps_per_epoch=steps,
                   jit_compile=use_xla(config))
+    distribute.synchronize_batch_norm(model)
     model(tf.zeros((1, *info.image_shape)))
     model.build_optimizers()
     return model
@@ -218,6 +219,7 @@ def assemble_model(config: ExperimentConfig, classifiers, info: pipeline.Dataset
     model = CoDistillation(classifiers, name="codistillation")
     model.compile(optimizer=optimizer, distillation=config.phase_b(),
                   jit_compile=use_xla(config))
+  distribute.synchronize_batch_norm(model)
   model(tf.zeros((1, *info.image_shape)))
   model.build_optimizers()
   return model

@@ -8,6 +8,7 @@ import json
 import os
 from typing import Sequence
 
+import keras
 import tensorflow as tf
 
 from acn_tf.config.schema import STRATEGIES
@@ -29,6 +30,26 @@ def _mirrored_devices() -> Sequence[str]:
   gpus = tf.config.list_logical_devices("GPU")
   devices = gpus or tf.config.list_logical_devices("CPU")
   return [device.name for device in devices]
+
+
+def synchronize_batch_norm(model: keras.Model) -> int:
+  """Under a strategy of several replicas, makes every batch norm of `model` (its
+  classifiers', generator's and discriminator's, the caller's own networks' too)
+  normalise by the moments of the global batch (Keras' `synchronized`), and returns
+  how many it set. Then R replicas train as one device does with the same global
+  batch, which is the batch the published recipes (one GPU) normalise over. Without
+  it each replica normalises by its own batch_size / R images and keeps moving
+  statistics of its own (Keras creates them unaggregated), of which checkpoints and
+  exports read the first replica's. The price is three small all-reduces per batch
+  norm in the forward pass. Call before the first step is traced; on one device it
+  does nothing."""
+  if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+    return 0
+  batch_norms = [layer for layer in model._flatten_layers()  # Nested models too.
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+  for layer in batch_norms:
+    layer.synchronized = True
+  return len(batch_norms)
 
 
 def create_strategy(name: str) -> tf.distribute.Strategy:
