@@ -25,11 +25,12 @@ def _js(p, q):
   return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
 
-@pytest.fixture(scope="module")
-def model():
+def _moved_acn(**fields):
+  """A small ACN whose generator has taken five steps, so that x̃0 differs from x."""
   config = ExperimentConfig.from_fields(name="test", dataset="digits", method="acn",
                             architectures=("small_cnn", "small_cnn"), generator_filters=8,
-                            discriminator_filters=8, ras_epsilon=0.1, ras_step_size=0.05)
+                            discriminator_filters=8, ras_epsilon=0.1, ras_step_size=0.05,
+                            **fields)
   info = DatasetInfo("test", NUM_CLASSES, IMAGE_SHAPE, 64, 0, 64, "test")
   acn = builders.build_adversarial_model(config, info, small_cnns(seeds=(0, 1)))
   acn.compile(keras.optimizers.SGD(0.05), adversarial=config.adversarial,
@@ -37,9 +38,14 @@ def model():
   acn(tf.zeros((1, *IMAGE_SHAPE)))
   acn.build_optimizers()
   images, labels = (tf.constant(array) for array in random_batch(48))
-  for _ in range(5):  # A generator that has moved: x̃0 differs from x.
+  for _ in range(5):
     acn.generator_update(images, labels)
   return acn
+
+
+@pytest.fixture(scope="module")
+def model():
+  return _moved_acn()
 
 
 def test_health_figures_match_their_definitions(model):
@@ -75,6 +81,18 @@ def test_health_figures_match_their_definitions(model):
   assert 0.0 <= figures["kept_searched"] <= 1.0
   # Fixed noise: measuring again gives the same figures.
   assert meter.measure() == figures
+
+
+def test_without_the_label_restriction_every_example_counts_as_kept(model):
+  """As training keeps them (the "no RAS" ablation); with it, random classifiers keep
+  about one random label in five."""
+  rng = np.random.default_rng(2)
+  batches = [(rng.random((32, *IMAGE_SHAPE), dtype=np.float32),
+              rng.integers(0, NUM_CLASSES, 32))]
+  restricted = health.HealthMeter(model, batches).measure()
+  unrestricted = health.HealthMeter(_moved_acn(ras_label_restrict=False), batches).measure()
+  assert restricted["kept_generated"] < 0.6 and restricted["kept_searched"] < 0.6
+  assert unrestricted["kept_generated"] == 1.0 and unrestricted["kept_searched"] == 1.0
 
 
 def test_summary_of_sums_gives_means_ratios_and_none_without_a_discriminator():

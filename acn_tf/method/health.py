@@ -35,7 +35,8 @@ def batch_sums(model, images: tf.Tensor, labels: tf.Tensor,
       "divergence_real": divergence(examples.real_logits),
       "divergence_generated": divergence(examples.generated_logits),
       "divergence_searched": divergence(examples.searched_logits),
-      "kept_generated": tf.reduce_sum(losses.label_mask(examples.generated_logits, labels)),
+      "kept_generated": tf.reduce_sum(losses.label_mask(
+          examples.generated_logits, labels, model.adversarial.search.ras_label_restrict)),
       "kept_searched": tf.reduce_sum(examples.keep_mask),
       "residual_linf": tf.reduce_sum(
           tf.reduce_max(tf.abs(examples.generated - images), axis=[1, 2, 3])),
