@@ -1,8 +1,10 @@
 """Phase A's networks: the generator with its Weakly Residual Connection
 (acn_tf/networks/generators.py) and the discriminator (acn_tf/networks/discriminators.py)."""
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from acn_tf.networks import discriminators, generators
 from tiny_models import IMAGE_SHAPE, random_batch
@@ -47,3 +49,20 @@ def test_generator_and_discriminator_accept_any_image_shape(shape):
   noise = np.zeros((2, shape[0], shape[1], 3), np.float32)
   assert generator([images, noise]).shape == (2, *shape)
   assert discriminator(images).shape == (2, 1)
+
+
+@pytest.mark.parametrize("spectral_norm", [True, False])
+def test_discriminator_logit_is_float32_under_mixed_precision(spectral_norm):
+  """Its losses (BCE, the generator's GAN term) read the logit in float32; under
+  mixed_bfloat16 a logit rounded to bfloat16 keeps 3 significant digits."""
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  try:
+    discriminator = discriminators.build_discriminator(IMAGE_SHAPE, filters=4,
+                                                       spectral_norm=spectral_norm)
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  logits = discriminator(_images(3))
+  assert logits.dtype == tf.float32
+  # Not a bfloat16 value widened: some logit has bits beyond bfloat16's 8.
+  as_bfloat16 = tf.cast(tf.cast(logits, tf.bfloat16), tf.float32)
+  assert not np.array_equal(logits.numpy(), as_bfloat16.numpy())

@@ -37,7 +37,9 @@ def build_discriminator(image_shape: Tuple[int, int, int], filters: int = 32,
     size = (size + 1) // 2
     stage += 1
   x = layers.GlobalAveragePooling2D(name="pool")(x)
+  # The logit in float32 under mixed precision, as the classifiers' are: the wrapper
+  # too, or it would cast the float32 Dense's output back to the compute dtype.
   head = layers.Dense(1, name="logit", dtype="float32")
   if spectral_norm:
-    head = layers.SpectralNormalization(head, name="spectral_logit")
+    head = layers.SpectralNormalization(head, name="spectral_logit", dtype="float32")
   return keras.Model(images, head(x), name=name)
