@@ -39,7 +39,7 @@ import tensorflow as tf
 from acn_tf import errors, strict_json
 from acn_tf.config import command_line, schema as config_lib, registry
 from acn_tf.data import pipeline, sources
-from acn_tf.run import guard, run_dir, safety, storage, training
+from acn_tf.run import distribute, guard, run_dir, safety, storage, training, tuning
 from conftest import (ROOT, assert_one_error_line, early_runs, error_lines, snapshot,
                       start_run_py, strict_json_files)
 from dataset_files import write_idx
@@ -126,6 +126,20 @@ def case(error, *culprits):
 
 
 # -- Config fields: --override, --config_file, configs built in Python. ------------
+
+
+@case(errors.ConfigError, "batch_size=63", "2 replicas", "batch_size=62", "64")
+def batch_that_two_replicas_cannot_share(env):
+  config = command_line.resolve_config("digits", None, None, ["batch_size=63"])
+  return lambda: training.train(config, env.model_dir, strategy=distribute.create_strategy(
+      "mirrored"), verbose=0)  # conftest: two logical CPUs.
+
+
+@case(errors.ConfigError, "batch_size=63", "2 replicas")
+def search_batch_that_two_replicas_cannot_share(env):
+  config = command_line.resolve_config("digits", None, None, ["batch_size=63"])
+  return lambda: tuning.tune(config, env.model_dir, max_trials=1, verbose=0,
+                             strategy=distribute.create_strategy("mirrored"))
 
 
 @case(errors.ConfigError, "learning_rate", "finite")

@@ -52,6 +52,20 @@ def synchronize_batch_norm(model: keras.Model) -> int:
   return len(batch_norms)
 
 
+def check_global_batch(batch_size: int, strategy: tf.distribute.Strategy) -> None:
+  """ConfigError unless `batch_size` splits evenly over the strategy's replicas. The
+  losses divide each replica's sum by its share times the replicas, which weighs
+  every example alike only when the shares are equal."""
+  replicas = strategy.num_replicas_in_sync
+  if batch_size % replicas:
+    lower = batch_size - batch_size % replicas
+    raise ConfigError(
+        f"batch_size={batch_size} does not split evenly over {replicas} replicas, so "
+        "their examples would not weigh alike in the loss. Use a multiple of "
+        f"{replicas} (e.g. --override=batch_size={lower or replicas} or "
+        f"{lower + replicas}), or as many devices as divide it.")
+
+
 def create_strategy(name: str) -> tf.distribute.Strategy:
   """auto: MirroredStrategy over several GPUs, else the default (one device).
   multi_worker: MultiWorkerMirroredStrategy configured by the TF_CONFIG variable."""

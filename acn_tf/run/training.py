@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from acn_tf import errors, platform, strict_json
 from acn_tf.data import pipeline
-from acn_tf.run import builders, callbacks as acn_callbacks, guard, run_dir, safety, storage
+from acn_tf.run import (builders, callbacks as acn_callbacks, distribute, guard, run_dir, safety,
+                        storage)
 from acn_tf.config.schema import ExperimentConfig
 
 # -- Building blocks -------------------------------------------------------------
@@ -162,6 +163,7 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   """
   strategy = strategy or tf.distribute.get_strategy()
   config.validate()
+  distribute.check_global_batch(config.data.batch_size, strategy)
   with storage.RunDirLock(model_dir) as lock:
     lock.acquire(create=False, record=False)  # At once, if a run there ever took it.
     finished = run_dir.finished_results(model_dir, config)

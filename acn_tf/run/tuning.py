@@ -25,7 +25,7 @@ from acn_tf.config.schema import (TUNERS, ConfigError, ExperimentConfig, field_t
 from acn_tf.config.search_space import SearchDimension, parse_search_space
 from acn_tf.data import pipeline
 from acn_tf.errors import SearchFailedError
-from acn_tf.run import builders, run_dir, storage, training
+from acn_tf.run import builders, distribute, run_dir, storage, training
 from acn_tf.run.hparams_log import OBJECTIVE, HParamsLog
 from acn_tf.run.tuners import (BayesianOptimization, Hyperband, RandomSearch, SearchStopped,
                                 stop_search_on_signals, stopped_for_failures)
@@ -247,6 +247,8 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
     raise ValueError(f"Unknown tuner {tuner!r}. Valid tuners: {', '.join(TUNERS)}.")
   if max_trials < 1:
     raise ValueError(f"max_trials must be >= 1, got {max_trials}.")
+  distribute.check_global_batch(config.data.batch_size,
+                                strategy or tf.distribute.get_strategy())
   with storage.RunDirLock(model_dir, purpose="search") as lock:
     lock.acquire(create=False, record=False)  # At once, if a search there ever took it.
     config, notes = prepare_search_config(config)
