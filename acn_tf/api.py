@@ -92,7 +92,10 @@ def build_model(classifiers: Sequence[keras.Model], config: ExperimentConfig,
   dataset, e.g. len(train)) sets the learning-rate schedule over
   `config.optimization.epochs`. The classifiers must know their input and output shapes
   (functional or Sequential models built on a keras.Input). Call inside a
-  distribution strategy's scope to train on several devices.
+  distribution strategy's scope to train on several devices. For "acn" it seeds Keras'
+  global random generators (Python's, numpy's and TensorFlow's, from `config.seed`)
+  before building the generator and discriminator, so that they start alike in every
+  run: seed again afterwards if your own code draws from them.
 
   Raises ConfigError for a config, classifiers or shapes that cannot work
   together, naming what to change.
