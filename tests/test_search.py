@@ -1,5 +1,6 @@
 """Restricted Adversarial Search (acn_tf/method/search.py)."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -147,3 +148,39 @@ def test_the_search_leaves_the_mask_to_the_update_unless_its_logits_are_free(
   ensemble = np.mean([tf.nn.softmax(z).numpy() for z in start_logits], axis=0)
   np.testing.assert_array_equal(label_mask(logits, labels).numpy(),
                                 (ensemble.argmax(-1) == labels))
+
+
+def _dense_pair(scale):
+  """Two Flatten + Dense classifiers with weights of size `scale` (numpy seeds 0
+  and 1), in whatever precision policy is set: logits that small make every
+  pixel's gradient of D tiny."""
+  models = []
+  for seed in (0, 1):
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(5, dtype=None)])
+    kernel = scale * np.random.default_rng(seed).normal(size=(64, 5))
+    model.layers[-1].set_weights([kernel, np.zeros(5)])
+    models.append(model)
+  return models
+
+
+def test_float16_search_gradient_keeps_the_signs_float32_finds():
+  """Under mixed_float16 the gradient of a batch's ΣD at near-agreement is far
+  below float16's smallest number: unscaled, every pixel's sign is 0 and the
+  search would not move; scaled (search.scaled_for_float16), the signs are
+  float32's."""
+  images = tf.constant(_images(16))
+  reference = np.sign(divergence_gradient(_dense_pair(1e-4), images, spec_phase_a()).numpy())
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    half = _dense_pair(1e-4)
+    with tf.GradientTape() as tape:  # The control: the sum differentiated as it is.
+      tape.watch(images)
+      total = tf.reduce_sum(group_divergence(half, images, spec_phase_a())[0])
+    unscaled = np.sign(tape.gradient(total, images).numpy())
+    scaled = np.sign(divergence_gradient(half, images, spec_phase_a()).numpy())
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  assert np.count_nonzero(reference) == reference.size
+  assert np.count_nonzero(unscaled) < 0.05 * unscaled.size
+  assert np.mean(scaled == reference) > 0.95

@@ -12,8 +12,8 @@ from acn_tf.networks import generators
 from acn_tf.config.schema import AdversarialConfig, DistillationConfig
 from acn_tf.networks.folding import InferenceNetworks
 from acn_tf.method.codistillation import CoDistillation, DivergentBatch
-from acn_tf.method.search import (group_divergence, inference_logits,
-                                  restricted_adversarial_search)
+from acn_tf.method.search import (finite_or_zero, group_divergence, inference_logits,
+                                  restricted_adversarial_search, scaled_for_float16)
 
 
 class GeneratorPass(NamedTuple):
@@ -278,12 +278,12 @@ class AdversarialCoDistillation(CoDistillation):
     and, when the search's first step ascends D, its gradient, in one pass."""
     with tf.GradientTape() as tape:
       tape.watch(images)
-      divergence, logits = group_divergence(self.phase_a_classifiers(), images,
-                                            self.adversarial)
-      total = tf.reduce_sum(divergence)
+      classifiers = self.phase_a_classifiers()
+      divergence, logits = group_divergence(classifiers, images, self.adversarial)
+      total = scaled_for_float16(tf.reduce_sum(divergence), classifiers)
     start_gradient = None
     if self.adversarial.search.ras_steps > 0:
-      start_gradient = _finite_or_zero(tape.gradient(total, images))
+      start_gradient = finite_or_zero(tape.gradient(total, images))
     logits = [tf.stop_gradient(z) for z in logits]
     self.generated_divergence.update_state(tf.reduce_mean(losses.reported_divergence(logits)))
     return GeneratorPass(images, logits, start_gradient)
@@ -333,7 +333,7 @@ class AdversarialCoDistillation(CoDistillation):
     gradients = tape.gradient(start, variables, output_gradients=at_start)
     if self.adversarial.search.ras_steps == 0:
       return gradients, None
-    return gradients, _finite_or_zero(divergence_gradient)
+    return gradients, finite_or_zero(divergence_gradient)
 
   def discriminator_update(self, images, start) -> None:
     """BCE(d(x), real) + BCE(d(sg(x̃0)), fake)."""
@@ -351,9 +351,3 @@ class AdversarialCoDistillation(CoDistillation):
         tf.reduce_mean(tf.cast(real_logits > 0, tf.float32)))
     self.discriminator_fake_accuracy.update_state(
         tf.reduce_mean(tf.cast(fake_logits < 0, tf.float32)))
-
-
-def _finite_or_zero(gradient: tf.Tensor) -> tf.Tensor:
-  """The gradient where it is finite, 0 elsewhere: an overflowed float16 loss
-  scale makes the search take no step there rather than write NaN images."""
-  return tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))

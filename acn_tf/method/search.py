@@ -44,16 +44,38 @@ def phase_a_divergence(logits: Sequence[tf.Tensor],
                            adversarial.divergence_temperature)
 
 
+# What the search multiplies ΣD by before differentiating it through float16
+# networks: Keras' first loss scale. Only the gradient's sign is used, so any
+# positive factor takes the same step wherever nothing underflows or overflows.
+FLOAT16_GRADIENT_SCALE = 2.0 ** 15
+
+
+def scaled_for_float16(total: tf.Tensor, classifiers: Sequence[keras.Model]) -> tf.Tensor:
+  """`total` times FLOAT16_GRADIENT_SCALE when the classifiers compute in float16
+  (mixed_float16), where a pixel's gradient of a batch's ΣD is often below float16's
+  smallest number, becomes 0, and leaves that pixel where it is; `total` itself
+  otherwise (float32, bfloat16), the same graph as without it."""
+  if any(classifier.compute_dtype == "float16" for classifier in classifiers):
+    return total * FLOAT16_GRADIENT_SCALE
+  return total
+
+
+def finite_or_zero(gradient: tf.Tensor) -> tf.Tensor:
+  """The gradient where it is finite, 0 elsewhere: a float16 gradient that
+  overflowed makes the search take no step there rather than write NaN images."""
+  return tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))
+
+
 def divergence_gradient(classifiers: Sequence[keras.Model], images: tf.Tensor,
                         adversarial: AdversarialConfig) -> tf.Tensor:
-  """grad_x of the sum over the batch of D at `images`. With classifiers in
-  inference mode every example's gradient is its own; the sum, not the mean,
-  leaves it unscaled (only its sign is used anyway)."""
+  """grad_x of the sum over the batch of D at `images` (only its sign is used).
+  With classifiers in inference mode every example's gradient is its own; the
+  sum, not the mean, keeps it large, and in float16 it is scaled further."""
   with tf.GradientTape() as tape:
     tape.watch(images)
     per_example, _ = group_divergence(classifiers, images, adversarial)
-    total = tf.reduce_sum(per_example)
-  return tape.gradient(total, images)
+    total = scaled_for_float16(tf.reduce_sum(per_example), classifiers)
+  return finite_or_zero(tape.gradient(total, images))
 
 
 def restricted_adversarial_search(classifiers: Sequence[keras.Model], images: tf.Tensor,
