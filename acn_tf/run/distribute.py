@@ -1,4 +1,5 @@
-"""Distribution strategies, created once by the entry point.
+"""Distribution strategies, created once by the entry point, and what several
+replicas need of the model (synchronised batch norm) and of the batch (an even split).
 
 Everything that owns variables (models, optimizers, metrics) is then built
 inside `strategy.scope()` by acn_tf/run/training.py, and Keras distributes the data.
