@@ -98,6 +98,8 @@ METHODS_AND_ABLATIONS = {
     # Training length: DML and ACN with the whole schedule stretched (the 4x DML is
     # `dml_compute_matched`).
     "dml_epochs_16x": ("--method=dml", EpochsTimes(16)),
+    # Stage 1's next screen: DML had not stopped improving at 16x (RESULTS.md).
+    "dml_epochs_64x": ("--method=dml", EpochsTimes(64)),
     # DML given the compute of the branched rivals (a ONE or CL-ILR step costs about
     # 0.65 of a DML step at fashion_mnist_small's shapes).
     "dml_epochs_0_65x": ("--method=dml", EpochsTimes(0.65)),
