@@ -178,10 +178,7 @@ def build_model(config: ExperimentConfig, info: pipeline.DatasetInfo, channel_me
     model.compile(optimizer=classifier_optimizer(config.optimization, steps),
                   branched=config.branched, steps_per_epoch=steps,
                   jit_compile=use_xla(config))
-    distribute.synchronize_batch_norm(model)
-    model(tf.zeros((1, *info.image_shape)))
-    model.build_optimizers()
-    return model
+    return _ready_for_fit(model, info.image_shape)
   classifiers = build_classifiers(config, info, channel_mean, channel_variance)
   return assemble_model(config, classifiers, info, steps)
 
@@ -219,7 +216,13 @@ def assemble_model(config: ExperimentConfig, classifiers, info: pipeline.Dataset
     model = CoDistillation(classifiers, name="codistillation")
     model.compile(optimizer=optimizer, distillation=config.phase_b(),
                   jit_compile=use_xla(config))
+  return _ready_for_fit(model, info.image_shape)
+
+
+def _ready_for_fit(model: CoDistillation, image_shape) -> CoDistillation:
+  """A compiled `model` with its batch norms synchronised across replicas (before
+  the first trace), its variables and its optimizers' variables built."""
   distribute.synchronize_batch_norm(model)
-  model(tf.zeros((1, *info.image_shape)))
+  model(tf.zeros((1, *image_shape)))
   model.build_optimizers()
   return model
