@@ -183,6 +183,21 @@ def _traced_generator_gradients(model, images, labels, noise):
   return tape, scaled_loss, scaled_divergence, terms, variables, start, reference
 
 
+def _assembled_and_backpropagated(model):
+  """The generator's gradients as `generator_gradients` assembles them and as plain
+  back-propagation computes them, on one random batch with g nudged off zero (its
+  gradient reaches its inner layers only then)."""
+  for variable in model.generator.trainable_variables:
+    variable.assign(variable + 0.05 * tf.random.stateless_normal(variable.shape, (3, 4)))
+  images, labels = random_batch()
+  noise = tf.random.stateless_normal((len(images), *IMAGE_SHAPE[:2], 2), (1, 2))
+  tape, scaled_loss, scaled_divergence, terms, variables, start, reference = (
+      _traced_generator_gradients(model, tf.constant(images), tf.constant(labels), noise))
+  gradients, start_gradient = model.generator_gradients(
+      tape, scaled_loss, scaled_divergence, terms, variables, start)
+  return images, variables, start, reference, gradients, start_gradient
+
+
 @pytest.mark.parametrize("keep_label_weight,gan_weight,loss_scale,divergence_weight",
                          [(1.0, 1.0, False, 3.0), (0.0, 1.0, False, 3.0),
                           (0.0, 0.0, False, 3.0), (0.3, 0.0, False, 3.0),
@@ -195,15 +210,8 @@ def test_generator_gradients_assembled_at_the_start_equal_plain_backpropagation(
     model.generator_optimizer = keras.optimizers.LossScaleOptimizer(
         keras.optimizers.Adam(2e-4), initial_scale=1024.0)
     model.generator_optimizer.build(model.generator.trainable_variables)
-  # g must be off zero for its gradient to reach its inner layers.
-  for variable in model.generator.trainable_variables:
-    variable.assign(variable + 0.05 * tf.random.stateless_normal(variable.shape, (3, 4)))
-  images, labels = random_batch()
-  noise = tf.random.stateless_normal((len(images), *IMAGE_SHAPE[:2], 2), (1, 2))
-  tape, scaled_loss, scaled_divergence, terms, variables, start, reference = (
-      _traced_generator_gradients(model, tf.constant(images), tf.constant(labels), noise))
-  gradients, start_gradient = model.generator_gradients(
-      tape, scaled_loss, scaled_divergence, terms, variables, start)
+  images, variables, start, reference, gradients, start_gradient = (
+      _assembled_and_backpropagated(model))
   assert sum(float(tf.reduce_sum(tf.abs(g))) for g in reference) > 0
   for got, expected, variable in zip(gradients, reference, variables):
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4,
@@ -220,14 +228,7 @@ def test_without_a_search_step_the_generator_gradients_are_the_same_and_no_start
   """K = 0 (the no-RAS ablation) takes the one code path: g's gradients as plain
   back-propagation computes them, and no gradient for a search that takes no step."""
   model = _acn(search_steps=0)
-  for variable in model.generator.trainable_variables:
-    variable.assign(variable + 0.05 * tf.random.stateless_normal(variable.shape, (3, 4)))
-  images, labels = random_batch()
-  noise = tf.random.stateless_normal((len(images), *IMAGE_SHAPE[:2], 2), (1, 2))
-  tape, scaled_loss, scaled_divergence, terms, variables, start, reference = (
-      _traced_generator_gradients(model, tf.constant(images), tf.constant(labels), noise))
-  gradients, start_gradient = model.generator_gradients(
-      tape, scaled_loss, scaled_divergence, terms, variables, start)
+  _, _, _, reference, gradients, start_gradient = _assembled_and_backpropagated(model)
   assert start_gradient is None
   for got, expected in zip(gradients, reference):
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4,
