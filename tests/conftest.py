@@ -16,8 +16,10 @@ tests/tiny_models.py, fake dataset files in tests/dataset_files.py.
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -67,6 +69,31 @@ def start_run_py(*arguments, cwd=ROOT, env=None, stdout=subprocess.PIPE,
   return subprocess.Popen([sys.executable, RUN_PY, *arguments], cwd=cwd,
                           env=env or subprocess_environment(), stdout=stdout,
                           stderr=stderr, text=True)
+
+
+def _saved_epoch(metadata):
+  """The epoch of the checkpoint in `metadata`, 0 while there is none."""
+  try:
+    return strict_json.read(metadata)["epoch"]
+  except (OSError, ValueError):
+    return 0
+
+
+def kill_run_py_after_checkpoint(command, model_dir, epoch):
+  """Starts `python run.py COMMAND`, kills it (SIGKILL: nothing of its own runs)
+  once the checkpoint of `epoch` or a later one is saved, and returns the epoch of
+  the checkpoint it left; fails if the run finished before it could be killed."""
+  process = start_run_py(*command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  metadata = os.path.join(model_dir, "backup", "training_metadata.json")
+  deadline = time.time() + 240
+  while _saved_epoch(metadata) < epoch and process.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert os.path.exists(metadata), "the run never wrote its first checkpoint"
+  assert not os.path.exists(os.path.join(model_dir, "results.json")), \
+      "the run finished before it was killed: make it longer"
+  return _saved_epoch(metadata)
 
 
 def error_lines(stderr):

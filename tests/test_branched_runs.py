@@ -3,16 +3,13 @@ round trips, two replicas, resume after a kill, the tuner, and their config erro
 
 import csv
 import os
-import signal
-import subprocess
-import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import api, errors, strict_json
+from acn_tf import api, errors
 from acn_tf.config import command_line, registry, schema as config_lib
 from acn_tf.config.schema import BranchedConfig, ConfigError, ExperimentConfig
 from acn_tf.data import pipeline
@@ -21,7 +18,7 @@ from acn_tf.method.one import OnTheFlyNativeEnsemble
 from acn_tf.networks import branched
 from acn_tf.run import distribute, optimizers, training, tuning
 from acn_tf.run.export import ENSEMBLE_NAME
-from conftest import assert_one_error_line, read_json, start_run_py
+from conftest import assert_one_error_line, kill_run_py_after_checkpoint, read_json
 
 THREE = "--override=architectures=small_cnn,small_cnn,small_cnn"
 TINY = ["--experiment=digits", THREE, "--override=epochs=1", "--override=train_examples=256",
@@ -132,13 +129,6 @@ def test_keras_format_round_trips_the_network(method, tmp_path):
   assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 1
 
 
-def _saved_epoch(metadata):
-  try:
-    return strict_json.read(metadata)["epoch"]
-  except (OSError, ValueError):
-    return 0
-
-
 @pytest.mark.slow
 def test_a_killed_run_resumes_and_finishes_every_step(tmp_path, run_py_here):
   """Killed in a process of its own; the same command resumes it through run.py's
@@ -148,16 +138,7 @@ def test_a_killed_run_resumes_and_finishes_every_step(tmp_path, run_py_here):
   command = ["--experiment=digits", "--method=one", THREE, f"--model_dir={model_dir}",
              "--verbose=0", "--noexport", f"--override=epochs={epochs}",
              "--override=train_examples=256"]
-  process = start_run_py(*command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  metadata = os.path.join(model_dir, "backup", "training_metadata.json")
-  deadline = time.time() + 240
-  while _saved_epoch(metadata) < 1 and process.poll() is None and time.time() < deadline:
-    time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert not os.path.exists(os.path.join(model_dir, "results.json")), \
-      "the run finished before it was killed: make it longer"
-  resumed_from = _saved_epoch(metadata)
+  resumed_from = kill_run_py_after_checkpoint(command, model_dir, 1)
   assert 1 <= resumed_from < epochs
   completed = run_py_here(*command)
   assert completed.returncode == 0, completed.stderr[-3000:]

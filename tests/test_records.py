@@ -4,18 +4,14 @@ import csv
 import glob
 import os
 import shutil
-import signal
-import subprocess
-import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from acn_tf import strict_json
-from conftest import assert_one_error_line, read_json, snapshot, start_run_py
-
+from conftest import (assert_one_error_line, kill_run_py_after_checkpoint, read_json,
+                      snapshot)
 
 
 def _event_values(directory):
@@ -95,14 +91,6 @@ def test_corrupted_weights_give_a_clear_error(acn_run, run_py_here, tmp_path):
   assert_one_error_line(completed, "Cannot load weights from", "final.weights.h5")
 
 
-def _saved_epoch(metadata):
-  """The epoch of the checkpoint in `metadata`, 0 while there is none."""
-  try:
-    return strict_json.read(metadata)["epoch"]
-  except (OSError, ValueError):
-    return 0
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_with_every_optimizer_and_finishes_all_epochs(tmp_path,
                                                                         run_py_here):
@@ -114,18 +102,7 @@ def test_killed_run_resumes_with_every_optimizer_and_finishes_all_epochs(tmp_pat
   command = ["--experiment=digits", "--method=acn", f"--model_dir={model_dir}", "--verbose=0",
              "--noexport", f"--override=epochs={epochs}", "--override=adv_warmup_epochs=1",
              "--override=train_examples=256"]
-  process = start_run_py(*command, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-  metadata = os.path.join(model_dir, "backup", "training_metadata.json")
-  deadline = time.time() + 240
-  while _saved_epoch(metadata) < 2 and process.poll() is None and time.time() < deadline:
-    time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert os.path.exists(metadata), "the run never wrote its first checkpoint"
-  assert not os.path.exists(os.path.join(model_dir, "results.json")), \
-      "the run finished before it was killed: make it longer"
-  resumed_from = _saved_epoch(metadata)
+  resumed_from = kill_run_py_after_checkpoint(command, model_dir, 2)
   assert 2 <= resumed_from < epochs
 
   completed = run_py_here(*command)
