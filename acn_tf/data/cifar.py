@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from acn_tf.data import downloads, raw_splits, tfds_source
+from acn_tf.data import raw_splits, tfds_source
 from acn_tf.errors import DataFormatError, DataNotFoundError
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -183,19 +183,11 @@ def load(dataset: str, data_dir: Optional[str]) -> raw_splits.RawSplits:
         f"extracted folder {layout.folder}/ into {data_dir}",
         tfds_source.download_command(dataset, data_dir)]))
   looked.append("--data_dir: not given, so no CIFAR python files were searched")
-  builder = None
-  try:
-    builder = tfds_source.builder_of(dataset, data_dir)
-    if not tfds_source.is_prepared(builder):
-      downloads.download_and_prepare(builder)
-    return tfds_source.tfds_splits(builder)
-  except Exception as error:  # Offline this is a network or import error.
-    target = getattr(builder, "data_dir", data_dir)
-    looked.append(f"tfds {dataset} (prepared data or download_and_prepare into "
-                  f"{target}): {raw_splits.short_error(error)}")
+  raw = tfds_source.prepared_or_downloaded(dataset, data_dir, looked)
+  if raw is not None:
+    return raw
   how_to_get = [
-      "with internet, run once: python -c 'import tensorflow_datasets as tfds; "
-      f"tfds.builder(\"{dataset}\").download_and_prepare()'",
+      tfds_source.download_command(dataset),
       f"put {layout.tarball} (the \"python version\" from {CIFAR_URL}) or its "
       f"extracted folder {layout.folder}/ into --data_dir",
   ]

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from acn_tf.data import downloads, raw_splits, tfds_source
+from acn_tf.data import raw_splits, tfds_source
 from acn_tf.errors import DataFormatError, DataNotFoundError
 
 # Where the Debian package `dataset-fashion-mnist` installs the official files.
@@ -142,18 +142,11 @@ def load(data_dir: Optional[str]) -> raw_splits.RawSplits:
                              "(Debian package dataset-fashion-mnist)")
   looked.append(f"Debian package dataset-fashion-mnist directory {missing}")
 
-  try:
-    if builder is None:
-      builder = tfds_source.builder_of("fashion_mnist", data_dir)
-    downloads.download_and_prepare(builder)
-    return tfds_source.tfds_splits(builder)
-  except Exception as error:  # Offline this is a network or import error.
-    target = getattr(builder, "data_dir", data_dir)
-    looked.append(f"tfds download_and_prepare into {target}: "
-                  f"{raw_splits.short_error(error)}")
+  raw = tfds_source.prepared_or_downloaded("fashion_mnist", data_dir, looked, builder)
+  if raw is not None:
+    return raw
   how_to_get = [
-      "with internet, run once: python -c 'import tensorflow_datasets as tfds; "
-      "tfds.builder(\"fashion_mnist\").download_and_prepare()'",
+      tfds_source.download_command("fashion_mnist"),
       f"put the official files {', '.join(FASHION_MNIST_FILES.values())} "
       f"(from {FASHION_MNIST_URL}) into --data_dir",
       f"apt-get install dataset-fashion-mnist (installs them into {debian_dir})",

@@ -82,10 +82,29 @@ def prepared_in_data_dir(name: str, data_dir: str, looked: List[str]
   return None
 
 
-def download_command(dataset: str, data_dir: str) -> str:
-  """The command that prepares `dataset` in `data_dir`, for a not-found message."""
+def prepared_or_downloaded(name: str, data_dir: Optional[str], looked: List[str],
+                           builder=None) -> Optional[raw_splits.RawSplits]:
+  """The named datasets' last source, the only online one: tfds' prepared data,
+  else its own download into its place; None, with the reason in `looked`, when
+  neither gives data (offline, a network or import error)."""
+  try:
+    builder = builder or builder_of(name, data_dir)
+    if not is_prepared(builder):
+      downloads.download_and_prepare(builder)
+    return tfds_splits(builder)
+  except Exception as error:  # tfds fails in many ways (imports, files, network).
+    target = getattr(builder, "data_dir", data_dir)
+    looked.append(f"tfds {name} (prepared data or download_and_prepare into {target}): "
+                  f"{raw_splits.short_error(error)}")
+    return None
+
+
+def download_command(dataset: str, data_dir: Optional[str] = None) -> str:
+  """The command that prepares `dataset` in `data_dir` (None: tfds' default
+  place), for a not-found message."""
+  where = f", data_dir=\"{data_dir}\"" if data_dir else ""
   return ("with internet, run once: python -c 'import tensorflow_datasets as tfds; "
-          f"tfds.builder(\"{dataset}\", data_dir=\"{data_dir}\").download_and_prepare()'")
+          f"tfds.builder(\"{dataset}\"{where}).download_and_prepare()'")
 
 
 # ---------------------------------------------------------------------------
@@ -142,9 +161,7 @@ def load_tfds(name: str, data_dir: Optional[str], train_split: str, test_split: 
   data in tfds' default place, else a download (tfds' own)."""
   builder = _named_tfds_builder(name, data_dir)
   _check_image_classification(builder, name)
-  command = download_command(name, data_dir) if data_dir else (
-      "with internet, run once: python -c 'import tensorflow_datasets as tfds; "
-      f"tfds.builder(\"{name}\").download_and_prepare()'")
+  command = download_command(name, data_dir)
   if not is_prepared(builder):
     if data_dir:
       raise DataNotFoundError(raw_splits.not_in_data_dir_message(
