@@ -9,8 +9,11 @@ label), and for x̃ whether the label restriction kept it.
 
 import argparse
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# This checkout's acn_tf rather than an installed one: a git worktree runs its own code.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from acn_tf import platform  # noqa: E402
 

@@ -17,9 +17,12 @@ type is printed.
 import argparse
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# This checkout's acn_tf rather than an installed one: a git worktree runs its own code.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from acn_tf import platform  # noqa: E402
 

@@ -15,6 +15,9 @@ that breaks the rule is caught as well.
 
 import ast
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -111,3 +114,36 @@ def test_function_level_and_aliased_imports_are_read():
             "  import acn_tf.method.losses\n")
   assert imported_modules(source) == {"acn_tf.errors", "acn_tf.config.schema",
                                       "acn_tf.run.training", "acn_tf.method.losses"}
+
+
+EXPERIMENTS = os.path.join(os.path.dirname(PACKAGE), "experiments")
+SCRIPTS_USING_THE_PACKAGE = sorted(
+    name for name in os.listdir(EXPERIMENTS)
+    if name.endswith(".py") and imported_modules(open(os.path.join(EXPERIMENTS, name)).read()))
+
+
+@pytest.mark.parametrize("script", SCRIPTS_USING_THE_PACKAGE)
+def test_an_experiment_script_runs_the_acn_tf_of_its_own_checkout(script, tmp_path):
+  """A study runs from a git worktree of a fixed commit: its scripts must import that
+  checkout's package, not an installed one (an editable install points at another).
+  The script runs as `python SCRIPT --help` would, from a copy of the checkout."""
+  checkout = tmp_path / "checkout"
+  shutil.copytree(PACKAGE, checkout / "acn_tf",
+                  ignore=shutil.ignore_patterns("__pycache__"))
+  shutil.copytree(EXPERIMENTS, checkout / "experiments",
+                  ignore=shutil.ignore_patterns("__pycache__", "results", "figures"))
+  path = str(checkout / "experiments" / script)
+  loaded = subprocess.run(
+      [sys.executable, "-c",
+       "import runpy, sys\n"
+       f"sys.path.insert(0, {os.path.dirname(path)!r})  # What `python SCRIPT` puts first.\n"
+       f"sys.argv = [{path!r}, '--help']\n"
+       "try:\n"
+       f"  runpy.run_path({path!r}, run_name='__main__')\n"
+       "except SystemExit:\n"
+       "  pass\n"
+       "print('acn_tf from', sys.modules['acn_tf'].__file__)\n"],
+      cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+  assert loaded.returncode == 0, loaded.stderr[-3000:]
+  origin = loaded.stdout.strip().splitlines()[-1]
+  assert origin == f"acn_tf from {checkout / 'acn_tf' / '__init__.py'}", origin
