@@ -49,6 +49,9 @@ LABELS = {
     "acn_live_generator_wide_ball": "ACN, live generator, ball of its reach",
 }
 
+# A point of fewer seeds than a study's five says how many beside it in the figure.
+FEW_SEEDS = 5
+
 # Matplotlib's ten default colours and three more, so that no two families share one.
 _COLOURS = [f"C{i}" for i in range(10)] + ["black", "gold", "lightseagreen"]
 
@@ -210,13 +213,15 @@ def draw(points: Sequence[Point], path: str) -> None:
                       marker="os^"[index // len(_COLOURS) % 3],
                       color=_COLOURS[index % len(_COLOURS)])
         for p, x, y in zip(mine, costs, means):
-          axis.annotate(f"{p.epochs}", (x, y), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
+          seeds = f" (n={len(p.runs)})" if len(p.runs) < FEW_SEEDS else ""
+          axis.annotate(f"{p.epochs}{seeds}", (x, y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
       axis.set_xscale("log", base=2)
       axis.set_xlim(*x_limits)
       axis.set_xlabel(f"training compute (DML runs of "
                       f"{registered_epochs(experiment)} epochs)")
-      axis.set_title(f"{experiment}\n{kind} top-1 (labels: epochs)", fontsize=10)
+      axis.set_title(f"{experiment}\n{kind} top-1 (labels: epochs; n: seeds, where "
+                     f"fewer than {FEW_SEEDS})", fontsize=10)
       axis.grid(alpha=0.3)
     row[0].set_ylabel("test top-1 (%), mean ± std over seeds")
   handles = {}
