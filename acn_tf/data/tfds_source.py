@@ -88,7 +88,8 @@ def prepared_or_downloaded(name: str, data_dir: Optional[str], looked: List[str]
   else its own download into its place; None, with the reason in `looked`, when
   neither gives data (offline, a network or import error)."""
   try:
-    builder = builder or builder_of(name, data_dir)
+    if builder is None:
+      builder = builder_of(name, data_dir)
     if not is_prepared(builder):
       downloads.download_and_prepare(builder)
     return tfds_splits(builder)
