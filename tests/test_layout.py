@@ -122,11 +122,34 @@ SCRIPTS_USING_THE_PACKAGE = sorted(
     if name.endswith(".py") and imported_modules(open(os.path.join(EXPERIMENTS, name)).read()))
 
 
+# Run in a fresh interpreter before a script: the first finder asked for acn_tf asks
+# the others in their order, as the import itself would, prints where it resolves
+# and stops the script there (nothing after its first acn_tf import runs).
+_REPORT_WHERE_ACN_TF_RESOLVES = """
+import sys
+
+class ReportAcnTf:
+  @staticmethod
+  def find_spec(name, path=None, target=None):
+    if name != "acn_tf":
+      return None
+    for finder in sys.meta_path[1:]:
+      spec = finder.find_spec(name, path, target)
+      if spec is not None:
+        print("acn_tf from", spec.origin)
+        raise SystemExit(0)
+    raise SystemExit("acn_tf: not found")
+
+sys.meta_path.insert(0, ReportAcnTf)
+"""
+
+
 @pytest.mark.parametrize("script", SCRIPTS_USING_THE_PACKAGE)
 def test_an_experiment_script_runs_the_acn_tf_of_its_own_checkout(script, tmp_path):
   """A study runs from a git worktree of a fixed commit: its scripts must import that
   checkout's package, not an installed one (an editable install points at another).
-  The script runs as `python SCRIPT --help` would, from a copy of the checkout."""
+  The script runs as `python SCRIPT` would, from a copy of the checkout, up to its
+  first import of acn_tf."""
   checkout = tmp_path / "checkout"
   shutil.copytree(PACKAGE, checkout / "acn_tf",
                   ignore=shutil.ignore_patterns("__pycache__"))
@@ -135,14 +158,11 @@ def test_an_experiment_script_runs_the_acn_tf_of_its_own_checkout(script, tmp_pa
   path = str(checkout / "experiments" / script)
   loaded = subprocess.run(
       [sys.executable, "-c",
-       "import runpy, sys\n"
+       _REPORT_WHERE_ACN_TF_RESOLVES +
+       "import runpy\n"
        f"sys.path.insert(0, {os.path.dirname(path)!r})  # What `python SCRIPT` puts first.\n"
-       f"sys.argv = [{path!r}, '--help']\n"
-       "try:\n"
-       f"  runpy.run_path({path!r}, run_name='__main__')\n"
-       "except SystemExit:\n"
-       "  pass\n"
-       "print('acn_tf from', sys.modules['acn_tf'].__file__)\n"],
+       f"sys.argv = [{path!r}]\n"
+       f"runpy.run_path({path!r}, run_name='__main__')\n"],
       cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
   assert loaded.returncode == 0, loaded.stderr[-3000:]
   origin = loaded.stdout.strip().splitlines()[-1]
