@@ -8,13 +8,12 @@ batch norm; networks with it match too once their moments are the global batch's
 
 import json
 
-import keras
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from acn_tf import api
+from acn_tf.networks import batch_norm
 from acn_tf.run import distribute
 from tiny_models import (EXACT_CLASSES, GLOBAL_BATCH, exact_acn, exact_batches, exact_dml,
                          exact_dml_noise, small_cnns)
@@ -55,8 +54,7 @@ def _batch_norm_dml(strategy, synchronize=True):
   with strategy.scope():
     model = api.build_model(small_cnns(num_classes=EXACT_CLASSES),
                             api.config(method="dml", learning_rate=0.1), steps_per_epoch=2)
-  batch_norms = [layer for layer in model._flatten_layers()
-                 if isinstance(layer, keras.layers.BatchNormalization)]
+  batch_norms = batch_norm.batch_norms(model)
   assert len(batch_norms) == 4 and all(layer.synchronized == (strategy.num_replicas_in_sync > 1)
                                        for layer in batch_norms)
   for layer in batch_norms:
@@ -114,3 +112,31 @@ def test_is_chief_reads_tf_config(monkeypatch, tf_config, chief):
   else:
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
   assert distribute.is_chief() is chief
+
+
+
+def test_a_divergent_batch_kept_out_of_batch_norm_statistics_on_two_replicas():
+  """divergent_batch_norm_updates off under synchronised batch norm: after one step
+  of the no-generator ACN on two replicas, every replica's moving statistics are
+  those of a DML step on the real batch alone (the same networks and batch), while
+  the default's are not."""
+  def one_step(method, **settings):
+    with _two_replicas().scope():
+      model = api.build_model(small_cnns(num_classes=EXACT_CLASSES),
+                              api.config(method=method, learning_rate=0.1, **settings),
+                              steps_per_epoch=1)
+    model.fit(exact_batches(steps=1), epochs=1, verbose=0, shuffle=False)
+    return model, [copy for layer in batch_norm.batch_norms(model)
+                   for variable in (layer.moving_mean, layer.moving_variance)
+                   for copy in _replica_copies(variable)]
+
+  acn = dict(use_generator=False, gan_weight=0.0)
+  kept_out, kept_out_statistics = one_step("acn", divergent_batch_norm_updates=False, **acn)
+  _, default_statistics = one_step("acn", **acn)
+  _, real_only_statistics = one_step("dml")
+  assert kept_out.searched_divergence.count.numpy() > 0  # Phase B saw x̃.
+  assert len(kept_out_statistics) == 16  # 4 batch norms, 2 statistics, 2 replicas.
+  for a, b in zip(kept_out_statistics, real_only_statistics):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert any(not np.allclose(a, b, rtol=1e-4, atol=1e-5)
+             for a, b in zip(default_statistics, real_only_statistics))

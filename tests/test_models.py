@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from acn_tf.method import losses
 from acn_tf.config.schema import DistillationConfig
-from acn_tf.method.codistillation import CoDistillation
+from acn_tf.method.codistillation import CoDistillation, DivergentBatch
 from tiny_models import IMAGE_SHAPE, random_batch, small_cnns
 
 NUM_CLASSES = 4
@@ -111,3 +111,45 @@ def test_evaluate_reports_per_classifier_and_ensemble_metrics():
   np.testing.assert_allclose(metrics["ensemble_top1"], np.mean(ensemble.argmax(-1) == labels),
                              atol=1e-6)
   assert metrics["c0_top5"] == 1.0  # 4 classes: top-5 always contains the label.
+
+
+def _moving_statistics(model):
+  """Each batch norm's moving mean and variance, found without acn_tf's help."""
+  return [variable.numpy().copy() for classifier in model.classifiers
+          for layer in classifier.layers if isinstance(layer, keras.layers.BatchNormalization)
+          for variable in (layer.moving_mean, layer.moving_variance)]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_divergent_batch_kept_out_of_batch_norm_statistics_changes_only_them(compiled):
+  """divergent_batch_norm_updates off: Phase B on x and x̃ leaves the moving
+  statistics where an update on x alone leaves them, and every trained weight
+  where the default leaves it (x̃ is still normalised by its own moments). In a
+  tf.function too, where only the graph's dependencies order the reads and writes."""
+  images, labels = _batch()
+  shifted = np.clip(images + 0.3 * np.random.default_rng(1).normal(size=images.shape),
+                    0, 1).astype(np.float32)
+  divergent = DivergentBatch(tf.constant(shifted))
+
+  def updated(keep_out, with_divergent=True):
+    model = CoDistillation(small_cnns([1, 2], NUM_CLASSES))
+    model.compile(keras.optimizers.SGD(0.05), distillation=DistillationConfig(
+        divergent_batch_norm_updates=not keep_out))
+    model(tf.zeros((1, *IMAGE_SHAPE)))
+    model.build_optimizers()
+    update = tf.function(model.classifier_update) if compiled else model.classifier_update
+    update(tf.constant(images), tf.constant(labels), divergent if with_divergent else None)
+    return model
+
+  kept_out, default, real_only = updated(True), updated(False), updated(True, False)
+  assert len(_moving_statistics(kept_out)) == 8  # small_cnn has two batch norms.
+  for a, b, c in zip(_moving_statistics(kept_out), _moving_statistics(real_only),
+                     _moving_statistics(default)):
+    np.testing.assert_array_equal(a, b)
+  assert any(np.abs(a - c).max() > 1e-4 for a, c in
+             zip(_moving_statistics(kept_out), _moving_statistics(default)))
+  for a, b, c in zip(kept_out.trainable_weights, default.trainable_weights,
+                     real_only.trainable_weights):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7, err_msg=a.path)
+  assert any(np.abs(a.numpy() - c.numpy()).max() > 1e-4 for a, c in
+             zip(kept_out.trainable_weights, real_only.trainable_weights))

@@ -143,6 +143,11 @@ class DistillationConfig:
   # fashion_mnist_small's validation split (experiments/RESULTS.md).
   input_noise: float = setting(0.05, low=0, high=1, methods=("dml_noise",),
                                hint="input_noise is in pixel units of [0, 1] images.")
+  # Phase B runs x̃ through the classifiers in training mode, a batch normalised by
+  # its own moments. On (every run before this field), that pass also moves the batch
+  # norms' moving statistics, which test time uses, towards x̃'s; off, they follow the
+  # real batches alone, as AdvProp keeps adversarial examples out of clean statistics.
+  divergent_batch_norm_updates: bool = setting(True, methods=_WITH_DIVERGENT_BATCH)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from acn_tf.method import losses
+from acn_tf.networks import batch_norm
 from acn_tf.config.schema import DistillationConfig
 
 
@@ -151,7 +152,7 @@ class CoDistillation(keras.Model):
     with tf.GradientTape() as tape:
       total, logits, per_classifier = self.real_batch_loss(images, labels)
       if divergent is not None:
-        divergent_logits = self(divergent.images, training=True)
+        divergent_logits = self.divergent_forward(divergent.images)
         mask_logits = divergent.logits if divergent.logits is not None else divergent_logits
         keep_mask = tf.stop_gradient(self.keep_mask(mask_logits, labels))
         total += self.divergent_batch_loss(divergent_logits, labels, keep_mask)
@@ -169,6 +170,23 @@ class CoDistillation(keras.Model):
         logits, labels, self.distillation.temperature, self.distillation.kd_weight)
     total = tf.add_n([losses.global_mean(loss) for loss in per_classifier])
     return total, logits, per_classifier
+
+  def divergent_forward(self, images) -> List[tf.Tensor]:
+    """The classifiers' training-mode logits on x̃. With `divergent_batch_norm_updates`
+    off, the batch norms' moving statistics are put back as the real batch's pass
+    left them: x̃ is still normalised by its own moments, but test time never sees
+    them."""
+    if self.distillation.divergent_batch_norm_updates:
+      return self(images, training=True)
+    statistics = [variable for classifier in self.classifiers
+                  for layer in batch_norm.batch_norms(classifier)
+                  for variable in (layer.moving_mean, layer.moving_variance)]
+    before = [tf.identity(variable.value) for variable in statistics]
+    logits = self(images, training=True)
+    with tf.control_dependencies(logits):
+      for variable, value in zip(statistics, before):
+        variable.assign(value)
+    return logits
 
   def keep_mask(self, logits, labels) -> tf.Tensor:
     """m = [argmax p̄(x̃) = y] (all ones when `label_restrict` is off), from the

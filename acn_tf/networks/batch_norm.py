@@ -11,10 +11,18 @@ computes what Keras' does, to float round-off, and has the same weights under
 the same names, so checkpoints and weight files of either load into the other.
 """
 
+from typing import List
+
 import keras
 import tensorflow as tf
 
 _FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
+
+
+def batch_norms(model: keras.Model) -> List[keras.layers.BatchNormalization]:
+  """Every batch norm of `model`, those of its nested models too."""
+  return [layer for layer in model._flatten_layers()
+          if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 @keras.saving.register_keras_serializable(package="acn_tf")

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from acn_tf.config.schema import STRATEGIES
 from acn_tf.errors import ConfigError
+from acn_tf.networks import batch_norm
 
 
 def split_cpu(count: int) -> None:
@@ -46,11 +47,10 @@ def synchronize_batch_norm(model: keras.Model) -> int:
   does nothing."""
   if tf.distribute.get_strategy().num_replicas_in_sync == 1:
     return 0
-  batch_norms = [layer for layer in model._flatten_layers()  # Nested models too.
-                 if isinstance(layer, keras.layers.BatchNormalization)]
-  for layer in batch_norms:
+  layers = batch_norm.batch_norms(model)
+  for layer in layers:
     layer.synchronized = True
-  return len(batch_norms)
+  return len(layers)
 
 
 def check_global_batch(batch_size: int, strategy: tf.distribute.Strategy) -> None:
