@@ -114,7 +114,6 @@ def test_is_chief_reads_tf_config(monkeypatch, tf_config, chief):
   assert distribute.is_chief() is chief
 
 
-
 def test_a_divergent_batch_kept_out_of_batch_norm_statistics_on_two_replicas():
   """divergent_batch_norm_updates off under synchronised batch norm: after one step
   of the no-generator ACN on two replicas, every replica's moving statistics are

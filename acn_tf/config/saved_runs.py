@@ -20,7 +20,7 @@ FIELDS_ADDED_LATER = {
     "weight_decay_mode": "decoupled",
     "use_generator": True,
     "kdcl_target": "min_logit",  # Read by method=kdcl alone, which came with it.
-  "divergent_batch_norm_updates": True,
+    "divergent_batch_norm_updates": True,
     # ONE's and CL-ILR's (BranchedConfig): no run before them read them.
     **{name: field.default for name, field in FIELDS.items()
        if field.location[0] == "branched"},
