@@ -181,11 +181,11 @@ class CoDistillation(keras.Model):
     statistics = [variable for classifier in self.classifiers
                   for layer in batch_norm.batch_norms(classifier)
                   for variable in (layer.moving_mean, layer.moving_variance)]
+    # A tf.function runs reads and writes of one variable in program order.
     before = [tf.identity(variable.value) for variable in statistics]
     logits = self(images, training=True)
-    with tf.control_dependencies(logits):
-      for variable, value in zip(statistics, before):
-        variable.assign(value)
+    for variable, value in zip(statistics, before):
+      variable.assign(value)
     return logits
 
   def keep_mask(self, logits, labels) -> tf.Tensor:
