@@ -104,6 +104,8 @@ METHODS_AND_ABLATIONS = {
     # 0.65 of a DML step at fashion_mnist_small's shapes).
     "dml_epochs_0_65x": ("--method=dml", EpochsTimes(0.65)),
     "acn_epochs_4x": ("--method=acn", EpochsTimes(4)),
+    # ACN at 640 epochs, set beside DML at 2560 (about the same compute).
+    "acn_epochs_16x": ("--method=acn", EpochsTimes(16)),
     "acn_no_generator_epochs_4x": ("--method=acn", "--override=use_generator=false",
                                    EpochsTimes(4)),
     # ACN whose generator moves x̃0 (the preset chosen for accuracy among the search's

@@ -180,11 +180,14 @@ def test_kept_runs_are_skipped_and_finished_runs_kept(monkeypatch, tmp_path):
     assert (keep / "independent-seed0" / name).read_text() == f"independent {name}"
 
 
-def test_length_variants_stretch_dml_16_and_acn_4_times(monkeypatch, tmp_path):
-  dml, acn = _commands(monkeypatch, tmp_path, "fashion_mnist_small",
-                       ["dml_epochs_16x", "acn_epochs_4x"])
-  assert "--method=dml" in dml and _epochs(dml) == "--override=epochs=640"
-  assert "--method=acn" in acn and _epochs(acn) == "--override=epochs=160"
+def test_length_variants_stretch_dml_and_acn_by_their_factors(monkeypatch, tmp_path):
+  dml_16, acn_4, dml_64, acn_16 = _commands(
+      monkeypatch, tmp_path, "fashion_mnist_small",
+      ["dml_epochs_16x", "acn_epochs_4x", "dml_epochs_64x", "acn_epochs_16x"])
+  assert "--method=dml" in dml_16 and _epochs(dml_16) == "--override=epochs=640"
+  assert "--method=acn" in acn_4 and _epochs(acn_4) == "--override=epochs=160"
+  assert "--method=dml" in dml_64 and _epochs(dml_64) == "--override=epochs=2560"
+  assert "--method=acn" in acn_16 and _epochs(acn_16) == "--override=epochs=640"
 
 
 def test_dml_at_the_branched_rivals_compute_has_0_65_of_the_epochs(monkeypatch, tmp_path):
