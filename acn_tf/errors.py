@@ -48,7 +48,7 @@ class TrainingDivergedError(UserError, FloatingPointError):
 
 
 class TrainingInterrupted(UserError, KeyboardInterrupt):
-  """SIGTERM or SIGINT stopped training after a checkpoint was saved.
+  """SIGTERM or SIGINT stopped training; its last checkpoint is kept to resume from.
 
   The exit status is the shell's convention for death by that signal (128 + its
   number: 143 for SIGTERM, 130 for SIGINT), so schedulers see an interruption.

@@ -13,7 +13,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from acn_tf import errors
+from acn_tf.config.schema import ExperimentConfig
 from acn_tf.data import downloads, pipeline
+from acn_tf.run import training
 from dataset_files import index_of, indexed_images, to_numpy, write_fake_fashion_mnist
 
 
@@ -122,6 +124,34 @@ def test_training_pipeline_is_seeded_and_reshuffles_every_epoch():
   assert not np.array_equal(first_epoch[0], second_epoch[0])
   repeated = pipeline.make_pipeline(dataset, batch_size=16, training=True, seed=4)
   np.testing.assert_array_equal(next(repeated.as_numpy_iterator())[1], first_epoch[0])
+
+
+@pytest.mark.parametrize("steps_per_epoch", [0, 3])  # 0: the whole split, 5 batches.
+def test_the_training_stream_resumed_after_an_epoch_reads_what_an_uninterrupted_run_reads(
+    tmp_path, steps_per_epoch):
+  """The stream a run trains on is the batched split passed over again and again,
+  each pass as a new iterator of it reads it (what Keras does each epoch with a
+  finite dataset), and the stream started after epoch 2 is the uninterrupted
+  stream from epoch 3 on: order, crops and flips alike."""
+  write_fake_fashion_mnist(str(tmp_path), 40, 10)
+  splits = pipeline.load_splits("fashion_mnist", str(tmp_path))
+  config = ExperimentConfig.from_fields(name="stream", dataset="fashion_mnist", batch_size=8,
+                                        augmentation="crop_flip", crop_padding=1, seed=3,
+                                        steps_per_epoch=steps_per_epoch)
+  steps, epochs = steps_per_epoch or 5, 4
+  passes = pipeline.make_pipeline(splits.train, batch_size=8, training=True,
+                                  augmentation="crop_flip", crop_padding=1, seed=3)
+  expected = [batch for _ in range(epochs) for batch in passes.as_numpy_iterator()]
+  stream = list(training.training_pipeline(config, splits).take(epochs * steps)
+                .as_numpy_iterator())
+  resumed = list(training.training_pipeline(config, splits, start_epoch=2)
+                 .take((epochs - 2) * steps).as_numpy_iterator())
+  assert (len(stream), len(resumed)) == (epochs * steps, (epochs - 2) * steps)
+  for (images, labels), (expected_images, expected_labels) in zip(
+      stream + resumed, expected[:epochs * steps] + expected[2 * steps:epochs * steps]):
+    np.testing.assert_array_equal(images, expected_images)
+    np.testing.assert_array_equal(labels, expected_labels)
+  assert not np.array_equal(expected[0][1], expected[5][1])  # The passes differ.
 
 
 def test_evaluation_pipeline_keeps_order_values_and_remainder():

@@ -13,7 +13,10 @@
   and a failed write (a full disk) is one StorageError naming the file, with
   the previous checkpoints intact and the partial files removed.
   A run that got SIGTERM or SIGINT is stopped by the backup at the next step's
-  end, after it saved a checkpoint there (TrainingInterrupted).
+  end (TrainingInterrupted). It keeps the last epoch's checkpoint, and writes
+  one at that step only if the run checkpoints within epochs (`stop` says why).
+  `restore` loads the checkpoint before the training data is built, so that
+  the data stream can start where the run resumes (training.py).
 - `stop_on_signals`: the signal handlers, installed around `fit` only (through
   `two_stage_stop`, which the tuner's search uses too).
 
@@ -69,7 +72,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
   """BackupAndRestore (double checkpoint) whose checkpoints always load.
 
   Keras restores whole epochs: a checkpoint saved in the middle of epoch k
-  (checkpoint_every_steps, or on SIGTERM) restarts epoch k from its weights.
+  (checkpoint_every_steps) restarts epoch k from its weights.
   `before_save`, if set, is called before every save and may raise to refuse it.
   The backup is kept at the end of training (train() removes it once the
   results are written).
@@ -86,11 +89,21 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     self.saved: Optional[Dict[str, Any]] = None  # Metadata of the last save of this process.
     self._steps_into_epoch = 0
     self._latest_is_valid = True
+    self._restored_before_fit = False
 
   # -- Restore ---------------------------------------------------------------------
 
-  def on_train_begin(self, logs=None):
+  def restore(self, model: keras.Model) -> int:
+    """Loads the checkpoint a rerun resumes from into `model` before `fit`, and
+    returns the epochs it finished (0 without one): where the data must start."""
+    self.set_model(model)
     self._restore()
+    self._restored_before_fit = True
+    return self.restored["epoch"] if self.restored else 0
+
+  def on_train_begin(self, logs=None):
+    if not self._restored_before_fit:
+      self._restore()
     if self.after_restore is not None:
       self.after_restore()
 
@@ -173,12 +186,24 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
       self.model.stop_training = True
 
   def stop(self) -> None:
-    """Saves a checkpoint (unless one was just written here) and raises TrainingInterrupted."""
-    self.save_now()
+    """Raises TrainingInterrupted, after a checkpoint of the current step if the
+    run checkpoints within epochs.
+
+    Otherwise the last epoch's checkpoint is the one kept, and a rerun redoes the
+    steps taken since: it then repeats an uninterrupted run. (Keras restarts a
+    checkpoint from within an epoch at that epoch's first step, so the steps
+    before it would be taken twice.)"""
+    if self.save_freq != "epoch":
+      self.save_now()
+    kept = self.describe()
+    redone = self._steps_into_epoch if not self._is_saved(self.position()) else 0
+    if redone and (self.saved or self.restored):
+      kept += (f"; a rerun redoes the {redone} step{'s' if redone > 1 else ''} of epoch "
+               f"{self._current_epoch + 1} taken since")
     signum = self.stop_requested
     raise TrainingInterrupted(
-        f"Interrupted by {signal.Signals(signum).name} at {self.where()}: "
-        f"{self.describe()}. Run the same command again to resume from it.", signum)
+        f"Interrupted by {signal.Signals(signum).name} at {self.where()}: {kept}. Run the "
+        "same command again to resume from it.", signum)
 
   def where(self) -> str:
     if self._steps_into_epoch == 0:
@@ -280,8 +305,9 @@ def two_stage_stop(target, error_on_second, signals=STOP_SIGNALS):
 
 
 def stop_on_signals(backup: SafeBackupAndRestore, signals=STOP_SIGNALS):
-  """While the block runs, SIGTERM and SIGINT ask `backup` to checkpoint and stop at
-  the next step's end; a second signal stops at once (the last checkpoint stays)."""
+  """While the block runs, SIGTERM and SIGINT ask `backup` to stop at the next step's
+  end (`SafeBackupAndRestore.stop`); a second signal stops at once (the last
+  checkpoint stays)."""
   return two_stage_stop(backup, lambda signum: TrainingInterrupted(
       f"{signal.Signals(signum).name} again: stopped at once, without a new "
       f"checkpoint; {backup.describe()}. Run the same command again to resume.",

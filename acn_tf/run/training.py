@@ -38,7 +38,8 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
   The backup (Keras' BackupAndRestore, made crash-safe) comes next: on resume it
   restores weights, every optimizer's state (all are built before fit:
   docs/KERAS_NOTES.md 2) and the epoch counter before any other callback runs
-  (`on_train_begin`), and it turns SIGTERM into a checkpoint and a clean stop.
+  (`restore`, before fit, so the data can start there), and it turns SIGTERM into
+  a clean stop that keeps the last epoch's checkpoint.
   ACN's health figures come next, so that the history and TensorBoard, which
   read the epoch's logs after them, record them.
   """
@@ -93,19 +94,34 @@ def load_data(config: ExperimentConfig, data_dir: Optional[str]) -> pipeline.Dat
   return pipeline.load_config_splits(config, data_dir)
 
 
-def make_pipelines(config: ExperimentConfig, splits: pipeline.DataSplits):
-  """(train, validation or None, test) batched pipelines for `config`."""
+def training_pipeline(config: ExperimentConfig, splits: pipeline.DataSplits,
+                      start_epoch: int = 0) -> tf.data.Dataset:
+  """The training batches as one endless stream, started after `start_epoch` epochs.
+
+  Every pass over the split is reshuffled and re-augmented exactly as a new
+  iterator of it would be, so a run resumed after epoch k reads the batches an
+  uninterrupted run reads from epoch k + 1 on (what it costs: the skipped
+  batches are prepared and dropped).
+  """
   train = pipeline.make_pipeline(splits.train, batch_size=config.data.batch_size, training=True,
                                  augmentation=config.data.augmentation,
                                  crop_padding=config.data.crop_padding, seed=config.seed)
-  if config.optimization.steps_per_epoch:
-    train = train.repeat()
+  return train.repeat().skip(start_epoch * builders.steps_per_epoch(config, splits.info))
+
+
+def evaluation_pipelines(config: ExperimentConfig, splits: pipeline.DataSplits):
+  """(validation or None, test) batched pipelines for `config`."""
   validation = None
   if splits.validation is not None:
     validation = pipeline.make_pipeline(splits.validation, batch_size=config.data.batch_size,
                                         training=False)
   test = pipeline.make_pipeline(splits.test, batch_size=config.data.batch_size, training=False)
-  return train, validation, test
+  return validation, test
+
+
+def make_pipelines(config: ExperimentConfig, splits: pipeline.DataSplits):
+  """(train, validation or None, test) batched pipelines for `config`."""
+  return (training_pipeline(config, splits), *evaluation_pipelines(config, splits))
 
 
 # Held-out examples on which ACN's Phase A health is measured each epoch.
@@ -158,8 +174,9 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   (its training images read once, for their statistics), then the config
   against the data. A run that diverges stops within the epoch
   (TrainingDivergedError) with its last good checkpoint intact and no results;
-  SIGTERM or SIGINT saves a checkpoint and stops (TrainingInterrupted); a write
-  that fails (a full disk) stops at once (storage.StorageError).
+  SIGTERM or SIGINT stops it at the next step, keeping the last epoch's
+  checkpoint (TrainingInterrupted); a write that fails (a full disk) stops at
+  once (storage.StorageError).
   """
   strategy = strategy or tf.distribute.get_strategy()
   config.validate()
@@ -184,7 +201,7 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
 def _train(config, model_dir, splits, statistics, resuming, strategy, verbose, export):
   keras.utils.set_random_seed(config.seed)
   model, steps = build_for_splits(config, splits, strategy, statistics)
-  train_data, validation_data, test_data = make_pipelines(config, splits)
+  validation_data, test_data = evaluation_pipelines(config, splits)
   preview = next(iter(splits.train.batch(8).map(
       lambda images, labels: (pipeline.pixels_to_unit_range(images), labels))))
   held_out = validation_data if validation_data is not None else test_data
@@ -193,6 +210,8 @@ def _train(config, model_dir, splits, statistics, resuming, strategy, verbose, e
                                  health_batches(held_out), steps=steps)
   backup = next(callback for callback in callbacks
                 if isinstance(callback, safety.SafeBackupAndRestore))
+  # The checkpoint first, then the data from where it ends.
+  train_data = training_pipeline(config, splits, start_epoch=backup.restore(model))
   counter = acn_callbacks.StepCounter()
   callbacks.append(counter)
   start = time.time()
@@ -287,7 +306,7 @@ def evaluate(model_dir: str, data_dir: Optional[str] = None,
   with storage.RunDirLock(model_dir, shared=True, purpose="evaluation") as lock:
     lock.acquire(create=False, record=False)
     config, model, splits = restore_run(model_dir, data_dir, strategy, checkpoint)
-    _, _, test_data = make_pipelines(config, splits)
+    _, test_data = evaluation_pipelines(config, splits)
     lock.acquire()  # Before results.json is written (a run of an older version has no lock file).
     storage.remove_leftovers(os.path.join(model_dir, run_dir.BACKUP_DIR))  # After a kill.
     return _evaluate_and_record(config, model, test_data, splits.info, model_dir, None,
