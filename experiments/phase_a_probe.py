@@ -63,8 +63,7 @@ def probe_variant(run_config, run_model, splits, overrides, steps, report_every)
   model, _ = training.build_for_splits(config, splits, tf.distribute.get_strategy())
   for mine, trained in zip(model.classifiers, run_model.classifiers):
     mine.set_weights(trained.get_weights())
-  train_data, held_out, _ = training.make_pipelines(config, splits)
-  train_data = train_data.repeat()
+  train_data, held_out, _ = training.make_pipelines(config, splits)  # An endless stream.
   batches = list(held_out.unbatch().take(PROBE_EXAMPLES).batch(256).as_numpy_iterator())
   meter = health.HealthMeter(model, batches, seed=config.seed)
   phase_a = tf.function(lambda x, y: model.adversarial_phase(x, y)[0])

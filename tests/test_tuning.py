@@ -22,7 +22,7 @@ from acn_tf import errors
 from acn_tf.config import command_line, schema as config_lib, search_space
 from acn_tf.config.schema import ConfigError
 from acn_tf.config.search_space import SearchDimension
-from acn_tf.run import hparams_log, run_dir, storage, training, tuning
+from acn_tf.run import builders, hparams_log, run_dir, storage, training, tuning
 from conftest import error_lines, read_json, start_run_py
 
 TINY_ACN = ["epochs=2", "train_examples=128", "adv_warmup_epochs=0",
@@ -473,3 +473,25 @@ def test_each_acn_trial_records_phase_a_health(search):
       assert values and all(np.isfinite(values)), (folder, name)
     residual = metrics["health_residual_linf"]["observations"][-1]["value"][0]
     assert 0.0 <= residual <= 1.0  # |x̃0 - x| of [0, 1] images.
+
+
+def test_a_hyperband_trial_that_continues_its_parent_reads_the_data_from_there():
+  """Hyperband trains a trial on from its parent's weights, from `initial_epoch`:
+  its first batch is the one the stream holds after that many epochs."""
+  config = _digits("dml", TINY_DML)
+  splits = training.load_data(config, None)
+  hypermodel = tuning.CoDistillationHyperModel(config, splits)
+  steps = builders.steps_per_epoch(config, splits.info)
+
+  class FirstBatch:
+    def fit(self, data, **kwargs):
+      self.images, self.labels = next(iter(data))
+      self.kwargs = kwargs
+
+  model = FirstBatch()
+  hypermodel.fit(kt.HyperParameters(), model, epochs=4, initial_epoch=2, verbose=0)
+  assert (model.kwargs["epochs"], model.kwargs["initial_epoch"]) == (4, 2)
+  stream = list(training.training_pipeline(config, splits).take(2 * steps + 1))
+  np.testing.assert_array_equal(model.images, stream[2 * steps][0])
+  np.testing.assert_array_equal(model.labels, stream[2 * steps][1])
+  assert not np.array_equal(model.labels, stream[0][1])

@@ -136,7 +136,11 @@ class CoDistillationHyperModel(kt.HyperModel):
       raise TypeError("CoDistillationHyperModel.fit takes its data from the splits; "
                       "call tuner.search() without data arguments.")
     config = self.trial_config(hp)
-    train_data, validation_data, _ = training.make_pipelines(config, self.splits)
+    # Hyperband trains a trial on from its parent's weights at `initial_epoch`: the
+    # data go on from there too, as in a trial that ran those epochs at once.
+    train_data = training.training_pipeline(config, self.splits,
+                                            start_epoch=kwargs.get("initial_epoch", 0))
+    validation_data, _ = training.evaluation_pipelines(config, self.splits)
     if config.uses_adversarial_phase():
       # Phase A's health in every epoch's logs, so each trial's record holds it:
       # a search may then choose among the trials whose generator does its job.
