@@ -961,7 +961,6 @@ def test_no_signal_handler_is_set_outside_the_main_thread():
   assert seen == [before]
 
 
-@pytest.mark.slow
 def _final_weights(model_dir):
   """Every array of MODEL_DIR/final.weights.h5, by its path in the file."""
   arrays = {}
@@ -971,22 +970,26 @@ def _final_weights(model_dir):
   return arrays
 
 
-def test_sigterm_stops_and_the_resumed_run_repeats_an_uninterrupted_one(tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", [[], ["--strategy=mirrored", "--cpu_devices=2"]],
+                         ids=["default", "mirrored"])
+def test_sigterm_stops_and_the_resumed_run_repeats_an_uninterrupted_one(tmp_path, strategy):
   """A real process takes the signal somewhere after its first checkpoint, and the
   same command runs again. The resumed run and one never interrupted end with the
   same history and weights to the last bit: the signal kept the last epoch's
   checkpoint, and the data stream resumed where that epoch ended (DML and crop
-  augmentation: no random numbers but the data's). Every run has a process of its
+  augmentation: no random numbers but the data's), also on two replicas, where
+  Keras reads a batch of its own before training. Every run has a process of its
   own: this one splits the CPU into two logical devices, and its losses differ
   from a process's own in the last bits. 10 epochs of 8 steps: the signal comes 0.1 s after the first
   checkpoint, about one epoch (measured: 0.1 s an epoch on 2 busy cores) of the
   nine still to run."""
   epochs, steps = 10, 512 // 64
   settings = ["--experiment=digits", "--method=dml", "--verbose=0", "--noexport",
-              f"--override=epochs={epochs}", "--override=train_examples=512"]
+              f"--override=epochs={epochs}", "--override=train_examples=512", *strategy]
   straight_dir, model_dir = str(tmp_path / "straight"), str(tmp_path / "run")
-  straight = start_run_py(*settings, f"--model_dir={straight_dir}")
-  assert straight.wait(timeout=300) == 0, straight.stderr.read()[-3000:]
+  straight = run_py(*settings, f"--model_dir={straight_dir}")
+  assert straight.returncode == 0, straight.stderr[-3000:]
   command = [*settings, f"--model_dir={model_dir}"]
   process = start_run_py(*command)
   metadata_path = os.path.join(model_dir, "backup", "training_metadata.json")
@@ -1240,3 +1243,49 @@ def test_a_signal_at_an_epochs_end_keeps_that_epochs_history_row(tmp_path, step)
     assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["0", "1"]
   saved = strict_json.read(os.path.join(backup_dir, "training_metadata.json"))
   assert (saved["epoch"], saved["steps_into_epoch"]) == (2, 0)
+
+
+class _SignalWithin(keras.callbacks.Callback):
+  """Plays a signal arriving during the first step of epoch `epoch` (from 0)."""
+
+  def __init__(self, backup, epoch):
+    super().__init__()
+    self.backup, self.epoch, self._current = backup, epoch, None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._current = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self._current == self.epoch and batch == 0:
+      self.backup.stop_requested = signal.SIGTERM
+
+
+@pytest.mark.parametrize("save_freq", ["epoch", 1])
+def test_a_signal_within_an_epoch_keeps_the_epochs_checkpoint_unless_steps_are_saved(
+    tmp_path, save_freq):
+  """Checkpoints each epoch: the stop writes nothing, the checkpoint of epoch 1 is
+  the one a rerun resumes from, and the message says the step it redoes.
+  Checkpoints each step: the stop's step is saved, as before."""
+  backup_dir = str(tmp_path / "backup")
+  model = _tiny_model()
+  backup = safety.SafeBackupAndRestore(backup_dir, save_freq=save_freq, steps=2)
+  data_x = np.arange(24, dtype=np.float32).reshape(8, 3) / 24
+  data_y = np.ones((8, 2), np.float32)
+  kept = {}
+  epoch_end = keras.callbacks.LambdaCallback(
+      on_epoch_end=lambda epoch, logs: kept.setdefault(epoch, snapshot(backup_dir)))
+  with pytest.raises(errors.TrainingInterrupted) as raised:
+    model.fit(data_x, data_y, epochs=4, batch_size=4, verbose=0, shuffle=False,
+              callbacks=[_SignalWithin(backup, epoch=1), backup, epoch_end])
+  message = str(raised.value)
+  assert message.startswith("Interrupted by SIGTERM at epoch 2, step 1 of 2: ")
+  saved = strict_json.read(os.path.join(backup_dir, "training_metadata.json"))
+  if save_freq == "epoch":
+    assert (saved["epoch"], saved["steps_into_epoch"]) == (1, 0)
+    assert snapshot(backup_dir) == kept[0]  # Nothing written since epoch 1 ended.
+    assert "(1 epoch done), is kept; a rerun redoes the 1 step of epoch 2 taken since" \
+        in message
+  else:
+    assert (saved["epoch"], saved["steps_into_epoch"]) == (1, 1)
+    assert "1 step into epoch 2, which a rerun restarts from these weights" in message
+    assert "redoes" not in message

@@ -319,7 +319,8 @@ def make_pipeline(dataset: tf.data.Dataset,
                   augmentation: str = "none",
                   crop_padding: int = 4,
                   seed: int = 0,
-                  drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
+                  drop_remainder: Optional[bool] = None,
+                  shuffle_buffer: Optional[int] = None) -> tf.data.Dataset:
   """Batches of (float32 images in [0, 1], int32 labels).
 
   Training: seeded shuffle (reshuffled every epoch), then augmentation: "crop"
@@ -329,7 +330,9 @@ def make_pipeline(dataset: tf.data.Dataset,
   seeded random dataset, so equal seeds give identical batches (also across
   processes) while every epoch still sees new crops. Evaluation: neither.
   `drop_remainder` defaults to `training` (equal-size training steps, every
-  evaluation example counted).
+  evaluation example counted). `shuffle_buffer` defaults to
+  `shuffle_buffer_size(dataset)`, which reads the dataset's size and so cannot run
+  inside a dataset function.
   """
   if augmentation not in config_lib.AUGMENTATIONS:
     raise ValueError(f"augmentation={augmentation!r} is not one of "
@@ -341,8 +344,8 @@ def make_pipeline(dataset: tf.data.Dataset,
   if drop_remainder is None:
     drop_remainder = training
   if training:
-    dataset = dataset.shuffle(_shuffle_buffer_size(dataset), seed=seed,
-                              reshuffle_each_iteration=True)
+    buffer = shuffle_buffer if shuffle_buffer is not None else shuffle_buffer_size(dataset)
+    dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if augmentation != "none":
       dataset = _augment(dataset, augmentation, crop_padding, seed)
   dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
@@ -350,7 +353,8 @@ def make_pipeline(dataset: tf.data.Dataset,
   return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _shuffle_buffer_size(dataset: tf.data.Dataset) -> int:
+def shuffle_buffer_size(dataset: tf.data.Dataset) -> int:
+  """The whole dataset, up to a limit (a fixed buffer when its size is unknown)."""
   cardinality = int(dataset.cardinality())
   if cardinality <= 0:  # Unknown or infinite.
     return _UNKNOWN_SIZE_SHUFFLE_BUFFER

@@ -190,7 +190,8 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     run checkpoints within epochs.
 
     Otherwise the last epoch's checkpoint is the one kept, and a rerun redoes the
-    steps taken since: it then repeats an uninterrupted run. (Keras restarts a
+    steps taken since: it then repeats an uninterrupted run, if its step draws no
+    random numbers (docs/COMMAND_LINE.md, "Stopping and resuming"). (Keras restarts a
     checkpoint from within an epoch at that epoch's first step, so the steps
     before it would be taken twice.)"""
     if self.save_freq != "epoch":

@@ -39,7 +39,8 @@ def training_callbacks(config: ExperimentConfig, model_dir: str, resuming: bool,
   restores weights, every optimizer's state (all are built before fit:
   docs/KERAS_NOTES.md 2) and the epoch counter before any other callback runs
   (`restore`, before fit, so the data can start there), and it turns SIGTERM into
-  a clean stop that keeps the last epoch's checkpoint.
+  a clean stop that keeps the last epoch's checkpoint (and writes one at the stop's
+  step when `checkpoint_every_steps` is set).
   ACN's health figures come next, so that the history and TensorBoard, which
   read the epoch's logs after them, record them.
   """
@@ -101,12 +102,22 @@ def training_pipeline(config: ExperimentConfig, splits: pipeline.DataSplits,
   Every pass over the split is reshuffled and re-augmented exactly as a new
   iterator of it would be, so a run resumed after epoch k reads the batches an
   uninterrupted run reads from epoch k + 1 on (what it costs: the skipped
-  batches are prepared and dropped).
+  batches are prepared and dropped). The stream is built anew for each iterator
+  of it: the seeds of the passes live in the dataset, and under a distribution
+  strategy Keras reads a batch from an iterator of its own before training (to
+  build the model), which would otherwise move them on.
   """
-  train = pipeline.make_pipeline(splits.train, batch_size=config.data.batch_size, training=True,
-                                 augmentation=config.data.augmentation,
-                                 crop_padding=config.data.crop_padding, seed=config.seed)
-  return train.repeat().skip(start_epoch * builders.steps_per_epoch(config, splits.info))
+  steps = builders.steps_per_epoch(config, splits.info)
+  buffer = pipeline.shuffle_buffer_size(splits.train)
+
+  def stream(_):
+    train = pipeline.make_pipeline(splits.train, batch_size=config.data.batch_size,
+                                   training=True, augmentation=config.data.augmentation,
+                                   crop_padding=config.data.crop_padding, seed=config.seed,
+                                   shuffle_buffer=buffer)
+    return train.repeat().skip(start_epoch * steps)
+
+  return tf.data.Dataset.from_tensors(0).flat_map(stream).prefetch(tf.data.AUTOTUNE)
 
 
 def evaluation_pipelines(config: ExperimentConfig, splits: pipeline.DataSplits):
@@ -175,7 +186,8 @@ def train(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = No
   against the data. A run that diverges stops within the epoch
   (TrainingDivergedError) with its last good checkpoint intact and no results;
   SIGTERM or SIGINT stops it at the next step, keeping the last epoch's
-  checkpoint (TrainingInterrupted); a write that fails (a full disk) stops at
+  checkpoint, or saving that step with `checkpoint_every_steps`
+  (TrainingInterrupted); a write that fails (a full disk) stops at
   once (storage.StorageError).
   """
   strategy = strategy or tf.distribute.get_strategy()

@@ -136,8 +136,8 @@ class CoDistillationHyperModel(kt.HyperModel):
       raise TypeError("CoDistillationHyperModel.fit takes its data from the splits; "
                       "call tuner.search() without data arguments.")
     config = self.trial_config(hp)
-    # Hyperband trains a trial on from its parent's weights at `initial_epoch`: the
-    # data go on from there too, as in a trial that ran those epochs at once.
+    # Hyperband trains a trial on from a checkpoint of its parent, counting epochs
+    # from `initial_epoch`: the data go on from that epoch too, not from the first.
     train_data = training.training_pipeline(config, self.splits,
                                             start_epoch=kwargs.get("initial_epoch", 0))
     validation_data, _ = training.evaluation_pipelines(config, self.splits)
