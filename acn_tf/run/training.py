@@ -103,9 +103,9 @@ def training_pipeline(config: ExperimentConfig, splits: pipeline.DataSplits,
   iterator of it would be, so a run resumed after epoch k reads the batches an
   uninterrupted run reads from epoch k + 1 on (what it costs: the skipped
   batches are prepared and dropped). The stream is built anew for each iterator
-  of it: the seeds of the passes live in the dataset, and under a distribution
-  strategy Keras reads a batch from an iterator of its own before training (to
-  build the model), which would otherwise move them on.
+  of it, because the seeds of the passes live in the dataset: any iterator opened
+  first (under a distribution strategy Keras reads a batch from one of its own, to
+  build the model) would otherwise move them on for the iterators after it.
   """
   steps = builders.steps_per_epoch(config, splits.info)
   buffer = pipeline.shuffle_buffer_size(splits.train)
