@@ -981,9 +981,9 @@ def test_sigterm_stops_and_the_resumed_run_repeats_an_uninterrupted_one(tmp_path
   augmentation: no random numbers but the data's), also on two replicas, where
   Keras reads a batch of its own before training. Every run has a process of its
   own: this one splits the CPU into two logical devices, and its losses differ
-  from a process's own in the last bits. 10 epochs of 8 steps: the signal comes 0.1 s after the first
-  checkpoint, about one epoch (measured: 0.1 s an epoch on 2 busy cores) of the
-  nine still to run."""
+  from a process's own in the last bits. 10 epochs of 8 steps: the signal comes
+  0.1 s after the first checkpoint, about one epoch (measured: 0.1 s an epoch on 2
+  busy cores) of the nine still to run."""
   epochs, steps = 10, 512 // 64
   settings = ["--experiment=digits", "--method=dml", "--verbose=0", "--noexport",
               f"--override=epochs={epochs}", "--override=train_examples=512", *strategy]
@@ -1210,14 +1210,19 @@ def test_guard_leaves_g_loss_alone_without_a_generator(tmp_path):
 
 
 class _SignalAt(keras.callbacks.Callback):
-  """Plays a signal arriving at `epoch`'s end, before the backup's own epoch end ran."""
+  """Plays a signal arriving at `epoch`'s end, before the backup's own epoch end ran,
+  or with `step`, during that step of `epoch` (both from 0)."""
 
   def __init__(self, backup, epoch, step=None):
     super().__init__()
     self.backup, self.epoch, self.step = backup, epoch, step
+    self._current = None
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._current = epoch
 
   def on_train_batch_end(self, batch, logs=None):
-    if self.step is not None and batch == self.step:
+    if self.step is not None and self._current == self.epoch and batch == self.step:
       self.backup.stop_requested = signal.SIGTERM
 
   def on_epoch_end(self, epoch, logs=None):
@@ -1232,10 +1237,7 @@ def test_a_signal_at_an_epochs_end_keeps_that_epochs_history_row(tmp_path, step)
   backup = safety.SafeBackupAndRestore(backup_dir, steps=2)
   data_x = np.arange(24, dtype=np.float32).reshape(8, 3) / 24
   data_y = np.ones((8, 2), np.float32)
-  signal_at = _SignalAt(backup, epoch=1, step=step)
-  if step is not None:  # The signal comes during the second epoch's last step.
-    signal_at.on_epoch_begin = lambda epoch, logs=None: setattr(
-        signal_at, "step", 1 if epoch == 1 else None)
+  signal_at = _SignalAt(backup, epoch=1, step=step)  # With a step: the epoch's last.
   with pytest.raises(errors.TrainingInterrupted, match="the end of epoch 2"):
     model.fit(data_x, data_y, epochs=4, batch_size=4, verbose=0, shuffle=False,
               callbacks=[signal_at, backup, keras.callbacks.CSVLogger(history)])
@@ -1243,21 +1245,6 @@ def test_a_signal_at_an_epochs_end_keeps_that_epochs_history_row(tmp_path, step)
     assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["0", "1"]
   saved = strict_json.read(os.path.join(backup_dir, "training_metadata.json"))
   assert (saved["epoch"], saved["steps_into_epoch"]) == (2, 0)
-
-
-class _SignalWithin(keras.callbacks.Callback):
-  """Plays a signal arriving during the first step of epoch `epoch` (from 0)."""
-
-  def __init__(self, backup, epoch):
-    super().__init__()
-    self.backup, self.epoch, self._current = backup, epoch, None
-
-  def on_epoch_begin(self, epoch, logs=None):
-    self._current = epoch
-
-  def on_train_batch_end(self, batch, logs=None):
-    if self._current == self.epoch and batch == 0:
-      self.backup.stop_requested = signal.SIGTERM
 
 
 @pytest.mark.parametrize("save_freq", ["epoch", 1])
@@ -1276,7 +1263,7 @@ def test_a_signal_within_an_epoch_keeps_the_epochs_checkpoint_unless_steps_are_s
       on_epoch_end=lambda epoch, logs: kept.setdefault(epoch, snapshot(backup_dir)))
   with pytest.raises(errors.TrainingInterrupted) as raised:
     model.fit(data_x, data_y, epochs=4, batch_size=4, verbose=0, shuffle=False,
-              callbacks=[_SignalWithin(backup, epoch=1), backup, epoch_end])
+              callbacks=[_SignalAt(backup, epoch=1, step=0), backup, epoch_end])
   message = str(raised.value)
   assert message.startswith("Interrupted by SIGTERM at epoch 2, step 1 of 2: ")
   saved = strict_json.read(os.path.join(backup_dir, "training_metadata.json"))
