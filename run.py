@@ -180,14 +180,17 @@ def _check_flags() -> None:
     raise config_lib.ConfigError(f"--cpu_devices must be >= 1, got {FLAGS.cpu_devices}.")
 
 
-def _writable_model_dir(model_dir: str) -> str:
+def _writable_model_dir(model_dir: str, training_run: bool = True) -> str:
   """Under multi-worker training only the chief writes into model_dir; the other
-  workers write into a scratch directory of their own, removed at exit."""
+  workers write into a scratch directory of their own, removed at exit, which a
+  training run starts with a copy of the chief's state (run_dir.copy_run_state)."""
   from acn_tf.run import distribute
   if distribute.is_chief():
     return model_dir
   scratch = tempfile.mkdtemp(prefix="acn_tf_worker_")
   atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+  if training_run:
+    run_dir.copy_run_state(model_dir, scratch)
   return scratch
 
 
@@ -259,7 +262,8 @@ def _run() -> None:
     paths = training.export(existing_model_dir, FLAGS.data_dir, FLAGS.checkpoint)
     print("Wrote " + ", ".join(paths.values()))
   elif FLAGS.mode == "tune":
-    model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config) + "-tune")
+    model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config) + "-tune",
+                                    training_run=False)
     run_dir.check_search_dir(model_dir)
     from acn_tf.run import tuning
     summary = tuning.tune(config, model_dir, FLAGS.data_dir, tuner=FLAGS.tuner,

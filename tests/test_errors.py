@@ -1015,6 +1015,8 @@ def test_sigterm_stops_and_the_resumed_run_repeats_an_uninterrupted_one(tmp_path
 
   completed = run_py(*command)
   assert completed.returncode == 0, completed.stderr[-3000:]
+  assert (f"Resuming {model_dir} after epoch {saved['epoch']} of {epochs}" in completed.stderr
+          and f"after the {saved['epoch'] * steps} batches read before it" in completed.stderr)
   results = strict_json_files(model_dir)["results.json"]
   assert results["optimizer_iterations"] == {"classifiers": epochs * steps}
   assert results["train_steps"] == (epochs - saved["epoch"]) * steps

@@ -2,10 +2,12 @@
 
 import json
 import os
+import signal
 import socket
 
 import pytest
 
+from acn_tf.run import run_dir
 from conftest import read_json, start_run_py, subprocess_environment
 
 
@@ -19,20 +21,51 @@ def _free_ports(count):
   return ports
 
 
+def _start_workers(tmp_path, model_dir, *overrides, **variables):
+  """run.py on two localhost workers of one cluster (worker 0 the chief), started."""
+  workers = [f"localhost:{port}" for port in _free_ports(2)]
+  processes = []
+  for index in range(2):
+    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+    environment = subprocess_environment(TF_CONFIG=json.dumps(tf_config), TMPDIR=str(tmp_path),
+                                         **variables)
+    processes.append(start_run_py(
+        "--experiment=digits", "--method=acn", "--strategy=multi_worker",
+        f"--model_dir={model_dir}", "--verbose=0", "--noexport",
+        "--override=train_examples=128", "--override=adv_warmup_epochs=0", *overrides,
+        env=environment))
+  return processes
+
+
+def test_a_workers_scratch_copy_holds_what_a_later_launch_reads_and_nothing_else(tmp_path):
+  """The config, divergences, history, results and checkpoint are copied, file for
+  file; the lock, TensorBoard logs, exports and weights are the chief's alone."""
+  chief, scratch = tmp_path / "run", tmp_path / "scratch"
+  files = {"config.json": "{}", "diverged.json": "{}", "history.csv": "epoch\n0\n",
+           "results.json": "{}", "backup/latest.weights.h5": "w",
+           "backup/training_metadata.json": "{}", ".lock": "1",
+           "logs/train/events": "e", "export/saved_model.pb": "m",
+           "final.weights.h5": "f", "checkpoints/best.weights.h5": "b"}
+  for name, text in files.items():
+    (chief / name).parent.mkdir(parents=True, exist_ok=True)
+    (chief / name).write_text(text)
+  scratch.mkdir()
+  run_dir.copy_run_state(str(chief), str(scratch))
+  copied = sorted(str(path.relative_to(scratch)) for path in scratch.rglob("*")
+                  if path.is_file())
+  assert copied == ["backup/latest.weights.h5", "backup/training_metadata.json",
+                    "config.json", "diverged.json", "history.csv", "results.json"]
+  for name in copied:
+    assert (scratch / name).read_text() == files[name]
+  run_dir.copy_run_state(str(tmp_path / "new"), str(scratch))  # No run yet: nothing to copy.
+
+
 @pytest.mark.slow
 def test_two_workers_finish_and_only_the_chief_writes(tmp_path):
   """One epoch of 2 ACN steps (Phase A from the first): every file a run writes
   is written once, by the chief only."""
-  workers = [f"localhost:{port}" for port in _free_ports(2)]
   model_dir = tmp_path / "run"
-  processes = []
-  for index in range(2):
-    tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-    environment = subprocess_environment(TF_CONFIG=json.dumps(tf_config), TMPDIR=str(tmp_path))
-    processes.append(start_run_py(
-        "--experiment=digits", "--method=acn", "--strategy=multi_worker",
-        f"--model_dir={model_dir}", "--verbose=0", "--noexport", "--override=epochs=1",
-        "--override=train_examples=128", "--override=adv_warmup_epochs=0", env=environment))
+  processes = _start_workers(tmp_path, model_dir, "--override=epochs=1")
   outputs = [process.communicate(timeout=400) for process in processes]
   for process, (_, stderr) in zip(processes, outputs):
     assert process.returncode == 0, stderr[-3000:]
@@ -48,3 +81,35 @@ def test_two_workers_finish_and_only_the_chief_writes(tmp_path):
   assert leftovers == []
   assert sorted(os.listdir(model_dir)) == [".lock", "config.json", "final.weights.h5",
                                            "history.csv", "logs", "results.json"]
+
+
+@pytest.mark.slow
+def test_two_workers_killed_after_training_resume_together(tmp_path):
+  """Both workers are killed as they write their final weights, after the last
+  epoch's checkpoint (2 epochs of 2 steps). Launched again, the other worker
+  starts from a copy of the chief's run (run_dir.copy_run_state): both restore
+  epoch 2 of 2, and finish without training. (Before, it trained from the first
+  epoch in its empty scratch directory while the chief, with nothing left to
+  train, went on to evaluate: the two never met again.)"""
+  model_dir = tmp_path / "run"
+  killed = _start_workers(tmp_path, model_dir, "--override=epochs=2",
+                          ACN_TF_STOP_AT="final_weights")
+  for process in killed:
+    _, stderr = process.communicate(timeout=400)
+    assert process.returncode == -signal.SIGKILL, stderr[-3000:]
+  assert not os.path.exists(model_dir / "results.json")
+  assert read_json(model_dir / "backup" / "training_metadata.json")["epoch"] == 2
+
+  resumed = _start_workers(tmp_path, model_dir, "--override=epochs=2")
+  outputs = [process.communicate(timeout=400) for process in resumed]
+  for process, (_, stderr) in zip(resumed, outputs):
+    assert process.returncode == 0, stderr[-3000:]
+  chief_stderr, worker_stderr = outputs[0][1], outputs[1][1]
+  assert f"Resuming {model_dir} after epoch 2 of 2" in chief_stderr, chief_stderr[-3000:]
+  assert "Resuming" not in worker_stderr  # Its directory is a scratch copy: not news.
+  results = read_json(model_dir / "results.json")
+  assert results["train_steps"] == 0
+  assert results["optimizer_iterations"] == {"classifiers": 4, "generator": 4,
+                                             "discriminator": 4}
+  with open(model_dir / "history.csv") as history:
+    assert [row.split(",")[0] for row in history.read().splitlines()[1:]] == ["0", "1"]

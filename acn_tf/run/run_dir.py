@@ -7,6 +7,7 @@ message that says what to do, before any work is lost or overwritten.
 """
 
 import os
+import shutil
 import tempfile
 from typing import Any, Dict, List, Optional
 
@@ -198,6 +199,35 @@ def prepare_model_dir(model_dir: str, config: ExperimentConfig, lock=None) -> bo
   if not resuming or changed:
     strict_json.write(config_path, config.to_dict())
   return resuming
+
+
+# What a run's later launch reads to go on: its config, its divergences, its
+# history (the best score so far), its checkpoint, and whether it finished.
+RUN_STATE = (CONFIG_FILE, DIVERGED_FILE, HISTORY_FILE, RESULTS_FILE, BACKUP_DIR)
+
+
+def copy_run_state(model_dir: str, scratch: str) -> None:
+  """Copies RUN_STATE of the run in model_dir, what exists of it, into scratch.
+
+  A multi-worker run writes into model_dir from its chief only; every other
+  worker writes into a scratch directory of its own. Seeded with the chief's
+  state, a worker relaunched on an unfinished run resumes from the checkpoint
+  the chief resumes from (the same epoch, the same place in the data), and one
+  relaunched on a finished run trains nothing, as the chief does; otherwise it
+  would train from the first epoch, out of step with the chief. This needs
+  model_dir on a file system every worker reaches, as docs/DISTRIBUTION.md asks.
+  The copy cannot catch the chief halfway: its checkpoint and history change
+  only once every worker trains, and the JSON files it may write as it starts
+  (a new run's config, a resume after divergence) are replaced whole.
+  """
+  if not os.path.isdir(model_dir):
+    return
+  for name in RUN_STATE:
+    source, target = os.path.join(model_dir, name), os.path.join(scratch, name)
+    if os.path.isdir(source):
+      shutil.copytree(source, target, dirs_exist_ok=True)
+    elif os.path.isfile(source):
+      shutil.copyfile(source, target)
 
 
 def read_divergences(model_dir: str) -> List[Dict[str, Any]]:

@@ -6,6 +6,7 @@ and creates the distribution strategy; everything here receives objects.
 
 import csv
 import os
+import sys
 import time
 from typing import Any, Dict, Optional
 
@@ -120,6 +121,18 @@ def training_pipeline(config: ExperimentConfig, splits: pipeline.DataSplits,
   return tf.data.Dataset.from_tensors(0).flat_map(stream).prefetch(tf.data.AUTOTUNE)
 
 
+def resume_message(model_dir: str, start_epoch: int, epochs: int, steps: int) -> str:
+  """What a launch that resumes says before its first step, which may be long: it
+  prepares and drops every batch the earlier launches read (training_pipeline)."""
+  where = (f"Resuming {model_dir} after epoch {start_epoch} of {epochs} (its checkpoint "
+           f"in {run_dir.BACKUP_DIR}/)")
+  if start_epoch >= epochs:
+    return f"{where}: training is done; evaluating and writing the results."
+  batches = start_epoch * steps
+  return (f"{where}; the first step comes after the {batches} batch"
+          f"{'es' if batches != 1 else ''} read before it are prepared again and dropped.")
+
+
 def evaluation_pipelines(config: ExperimentConfig, splits: pipeline.DataSplits):
   """(validation or None, test) batched pipelines for `config`."""
   validation = None
@@ -223,7 +236,11 @@ def _train(config, model_dir, splits, statistics, resuming, strategy, verbose, e
   backup = next(callback for callback in callbacks
                 if isinstance(callback, safety.SafeBackupAndRestore))
   # The checkpoint first, then the data from where it ends.
-  train_data = training_pipeline(config, splits, start_epoch=backup.restore(model))
+  start_epoch = backup.restore(model)
+  if start_epoch and distribute.is_chief():
+    sys.stderr.write(resume_message(model_dir, start_epoch, config.optimization.epochs,
+                                    steps) + "\n")
+  train_data = training_pipeline(config, splits, start_epoch=start_epoch)
   counter = acn_callbacks.StepCounter()
   callbacks.append(counter)
   start = time.time()
