@@ -1249,6 +1249,43 @@ def test_a_signal_at_an_epochs_end_keeps_that_epochs_history_row(tmp_path, step)
   assert (saved["epoch"], saved["steps_into_epoch"]) == (2, 0)
 
 
+@pytest.mark.parametrize("save_freq,signalled_here,stop_at", [
+    ("epoch", True, "the end of epoch 2"), ("epoch", False, "the end of epoch 2"),
+    (3, True, "epoch 2, step 1 of 2")])
+def test_workers_stop_where_they_agree_to(tmp_path, save_freq, signalled_here, stop_at):
+  """A multi-worker run's backup asks the cluster (`agree_on_stop`, played here by
+  a function that says whether any worker was asked) at each epoch's end and at
+  each checkpoint within one, and nowhere else. This worker's own signal in epoch
+  2's first step, or another worker's (the function's answer alone), stops it
+  at the next such point: epoch 2's end or, with a checkpoint every 3 steps, the
+  checkpoint of the signal's own step (the run's 3rd); it reports SIGTERM."""
+  model = _tiny_model()
+  backup = safety.SafeBackupAndRestore(str(tmp_path / "backup"), save_freq=save_freq,
+                                       steps=2)
+  asked, positions = [], []
+
+  def agree(this_worker_asked):
+    asked.append(this_worker_asked)
+    positions.append(backup.position())
+    return this_worker_asked or (not signalled_here and len(positions) >= 2)
+
+  backup.agree_on_stop = agree
+  callbacks = [backup] if not signalled_here else [_SignalAt(backup, epoch=1, step=0), backup]
+  data_x = np.arange(24, dtype=np.float32).reshape(8, 3) / 24
+  with pytest.raises(errors.TrainingInterrupted) as raised:
+    model.fit(data_x, np.ones((8, 2), np.float32), epochs=4, batch_size=4, verbose=0,
+              shuffle=False, callbacks=callbacks)
+  assert str(raised.value).startswith(f"Interrupted by SIGTERM at {stop_at}: ")
+  if save_freq == "epoch":
+    assert positions == [{"epoch": 1, "steps_into_epoch": 0},
+                         {"epoch": 2, "steps_into_epoch": 0}]
+    assert asked == [False, signalled_here]
+  else:  # Checkpoints after steps 3 and 6; the epoch ends after steps 2, 4, 6.
+    assert positions == [{"epoch": 1, "steps_into_epoch": 0},
+                         {"epoch": 1, "steps_into_epoch": 1}]
+    assert asked == [False, True]
+
+
 @pytest.mark.parametrize("save_freq", ["epoch", 1])
 def test_a_signal_within_an_epoch_keeps_the_epochs_checkpoint_unless_steps_are_saved(
     tmp_path, save_freq):

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import socket
+import time
 
 import pytest
 
@@ -21,8 +22,13 @@ def _free_ports(count):
   return ports
 
 
-def _start_workers(tmp_path, model_dir, *overrides, **variables):
-  """run.py on two localhost workers of one cluster (worker 0 the chief), started."""
+# An ACN run on digits (Phase A from the first step), 2 steps an epoch.
+ACN = ["--method=acn", "--override=train_examples=128", "--override=adv_warmup_epochs=0"]
+
+
+def _start_workers(tmp_path, model_dir, *arguments, **variables):
+  """run.py ARGUMENTS on two localhost workers of one cluster (worker 0 the
+  chief), started."""
   workers = [f"localhost:{port}" for port in _free_ports(2)]
   processes = []
   for index in range(2):
@@ -30,10 +36,8 @@ def _start_workers(tmp_path, model_dir, *overrides, **variables):
     environment = subprocess_environment(TF_CONFIG=json.dumps(tf_config), TMPDIR=str(tmp_path),
                                          **variables)
     processes.append(start_run_py(
-        "--experiment=digits", "--method=acn", "--strategy=multi_worker",
-        f"--model_dir={model_dir}", "--verbose=0", "--noexport",
-        "--override=train_examples=128", "--override=adv_warmup_epochs=0", *overrides,
-        env=environment))
+        "--experiment=digits", "--strategy=multi_worker", f"--model_dir={model_dir}",
+        "--verbose=0", "--noexport", *arguments, env=environment))
   return processes
 
 
@@ -65,7 +69,7 @@ def test_two_workers_finish_and_only_the_chief_writes(tmp_path):
   """One epoch of 2 ACN steps (Phase A from the first): every file a run writes
   is written once, by the chief only."""
   model_dir = tmp_path / "run"
-  processes = _start_workers(tmp_path, model_dir, "--override=epochs=1")
+  processes = _start_workers(tmp_path, model_dir, *ACN, "--override=epochs=1")
   outputs = [process.communicate(timeout=400) for process in processes]
   for process, (_, stderr) in zip(processes, outputs):
     assert process.returncode == 0, stderr[-3000:]
@@ -92,7 +96,7 @@ def test_two_workers_killed_after_training_resume_together(tmp_path):
   epoch in its empty scratch directory while the chief, with nothing left to
   train, went on to evaluate: the two never met again.)"""
   model_dir = tmp_path / "run"
-  killed = _start_workers(tmp_path, model_dir, "--override=epochs=2",
+  killed = _start_workers(tmp_path, model_dir, *ACN, "--override=epochs=2",
                           ACN_TF_STOP_AT="final_weights")
   for process in killed:
     _, stderr = process.communicate(timeout=400)
@@ -100,7 +104,7 @@ def test_two_workers_killed_after_training_resume_together(tmp_path):
   assert not os.path.exists(model_dir / "results.json")
   assert read_json(model_dir / "backup" / "training_metadata.json")["epoch"] == 2
 
-  resumed = _start_workers(tmp_path, model_dir, "--override=epochs=2")
+  resumed = _start_workers(tmp_path, model_dir, *ACN, "--override=epochs=2")
   outputs = [process.communicate(timeout=400) for process in resumed]
   for process, (_, stderr) in zip(resumed, outputs):
     assert process.returncode == 0, stderr[-3000:]
@@ -113,3 +117,39 @@ def test_two_workers_killed_after_training_resume_together(tmp_path):
                                              "discriminator": 4}
   with open(model_dir / "history.csv") as history:
     assert [row.split(",")[0] for row in history.read().splitlines()[1:]] == ["0", "1"]
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_worker_stops_both_at_an_epoch_end_and_they_resume(tmp_path):
+  """SIGTERM to the other worker only, once the chief's first checkpoint exists
+  (DML, 10 epochs of 8 steps). The workers agree at the next epoch's end: both
+  stop there with status 143 (the chief, never signalled, too), the chief keeping
+  that epoch's checkpoint; the same commands then finish the run. (Before, the
+  signalled worker stopped alone at its step's end and the chief waited for it.)"""
+  epochs, steps = 10, 512 // 64
+  model_dir = tmp_path / "run"
+  settings = ["--method=dml", f"--override=epochs={epochs}", "--override=train_examples=512"]
+  chief, worker = _start_workers(tmp_path, model_dir, *settings)
+  metadata = model_dir / "backup" / "training_metadata.json"
+  deadline = time.time() + 300
+  while not metadata.exists() and chief.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  worker.send_signal(signal.SIGTERM)
+  outputs = [process.communicate(timeout=300) for process in (chief, worker)]
+  for process, (_, stderr) in zip((chief, worker), outputs):
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "interrupted: Interrupted by SIGTERM at the end of epoch " in stderr, stderr[-3000:]
+  saved = read_json(metadata)
+  assert 1 <= saved["epoch"] < epochs and saved["steps_into_epoch"] == 0
+  assert not (model_dir / "results.json").exists()
+
+  resumed = _start_workers(tmp_path, model_dir, *settings)
+  for process in resumed:
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+  results = read_json(model_dir / "results.json")
+  assert results["optimizer_iterations"] == {"classifiers": epochs * steps}
+  assert results["train_steps"] == (epochs - saved["epoch"]) * steps
+  with open(model_dir / "history.csv") as history:
+    rows = [row.split(",")[0] for row in history.read().splitlines()[1:]]
+  assert rows == [str(epoch) for epoch in range(epochs)]

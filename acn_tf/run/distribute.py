@@ -111,6 +111,25 @@ def _tf_config() -> dict:
   return config
 
 
+def stop_agreement(strategy: tf.distribute.Strategy):
+  """Under MultiWorkerMirroredStrategy, a function that every worker calls at the
+  same points of training with whether it was asked to stop (a signal), and that
+  returns whether any worker was: one all-reduce of a scalar. Each worker holds
+  its own signal handlers, so without it a signalled worker would stop alone and
+  the others would wait for it in their next step. None for other strategies,
+  whose one process sees every signal."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return None
+
+  def any_worker(asked: bool) -> bool:
+    flag = tf.constant(1 if asked else 0, tf.int32)
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: flag),
+                            axis=None)
+    return int(total) > 0
+
+  return any_worker
+
+
 def is_chief() -> bool:
   """True unless TF_CONFIG names this process a non-chief worker.
 

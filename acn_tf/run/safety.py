@@ -13,8 +13,10 @@
   and a failed write (a full disk) is one StorageError naming the file, with
   the previous checkpoints intact and the partial files removed.
   A run that got SIGTERM or SIGINT is stopped by the backup at the next step's
-  end (TrainingInterrupted). It keeps the last epoch's checkpoint, and writes
-  one at that step only if the run checkpoints within epochs (`stop` says why).
+  end (TrainingInterrupted); the workers of a multi-worker run, at the next
+  epoch's end or checkpoint, where they agree to (`_stop_agreed`). It keeps the
+  last epoch's checkpoint, and writes one at that step only if the run
+  checkpoints within epochs (`stop` says why).
   `restore` loads the checkpoint before the training data is built, so that
   the data stream can start where the run resumes (training.py).
 - `stop_on_signals`: the signal handlers, installed around `fit` only (through
@@ -85,6 +87,10 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     self.before_save = None  # Called before every save; may raise to refuse it.
     self.after_restore = None  # Called at the start of training, after any restore.
     self.stop_requested: Optional[int] = None  # A signal's number: save and stop.
+    # Multi-worker only (distribute.stop_agreement): whether any worker was asked to
+    # stop, agreed at each epoch's end and at each checkpoint within an epoch.
+    self.agree_on_stop = None
+    self._stopping = False  # Agreed (multi-worker).
     self.restored: Optional[Dict[str, Any]] = None  # Metadata of the restored checkpoint.
     self.saved: Optional[Dict[str, Any]] = None  # Metadata of the last save of this process.
     self._steps_into_epoch = 0
@@ -173,17 +179,31 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     self._steps_into_epoch = batch + 1
     super().on_train_batch_end(batch, logs)
     # On an epoch's last step the stop waits for the epoch's end (on_epoch_end).
-    if self.stop_requested is not None and self._steps_into_epoch != self.steps:
+    if self._steps_into_epoch != self.steps and self._stop_agreed(
+        self._is_saved(self.position())):
       self.stop()
 
   def on_epoch_end(self, epoch, logs=None):
     self._steps_into_epoch = 0
     super().on_epoch_end(epoch, logs)
-    if self.stop_requested is not None:
+    if self._stop_agreed(True):
       # The checkpoint now, the stop once the epoch's other callbacks (its history
       # row, TensorBoard) have run: fit ends its loop and on_train_end raises.
       self.save_now()
       self.model.stop_training = True
+
+  def _stop_agreed(self, agreement_point: bool) -> bool:
+    """Whether to stop here. One process stops at the first step's end after its
+    signal. The workers of a multi-worker run stop together, where they agree: at
+    an epoch's end, or at a checkpoint within one (which all take at the same
+    steps); a worker stopped by another's signal reports SIGTERM."""
+    if self.agree_on_stop is None:
+      return self.stop_requested is not None
+    if not self._stopping and agreement_point:
+      self._stopping = self.agree_on_stop(self.stop_requested is not None)
+      if self._stopping and self.stop_requested is None:
+        self.stop_requested = signal.SIGTERM
+    return self._stopping
 
   def stop(self) -> None:
     """Raises TrainingInterrupted, after a checkpoint of the current step if the
@@ -218,7 +238,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     position = {"epoch": self._current_epoch, "steps_into_epoch": 0}
     if self._current_epoch > 0 and not self._is_saved(position):
       self._save_model()
-    if self.stop_requested is not None:
+    if self._stop_agreed(False):  # Multi-worker: only a stop agreed at the last epoch's end.
       self.stop()
 
   def _is_saved(self, position: Dict[str, int]) -> bool:

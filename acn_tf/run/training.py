@@ -235,6 +235,7 @@ def _train(config, model_dir, splits, statistics, resuming, strategy, verbose, e
                                  health_batches(held_out), steps=steps)
   backup = next(callback for callback in callbacks
                 if isinstance(callback, safety.SafeBackupAndRestore))
+  backup.agree_on_stop = distribute.stop_agreement(strategy)
   # The checkpoint first, then the data from where it ends.
   start_epoch = backup.restore(model)
   if start_epoch and distribute.is_chief():
