@@ -61,7 +61,10 @@ def test_a_workers_scratch_copy_holds_what_a_later_launch_reads_and_nothing_else
                     "config.json", "diverged.json", "history.csv", "results.json"]
   for name in copied:
     assert (scratch / name).read_text() == files[name]
-  run_dir.copy_run_state(str(tmp_path / "new"), str(scratch))  # No run yet: nothing to copy.
+  fresh = tmp_path / "fresh"
+  fresh.mkdir()
+  run_dir.copy_run_state(str(tmp_path / "new"), str(fresh))  # No run yet: nothing to copy.
+  assert list(fresh.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -115,9 +115,10 @@ def stop_agreement(strategy: tf.distribute.Strategy):
   """Under MultiWorkerMirroredStrategy, a function that every worker calls at the
   same points of training with whether it was asked to stop (a signal), and that
   returns whether any worker was: one all-reduce of a scalar. Each worker holds
-  its own signal handlers, so without it a signalled worker would stop alone and
-  the others would wait for it in their next step. None for other strategies,
-  whose one process sees every signal."""
+  its own signal handlers, so without it a signalled worker stops alone and the
+  others' next collective fails (seen: UnavailableError, the stopped worker's
+  heartbeats missing). None for other strategies, whose one process sees every
+  signal."""
   if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return None
 
