@@ -96,6 +96,12 @@ def kill_run_py_after_checkpoint(command, model_dir, epoch):
   return _saved_epoch(metadata)
 
 
+def history_epochs(path):
+  """The epoch column of a history.csv, as written (one entry a row)."""
+  with open(path) as handle:
+    return [line.split(",")[0] for line in handle.read().splitlines()[1:]]
+
+
 def error_lines(stderr):
   """stderr without TensorFlow's start-up chatter (absl's pre-init warnings)."""
   return [line for line in stderr.splitlines()

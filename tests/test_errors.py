@@ -40,8 +40,8 @@ from acn_tf import errors, strict_json
 from acn_tf.config import command_line, schema as config_lib, registry
 from acn_tf.data import pipeline, sources
 from acn_tf.run import distribute, guard, run_dir, safety, storage, training, tuning
-from conftest import (ROOT, assert_one_error_line, early_runs, error_lines, run_py,
-                      snapshot, start_run_py, strict_json_files)
+from conftest import (ROOT, assert_one_error_line, early_runs, error_lines, history_epochs,
+                      run_py, snapshot, start_run_py, strict_json_files)
 from dataset_files import write_idx
 
 IS_ROOT = os.geteuid() == 0
@@ -915,9 +915,7 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
   assert applied == [pytest.approx(0.01)]
   assert results["optimizer_iterations"] == {"classifiers": 3 * 2}
   assert results["divergences"][0]["resumed_with"] == [{"learning_rate": 0.01}]
-  with open(os.path.join(model_dir, "history.csv")) as handle:
-    epochs = [line.split(",")[0] for line in handle.read().splitlines()[1:]]
-  assert epochs == ["0", "1", "2"]  # Epoch 0 from the first run, then resumed at 1.
+  assert history_epochs(os.path.join(model_dir, "history.csv")) == ["0", "1", "2"]  # Epoch 0 from the first run, then resumed at 1.
   assert strict_json.read(os.path.join(model_dir, "config.json"))["learning_rate"] == 0.01
   assert not os.path.exists(backup_dir)  # Removed once results.json is written.
   strict_json_files(model_dir)
@@ -1243,8 +1241,7 @@ def test_a_signal_at_an_epochs_end_keeps_that_epochs_history_row(tmp_path, step)
   with pytest.raises(errors.TrainingInterrupted, match="the end of epoch 2"):
     model.fit(data_x, data_y, epochs=4, batch_size=4, verbose=0, shuffle=False,
               callbacks=[signal_at, backup, keras.callbacks.CSVLogger(history)])
-  with open(history) as handle:
-    assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["0", "1"]
+  assert history_epochs(history) == ["0", "1"]
   saved = strict_json.read(os.path.join(backup_dir, "training_metadata.json"))
   assert (saved["epoch"], saved["steps_into_epoch"]) == (2, 0)
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from acn_tf.run import run_dir
-from conftest import read_json, start_run_py, subprocess_environment
+from conftest import history_epochs, read_json, start_run_py, subprocess_environment
 
 
 def _free_ports(count):
@@ -95,9 +95,9 @@ def test_two_workers_killed_after_training_resume_together(tmp_path):
   """Both workers are killed as they write their final weights, after the last
   epoch's checkpoint (2 epochs of 2 steps). Launched again, the other worker
   starts from a copy of the chief's run (run_dir.copy_run_state): both restore
-  epoch 2 of 2, and finish without training. (Before, it trained from the first
-  epoch in its empty scratch directory while the chief, with nothing left to
-  train, went on to evaluate: the two never met again.)"""
+  epoch 2 of 2, and finish without training. (Without the copy, it would train
+  from the first epoch in its empty scratch directory while the chief, with
+  nothing left to train, went on to evaluate: out of step.)"""
   model_dir = tmp_path / "run"
   killed = _start_workers(tmp_path, model_dir, *ACN, "--override=epochs=2",
                           ACN_TF_STOP_AT="final_weights")
@@ -118,8 +118,7 @@ def test_two_workers_killed_after_training_resume_together(tmp_path):
   assert results["train_steps"] == 0
   assert results["optimizer_iterations"] == {"classifiers": 4, "generator": 4,
                                              "discriminator": 4}
-  with open(model_dir / "history.csv") as history:
-    assert [row.split(",")[0] for row in history.read().splitlines()[1:]] == ["0", "1"]
+  assert history_epochs(model_dir / "history.csv") == ["0", "1"]
 
 
 @pytest.mark.slow
@@ -127,8 +126,9 @@ def test_a_signal_to_one_worker_stops_both_at_an_epoch_end_and_they_resume(tmp_p
   """SIGTERM to the other worker only, once the chief's first checkpoint exists
   (DML, 10 epochs of 8 steps). The workers agree at the next epoch's end: both
   stop there with status 143 (the chief, never signalled, too), the chief keeping
-  that epoch's checkpoint; the same commands then finish the run. (Before, the
-  signalled worker stopped alone at its step's end and the chief waited for it.)"""
+  that epoch's checkpoint; the same commands then finish the run. (Without the
+  agreement the signalled worker stopped alone at its step's end and the chief
+  failed in its next collective: UnavailableError, seen.)"""
   epochs, steps = 10, 512 // 64
   model_dir = tmp_path / "run"
   settings = ["--method=dml", f"--override=epochs={epochs}", "--override=train_examples=512"]
@@ -153,6 +153,4 @@ def test_a_signal_to_one_worker_stops_both_at_an_epoch_end_and_they_resume(tmp_p
   results = read_json(model_dir / "results.json")
   assert results["optimizer_iterations"] == {"classifiers": epochs * steps}
   assert results["train_steps"] == (epochs - saved["epoch"]) * steps
-  with open(model_dir / "history.csv") as history:
-    rows = [row.split(",")[0] for row in history.read().splitlines()[1:]]
-  assert rows == [str(epoch) for epoch in range(epochs)]
+  assert history_epochs(model_dir / "history.csv") == [str(epoch) for epoch in range(epochs)]
