@@ -178,6 +178,13 @@ def _check_flags() -> None:
     raise config_lib.ConfigError(f"--max_trials must be >= 1, got {FLAGS.max_trials}.")
   if FLAGS.cpu_devices < 1:
     raise config_lib.ConfigError(f"--cpu_devices must be >= 1, got {FLAGS.cpu_devices}.")
+  if FLAGS.mode == "tune" and FLAGS.strategy == "multi_worker":
+    raise config_lib.ConfigError(
+        "--mode=tune does not run under --strategy=multi_worker: each worker would keep "
+        "a search of its own. To search on several machines, run this command on each "
+        "with keras-tuner's KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT and "
+        "KERASTUNER_TUNER_ID (\"chief\" on one, a name of its own on every other) and "
+        "--strategy=mirrored or default (docs/DISTRIBUTION.md).")
 
 
 def _writable_model_dir(model_dir: str, training_run: bool = True) -> str:
@@ -269,8 +276,13 @@ def _run() -> None:
     summary = tuning.tune(config, model_dir, FLAGS.data_dir, tuner=FLAGS.tuner,
                           max_trials=FLAGS.max_trials, strategy=strategy,
                           verbose=keras_verbosity())
-    print(f"Best val_ensemble_top1 {summary.get('best_score')}; train it with "
-          f"--config_file={os.path.join(model_dir, tuning.BEST_CONFIG_FILE)}")
+    if "tuner_id" in summary:  # A worker of keras-tuner's distributed tuning.
+      trials = ", ".join(summary["trials_begun"]) or "none"
+      print(f"Worker {summary['tuner_id']} ran trials: {trials}. The chief writes the "
+            f"search's results to {summary['results_file']}.")
+    else:
+      print(f"Best val_ensemble_top1 {summary.get('best_score')}; train it with "
+            f"--config_file={os.path.join(model_dir, tuning.BEST_CONFIG_FILE)}")
   else:
     model_dir = _writable_model_dir(FLAGS.model_dir or _default_model_dir(config))
     results_path = os.path.join(model_dir, run_dir.RESULTS_FILE)

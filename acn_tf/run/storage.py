@@ -55,9 +55,10 @@ class RunDirLock:
   only records the PID). `release` (or the process's end) frees it. The file is never
   removed: removing it would let two processes lock two different files."""
 
-  def __init__(self, model_dir: str, shared: bool = False, purpose: str = "training"):
+  def __init__(self, model_dir: str, shared: bool = False, purpose: str = "training",
+               lock_file: str = LOCK_FILE):
     self.model_dir = model_dir
-    self.path = os.path.join(model_dir, LOCK_FILE)
+    self.path = os.path.join(model_dir, lock_file)
     self.shared = shared
     self.purpose = purpose
     self._handle: Optional[int] = None

@@ -2,15 +2,18 @@
 with each trial's every epoch in its folder, the search written to TensorBoard's
 HParams dashboard (hparams_log), a stop on SIGTERM or SIGINT that the same command
 continues from, and a failed write that ends the search rather than failing every
-trial after it."""
+trial after it. Also the process's part in keras-tuner's distributed tuning
+(`search_role`)."""
 
+import contextlib
 import os
 import signal
-from typing import Optional
+from typing import List, Optional
 
 import keras
 import keras_tuner as kt
 
+from acn_tf.config.schema import ConfigError
 from acn_tf.errors import TrainingInterrupted
 from acn_tf.run import run_dir, safety, storage
 from acn_tf.run.hparams_log import HParamsLog
@@ -19,6 +22,38 @@ from acn_tf.run.hparams_log import HParamsLog
 TRIAL_FILE = "trial.json"
 # Every epoch's logs of a trial, in the same folder, named as a run's.
 TRIAL_HISTORY_FILE = run_dir.HISTORY_FILE
+
+# keras-tuner's distributed tuning: where its chief oracle listens, and which tuner
+# a process is ("chief" for the oracle, any other name for a worker).
+ORACLE_IP_VARIABLE = "KERASTUNER_ORACLE_IP"
+ORACLE_PORT_VARIABLE = "KERASTUNER_ORACLE_PORT"
+TUNER_ID_VARIABLE = "KERASTUNER_TUNER_ID"
+DISTRIBUTED_VARIABLES = (ORACLE_IP_VARIABLE, ORACLE_PORT_VARIABLE, TUNER_ID_VARIABLE)
+
+
+def search_role() -> str:
+  """This process's part in a search: "alone" (the whole search), or, in
+  keras-tuner's distributed tuning, "chief" (the oracle: it hands out trials and
+  keeps the search; its KERASTUNER_TUNER_ID contains "chief", as keras-tuner
+  reads it) or "worker" (runs the trials the chief hands it). Raises ConfigError
+  when the variables are set in part: keras-tuner would fail later, or ignore
+  them."""
+  present = [name for name in DISTRIBUTED_VARIABLES if os.environ.get(name)]
+  if not present:
+    return "alone"
+  if len(present) < len(DISTRIBUTED_VARIABLES):
+    missing = [name for name in DISTRIBUTED_VARIABLES if name not in present]
+    raise ConfigError(
+        f"{', '.join(present)} set but not {', '.join(missing)}: keras-tuner's "
+        f"distributed tuning needs all three ({ORACLE_IP_VARIABLE} and "
+        f"{ORACLE_PORT_VARIABLE}, where the chief listens, and {TUNER_ID_VARIABLE}, "
+        "\"chief\" for the chief and a name of its own for each worker). Set the "
+        "missing ones, or unset them all for a search in this process alone.")
+  return "chief" if "chief" in os.environ[TUNER_ID_VARIABLE] else "worker"
+
+
+def oracle_address() -> str:
+  return f"{os.environ[ORACLE_IP_VARIABLE]}:{os.environ[ORACLE_PORT_VARIABLE]}"
 
 
 def stopped_for_failures(error: RuntimeError) -> bool:
@@ -35,8 +70,11 @@ class _HParamsLogging:
     super().__init__(*args, **kwargs)
 
   def on_search_begin(self):
+    """Alone only: keras-tuner's chief never begins a search of its own (tuning.py
+    writes the experiment there), and its workers leave it to the chief."""
     super().on_search_begin()
-    self.hparams_log.write_config()
+    if search_role() == "alone":
+      self.hparams_log.write_config()
 
   def on_trial_end(self, trial):
     try:
@@ -107,9 +145,14 @@ class _StopOnSignals:
   stop_requested: Optional[int] = None
   current_trial: Optional[str] = None  # The id of the trial running.
 
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.trials_begun: List[str] = []  # By this process (a worker runs some of them).
+
   def on_trial_begin(self, trial):
     self._stop_if_requested(f"before trial {trial.trial_id}")
     self.current_trial = trial.trial_id
+    self.trials_begun.append(trial.trial_id)
     super().on_trial_begin(trial)
 
   def on_batch_end(self, trial, model, batch, logs=None):
@@ -138,6 +181,13 @@ class _StopOnSignals:
       raise SearchStopped(self.interrupted(self.stop_requested, where))
 
   def interrupted(self, signum: int, where: str) -> TrainingInterrupted:
+    if search_role() == "worker":  # The chief keeps the search; a worker knows its part.
+      return TrainingInterrupted(
+          f"Interrupted by {signal.Signals(signum).name} {where}; the chief at "
+          f"{oracle_address()} keeps the search in {self.project_dir}, and hands this "
+          f"worker's unfinished trial to the next process with {TUNER_ID_VARIABLE}="
+          f"{os.environ[TUNER_ID_VARIABLE]}: run the same command again to go on (the "
+          "chief waits for it before it ends).", signum)
     ended = sum(trial.status in ("COMPLETED", "FAILED")
                 for trial in self.oracle.trials.values())
     return TrainingInterrupted(
@@ -169,3 +219,25 @@ def stop_search_on_signals(search: _StopOnSignals, signals=safety.STOP_SIGNALS):
         else "")))
 
   return safety.two_stage_stop(search, error_on_second, signals)
+
+
+@contextlib.contextmanager
+def stop_oracle_on_signals(search: _StopOnSignals, signals=safety.STOP_SIGNALS):
+  """While the block runs, SIGTERM and SIGINT stop keras-tuner's chief at once: it
+  only answers its workers, and keras-tuner saves its oracle whenever a trial
+  begins or ends. Its workers' calls wait for it (keras-tuner's clients retry for
+  up to an hour), so the same command, run again meanwhile, continues the search."""
+
+  def stop(signum, frame):
+    raise SearchStopped(TrainingInterrupted(
+        f"Interrupted by {signal.Signals(signum).name} while handing out the trials of "
+        f"the search in {search.project_dir}; what its workers had ended is kept. Run "
+        "the same command again to continue the search: the workers wait for it.",
+        signum))
+
+  previous = {number: signal.signal(number, stop) for number in signals}
+  try:
+    yield
+  finally:
+    for number, old in previous.items():
+      signal.signal(number, old)

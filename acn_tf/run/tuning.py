@@ -8,10 +8,14 @@ in `model_dir/tuner` and resumes when the same command runs again; the best
 trial's full config is written as `model_dir/best_config.json`, ready for
 `run.py --config_file=.../best_config.json`. Every finished trial is also a run
 of TensorBoard's HParams dashboard (`model_dir/logs/hparams`): its searched
-values and its score.
+values and its score. Under keras-tuner's distributed tuning (its KERASTUNER_*
+variables) one process, the chief, hands out the trials and writes all this, and
+the others, its workers, run the trials (`_serve`, `_run_worker`).
 """
 
 import os
+import sys
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import keras
@@ -24,11 +28,13 @@ from acn_tf.config.schema import (TUNERS, ConfigError, ExperimentConfig, field_t
                                   fields_unused_by)
 from acn_tf.config.search_space import SearchDimension, parse_search_space
 from acn_tf.data import pipeline
-from acn_tf.errors import SearchFailedError
+from acn_tf.errors import ModelDirError, SearchFailedError
 from acn_tf.run import builders, distribute, run_dir, storage, training
 from acn_tf.run.hparams_log import OBJECTIVE, HParamsLog
-from acn_tf.run.tuners import (BayesianOptimization, Hyperband, RandomSearch, SearchStopped,
-                                stop_search_on_signals, stopped_for_failures)
+from acn_tf.run.tuners import (TUNER_ID_VARIABLE, BayesianOptimization, Hyperband,
+                                RandomSearch, SearchStopped, oracle_address, search_role,
+                                stop_oracle_on_signals, stop_search_on_signals,
+                                stopped_for_failures)
 
 TUNER_DIR = "tuner"
 BEST_CONFIG_FILE = "best_config.json"
@@ -226,15 +232,20 @@ def check_same_search(model_dir: str, tuner: str, config: ExperimentConfig) -> N
     os.makedirs(model_dir, exist_ok=True)
     strict_json.write(path, {"tuner": tuner, "config": config.to_dict()})
     return
-  saved = strict_json.read(path)
-  differences = config_differences(saved["config"], config)
-  if saved["tuner"] != tuner:
-    differences.insert(0, f"tuner (saved {saved['tuner']!r}, now {tuner!r})")
+  differences = _search_differences(strict_json.read(path), tuner, config)
   if differences:
     raise ConfigError(
         f"--model_dir={model_dir} holds a search of another configuration; continuing "
         f"it needs the same one. Different: {'; '.join(differences)}. Run the original "
         "command to continue that search, or choose a new --model_dir.")
+
+
+def _search_differences(saved: Dict[str, Any], tuner: str,
+                        config: ExperimentConfig) -> List[str]:
+  differences = config_differences(saved["config"], config)
+  if saved["tuner"] != tuner:
+    differences.insert(0, f"tuner (saved {saved['tuner']!r}, now {tuner!r})")
+  return differences
 
 
 def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = None,
@@ -251,8 +262,16 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
     raise ValueError(f"Unknown tuner {tuner!r}. Valid tuners: {', '.join(TUNERS)}.")
   if max_trials < 1:
     raise ValueError(f"max_trials must be >= 1, got {max_trials}.")
-  distribute.check_global_batch(config.data.batch_size,
-                                strategy or tf.distribute.get_strategy())
+  strategy = strategy or tf.distribute.get_strategy()
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    raise ConfigError(
+        "A search does not run under MultiWorkerMirroredStrategy: its workers would "
+        "each keep a search of their own. keras-tuner's distributed tuning runs one "
+        "on several machines (docs/DISTRIBUTION.md, \"A search on several machines\").")
+  distribute.check_global_batch(config.data.batch_size, strategy)
+  role = search_role()
+  if role == "worker":
+    return _run_worker(config, model_dir, data_dir, tuner, max_trials, strategy, verbose)
   with storage.RunDirLock(model_dir, purpose="search") as lock:
     lock.acquire(create=False, record=False)  # At once, if a search there ever took it.
     config, notes = prepare_search_config(config)
@@ -265,8 +284,11 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
       hypermodel = CoDistillationHyperModel(config, splits, strategy)
       search = make_tuner(tuner, hypermodel, model_dir, max_trials)
       try:
-        with stop_search_on_signals(search):
-          search.search(verbose=verbose)
+        if role == "chief":
+          _serve(search, model_dir, verbose)
+        else:
+          with stop_search_on_signals(search):
+            search.search(verbose=verbose)
       except RuntimeError as error:
         if not stopped_for_failures(error):  # That stop is a result to record.
           raise
@@ -278,6 +300,97 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
           raise error.__cause__ from None
         raise
       return record_results(search, hypermodel, model_dir, tuner, notes)
+
+
+def _serve(search: kt.Tuner, model_dir: str, verbose: int) -> None:
+  """keras-tuner's chief: hands out the search's trials to its workers until
+  max_trials have been handed out and every worker has ended (or left)."""
+  oracle = search.oracle
+  if len(oracle.trials) >= oracle.max_trials and not oracle.ongoing_trials:
+    return  # All handed out and ended: keras-tuner's chief would wait for a worker to ask.
+  search.hparams_log.write_config()  # keras-tuner's chief begins no search of its own.
+  print(f"Serving the search in {model_dir} to its workers at {oracle_address()}; it "
+        f"ends once its trials have ended (max_trials {oracle.max_trials}).",
+        file=sys.stderr, flush=True)
+  with stop_oracle_on_signals(search):
+    search.search(verbose=verbose)
+
+
+def _run_worker(config: ExperimentConfig, model_dir: str, data_dir: Optional[str],
+                tuner: str, max_trials: int, strategy: Optional[tf.distribute.Strategy],
+                verbose: int) -> Dict[str, Any]:
+  """A worker of keras-tuner's distributed tuning: runs the trials the chief hands
+  out, in the chief's model_dir (a file system every process reaches), and
+  returns the ids of those it began. The chief records the search's results.
+
+  The worker's config and tuner must be the chief's (search.json, which the chief
+  writes before it serves): trials trained under another config would be ranked
+  with the chief's. Two processes with one KERASTUNER_TUNER_ID would be handed
+  the same trial; the second is refused."""
+  import grpc  # keras-tuner's workers call their chief through it.
+  tuner_id = os.environ[TUNER_ID_VARIABLE]
+  config, _ = prepare_search_config(config)
+  splits = training.load_data(config, data_dir)  # Missing data fails before waiting.
+  saved = _wait_for_chief(model_dir, tuner_id)
+  differences = _search_differences(saved, tuner, config)
+  if differences:
+    raise ConfigError(
+        f"Worker {tuner_id} was given another configuration than the search its chief "
+        f"serves in --model_dir={model_dir}. Different: {'; '.join(differences)}. Run "
+        "every worker with the chief's flags (--experiment, --method, --config_file, "
+        "--override, --tuner).")
+  lock = storage.RunDirLock(model_dir, purpose=f"worker {tuner_id}",
+                            lock_file=f"{storage.LOCK_FILE}-{tuner_id}")
+  try:
+    lock.acquire()
+  except ModelDirError:
+    raise ModelDirError(
+        f"Another process of the search in --model_dir={model_dir} is worker "
+        f"{TUNER_ID_VARIABLE}={tuner_id}: the chief would hand both the same trial. Give "
+        "each worker a name of its own.") from None
+  with lock, storage.writing(model_dir):
+    hypermodel = CoDistillationHyperModel(config, splits, strategy)
+    search = make_tuner(tuner, hypermodel, model_dir, max_trials)
+    try:
+      with stop_search_on_signals(search):
+        search.search(verbose=verbose)
+    except SearchStopped as stop:
+      raise stop.interruption from None
+    except kt.errors.FatalError as error:
+      if isinstance(error.__cause__, storage.StorageError):  # A trial's write failed.
+        raise error.__cause__ from None
+      raise
+    except grpc.RpcError as error:
+      raise SearchFailedError(
+          f"Worker {tuner_id} lost the chief at {oracle_address()} ({error.code().name}: "
+          f"{error.details()}). The chief ends when every trial has been handed out and "
+          "no worker runs one; if it stopped before, run its command again: a worker "
+          "run again then goes on.") from None
+  return {"tuner_id": tuner_id, "trials_begun": list(search.trials_begun),
+          "results_file": os.path.join(model_dir, RESULTS_FILE)}
+
+
+# How long a worker waits for its chief's search.json (the chief loads its data first).
+CHIEF_WAIT_SECONDS = 600.0
+
+def _wait_for_chief(model_dir: str, tuner_id: str) -> Dict[str, Any]:
+  """The chief's search.json, once it is there (CHIEF_WAIT_SECONDS at most)."""
+  path = os.path.join(model_dir, SEARCH_FILE)
+  deadline = time.monotonic() + CHIEF_WAIT_SECONDS
+  said = False
+  while not os.path.exists(path):
+    if time.monotonic() > deadline:
+      raise ModelDirError(
+          f"Worker {tuner_id} found no {path} after {CHIEF_WAIT_SECONDS:.0f} s: its chief "
+          f"({TUNER_ID_VARIABLE}=chief, at {oracle_address()}) writes it there as it "
+          "starts. Start the chief with the same --model_dir, on a file system this "
+          "worker reaches.")
+    if not said:
+      print(f"Worker {tuner_id} waits for its chief to start the search in {model_dir}.",
+            file=sys.stderr, flush=True)
+      said = True
+    time.sleep(1.0)
+  return strict_json.read(path)
 
 
 def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,
