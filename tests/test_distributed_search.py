@@ -4,6 +4,7 @@
 import os
 import socket
 
+import keras_tuner as kt
 import pytest
 
 from acn_tf.config import command_line
@@ -28,6 +29,23 @@ def _as_worker(monkeypatch, tuner_id="worker0", port="1"):
   monkeypatch.setenv(tuners.ORACLE_IP_VARIABLE, "127.0.0.1")
   monkeypatch.setenv(tuners.ORACLE_PORT_VARIABLE, port)
   monkeypatch.setenv(tuners.TUNER_ID_VARIABLE, tuner_id)
+
+
+def test_a_worker_failures_message_reaches_the_chiefs_record(tmp_path):
+  """keras-tuner's chief receives a worker's trial without its message; the worker
+  leaves it in the trial's folder (tuners._TrialHistory.on_trial_end)."""
+  trial = kt.engine.trial.Trial(kt.HyperParameters(), trial_id="3", status="FAILED")
+  (tmp_path / "trial_3").mkdir()
+
+  class Search:
+    def get_trial_dir(self, trial_id):
+      return str(tmp_path / f"trial_{trial_id}")
+
+  assert tuning._trial_message(Search(), trial) is None
+  (tmp_path / "trial_3" / tuners.FAILURE_FILE).write_text("Traceback\nValueError: nan")
+  assert tuning._trial_message(Search(), trial) == "Traceback\nValueError: nan"
+  trial.message = "its own"  # A search alone: keras-tuner's record has it.
+  assert tuning._trial_message(Search(), trial) == "its own"
 
 
 @pytest.mark.parametrize("variables,role", [
@@ -57,6 +75,23 @@ def test_a_role_given_in_part_is_refused_naming_what_is_missing(monkeypatch):
   assert message.startswith("KERASTUNER_TUNER_ID set but not KERASTUNER_ORACLE_IP, "
                             "KERASTUNER_ORACLE_PORT")
   assert "unset them all" in message
+
+
+def test_a_tuner_name_with_a_path_separator_is_refused(monkeypatch):
+  _as_worker(monkeypatch, "../tuner1")
+  with pytest.raises(ConfigError, match="give a name without a path separator"):
+    tuners.search_role()
+
+
+def test_a_chief_that_cannot_listen_names_the_address(monkeypatch, tmp_path):
+  """192.0.2.1 is a documentation address, never this machine's."""
+  monkeypatch.setenv(tuners.ORACLE_IP_VARIABLE, "192.0.2.1")
+  monkeypatch.setenv(tuners.ORACLE_PORT_VARIABLE, str(_free_port()))
+  monkeypatch.setenv(tuners.TUNER_ID_VARIABLE, "chief")
+  with pytest.raises(ConfigError) as raised:
+    tuning.tune(_config(), str(tmp_path / "search"), max_trials=2, verbose=0)
+  assert str(raised.value).startswith("The chief cannot listen at 192.0.2.1:")
+  assert "to a free port of this machine" in str(raised.value)
 
 
 def test_a_search_under_multi_worker_is_refused_before_tensorflow_loads(run_py_here, tmp_path):
@@ -121,10 +156,16 @@ def _free_port():
 
 @pytest.mark.slow
 def test_a_chief_and_two_workers_run_each_trial_once_and_the_chief_records_them(tmp_path):
-  """Three processes of one command: the chief hands out 4 trials of one epoch;
-  every trial is run by exactly one worker, and the chief's tuning_results.json
-  and HParams experiment hold the search, as a search alone writes them."""
+  """A search of 2 trials begun alone is continued by three processes of one
+  command: the chief hands out trials 3 and 4 (of one epoch); each is run by
+  exactly one worker, the first two are kept as they were, and the chief's
+  tuning_results.json and HParams experiment hold the search, as a search alone
+  writes them. (Without tuning._continue_under_this_name, keras-tuner's chief,
+  finding no file of its own name, would start the search over.)"""
   model_dir = tmp_path / "search"
+  alone = run_py(*SEARCH, f"--model_dir={model_dir}", "--max_trials=2")
+  assert alone.returncode == 0, alone.stderr[-3000:]
+  begun = read_json(model_dir / tuning.RESULTS_FILE)["trials"]
   port = str(_free_port())
   processes = {}
   for tuner_id in ("chief", "worker0", "worker1"):
@@ -141,6 +182,7 @@ def test_a_chief_and_two_workers_run_each_trial_once_and_the_chief_records_them(
   summary = read_json(model_dir / tuning.RESULTS_FILE)
   trial_ids = [trial["trial"] for trial in summary["trials"]]
   assert summary["num_trials"] == 4 and summary["num_completed"] == 4
+  assert summary["trials"][:2] == begun
   assert summary["best_score"] == max(trial["score"] for trial in summary["trials"])
   assert os.path.exists(model_dir / tuning.BEST_CONFIG_FILE)
   assert "Serving the search in" in outputs["chief"][1]
@@ -153,8 +195,8 @@ def test_a_chief_and_two_workers_run_each_trial_once_and_the_chief_records_them(
     run_by[tuner_id] = [] if listed == "none" else listed.split(", ")
     assert line.endswith(f"The chief writes the search's results to "
                          f"{model_dir / tuning.RESULTS_FILE}.")
-  assert sorted(run_by["worker0"] + run_by["worker1"]) == sorted(trial_ids)
-  # Each trial's every epoch in its folder, written by the worker that ran it.
+  assert sorted(run_by["worker0"] + run_by["worker1"]) == sorted(trial_ids[2:])
+  # Each trial's every epoch in its folder, written by the process that ran it.
   for trial_id in trial_ids:
     assert os.path.exists(model_dir / tuning.TUNER_DIR / f"trial_{trial_id}" /
                           tuners.TRIAL_HISTORY_FILE)

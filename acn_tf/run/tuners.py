@@ -22,6 +22,8 @@ from acn_tf.run.hparams_log import HParamsLog
 TRIAL_FILE = "trial.json"
 # Every epoch's logs of a trial, in the same folder, named as a run's.
 TRIAL_HISTORY_FILE = run_dir.HISTORY_FILE
+# A failed trial's error, in its folder, when a worker of a distributed search ran it.
+FAILURE_FILE = "failure.txt"
 
 # keras-tuner's distributed tuning: where its chief oracle listens, and which tuner
 # a process is ("chief" for the oracle, any other name for a worker).
@@ -49,7 +51,11 @@ def search_role() -> str:
         f"{ORACLE_PORT_VARIABLE}, where the chief listens, and {TUNER_ID_VARIABLE}, "
         "\"chief\" for the chief and a name of its own for each worker). Set the "
         "missing ones, or unset them all for a search in this process alone.")
-  return "chief" if "chief" in os.environ[TUNER_ID_VARIABLE] else "worker"
+  tuner_id = os.environ[TUNER_ID_VARIABLE]
+  if os.sep in tuner_id or tuner_id in (".", ".."):
+    raise ConfigError(f"{TUNER_ID_VARIABLE}={tuner_id!r}: keras-tuner names a file after "
+                      "it; give a name without a path separator (e.g. tuner1).")
+  return "chief" if "chief" in tuner_id else "worker"
 
 
 def oracle_address() -> str:
@@ -124,6 +130,16 @@ class _TrialHistory:
     path = os.path.join(self.get_trial_dir(trial.trial_id), TRIAL_HISTORY_FILE)
     kwargs["callbacks"] = [*kwargs.get("callbacks", []), keras.callbacks.CSVLogger(path)]
     return super().run_trial(trial, *args, **kwargs)
+
+  def on_trial_end(self, trial):
+    """A worker's chief receives a trial without its error message (keras-tuner's
+    wire format has none): the worker leaves it in the trial's folder, for the
+    chief's tuning_results.json."""
+    if trial.message and search_role() == "worker":
+      with open(os.path.join(self.get_trial_dir(trial.trial_id), FAILURE_FILE), "w",
+                encoding="utf-8") as handle:
+        handle.write(trial.message)
+    super().on_trial_end(trial)
 
 
 class SearchStopped(BaseException):
@@ -225,14 +241,16 @@ def stop_search_on_signals(search: _StopOnSignals, signals=safety.STOP_SIGNALS):
 def stop_oracle_on_signals(search: _StopOnSignals, signals=safety.STOP_SIGNALS):
   """While the block runs, SIGTERM and SIGINT stop keras-tuner's chief at once: it
   only answers its workers, and keras-tuner saves its oracle whenever a trial
-  begins or ends. Its workers' calls wait for it (keras-tuner's clients retry for
-  up to an hour), so the same command, run again meanwhile, continues the search."""
+  begins or ends. A chief started again hands the trials that were running to the
+  next workers that ask (keras-tuner's reload), so its workers are to be stopped
+  and started again with it, or a trial would run twice."""
 
   def stop(signum, frame):
     raise SearchStopped(TrainingInterrupted(
         f"Interrupted by {signal.Signals(signum).name} while handing out the trials of "
-        f"the search in {search.project_dir}; what its workers had ended is kept. Run "
-        "the same command again to continue the search: the workers wait for it.",
+        f"the search in {search.project_dir}; the trials that had ended are kept. Stop "
+        "its workers too, then run the chief's command and theirs again: the search "
+        "goes on, and the trials that were running run again from their start.",
         signum))
 
   previous = {number: signal.signal(number, stop) for number in signals}

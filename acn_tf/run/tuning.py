@@ -13,6 +13,7 @@ variables) one process, the chief, hands out the trials and writes all this, and
 the others, its workers, run the trials (`_serve`, `_run_worker`).
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import keras
 import keras_tuner as kt
 import tensorflow as tf
+from keras_tuner.engine.trial import TrialStatus
 
 from acn_tf import strict_json
 from acn_tf.config.saved_runs import config_differences
@@ -31,7 +33,8 @@ from acn_tf.data import pipeline
 from acn_tf.errors import ModelDirError, SearchFailedError
 from acn_tf.run import builders, distribute, run_dir, storage, training
 from acn_tf.run.hparams_log import OBJECTIVE, HParamsLog
-from acn_tf.run.tuners import (TUNER_ID_VARIABLE, BayesianOptimization, Hyperband,
+from acn_tf.run.tuners import (FAILURE_FILE, ORACLE_IP_VARIABLE, ORACLE_PORT_VARIABLE,
+                                TUNER_ID_VARIABLE, BayesianOptimization, Hyperband,
                                 RandomSearch, SearchStopped, oracle_address, search_role,
                                 stop_oracle_on_signals, stop_search_on_signals,
                                 stopped_for_failures)
@@ -40,6 +43,8 @@ TUNER_DIR = "tuner"
 BEST_CONFIG_FILE = "best_config.json"
 RESULTS_FILE = "tuning_results.json"
 SEARCH_FILE = "search.json"
+# keras-tuner's record of a search, in model_dir/tuner.
+ORACLE_FILE = "oracle.json"
 # TensorBoard's HParams dashboard: the search space at this root, a run per trial.
 HPARAMS_DIR = os.path.join(run_dir.LOG_DIR, "hparams")
 DEFAULT_VALIDATION_FRACTION = 0.1
@@ -180,6 +185,8 @@ def make_tuner(tuner: str, hypermodel: CoDistillationHyperModel, model_dir: str,
   if tuner not in TUNERS:
     raise ValueError(f"Unknown tuner {tuner!r}. Valid tuners: {', '.join(TUNERS)}.")
   config = hypermodel.base_config
+  if search_role() != "worker":
+    _continue_under_this_name(os.path.join(model_dir, TUNER_DIR))
   common = dict(hypermodel=hypermodel, objective=OBJECTIVE, seed=oracle_seed(config),
                 directory=model_dir, project_name=TUNER_DIR, overwrite=False,
                 hparams_log=HParamsLog(os.path.join(model_dir, HPARAMS_DIR),
@@ -192,6 +199,18 @@ def make_tuner(tuner: str, hypermodel: CoDistillationHyperModel, model_dir: str,
   # Hyperband's brackets fix its number of trials; max_trials caps it.
   search.oracle.max_trials = max_trials
   return search
+
+
+def _continue_under_this_name(project_dir: str) -> None:
+  """keras-tuner reloads the search in project_dir only if it finds the file of
+  this process's tuner name there ("tuner0" alone, the chief's name when
+  distributed), an empty state: the search itself is the oracle's (oracle.json and
+  the trials' folders). Without it, a search begun alone and continued by a chief,
+  or the other way round, would start over and overwrite the trials. The file is
+  written when a search exists and this name's is missing."""
+  tuner_file = os.path.join(project_dir, f"{os.environ.get(TUNER_ID_VARIABLE, 'tuner0')}.json")
+  if os.path.exists(os.path.join(project_dir, ORACLE_FILE)) and not os.path.exists(tuner_file):
+    strict_json.write(tuner_file, {})
 
 
 # -- Search ---------------------------------------------------------------------------
@@ -284,36 +303,60 @@ def tune(config: ExperimentConfig, model_dir: str, data_dir: Optional[str] = Non
       hypermodel = CoDistillationHyperModel(config, splits, strategy)
       search = make_tuner(tuner, hypermodel, model_dir, max_trials)
       try:
-        if role == "chief":
-          _serve(search, model_dir, verbose)
-        else:
-          with stop_search_on_signals(search):
-            search.search(verbose=verbose)
+        with _search_errors():
+          if role == "chief":
+            _serve(search, model_dir, verbose)
+          else:
+            with stop_search_on_signals(search):
+              search.search(verbose=verbose)
       except RuntimeError as error:
         if not stopped_for_failures(error):  # That stop is a result to record.
           raise
         notes = [*notes, "The search stopped early: " + str(error).splitlines()[0]]
-      except SearchStopped as stop:
-        raise stop.interruption from None
-      except kt.errors.FatalError as error:
-        if isinstance(error.__cause__, storage.StorageError):  # A trial's write failed.
-          raise error.__cause__ from None
-        raise
       return record_results(search, hypermodel, model_dir, tuner, notes)
+
+
+@contextlib.contextmanager
+def _search_errors():
+  """A stop on a signal, and a trial's failed write, as the errors run.py reports."""
+  try:
+    yield
+  except SearchStopped as stop:
+    raise stop.interruption from None
+  except kt.errors.FatalError as error:
+    if isinstance(error.__cause__, storage.StorageError):  # A trial's write failed.
+      raise error.__cause__ from None
+    raise
 
 
 def _serve(search: kt.Tuner, model_dir: str, verbose: int) -> None:
   """keras-tuner's chief: hands out the search's trials to its workers until
-  max_trials have been handed out and every worker has ended (or left)."""
+  max_trials have been handed out and no worker that asked for one runs one.
+
+  keras-tuner's stop after failed trials in a row is switched off here: on a
+  chief it is raised inside the server's thread while the oracle's lock is held,
+  and the chief would then wait for ever. Every trial runs, failed or not."""
   oracle = search.oracle
-  if len(oracle.trials) >= oracle.max_trials and not oracle.ongoing_trials:
-    return  # All handed out and ended: keras-tuner's chief would wait for a worker to ask.
+  if len(oracle.trials) >= oracle.max_trials and all(
+      trial.status in (TrialStatus.COMPLETED, TrialStatus.FAILED)
+      for trial in oracle.trials.values()):
+    return  # Nothing to hand out: keras-tuner's chief would wait for a worker to ask.
+  oracle.max_consecutive_failed_trials = None
   search.hparams_log.write_config()  # keras-tuner's chief begins no search of its own.
   print(f"Serving the search in {model_dir} to its workers at {oracle_address()}; it "
         f"ends once its trials have ended (max_trials {oracle.max_trials}).",
         file=sys.stderr, flush=True)
-  with stop_oracle_on_signals(search):
-    search.search(verbose=verbose)
+  try:
+    with stop_oracle_on_signals(search):
+      search.search(verbose=verbose)
+  except RuntimeError as error:
+    if "Failed to bind" not in str(error):
+      raise
+    raise ConfigError(
+        f"The chief cannot listen at {oracle_address()} ({error}): that port is taken, "
+        f"or the address is not this machine's. Set {ORACLE_IP_VARIABLE} and "
+        f"{ORACLE_PORT_VARIABLE} (the same on every worker) to a free port of this "
+        "machine.") from None
 
 
 def _run_worker(config: ExperimentConfig, model_dir: str, data_dir: Optional[str],
@@ -352,20 +395,14 @@ def _run_worker(config: ExperimentConfig, model_dir: str, data_dir: Optional[str
     hypermodel = CoDistillationHyperModel(config, splits, strategy)
     search = make_tuner(tuner, hypermodel, model_dir, max_trials)
     try:
-      with stop_search_on_signals(search):
+      with _search_errors(), stop_search_on_signals(search):
         search.search(verbose=verbose)
-    except SearchStopped as stop:
-      raise stop.interruption from None
-    except kt.errors.FatalError as error:
-      if isinstance(error.__cause__, storage.StorageError):  # A trial's write failed.
-        raise error.__cause__ from None
-      raise
     except grpc.RpcError as error:
       raise SearchFailedError(
-          f"Worker {tuner_id} lost the chief at {oracle_address()} ({error.code().name}: "
-          f"{error.details()}). The chief ends when every trial has been handed out and "
-          "no worker runs one; if it stopped before, run its command again: a worker "
-          "run again then goes on.") from None
+          f"Worker {tuner_id} lost its chief at {oracle_address()} ({error.code().name}: "
+          f"{error.details()}). If the chief was stopped, stop every worker, then run the "
+          "chief's command and the workers' again: the search goes on, and the trials "
+          "that were running run again from their start.") from None
   return {"tuner_id": tuner_id, "trials_begun": list(search.trials_begun),
           "results_file": os.path.join(model_dir, RESULTS_FILE)}
 
@@ -417,7 +454,7 @@ def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,
       "notes": notes,
       "trials": [{"trial": trial.trial_id, "status": trial.status, "score": _score(trial),
                   "values": _searched_values(trial, hypermodel.dimensions),
-                  "message": trial.message}
+                  "message": _trial_message(search, trial)}
                  for trial in trials],
   }
   results_file = os.path.join(model_dir, RESULTS_FILE)
@@ -425,16 +462,28 @@ def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,
   if best is None:
     raise SearchFailedError(
         f"No trial of the search in {model_dir} completed ({len(trials)} failed). The "
-        f"last one failed with: {_last_error_line(trials)}\nEvery trial's error is in "
-        f"{results_file}. Fix its cause (often a search range that makes training "
+        f"last one failed with: {_last_error_line(summary['trials'])}\nEvery trial's "
+        f"error is in {results_file}. Fix its cause (often a search range that makes training "
         "diverge, or a setting that does not fit the data), then run the same command "
         "with a new --model_dir.")
   return summary
 
 
-def _last_error_line(trials) -> str:
-  """The exception line of the last failed trial's traceback."""
-  message = (trials[-1].message or "").strip() if trials else ""
+def _trial_message(search: kt.Tuner, trial) -> Optional[str]:
+  """The trial's error: keras-tuner's record of it, or, for a trial a worker ran
+  (its chief receives no message), the file the worker wrote."""
+  if trial.message:
+    return trial.message
+  path = os.path.join(search.get_trial_dir(trial.trial_id), FAILURE_FILE)
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as handle:
+      return handle.read()
+  return None
+
+
+def _last_error_line(trials: List[Dict[str, Any]]) -> str:
+  """The exception line of the last failed trial's traceback (tuning_results.json's)."""
+  message = (trials[-1]["message"] or "").strip() if trials else ""
   return message.splitlines()[-1] if message else "(no message)"
 
 
