@@ -2,7 +2,9 @@
 (acn_tf/run/tuning.py, tuners.search_role)."""
 
 import os
+import signal
 import socket
+import time
 
 import keras_tuner as kt
 import pytest
@@ -146,6 +148,25 @@ def test_a_worker_without_its_chief_says_where_it_looked(monkeypatch, tmp_path):
   assert message.startswith(f"Worker worker0 found no {os.path.join(model_dir, 'search.json')}"
                             " after 2 s")
   assert "127.0.0.1:8123" in message and "Start the chief with the same --model_dir" in message
+
+
+def test_a_signal_stops_the_chief_at_once_saying_to_restart_its_workers():
+  """keras-tuner's chief only sleeps and answers: nothing would ever read a request
+  to stop at the next step. The previous handler comes back after."""
+  class Search:
+    project_dir = "/shared/search/tuner"
+
+  previous = signal.getsignal(signal.SIGUSR1)
+  with pytest.raises(tuners.SearchStopped) as raised:
+    with tuners.stop_oracle_on_signals(Search(), signals=(signal.SIGUSR1,)):
+      os.kill(os.getpid(), signal.SIGUSR1)
+      time.sleep(5)  # The handler raises here, at once.
+  message = str(raised.value.interruption)
+  assert message.startswith("Interrupted by SIGUSR1 while handing out the trials of the "
+                            "search in /shared/search/tuner")
+  assert "Stop its workers too" in message
+  assert raised.value.interruption.exit_status == 128 + signal.SIGUSR1
+  assert signal.getsignal(signal.SIGUSR1) is previous
 
 
 def _free_port():

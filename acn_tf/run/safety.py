@@ -302,27 +302,32 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextlib.contextmanager
-def two_stage_stop(target, error_on_second, signals=STOP_SIGNALS):
-  """While the block runs, a first signal sets `target.stop_requested` to its number,
-  for whoever owns `target` to stop cleanly at the next step's end; a second raises
-  `error_on_second(signum)` at once, for a user who cannot wait. Outside the main
-  thread (where handlers cannot be set) this installs nothing; the previous handlers
-  come back when the block ends."""
+def handling_signals(handler, signals=STOP_SIGNALS):
+  """While the block runs, `handler(signum, frame)` receives `signals`; the previous
+  handlers come back when it ends. Outside the main thread (where handlers cannot
+  be set) this installs nothing."""
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-
-  def handler(signum, frame):
-    if target.stop_requested is not None:
-      raise error_on_second(signum)
-    target.stop_requested = signum
-
   previous = {number: signal.signal(number, handler) for number in signals}
   try:
     yield
   finally:
     for number, old in previous.items():
       signal.signal(number, old)
+
+
+def two_stage_stop(target, error_on_second, signals=STOP_SIGNALS):
+  """While the block runs, a first signal sets `target.stop_requested` to its number,
+  for whoever owns `target` to stop cleanly at the next step's end; a second raises
+  `error_on_second(signum)` at once, for a user who cannot wait."""
+
+  def handler(signum, frame):
+    if target.stop_requested is not None:
+      raise error_on_second(signum)
+    target.stop_requested = signum
+
+  return handling_signals(handler, signals)
 
 
 def stop_on_signals(backup: SafeBackupAndRestore, signals=STOP_SIGNALS):

@@ -5,7 +5,6 @@ continues from, and a failed write that ends the search rather than failing ever
 trial after it. Also the process's part in keras-tuner's distributed tuning
 (`search_role`)."""
 
-import contextlib
 import os
 import signal
 from typing import List, Optional
@@ -237,7 +236,6 @@ def stop_search_on_signals(search: _StopOnSignals, signals=safety.STOP_SIGNALS):
   return safety.two_stage_stop(search, error_on_second, signals)
 
 
-@contextlib.contextmanager
 def stop_oracle_on_signals(search: _StopOnSignals, signals=safety.STOP_SIGNALS):
   """While the block runs, SIGTERM and SIGINT stop keras-tuner's chief at once: it
   only answers its workers, and keras-tuner saves its oracle whenever a trial
@@ -253,9 +251,4 @@ def stop_oracle_on_signals(search: _StopOnSignals, signals=safety.STOP_SIGNALS):
         "goes on, and the trials that were running run again from their start.",
         signum))
 
-  previous = {number: signal.signal(number, stop) for number in signals}
-  try:
-    yield
-  finally:
-    for number, old in previous.items():
-      signal.signal(number, old)
+  return safety.handling_signals(stop, signals)
