@@ -208,8 +208,10 @@ def _continue_under_this_name(project_dir: str) -> None:
   the trials' folders). Without it, a search begun alone and continued by a chief,
   or the other way round, would start over and overwrite the trials. The file is
   written when a search exists and this name's is missing."""
-  tuner_file = os.path.join(project_dir, f"{os.environ.get(TUNER_ID_VARIABLE, 'tuner0')}.json")
-  if os.path.exists(os.path.join(project_dir, ORACLE_FILE)) and not os.path.exists(tuner_file):
+  tuner_name = os.environ.get(TUNER_ID_VARIABLE, "tuner0")  # keras-tuner's default.
+  tuner_file = os.path.join(project_dir, f"{tuner_name}.json")
+  searched = os.path.exists(os.path.join(project_dir, ORACLE_FILE))
+  if searched and not os.path.exists(tuner_file):
     strict_json.write(tuner_file, {})
 
 
@@ -410,6 +412,7 @@ def _run_worker(config: ExperimentConfig, model_dir: str, data_dir: Optional[str
 # How long a worker waits for its chief's search.json (the chief loads its data first).
 CHIEF_WAIT_SECONDS = 600.0
 
+
 def _wait_for_chief(model_dir: str, tuner_id: str) -> Dict[str, Any]:
   """The chief's search.json, once it is there (CHIEF_WAIT_SECONDS at most)."""
   path = os.path.join(model_dir, SEARCH_FILE)
@@ -463,9 +466,9 @@ def record_results(search: kt.Tuner, hypermodel: CoDistillationHyperModel,
     raise SearchFailedError(
         f"No trial of the search in {model_dir} completed ({len(trials)} failed). The "
         f"last one failed with: {_last_error_line(summary['trials'])}\nEvery trial's "
-        f"error is in {results_file}. Fix its cause (often a search range that makes training "
-        "diverge, or a setting that does not fit the data), then run the same command "
-        "with a new --model_dir.")
+        f"error is in {results_file}. Fix its cause (often a search range that makes "
+        "training diverge, or a setting that does not fit the data), then run the same "
+        "command with a new --model_dir.")
   return summary
 
 
