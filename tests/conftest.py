@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -94,6 +95,18 @@ def kill_run_py_after_checkpoint(command, model_dir, epoch):
   assert not os.path.exists(os.path.join(model_dir, "results.json")), \
       "the run finished before it was killed: make it longer"
   return _saved_epoch(metadata)
+
+
+def free_ports(count):
+  """`count` distinct localhost ports free at the time of asking (all bound at once,
+  then released, so that they differ)."""
+  sockets = [socket.socket() for _ in range(count)]
+  for handle in sockets:
+    handle.bind(("localhost", 0))
+  ports = [handle.getsockname()[1] for handle in sockets]
+  for handle in sockets:
+    handle.close()
+  return ports
 
 
 def history_epochs(path):

@@ -3,7 +3,6 @@
 
 import os
 import signal
-import socket
 import time
 
 import keras_tuner as kt
@@ -13,7 +12,8 @@ from acn_tf.config import command_line
 from acn_tf.config.schema import ConfigError
 from acn_tf.errors import ModelDirError
 from acn_tf.run import storage, tuners, tuning
-from conftest import error_lines, read_json, run_py, start_run_py, subprocess_environment
+from conftest import (error_lines, free_ports, read_json, run_py, start_run_py,
+                      subprocess_environment)
 
 SEARCH = ["--experiment=digits", "--method=dml", "--mode=tune", "--verbose=0",
           "--override=epochs=1", "--override=train_examples=256",
@@ -88,7 +88,7 @@ def test_a_tuner_name_with_a_path_separator_is_refused(monkeypatch):
 def test_a_chief_that_cannot_listen_names_the_address(monkeypatch, tmp_path):
   """192.0.2.1 is a documentation address, never this machine's."""
   monkeypatch.setenv(tuners.ORACLE_IP_VARIABLE, "192.0.2.1")
-  monkeypatch.setenv(tuners.ORACLE_PORT_VARIABLE, str(_free_port()))
+  monkeypatch.setenv(tuners.ORACLE_PORT_VARIABLE, str(free_ports(1)[0]))
   monkeypatch.setenv(tuners.TUNER_ID_VARIABLE, "chief")
   with pytest.raises(ConfigError) as raised:
     tuning.tune(_config(), str(tmp_path / "search"), max_trials=2, verbose=0)
@@ -169,12 +169,6 @@ def test_a_signal_stops_the_chief_at_once_saying_to_restart_its_workers():
   assert signal.getsignal(signal.SIGUSR1) is previous
 
 
-def _free_port():
-  with socket.socket() as handle:
-    handle.bind(("localhost", 0))
-    return handle.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_a_chief_and_two_workers_run_each_trial_once_and_the_chief_records_them(tmp_path):
   """A search of 2 trials begun alone is continued by three processes of one
@@ -187,7 +181,7 @@ def test_a_chief_and_two_workers_run_each_trial_once_and_the_chief_records_them(
   alone = run_py(*SEARCH, f"--model_dir={model_dir}", "--max_trials=2")
   assert alone.returncode == 0, alone.stderr[-3000:]
   begun = read_json(model_dir / tuning.RESULTS_FILE)["trials"]
-  port = str(_free_port())
+  port = str(free_ports(1)[0])
   processes = {}
   for tuner_id in ("chief", "worker0", "worker1"):
     environment = subprocess_environment(KERASTUNER_ORACLE_IP="127.0.0.1",

@@ -915,7 +915,8 @@ def test_a_diverged_run_keeps_its_checkpoint_and_resumes_with_another_rate(
   assert applied == [pytest.approx(0.01)]
   assert results["optimizer_iterations"] == {"classifiers": 3 * 2}
   assert results["divergences"][0]["resumed_with"] == [{"learning_rate": 0.01}]
-  assert history_epochs(os.path.join(model_dir, "history.csv")) == ["0", "1", "2"]  # Epoch 0 from the first run, then resumed at 1.
+  # Epoch 0 from the first run, then resumed at 1.
+  assert history_epochs(os.path.join(model_dir, "history.csv")) == ["0", "1", "2"]
   assert strict_json.read(os.path.join(model_dir, "config.json"))["learning_rate"] == 0.01
   assert not os.path.exists(backup_dir)  # Removed once results.json is written.
   strict_json_files(model_dir)

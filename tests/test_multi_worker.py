@@ -3,23 +3,13 @@
 import json
 import os
 import signal
-import socket
 import time
 
 import pytest
 
 from acn_tf.run import run_dir
-from conftest import history_epochs, read_json, start_run_py, subprocess_environment
-
-
-def _free_ports(count):
-  sockets = [socket.socket() for _ in range(count)]
-  for handle in sockets:
-    handle.bind(("localhost", 0))
-  ports = [handle.getsockname()[1] for handle in sockets]
-  for handle in sockets:
-    handle.close()
-  return ports
+from conftest import (free_ports, history_epochs, read_json, start_run_py,
+                      subprocess_environment)
 
 
 # An ACN run on digits (Phase A from the first step), 2 steps an epoch.
@@ -29,7 +19,7 @@ ACN = ["--method=acn", "--override=train_examples=128", "--override=adv_warmup_e
 def _start_workers(tmp_path, model_dir, *arguments, **variables):
   """run.py ARGUMENTS on two localhost workers of one cluster (worker 0 the
   chief), started."""
-  workers = [f"localhost:{port}" for port in _free_ports(2)]
+  workers = [f"localhost:{port}" for port in free_ports(2)]
   processes = []
   for index in range(2):
     tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
